@@ -1,0 +1,113 @@
+//! Reading and parsing request bodies: size limit, content type, JSON syntax, then field-by-field
+//! extraction so every missing or invalid field is named in the error.
+
+use actix_web::HttpRequest;
+use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use actix_web::web::{Bytes, BytesMut, Payload};
+use futures_util::StreamExt;
+use serde_json::{Map, Value};
+
+use crate::error::ApiError;
+
+/// Reads the whole body, refusing more than `limit` bytes (early, from Content-Length, when the
+/// client declares it) and any declared content type other than JSON.
+pub async fn read_json_body(
+    req: &HttpRequest,
+    mut payload: Payload,
+    limit: usize,
+) -> Result<Value, ApiError> {
+    if let Some(content_type) = req.headers().get(CONTENT_TYPE) {
+        let text = content_type.to_str().unwrap_or("");
+        let mime = text
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if !(mime == "application/json" || mime.ends_with("+json")) {
+            return Err(ApiError::UnsupportedMediaType(text.to_owned()));
+        }
+    }
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    let mut body = BytesMut::with_capacity(declared.unwrap_or(1024).min(limit));
+    while let Some(chunk) = payload.next().await {
+        let chunk: Bytes = chunk.map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::PayloadTooLarge { limit });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    serde_json::from_slice(&body).map_err(|e| ApiError::MalformedJson(e.to_string()))
+}
+
+/// A JSON object whose fields are taken one by one; whatever is left is an unknown field.
+pub struct Fields {
+    map: Map<String, Value>,
+}
+
+impl Fields {
+    pub fn from_body(body: Value) -> Result<Self, ApiError> {
+        match body {
+            Value::Object(map) => Ok(Self { map }),
+            other => Err(ApiError::invalid(
+                "body",
+                format!("must be a JSON object, got {}", kind(&other)),
+            )),
+        }
+    }
+
+    /// Removes and returns a field that may be absent (`null` counts as absent).
+    pub fn optional(&mut self, name: &str) -> Option<Value> {
+        self.map.remove(name).filter(|v| !v.is_null())
+    }
+
+    /// Removes and returns a field that must be present and not `null`.
+    pub fn required(&mut self, name: &str) -> Result<Value, ApiError> {
+        self.optional(name)
+            .ok_or_else(|| ApiError::invalid(name, "is required"))
+    }
+
+    pub fn required_str(&mut self, name: &str) -> Result<String, ApiError> {
+        as_string(name, self.required(name)?)
+    }
+
+    pub fn optional_str(&mut self, name: &str) -> Result<Option<String>, ApiError> {
+        self.optional(name).map(|v| as_string(name, v)).transpose()
+    }
+
+    /// Fails on the first field nobody asked for, so typos do not pass silently.
+    pub fn finish(self) -> Result<(), ApiError> {
+        match self.map.keys().next() {
+            Some(unknown) => Err(ApiError::invalid(unknown.clone(), "is not a known field")),
+            None => Ok(()),
+        }
+    }
+}
+
+pub fn as_string(field: &str, value: Value) -> Result<String, ApiError> {
+    match value {
+        Value::String(s) => Ok(s),
+        other => Err(ApiError::invalid(
+            field,
+            format!("must be a string, got {}", kind(&other)),
+        )),
+    }
+}
+
+pub fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}

@@ -1,0 +1,131 @@
+//! The API's one error type and its single JSON shape:
+//! `{"code": "<stable machine code>", "message": "<for humans>", "field": "<when one is at fault>"}`.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use dispatch_store::StoreError;
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body is not JSON (400).
+    #[error("request body is not valid JSON: {0}")]
+    MalformedJson(String),
+    /// A field is missing or invalid (422).
+    #[error("{field}: {message}")]
+    InvalidField { field: String, message: String },
+    /// A query parameter is invalid (422).
+    #[error("query parameter {param}: {message}")]
+    InvalidParam { param: String, message: String },
+    /// The body exceeds the configured limit (413).
+    #[error("request body is larger than the limit of {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    /// The body is not declared as JSON (415).
+    #[error("Content-Type must be application/json, got {0:?}")]
+    UnsupportedMediaType(String),
+    /// No such resource (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The route exists but not for this method (405).
+    #[error("method not allowed on this path")]
+    MethodNotAllowed,
+    /// The event id was already received with different content (409).
+    #[error("{0}")]
+    EventConflict(String),
+    /// The subscription id is taken (409).
+    #[error("{0}")]
+    SubscriptionExists(String),
+    /// The database cannot be reached (503); the caller should retry.
+    #[error("the database is unavailable; retry later")]
+    DatabaseUnavailable,
+    /// The service is up but not ready (503).
+    #[error("not ready: {0}")]
+    NotReady(String),
+    /// Anything unexpected (500): logged with its cause, answered opaquely.
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    code: &'a str,
+    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
+}
+
+impl ApiError {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::InvalidField {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The stable, machine-readable code of this error (documented in docs/spec.md).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::MalformedJson(_) => "malformed_json",
+            Self::InvalidField { .. } => "invalid_field",
+            Self::InvalidParam { .. } => "invalid_parameter",
+            Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::UnsupportedMediaType(_) => "unsupported_media_type",
+            Self::NotFound(_) => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::EventConflict(_) => "event_conflict",
+            Self::SubscriptionExists(_) => "subscription_exists",
+            Self::DatabaseUnavailable => "database_unavailable",
+            Self::NotReady(_) => "not_ready",
+            Self::Internal(_) => "internal",
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        if error.is_unavailable() {
+            tracing::warn!(error = %error, "database unavailable");
+            Self::DatabaseUnavailable
+        } else {
+            Self::Internal(error.into())
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::MalformedJson(_) => StatusCode::BAD_REQUEST,
+            Self::InvalidField { .. } | Self::InvalidParam { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::EventConflict(_) | Self::SubscriptionExists(_) => StatusCode::CONFLICT,
+            Self::DatabaseUnavailable | Self::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if let Self::Internal(cause) = self {
+            tracing::error!(error = ?cause, "request failed unexpectedly");
+        }
+        let field = match self {
+            Self::InvalidField { field, .. } => Some(field.as_str()),
+            Self::InvalidParam { param, .. } => Some(param.as_str()),
+            _ => None,
+        };
+        let mut response = HttpResponse::build(self.status_code());
+        if matches!(self, Self::DatabaseUnavailable) {
+            response.insert_header(("Retry-After", "1"));
+        }
+        response.json(ErrorBody {
+            code: self.code(),
+            message: self.to_string(),
+            field,
+        })
+    }
+}

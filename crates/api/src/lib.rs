@@ -1,0 +1,13 @@
+//! Dispatch's ingestion API: an actix-web server over the store. `main.rs` is a thin shell;
+//! tests start the same [`startup::Application`] in-process on port 0.
+
+pub mod body;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod routes;
+pub mod startup;
+pub mod views;
+
+pub use config::Settings;
+pub use startup::Application;

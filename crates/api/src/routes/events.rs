@@ -1,0 +1,101 @@
+//! `POST /events`, `GET /events/{id}`, `GET /events/{id}/attempts`.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use dispatch_domain::{EventId, EventType, Source};
+use dispatch_store::models::NewEvent;
+use dispatch_store::queries::attempts as attempt_queries;
+use dispatch_store::queries::events::{self, IngestOutcome};
+use dispatch_store::{AsyncPgConnection, pool};
+
+use super::AppState;
+use crate::body::{Fields, read_json_body};
+use crate::error::ApiError;
+use crate::views::{AttemptView, EventView, List};
+
+/// Turns a request body into a valid new event, naming the first field at fault.
+pub fn parse_new_event(body: serde_json::Value) -> Result<NewEvent, ApiError> {
+    let mut fields = Fields::from_body(body)?;
+    let id = fields.required_str("id")?;
+    let id = EventId::parse(&id).map_err(|e| ApiError::invalid("id", e.to_string()))?;
+    let event_type = fields.required_str("type")?;
+    let event_type =
+        EventType::parse(&event_type).map_err(|e| ApiError::invalid("type", e.to_string()))?;
+    let source = fields.required_str("source")?;
+    let source = Source::parse(&source).map_err(|e| ApiError::invalid("source", e.to_string()))?;
+    let data = fields.required("data")?;
+    fields.finish()?;
+    Ok(NewEvent {
+        id,
+        event_type,
+        source,
+        data,
+    })
+}
+
+async fn view(
+    conn: &mut AsyncPgConnection,
+    event: dispatch_store::models::EventRow,
+) -> Result<EventView, ApiError> {
+    let deliveries = events::deliveries_of(conn, &event.id).await?;
+    Ok(EventView::new(event, deliveries)?)
+}
+
+pub async fn create(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let body = read_json_body(&req, payload, state.max_body_bytes).await?;
+    let new = parse_new_event(body)?;
+    let mut conn = pool::connection(&state.pool).await?;
+    match events::ingest(&mut conn, &new).await? {
+        IngestOutcome::Created { event, deliveries } => {
+            tracing::info!(event.id = %new.id, event.type = %new.event_type, deliveries, "event accepted");
+            let view = if deliveries == 0 {
+                EventView::new(event, Vec::new())?
+            } else {
+                view(&mut conn, event).await?
+            };
+            Ok(HttpResponse::Accepted().json(view))
+        }
+        IngestOutcome::Duplicate(event) => {
+            tracing::info!(event.id = %new.id, "event already received; nothing created");
+            Ok(HttpResponse::Ok().json(view(&mut conn, event).await?))
+        }
+        IngestOutcome::Conflict(_) => Err(ApiError::EventConflict(format!(
+            "event {} was already received with different content",
+            new.id
+        ))),
+    }
+}
+
+fn event_not_found(id: &str) -> ApiError {
+    ApiError::NotFound(format!("no event with id {id:?}"))
+}
+
+pub async fn get(
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner();
+    let mut conn = pool::connection(&state.pool).await?;
+    let event = events::find(&mut conn, &id)
+        .await?
+        .ok_or_else(|| event_not_found(&id))?;
+    Ok(HttpResponse::Ok().json(view(&mut conn, event).await?))
+}
+
+pub async fn attempts(
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner();
+    let mut conn = pool::connection(&state.pool).await?;
+    if events::find(&mut conn, &id).await?.is_none() {
+        return Err(event_not_found(&id));
+    }
+    let attempts = attempt_queries::of_event(&mut conn, &id).await?;
+    Ok(HttpResponse::Ok().json(List {
+        data: attempts.into_iter().map(AttemptView::from).collect(),
+    }))
+}

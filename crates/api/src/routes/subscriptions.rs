@@ -1,0 +1,184 @@
+//! `POST /subscriptions`, `GET /subscriptions`, `GET /subscriptions/{id}`,
+//! `DELETE /subscriptions/{id}`.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use dispatch_domain::{DestinationUrl, Pattern, SubscriptionId};
+use dispatch_store::models::NewSubscription;
+use dispatch_store::pool;
+use dispatch_store::queries::subscriptions;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::AppState;
+use crate::body::{Fields, as_string, kind, read_json_body};
+use crate::error::ApiError;
+use crate::views::{Page, SubscriptionView};
+
+/// Most patterns one subscription may list.
+pub const MAX_PATTERNS: usize = 64;
+/// Longest secret accepted, in bytes.
+pub const MAX_SECRET_LEN: usize = 512;
+pub const DEFAULT_PAGE_SIZE: i64 = 50;
+pub const MAX_PAGE_SIZE: i64 = 500;
+
+fn parse_patterns(value: Value) -> Result<Vec<Pattern>, ApiError> {
+    let Value::Array(items) = value else {
+        return Err(ApiError::invalid(
+            "event_types",
+            format!("must be an array of patterns, got {}", kind(&value)),
+        ));
+    };
+    if items.is_empty() {
+        return Err(ApiError::invalid(
+            "event_types",
+            "must list at least one pattern",
+        ));
+    }
+    if items.len() > MAX_PATTERNS {
+        return Err(ApiError::invalid(
+            "event_types",
+            format!(
+                "must list at most {MAX_PATTERNS} patterns (got {})",
+                items.len()
+            ),
+        ));
+    }
+    let mut patterns: Vec<Pattern> = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let field = format!("event_types[{i}]");
+        let text = as_string(&field, item)?;
+        let pattern =
+            Pattern::parse(&text).map_err(|e| ApiError::invalid(&field, e.to_string()))?;
+        if !patterns.contains(&pattern) {
+            patterns.push(pattern);
+        }
+    }
+    Ok(patterns)
+}
+
+/// Turns a request body into a valid new subscription, naming the first field at fault.
+pub fn parse_new_subscription(body: Value) -> Result<NewSubscription, ApiError> {
+    let mut fields = Fields::from_body(body)?;
+    let id = match fields.optional_str("id")? {
+        Some(id) => {
+            SubscriptionId::parse(&id).map_err(|e| ApiError::invalid("id", e.to_string()))?
+        }
+        None => SubscriptionId::generate(),
+    };
+    let url = fields.required_str("url")?;
+    let url = DestinationUrl::parse(&url).map_err(|e| ApiError::invalid("url", e.to_string()))?;
+    let event_types = parse_patterns(fields.required("event_types")?)?;
+    let secret = fields.optional_str("secret")?;
+    if let Some(secret) = &secret {
+        if secret.is_empty() {
+            return Err(ApiError::invalid(
+                "secret",
+                "must not be empty (omit it instead)",
+            ));
+        }
+        if secret.len() > MAX_SECRET_LEN {
+            return Err(ApiError::invalid(
+                "secret",
+                format!("must be at most {MAX_SECRET_LEN} bytes"),
+            ));
+        }
+    }
+    fields.finish()?;
+    Ok(NewSubscription {
+        id,
+        url,
+        event_types,
+        secret,
+    })
+}
+
+pub async fn create(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let body = read_json_body(&req, payload, state.max_body_bytes).await?;
+    let new = parse_new_subscription(body)?;
+    let mut conn = pool::connection(&state.pool).await?;
+    let row = subscriptions::insert(&mut conn, &new)
+        .await?
+        .ok_or_else(|| {
+            ApiError::SubscriptionExists(format!(
+                "subscription id {:?} is taken (ids of deleted subscriptions are not reused)",
+                new.id.as_str()
+            ))
+        })?;
+    tracing::info!(subscription.id = %row.id, "subscription created");
+    Ok(HttpResponse::Created()
+        .insert_header(("Location", format!("/subscriptions/{}", row.id)))
+        .json(SubscriptionView::created(row)))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListParams {
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+pub async fn list(
+    params: web::Query<ListParams>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = match params.limit.as_deref() {
+        None => DEFAULT_PAGE_SIZE,
+        Some(text) => text
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=MAX_PAGE_SIZE).contains(n))
+            .ok_or_else(|| ApiError::InvalidParam {
+                param: "limit".to_owned(),
+                message: format!("must be a whole number from 1 to {MAX_PAGE_SIZE}, got {text:?}"),
+            })?,
+    };
+    let cursor = params.cursor.as_deref().filter(|c| !c.is_empty());
+    if let Some(c) = cursor {
+        SubscriptionId::parse(c).map_err(|e| ApiError::InvalidParam {
+            param: "cursor".to_owned(),
+            message: format!("is not a cursor this API returned: {e}"),
+        })?;
+    }
+    let mut conn = pool::connection(&state.pool).await?;
+    // One extra row tells whether another page exists.
+    let mut rows = subscriptions::list_active(&mut conn, cursor, limit + 1).await?;
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let next_cursor = more.then(|| rows.last().map(|r| r.id.clone())).flatten();
+    Ok(HttpResponse::Ok().json(Page {
+        data: rows.into_iter().map(SubscriptionView::public).collect(),
+        next_cursor,
+    }))
+}
+
+fn subscription_not_found(id: &str) -> ApiError {
+    ApiError::NotFound(format!("no subscription with id {id:?}"))
+}
+
+pub async fn get(
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner();
+    let mut conn = pool::connection(&state.pool).await?;
+    let row = subscriptions::find_active(&mut conn, &id)
+        .await?
+        .ok_or_else(|| subscription_not_found(&id))?;
+    Ok(HttpResponse::Ok().json(SubscriptionView::public(row)))
+}
+
+pub async fn delete(
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner();
+    let mut conn = pool::connection(&state.pool).await?;
+    let cancelled = subscriptions::delete(&mut conn, &id)
+        .await?
+        .ok_or_else(|| subscription_not_found(&id))?;
+    tracing::info!(subscription.id = %id, cancelled, "subscription deleted");
+    Ok(HttpResponse::NoContent().finish())
+}

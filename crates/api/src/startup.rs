@@ -1,0 +1,78 @@
+//! Building and running the HTTP server. Tests start it in-process on port 0.
+
+use std::net::TcpListener;
+use std::time::Instant;
+
+use actix_web::dev::{Server, Service};
+use actix_web::{App, HttpServer, web};
+use dispatch_store::pool::build_pool;
+use futures_util::FutureExt;
+
+use crate::Settings;
+use crate::error::ApiError;
+use crate::routes::{self, AppState};
+
+pub struct Application {
+    port: u16,
+    server: Server,
+}
+
+impl Application {
+    /// Binds the listener and prepares the server; the database is not contacted here, so the
+    /// API starts (and answers 503) while PostgreSQL is down.
+    pub fn build(settings: &Settings) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(settings.addr)?;
+        let port = listener.local_addr()?.port();
+        let state = web::Data::new(AppState {
+            pool: build_pool(&settings.database),
+            max_body_bytes: settings.max_body_bytes,
+        });
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .app_data(web::QueryConfig::default().error_handler(|err, _| {
+                    ApiError::InvalidParam {
+                        param: "query".to_owned(),
+                        message: err.to_string(),
+                    }
+                    .into()
+                }))
+                .wrap_fn(|req, srv| {
+                    let started = Instant::now();
+                    let method = req.method().clone();
+                    let path = req.path().to_owned();
+                    srv.call(req).map(move |res| {
+                        if let Ok(res) = &res {
+                            tracing::debug!(
+                                http.method = %method,
+                                http.path = %path,
+                                http.status = res.status().as_u16(),
+                                duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+                                "request"
+                            );
+                        }
+                        res
+                    })
+                })
+                .configure(routes::configure)
+        })
+        .listen(listener)?
+        .shutdown_timeout(settings.shutdown_timeout.as_secs());
+        if settings.http_workers > 0 {
+            server = server.workers(settings.http_workers);
+        }
+        Ok(Self {
+            port,
+            server: server.run(),
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until SIGINT/SIGTERM, then lets in-flight requests finish.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}

@@ -1,0 +1,19 @@
+//! Dispatch's domain: validated identifiers, event types and subscription patterns, destination
+//! URLs and the delivery lifecycle. Pure types and rules — no I/O, no async, no SQL.
+//!
+//! Every type here is "parse, don't validate": a value that exists is valid, so the store and the
+//! API never re-check what a constructor already checked.
+
+pub mod error;
+pub mod event_type;
+pub mod id;
+pub mod lifecycle;
+pub mod text;
+pub mod url;
+
+pub use error::ParseError;
+pub use event_type::{EventType, Pattern};
+pub use id::{EventId, SubscriptionId};
+pub use lifecycle::{DeliveryStatus, summarise_event_status};
+pub use text::Source;
+pub use url::DestinationUrl;

@@ -1,0 +1,36 @@
+//! Stored events.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use dispatch_domain::{EventId, EventType, Source};
+
+use crate::schema::events;
+
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
+#[diesel(table_name = events, check_for_backend(diesel::pg::Pg))]
+pub struct EventRow {
+    pub id: String,
+    pub event_type: String,
+    pub source: String,
+    pub data: serde_json::Value,
+    pub received_at: DateTime<Utc>,
+}
+
+/// An event as accepted by the API, about to be stored.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub id: EventId,
+    pub event_type: EventType,
+    pub source: Source,
+    pub data: serde_json::Value,
+}
+
+impl EventRow {
+    /// Whether `new` carries the same content as this stored event (the idempotency rule: same
+    /// type, source and data; JSON objects compare regardless of key order).
+    pub fn same_content_as(&self, new: &NewEvent) -> bool {
+        self.event_type == new.event_type.as_str()
+            && self.source == new.source.as_str()
+            && self.data == new.data
+    }
+}

@@ -1,0 +1,114 @@
+//! Ingesting events (with their deliveries) and reading an event, its deliveries and attempts.
+
+use diesel::prelude::*;
+use diesel::sql_types::{Array, BigInt, Jsonb, Text, Timestamptz};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+
+use crate::StoreError;
+use crate::models::{DeliveryRow, EventRow, NewEvent};
+use crate::schema::{deliveries, events};
+
+/// What ingesting an event did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum IngestOutcome {
+    /// First receipt: the event and `deliveries` delivery rows were stored.
+    Created { event: EventRow, deliveries: i64 },
+    /// The id was already stored with the same content: nothing new was created.
+    Duplicate(EventRow),
+    /// The id was already stored with different content: nothing was changed.
+    Conflict(EventRow),
+}
+
+#[derive(QueryableByName)]
+struct InsertedEvent {
+    #[diesel(sql_type = Text)]
+    id: String,
+    #[diesel(sql_type = Text)]
+    event_type: String,
+    #[diesel(sql_type = Text)]
+    source: String,
+    #[diesel(sql_type = Jsonb)]
+    data: serde_json::Value,
+    #[diesel(sql_type = Timestamptz)]
+    received_at: chrono::DateTime<chrono::Utc>,
+    #[diesel(sql_type = BigInt)]
+    deliveries: i64,
+}
+
+/// Inserts the event and one pending delivery per active subscription whose patterns select
+/// its type, in one statement (hence one transaction and one round trip). A repeated id creates
+/// nothing: the stored event is returned and compared with the new content.
+pub async fn ingest(
+    conn: &mut AsyncPgConnection,
+    new: &NewEvent,
+) -> Result<IngestOutcome, StoreError> {
+    let inserted: Option<InsertedEvent> = diesel::sql_query(
+        "WITH ev AS (
+             INSERT INTO events (id, event_type, source, data)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (id) DO NOTHING
+             RETURNING id, event_type, source, data, received_at
+         ), dl AS (
+             INSERT INTO deliveries (event_id, subscription_id)
+             SELECT ev.id, s.id
+               FROM ev, subscriptions s
+              WHERE s.deleted_at IS NULL AND s.enabled AND s.event_types && $5
+             RETURNING 1
+         )
+         SELECT ev.*, (SELECT count(*) FROM dl) AS deliveries FROM ev",
+    )
+    .bind::<Text, _>(new.id.as_str())
+    .bind::<Text, _>(new.event_type.as_str())
+    .bind::<Text, _>(new.source.as_str())
+    .bind::<Jsonb, _>(&new.data)
+    .bind::<Array<Text>, _>(new.event_type.matching_patterns())
+    .get_result(conn)
+    .await
+    .optional()?;
+
+    if let Some(row) = inserted {
+        return Ok(IngestOutcome::Created {
+            deliveries: row.deliveries,
+            event: EventRow {
+                id: row.id,
+                event_type: row.event_type,
+                source: row.source,
+                data: row.data,
+                received_at: row.received_at,
+            },
+        });
+    }
+    let existing = find(conn, new.id.as_str())
+        .await?
+        .ok_or_else(|| StoreError::Corrupt {
+            what: "event",
+            reason: format!("{} conflicted on insert but cannot be read", new.id),
+        })?;
+    Ok(if existing.same_content_as(new) {
+        IngestOutcome::Duplicate(existing)
+    } else {
+        IngestOutcome::Conflict(existing)
+    })
+}
+
+pub async fn find(conn: &mut AsyncPgConnection, id: &str) -> Result<Option<EventRow>, StoreError> {
+    Ok(events::table
+        .find(id)
+        .select(EventRow::as_select())
+        .first(conn)
+        .await
+        .optional()?)
+}
+
+/// The event's deliveries in the order they were created.
+pub async fn deliveries_of(
+    conn: &mut AsyncPgConnection,
+    event_id: &str,
+) -> Result<Vec<DeliveryRow>, StoreError> {
+    Ok(deliveries::table
+        .filter(deliveries::event_id.eq(event_id))
+        .order(deliveries::id)
+        .select(DeliveryRow::as_select())
+        .load(conn)
+        .await?)
+}

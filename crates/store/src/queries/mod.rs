@@ -1,0 +1,6 @@
+//! Query functions. Each takes `&mut AsyncPgConnection`; the caller decides the transaction.
+
+pub mod attempts;
+pub mod events;
+pub mod health;
+pub mod subscriptions;

@@ -1,0 +1,97 @@
+//! Creating, listing, reading and deleting subscriptions.
+
+use diesel::prelude::*;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use dispatch_domain::DeliveryStatus;
+
+use crate::StoreError;
+use crate::models::{NewSubscription, SubscriptionRow};
+use crate::schema::{deliveries, subscriptions};
+
+/// Stores a new subscription; `None` when its id is taken (also by a deleted subscription:
+/// ids are never reused, so history stays unambiguous).
+pub async fn insert(
+    conn: &mut AsyncPgConnection,
+    new: &NewSubscription,
+) -> Result<Option<SubscriptionRow>, StoreError> {
+    let patterns: Vec<&str> = new.event_types.iter().map(|p| p.as_str()).collect();
+    Ok(diesel::insert_into(subscriptions::table)
+        .values((
+            subscriptions::id.eq(new.id.as_str()),
+            subscriptions::url.eq(new.url.as_str()),
+            subscriptions::event_types.eq(patterns),
+            subscriptions::secret.eq(new.secret.as_deref()),
+        ))
+        .on_conflict_do_nothing()
+        .returning(SubscriptionRow::as_returning())
+        .get_result(conn)
+        .await
+        .optional()?)
+}
+
+/// A subscription that has not been deleted.
+pub async fn find_active(
+    conn: &mut AsyncPgConnection,
+    id: &str,
+) -> Result<Option<SubscriptionRow>, StoreError> {
+    Ok(subscriptions::table
+        .filter(subscriptions::id.eq(id))
+        .filter(subscriptions::deleted_at.is_null())
+        .select(SubscriptionRow::as_select())
+        .first(conn)
+        .await
+        .optional()?)
+}
+
+/// Up to `limit` active subscriptions with ids after `after`, in id order (keyset pagination).
+pub async fn list_active(
+    conn: &mut AsyncPgConnection,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<SubscriptionRow>, StoreError> {
+    let mut query = subscriptions::table
+        .filter(subscriptions::deleted_at.is_null())
+        .order(subscriptions::id)
+        .limit(limit)
+        .select(SubscriptionRow::as_select())
+        .into_boxed();
+    if let Some(after) = after {
+        query = query.filter(subscriptions::id.gt(after));
+    }
+    Ok(query.load(conn).await?)
+}
+
+/// Marks the subscription deleted and cancels its unfinished deliveries, in one transaction.
+/// Returns how many deliveries were cancelled, or `None` if no active subscription has this id.
+pub async fn delete(conn: &mut AsyncPgConnection, id: &str) -> Result<Option<usize>, StoreError> {
+    let id = id.to_owned();
+    conn.transaction::<_, StoreError, _>(async move |conn| {
+        let deleted = diesel::update(subscriptions::table)
+            .filter(subscriptions::id.eq(&id))
+            .filter(subscriptions::deleted_at.is_null())
+            .set(subscriptions::deleted_at.eq(diesel::dsl::now))
+            .execute(conn)
+            .await?;
+        if deleted == 0 {
+            return Ok(None);
+        }
+        let unfinished = [
+            DeliveryStatus::Pending.as_str(),
+            DeliveryStatus::Processing.as_str(),
+            DeliveryStatus::Retrying.as_str(),
+        ];
+        let cancelled = diesel::update(deliveries::table)
+            .filter(deliveries::subscription_id.eq(&id))
+            .filter(deliveries::status.eq_any(unfinished))
+            .set((
+                deliveries::status.eq(DeliveryStatus::Cancelled.as_str()),
+                deliveries::leased_by.eq(None::<String>),
+                deliveries::leased_until.eq(None::<chrono::DateTime<chrono::Utc>>),
+                deliveries::updated_at.eq(diesel::dsl::now),
+            ))
+            .execute(conn)
+            .await?;
+        Ok(Some(cancelled))
+    })
+    .await
+}

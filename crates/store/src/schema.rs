@@ -1,0 +1,60 @@
+//! Diesel's view of the tables created by `migrations/` (written by hand: no libpq here).
+
+diesel::table! {
+    subscriptions (id) {
+        id -> Text,
+        url -> Text,
+        event_types -> Array<Text>,
+        secret -> Nullable<Text>,
+        enabled -> Bool,
+        created_at -> Timestamptz,
+        deleted_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    events (id) {
+        id -> Text,
+        event_type -> Text,
+        source -> Text,
+        data -> Jsonb,
+        received_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    deliveries (id) {
+        id -> Int8,
+        event_id -> Text,
+        subscription_id -> Text,
+        status -> Text,
+        attempts -> Int4,
+        next_attempt_at -> Timestamptz,
+        leased_by -> Nullable<Text>,
+        leased_until -> Nullable<Timestamptz>,
+        last_error -> Nullable<Text>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    attempts (id) {
+        id -> Int8,
+        delivery_id -> Int8,
+        event_id -> Text,
+        subscription_id -> Text,
+        attempt -> Int4,
+        status_code -> Nullable<Int4>,
+        latency_ms -> Int4,
+        error_code -> Nullable<Text>,
+        error -> Nullable<Text>,
+        response_body -> Nullable<Text>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::joinable!(deliveries -> events (event_id));
+diesel::joinable!(deliveries -> subscriptions (subscription_id));
+diesel::joinable!(attempts -> deliveries (delivery_id));
+diesel::allow_tables_to_appear_in_same_query!(subscriptions, events, deliveries, attempts);
