@@ -1,1 +1,276 @@
-fn main() {}
+//! `cargo xtask`: the one entry point for developing and operating Dispatch.
+//! `dev` runs it locally, `test` runs the whole suite, `lint`, `cover`, `migrate`.
+
+mod pg;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use dispatch_store::migrations;
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Dispatch's development and operations tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Run Dispatch locally: find or start PostgreSQL, migrate, start the API; Ctrl-C stops all.
+    Dev,
+    /// Find or start PostgreSQL and run the whole test suite with cargo-nextest.
+    Test {
+        /// Extra arguments for `cargo nextest run` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Check formatting, clippy with -D warnings, and that no C TLS/libpq crates crept in.
+    Lint,
+    /// Line coverage of the test suite (cargo-llvm-cov).
+    Cover,
+    /// Apply, revert or list migrations on DATABASE_URL.
+    Migrate {
+        #[arg(value_enum)]
+        action: MigrateAction,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum MigrateAction {
+    Up,
+    Down,
+    Status,
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()));
+    c.current_dir(workspace_root());
+    c
+}
+
+fn status_of(mut command: Command, what: &str) -> Result<bool> {
+    Ok(command
+        .status()
+        .with_context(|| format!("starting {what}"))?
+        .success())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("xtask: cannot start a runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(task: Task) -> Result<bool> {
+    match task {
+        Task::Dev => dev().await,
+        Task::Test { args } => test(args).await,
+        Task::Lint => lint(),
+        Task::Cover => cover().await,
+        Task::Migrate { action } => migrate(action).await,
+    }
+}
+
+fn ensure_nextest() -> Result<()> {
+    let ok = cargo()
+        .args(["nextest", "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        bail!("cargo-nextest is not installed: `cargo install cargo-nextest --locked`");
+    }
+    Ok(())
+}
+
+async fn test(args: Vec<String>) -> Result<bool> {
+    ensure_nextest()?;
+    let mut pg = pg::find_or_start(&workspace_root(), pg::Purpose::Test).await?;
+    let mut command = cargo();
+    command
+        .args(["nextest", "run", "--workspace", "--all-targets", "--no-fail-fast"])
+        .args(&args)
+        .env("DISPATCH_TEST_DATABASE_URL", &pg.admin_url);
+    let passed = status_of(command, "cargo nextest");
+    pg.stop();
+    passed
+}
+
+fn lint() -> Result<bool> {
+    let mut ok = status_of(
+        {
+            let mut c = cargo();
+            c.args(["fmt", "--all", "--", "--check"]);
+            c
+        },
+        "cargo fmt",
+    )?;
+    ok &= status_of(
+        {
+            let mut c = cargo();
+            c.args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]);
+            c
+        },
+        "cargo clippy",
+    )?;
+    // aws-lc (a large C build) and libpq must never enter the tree through default features.
+    for forbidden in ["aws-lc-sys", "pq-sys", "openssl-sys"] {
+        let found = cargo()
+            .args(["tree", "--workspace", "--edges", "normal,build", "-i", forbidden])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if found {
+            eprintln!("xtask lint: {forbidden} is in the dependency tree; trim default features");
+            ok = false;
+        }
+    }
+    if ok {
+        eprintln!("xtask lint: fmt, clippy and dependency checks passed");
+    }
+    Ok(ok)
+}
+
+async fn cover() -> Result<bool> {
+    ensure_nextest()?;
+    let has_llvm_cov = cargo()
+        .args(["llvm-cov", "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_llvm_cov {
+        bail!(
+            "cargo-llvm-cov is not installed: `cargo install cargo-llvm-cov --locked`, plus LLVM \
+             tools (`rustup component add llvm-tools-preview`, or Debian's llvm-22 with \
+             LLVM_COV=/usr/bin/llvm-cov-22 LLVM_PROFDATA=/usr/bin/llvm-profdata-22)"
+        );
+    }
+    let mut pg = pg::find_or_start(&workspace_root(), pg::Purpose::Test).await?;
+    let mut command = cargo();
+    command
+        .args(["llvm-cov", "nextest", "--workspace", "--all-targets", "--summary-only"])
+        .env("DISPATCH_TEST_DATABASE_URL", &pg.admin_url);
+    for (var, tool) in [("LLVM_COV", "llvm-cov-22"), ("LLVM_PROFDATA", "llvm-profdata-22")] {
+        let path = Path::new("/usr/bin").join(tool);
+        if std::env::var_os(var).is_none() && path.is_file() {
+            command.env(var, path);
+        }
+    }
+    let passed = status_of(command, "cargo llvm-cov");
+    pg.stop();
+    passed
+}
+
+async fn migrate(action: MigrateAction) -> Result<bool> {
+    let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| pg::DEFAULT_DATABASE_URL.to_owned());
+    match action {
+        MigrateAction::Up => {
+            let applied = migrations::run_pending(&url).await?;
+            if applied.is_empty() {
+                println!("database is up to date");
+            }
+            for v in applied {
+                println!("applied {v}");
+            }
+        }
+        MigrateAction::Down => println!("reverted {}", migrations::revert_last(&url).await?),
+        MigrateAction::Status => {
+            for m in migrations::status(&url).await? {
+                println!("{} {}", if m.applied { "[x]" } else { "[ ]" }, m.name);
+            }
+        }
+    }
+    Ok(true)
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+async fn dev() -> Result<bool> {
+    let mut pg = pg::find_or_start(&workspace_root(), pg::Purpose::Dev).await?;
+    pg::ensure_database(&pg).await?;
+    for v in migrations::run_pending(&pg.database_url).await? {
+        eprintln!("xtask: applied migration {v}");
+    }
+    if !status_of(
+        {
+            let mut c = cargo();
+            c.args(["build", "--quiet", "-p", "dispatch-api"]);
+            c
+        },
+        "cargo build",
+    )? {
+        bail!("building dispatch-api failed");
+    }
+    let addr = std::env::var("ADDR").unwrap_or_else(|_| ":8080".to_owned());
+    let port = addr.rsplit(':').next().unwrap_or("8080").to_owned();
+    let mut api = tokio::process::Command::new(target_dir().join("debug").join("dispatch-api"))
+        .env("DATABASE_URL", &pg.database_url)
+        .env("ADDR", &addr)
+        .env("DISPATCH_LOG_FORMAT", "text")
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting dispatch-api")?;
+    println!();
+    println!("  Dispatch is running");
+    println!("  API:          http://localhost:{port}  (try: curl http://localhost:{port}/readyz)");
+    println!("  DATABASE_URL: {}", pg.database_url);
+    if pg.started_privately() {
+        println!("  PostgreSQL:   private cluster started by xtask (stopped on Ctrl-C)");
+    }
+    println!("  Press Ctrl-C to stop.");
+    println!();
+    let outcome = tokio::select! {
+        status = api.wait() => {
+            let status = status?;
+            eprintln!("xtask: dispatch-api exited ({status})");
+            status.success()
+        }
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("xtask: stopping");
+            if let Some(pid) = api.id() {
+                let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+            }
+            if tokio::time::timeout(Duration::from_secs(35), api.wait()).await.is_err() {
+                let _ = api.kill().await;
+            }
+            true
+        }
+    };
+    pg.stop();
+    Ok(outcome)
+}
