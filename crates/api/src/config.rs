@@ -114,16 +114,19 @@ fn layer(file: Option<&Path>, env: &HashMap<String, String>) -> Result<Raw, Stri
         }
         builder = builder.add_source(File::from(path).format(FileFormat::Toml).required(true));
     }
-    for (key, var) in [("database_url", "DATABASE_URL"), ("addr", "ADDR")] {
-        builder = builder
-            .set_override_option(key, env.get(var).cloned())
-            .map_err(|e| format!("{var}: {e}"))?;
-    }
-    let dispatch_env: HashMap<String, String> = env
+    // The seed's names count as their DISPATCH_ twins unless the DISPATCH_ name is also set.
+    let mut dispatch_env: HashMap<String, String> = env
         .iter()
         .filter(|(k, _)| k.starts_with("DISPATCH_"))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
+    for seed_name in ["DATABASE_URL", "ADDR"] {
+        if let Some(value) = env.get(seed_name) {
+            dispatch_env
+                .entry(format!("DISPATCH_{seed_name}"))
+                .or_insert_with(|| value.clone());
+        }
+    }
     builder = builder.add_source(
         Environment::with_prefix("DISPATCH")
             .prefix_separator("_")

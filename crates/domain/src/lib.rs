@@ -8,6 +8,8 @@ pub mod error;
 pub mod event_type;
 pub mod id;
 pub mod lifecycle;
+pub mod retry;
+pub mod signature;
 pub mod text;
 pub mod url;
 

@@ -86,14 +86,13 @@ pub async fn revert_last(database_url: &str) -> Result<String, StoreError> {
 
 /// Every embedded migration with whether the database has applied it.
 pub async fn status(database_url: &str) -> Result<Vec<MigrationStatus>, StoreError> {
-    let migrations = embedded()?;
     let applied = with_sync_connection(database_url, |conn| {
         conn.applied_migrations()
             .map(|v| v.iter().map(ToString::to_string).collect::<Vec<_>>())
             .map_err(migration_error)
     })
     .await?;
-    Ok(migrations
+    Ok(embedded()?
         .iter()
         .map(|m| {
             let version = m.name().version().to_string();

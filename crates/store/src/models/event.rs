@@ -24,13 +24,3 @@ pub struct NewEvent {
     pub source: Source,
     pub data: serde_json::Value,
 }
-
-impl EventRow {
-    /// Whether `new` carries the same content as this stored event (the idempotency rule: same
-    /// type, source and data; JSON objects compare regardless of key order).
-    pub fn same_content_as(&self, new: &NewEvent) -> bool {
-        self.event_type == new.event_type.as_str()
-            && self.source == new.source.as_str()
-            && self.data == new.data
-    }
-}

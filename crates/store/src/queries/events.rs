@@ -53,6 +53,10 @@ pub async fn ingest(
              SELECT ev.id, s.id
                FROM ev, subscriptions s
               WHERE s.deleted_at IS NULL AND s.enabled AND s.event_types && $5
+             -- The key-share lock the foreign key takes anyway, taken while choosing: a
+             -- concurrent delete (which locks the row FOR UPDATE) either waits for this
+             -- ingestion and then cancels its deliveries, or commits first and is seen here.
+             FOR KEY SHARE OF s
              RETURNING 1
          )
          SELECT ev.*, (SELECT count(*) FROM dl) AS deliveries FROM ev",
@@ -78,17 +82,53 @@ pub async fn ingest(
             },
         });
     }
-    let existing = find(conn, new.id.as_str())
-        .await?
-        .ok_or_else(|| StoreError::Corrupt {
-            what: "event",
-            reason: format!("{} conflicted on insert but cannot be read", new.id),
-        })?;
-    Ok(if existing.same_content_as(new) {
-        IngestOutcome::Duplicate(existing)
+    // Compared in SQL: jsonb equality compares numbers by value (1e17 = 100000000000000000),
+    // which a comparison of re-parsed JSON values would not.
+    let existing: StoredEvent = diesel::sql_query(
+        "SELECT id, event_type, source, data, received_at,
+                (event_type = $2 AND source = $3 AND data = $4) AS same
+           FROM events WHERE id = $1",
+    )
+    .bind::<Text, _>(new.id.as_str())
+    .bind::<Text, _>(new.event_type.as_str())
+    .bind::<Text, _>(new.source.as_str())
+    .bind::<Jsonb, _>(&new.data)
+    .get_result(conn)
+    .await
+    .optional()?
+    .ok_or_else(|| StoreError::Corrupt {
+        what: "event",
+        reason: format!("{} conflicted on insert but cannot be read", new.id),
+    })?;
+    let same = existing.same;
+    let row = EventRow {
+        id: existing.id,
+        event_type: existing.event_type,
+        source: existing.source,
+        data: existing.data,
+        received_at: existing.received_at,
+    };
+    Ok(if same {
+        IngestOutcome::Duplicate(row)
     } else {
-        IngestOutcome::Conflict(existing)
+        IngestOutcome::Conflict(row)
     })
+}
+
+#[derive(QueryableByName)]
+struct StoredEvent {
+    #[diesel(sql_type = Text)]
+    id: String,
+    #[diesel(sql_type = Text)]
+    event_type: String,
+    #[diesel(sql_type = Text)]
+    source: String,
+    #[diesel(sql_type = Jsonb)]
+    data: serde_json::Value,
+    #[diesel(sql_type = Timestamptz)]
+    received_at: chrono::DateTime<chrono::Utc>,
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    same: bool,
 }
 
 pub async fn find(conn: &mut AsyncPgConnection, id: &str) -> Result<Option<EventRow>, StoreError> {

@@ -66,6 +66,19 @@ pub async fn list_active(
 pub async fn delete(conn: &mut AsyncPgConnection, id: &str) -> Result<Option<usize>, StoreError> {
     let id = id.to_owned();
     conn.transaction::<_, StoreError, _>(async move |conn| {
+        // FOR UPDATE conflicts with the key-share lock ingestion takes on the subscriptions it
+        // fans out to, so no delivery can slip in between this and the cancellation below.
+        let locked = subscriptions::table
+            .filter(subscriptions::id.eq(&id))
+            .filter(subscriptions::deleted_at.is_null())
+            .select(subscriptions::id)
+            .for_update()
+            .first::<String>(conn)
+            .await
+            .optional()?;
+        if locked.is_none() {
+            return Ok(None);
+        }
         let deleted = diesel::update(subscriptions::table)
             .filter(subscriptions::id.eq(&id))
             .filter(subscriptions::deleted_at.is_null())
