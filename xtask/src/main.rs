@@ -12,7 +12,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 use dispatch_store::migrations;
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "Dispatch's development and operations tasks")]
+#[command(
+    name = "cargo xtask",
+    about = "Dispatch's development and operations tasks"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Task,
@@ -117,7 +120,13 @@ async fn test(args: Vec<String>) -> Result<bool> {
     let mut pg = pg::find_or_start(&workspace_root(), pg::Purpose::Test).await?;
     let mut command = cargo();
     command
-        .args(["nextest", "run", "--workspace", "--all-targets", "--no-fail-fast"])
+        .args([
+            "nextest",
+            "run",
+            "--workspace",
+            "--all-targets",
+            "--no-fail-fast",
+        ])
         .args(&args)
         .env("DISPATCH_TEST_DATABASE_URL", &pg.admin_url);
     let passed = status_of(command, "cargo nextest");
@@ -137,7 +146,14 @@ fn lint() -> Result<bool> {
     ok &= status_of(
         {
             let mut c = cargo();
-            c.args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]);
+            c.args([
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]);
             c
         },
         "cargo clippy",
@@ -145,7 +161,14 @@ fn lint() -> Result<bool> {
     // aws-lc (a large C build) and libpq must never enter the tree through default features.
     for forbidden in ["aws-lc-sys", "pq-sys", "openssl-sys"] {
         let found = cargo()
-            .args(["tree", "--workspace", "--edges", "normal,build", "-i", forbidden])
+            .args([
+                "tree",
+                "--workspace",
+                "--edges",
+                "normal,build",
+                "-i",
+                forbidden,
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
@@ -179,9 +202,18 @@ async fn cover() -> Result<bool> {
     let mut pg = pg::find_or_start(&workspace_root(), pg::Purpose::Test).await?;
     let mut command = cargo();
     command
-        .args(["llvm-cov", "nextest", "--workspace", "--all-targets", "--summary-only"])
+        .args([
+            "llvm-cov",
+            "nextest",
+            "--workspace",
+            "--all-targets",
+            "--summary-only",
+        ])
         .env("DISPATCH_TEST_DATABASE_URL", &pg.admin_url);
-    for (var, tool) in [("LLVM_COV", "llvm-cov-22"), ("LLVM_PROFDATA", "llvm-profdata-22")] {
+    for (var, tool) in [
+        ("LLVM_COV", "llvm-cov-22"),
+        ("LLVM_PROFDATA", "llvm-profdata-22"),
+    ] {
         let path = Path::new("/usr/bin").join(tool);
         if std::env::var_os(var).is_none() && path.is_file() {
             command.env(var, path);

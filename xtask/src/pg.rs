@@ -50,7 +50,10 @@ impl Postgres {
                 .args(["-m", "fast", "-w", "stop"])
                 .status();
             if !status.is_ok_and(|s| s.success()) {
-                eprintln!("xtask: could not stop PostgreSQL in {}", cluster.data_dir.display());
+                eprintln!(
+                    "xtask: could not stop PostgreSQL in {}",
+                    cluster.data_dir.display()
+                );
             }
         }
     }
@@ -138,7 +141,9 @@ fn free_port() -> Result<u16> {
 }
 
 fn run(mut command: Command, what: &str) -> Result<()> {
-    let output = command.output().with_context(|| format!("running {what}"))?;
+    let output = command
+        .output()
+        .with_context(|| format!("running {what}"))?;
     if !output.status.success() {
         bail!(
             "{what} failed ({}):\n{}{}",
@@ -196,18 +201,27 @@ async fn start_private(workspace: &Path, purpose: Purpose) -> Result<Postgres> {
     if !data_dir.join("PG_VERSION").is_file() {
         eprintln!("xtask: initdb {}", data_dir.display());
         let mut c = cluster.command(&bin.join("initdb"));
-        c.arg("-D")
-            .arg(&data_dir)
-            .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync"]);
+        c.arg("-D").arg(&data_dir).args([
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ]);
         run(c, "initdb")?;
     }
     // A cluster left running by an interrupted run is stopped first (its port is unknown).
     let mut stop = cluster.command(&cluster.pg_ctl);
-    stop.arg("-D").arg(&data_dir).args(["-m", "immediate", "stop"]);
+    stop.arg("-D")
+        .arg(&data_dir)
+        .args(["-m", "immediate", "stop"]);
     let _ = stop.output();
 
     let port = free_port()?;
-    let mut options = format!("-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''");
+    let mut options =
+        format!("-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''");
     if purpose == Purpose::Test {
         options.push_str(" -c fsync=off -c synchronous_commit=off -c full_page_writes=off");
     }
@@ -219,7 +233,10 @@ async fn start_private(workspace: &Path, purpose: Purpose) -> Result<Postgres> {
         .arg(base.join(format!("{name}.log")))
         .args(["-w", "-t", "60", "-o", &options, "start"]);
     run(start, "pg_ctl start")?;
-    eprintln!("xtask: PostgreSQL started on 127.0.0.1:{port} ({})", data_dir.display());
+    eprintln!(
+        "xtask: PostgreSQL started on 127.0.0.1:{port} ({})",
+        data_dir.display()
+    );
     let admin_url = format!("postgres://postgres@127.0.0.1:{port}/postgres?sslmode=disable");
     Ok(Postgres {
         database_url: url_with_database(&admin_url, "dispatch"),
