@@ -6,6 +6,7 @@ pub mod admin;
 pub mod error;
 pub mod migrations;
 pub mod models;
+pub mod notify;
 pub mod pool;
 pub mod queries;
 pub mod schema;

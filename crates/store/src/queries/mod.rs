@@ -1,6 +1,7 @@
 //! Query functions. Each takes `&mut AsyncPgConnection`; the caller decides the transaction.
 
 pub mod attempts;
+pub mod deliveries;
 pub mod events;
 pub mod health;
 pub mod subscriptions;

@@ -1,0 +1,225 @@
+//! Layered configuration shared by Dispatch's binaries: defaults, then an optional TOML file,
+//! then the environment (`DATABASE_URL` and `ADDR` as the seed names them, then `DISPATCH_*`,
+//! which wins). Values arrive as text and are checked in one pass by [`Checker`], which names
+//! the key and its variable in every problem it reports.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use config::{Config, Environment, File, FileFormat};
+use serde::de::DeserializeOwned;
+
+/// One configuration key: its name in files, its environment variable(s) and its default.
+#[derive(Debug, Clone, Copy)]
+pub struct Key {
+    pub name: &'static str,
+    pub env: &'static str,
+    pub default: &'static str,
+    pub help: &'static str,
+}
+
+/// Every invalid key, each with what was wrong. Starting stops on this.
+#[derive(Debug)]
+pub struct ConfigError(pub Vec<String>);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "invalid configuration:")?;
+        for problem in &self.0 {
+            writeln!(f, "  - {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Layers defaults, the file and the environment into `T` (a struct of `String` fields named
+/// after the keys). `env` is passed in so tests never touch the process environment.
+pub fn layer<T: DeserializeOwned>(
+    keys: &[Key],
+    file: Option<&Path>,
+    env: &HashMap<String, String>,
+) -> Result<T, ConfigError> {
+    let fail = |e: String| ConfigError(vec![e]);
+    let mut builder = Config::builder();
+    for key in keys {
+        builder = builder
+            .set_default(key.name, key.default)
+            .map_err(|e| fail(format!("{}: {e}", key.name)))?;
+    }
+    if let Some(path) = file {
+        if !path.is_file() {
+            return Err(fail(format!(
+                "config file {} does not exist",
+                path.display()
+            )));
+        }
+        builder = builder.add_source(File::from(path).format(FileFormat::Toml).required(true));
+    }
+    // The seed's names count as their DISPATCH_ twins unless the DISPATCH_ name is also set.
+    let mut dispatch_env: HashMap<String, String> = env
+        .iter()
+        .filter(|(k, _)| k.starts_with("DISPATCH_"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    for seed_name in ["DATABASE_URL", "ADDR"] {
+        if let Some(value) = env.get(seed_name) {
+            dispatch_env
+                .entry(format!("DISPATCH_{seed_name}"))
+                .or_insert_with(|| value.clone());
+        }
+    }
+    builder = builder.add_source(
+        Environment::with_prefix("DISPATCH")
+            .prefix_separator("_")
+            .source(Some(dispatch_env)),
+    );
+    builder
+        .build()
+        .and_then(Config::try_deserialize)
+        .map_err(|e| fail(e.to_string()))
+}
+
+/// Checks raw values, collecting every problem before failing.
+pub struct Checker<'k> {
+    keys: &'k [Key],
+    problems: Vec<String>,
+}
+
+impl<'k> Checker<'k> {
+    pub fn new(keys: &'k [Key]) -> Self {
+        Self {
+            keys,
+            problems: Vec::new(),
+        }
+    }
+
+    /// Records a problem with `key`.
+    pub fn problem(&mut self, key: &str, message: impl fmt::Display) {
+        let env = self
+            .keys
+            .iter()
+            .find(|k| k.name == key)
+            .map(|k| k.env)
+            .unwrap_or("");
+        self.problems.push(format!("{key} ({env}): {message}"));
+    }
+
+    /// A whole number in `min..=max`.
+    pub fn number<T>(&mut self, key: &str, value: &str, min: T, max: T, unit: &str) -> Option<T>
+    where
+        T: FromStr + PartialOrd + fmt::Display + Copy,
+    {
+        match value.trim().parse::<T>() {
+            Ok(n) if n >= min && n <= max => Some(n),
+            _ => {
+                self.problem(
+                    key,
+                    format!("expected a whole number of {unit} from {min} to {max}, got {value:?}"),
+                );
+                None
+            }
+        }
+    }
+
+    /// Milliseconds in `min_ms..=max_ms`, as a Duration.
+    pub fn millis(&mut self, key: &str, value: &str, min_ms: u64, max_ms: u64) -> Option<Duration> {
+        self.number(key, value, min_ms, max_ms, "milliseconds")
+            .map(Duration::from_millis)
+    }
+
+    /// Anything with a `FromStr` whose error explains itself.
+    pub fn parse<T: FromStr>(&mut self, key: &str, value: &str) -> Option<T>
+    where
+        T::Err: fmt::Display,
+    {
+        value.parse::<T>().map_err(|e| self.problem(key, e)).ok()
+    }
+
+    pub fn addr(&mut self, key: &str, value: &str) -> Option<SocketAddr> {
+        parse_addr(value).map_err(|e| self.problem(key, e)).ok()
+    }
+
+    pub fn database_url(&mut self, key: &str, value: &str) -> Option<String> {
+        check_database_url(value)
+            .map(|()| value.to_owned())
+            .map_err(|e| self.problem(key, e))
+            .ok()
+    }
+
+    /// `Ok(value)` when no problem was recorded, else every problem.
+    pub fn finish<T>(self, value: Option<T>) -> Result<T, ConfigError> {
+        match value {
+            Some(v) if self.problems.is_empty() => Ok(v),
+            _ => Err(ConfigError(self.problems)),
+        }
+    }
+}
+
+/// Parses the seed's `ADDR` forms: `:8080` (all interfaces), `host:port`, `[::1]:8080`.
+pub fn parse_addr(value: &str) -> Result<SocketAddr, String> {
+    let value = value.trim();
+    let full = if value.starts_with(':') {
+        format!("0.0.0.0{value}")
+    } else {
+        value.to_owned()
+    };
+    if let Ok(addr) = full.parse() {
+        return Ok(addr);
+    }
+    full.to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| format!("expected host:port or :port, got {value:?}"))
+}
+
+/// Checks a PostgreSQL URL: scheme, a database name, and an `sslmode` this build supports.
+pub fn check_database_url(value: &str) -> Result<(), String> {
+    let rest = value
+        .strip_prefix("postgres://")
+        .or_else(|| value.strip_prefix("postgresql://"))
+        .ok_or("expected a postgres:// or postgresql:// URL")?;
+    let (base, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if base.split_once('/').is_none_or(|(_, db)| db.is_empty()) {
+        return Err("the URL must name a database, e.g. postgres://host:5432/dispatch".to_owned());
+    }
+    match query.split('&').find_map(|kv| kv.strip_prefix("sslmode=")) {
+        None | Some("disable" | "prefer" | "allow") => Ok(()),
+        Some(other) => Err(format!(
+            "sslmode={other} is not supported yet: this build connects without TLS \
+             (use sslmode=disable or prefer)"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_addr_forms_parse() {
+        assert_eq!(parse_addr(":8080"), Ok("0.0.0.0:8080".parse().expect("a")));
+        assert_eq!(
+            parse_addr("127.0.0.1:0"),
+            Ok("127.0.0.1:0".parse().expect("a"))
+        );
+        assert!(parse_addr("[::1]:8080").is_ok());
+        assert!(parse_addr("8080").is_err());
+    }
+
+    #[test]
+    fn database_urls_need_a_postgres_scheme_a_database_and_a_supported_sslmode() {
+        assert!(check_database_url("postgres://u:p@h:5432/db?sslmode=disable").is_ok());
+        assert!(check_database_url("postgresql://h/db").is_ok());
+        assert!(check_database_url("mysql://h/db").is_err());
+        assert!(check_database_url("postgres://h:5432").is_err());
+        assert!(check_database_url("postgres://h:5432/").is_err());
+        let err = check_database_url("postgres://h/db?sslmode=verify-full").expect_err("tls");
+        assert!(err.contains("sslmode=verify-full"));
+    }
+}

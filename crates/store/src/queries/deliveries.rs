@@ -1,0 +1,222 @@
+//! The delivery queue: claiming due deliveries under a lease, recording outcomes fenced on the
+//! lease holder, and handing claimed work back on shutdown.
+
+use chrono::{DateTime, Utc};
+use diesel::QueryableByName;
+use diesel::sql_types::{Array, BigInt, Int4, Interval, Jsonb, Nullable, Text, Timestamptz};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use dispatch_domain::DeliveryStatus;
+
+use crate::StoreError;
+
+/// A delivery claimed by a worker, with everything needed to send it.
+#[derive(Debug, Clone, PartialEq, QueryableByName)]
+pub struct ClaimedDelivery {
+    #[diesel(sql_type = BigInt)]
+    pub id: i64,
+    #[diesel(sql_type = Text)]
+    pub event_id: String,
+    #[diesel(sql_type = Text)]
+    pub subscription_id: String,
+    /// Attempts made before this one.
+    #[diesel(sql_type = Int4)]
+    pub attempts: i32,
+    #[diesel(sql_type = Text)]
+    pub event_type: String,
+    #[diesel(sql_type = Text)]
+    pub source: String,
+    #[diesel(sql_type = Jsonb)]
+    pub data: serde_json::Value,
+    #[diesel(sql_type = Timestamptz)]
+    pub received_at: DateTime<Utc>,
+    #[diesel(sql_type = Text)]
+    pub url: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub secret: Option<String>,
+    #[diesel(sql_type = Timestamptz)]
+    pub leased_until: DateTime<Utc>,
+}
+
+fn interval(d: std::time::Duration) -> diesel::pg::data_types::PgInterval {
+    diesel::pg::data_types::PgInterval::from_microseconds(
+        i64::try_from(d.as_micros()).unwrap_or(i64::MAX),
+    )
+}
+
+/// Claims up to `limit` due deliveries for `worker`, marking them `processing` with a lease of
+/// `lease`. Due means: pending or retrying with `next_attempt_at` reached, or processing with an
+/// expired lease (its worker died). Retries take at most half the batch while first attempts
+/// wait, so a storm of retries cannot starve new events. Each candidate set is materialised
+/// with its own LIMIT, so the statement never locks more rows than it returns.
+pub async fn claim(
+    conn: &mut AsyncPgConnection,
+    worker: &str,
+    limit: i64,
+    lease: std::time::Duration,
+) -> Result<Vec<ClaimedDelivery>, StoreError> {
+    if limit <= 0 {
+        return Ok(Vec::new());
+    }
+    let rows = diesel::sql_query(
+        "WITH retry AS MATERIALIZED (
+             SELECT id FROM deliveries
+              WHERE status = 'retrying' AND next_attempt_at <= now()
+              ORDER BY next_attempt_at
+              LIMIT greatest($2 / 2, 1)
+              FOR UPDATE SKIP LOCKED
+         ), fresh AS MATERIALIZED (
+             SELECT id FROM deliveries
+              WHERE status = 'pending' AND next_attempt_at <= now()
+              ORDER BY next_attempt_at
+              LIMIT $2 - (SELECT count(*) FROM retry)
+              FOR UPDATE SKIP LOCKED
+         ), expired AS MATERIALIZED (
+             SELECT id FROM deliveries
+              WHERE status = 'processing' AND leased_until < now()
+              ORDER BY leased_until
+              LIMIT $2 - (SELECT count(*) FROM retry) - (SELECT count(*) FROM fresh)
+              FOR UPDATE SKIP LOCKED
+         ), due AS (
+             SELECT id FROM retry UNION ALL SELECT id FROM fresh UNION ALL SELECT id FROM expired
+         )
+         UPDATE deliveries d
+            SET status = 'processing', leased_by = $1, leased_until = now() + $3,
+                updated_at = now()
+           FROM due, events e, subscriptions s
+          WHERE d.id = due.id AND e.id = d.event_id AND s.id = d.subscription_id
+         RETURNING d.id, d.event_id, d.subscription_id, d.attempts, e.event_type, e.source,
+                   e.data, e.received_at, s.url, s.secret, d.leased_until",
+    )
+    .bind::<Text, _>(worker)
+    .bind::<BigInt, _>(limit)
+    .bind::<Interval, _>(interval(lease))
+    .load(conn)
+    .await?;
+    Ok(rows)
+}
+
+/// How one attempt ended, to be written by [`record_outcomes`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub delivery_id: i64,
+    /// `delivered`, `retrying` or `failed`.
+    pub status: DeliveryStatus,
+    /// When to try again (for `retrying`).
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub status_code: Option<i32>,
+    pub latency_ms: i32,
+    pub error_code: Option<String>,
+    pub error: Option<String>,
+    pub response_body: Option<String>,
+}
+
+#[derive(QueryableByName)]
+struct Recorded {
+    #[diesel(sql_type = BigInt)]
+    delivery_id: i64,
+}
+
+/// Writes the outcomes of many attempts in one statement: each delivery's next state and one
+/// attempt row. Fenced on the lease: a delivery no longer `processing` under `worker` (its lease
+/// expired and another worker took it, or it was cancelled) is left alone and its attempt is not
+/// recorded. Returns the ids that were recorded.
+pub async fn record_outcomes(
+    conn: &mut AsyncPgConnection,
+    worker: &str,
+    outcomes: &[Outcome],
+) -> Result<Vec<i64>, StoreError> {
+    if outcomes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<i64> = outcomes.iter().map(|o| o.delivery_id).collect();
+    let statuses: Vec<&str> = outcomes.iter().map(|o| o.status.as_str()).collect();
+    let next: Vec<Option<DateTime<Utc>>> = outcomes.iter().map(|o| o.next_attempt_at).collect();
+    let codes: Vec<Option<i32>> = outcomes.iter().map(|o| o.status_code).collect();
+    let latencies: Vec<i32> = outcomes.iter().map(|o| o.latency_ms).collect();
+    let error_codes: Vec<Option<&str>> = outcomes.iter().map(|o| o.error_code.as_deref()).collect();
+    let errors: Vec<Option<&str>> = outcomes.iter().map(|o| o.error.as_deref()).collect();
+    let bodies: Vec<Option<&str>> = outcomes
+        .iter()
+        .map(|o| o.response_body.as_deref())
+        .collect();
+    let rows: Vec<Recorded> = diesel::sql_query(
+        "WITH o AS (
+             SELECT * FROM unnest($2::bigint[], $3::text[], $4::timestamptz[], $5::int4[],
+                                  $6::int4[], $7::text[], $8::text[], $9::text[])
+                 AS o(id, status, next_at, status_code, latency_ms, error_code, error, body)
+         ), upd AS (
+             UPDATE deliveries d
+                SET status = o.status,
+                    attempts = d.attempts + 1,
+                    next_attempt_at = coalesce(o.next_at, d.next_attempt_at),
+                    leased_by = NULL,
+                    leased_until = NULL,
+                    last_error = o.error,
+                    updated_at = now()
+               FROM o
+              WHERE d.id = o.id AND d.status = 'processing' AND d.leased_by = $1
+             RETURNING d.id, d.event_id, d.subscription_id, d.attempts
+         )
+         INSERT INTO attempts (delivery_id, event_id, subscription_id, attempt, status_code,
+                               latency_ms, error_code, error, response_body)
+         SELECT upd.id, upd.event_id, upd.subscription_id, upd.attempts, o.status_code,
+                o.latency_ms, o.error_code, o.error, o.body
+           FROM upd JOIN o ON o.id = upd.id
+         RETURNING delivery_id",
+    )
+    .bind::<Text, _>(worker)
+    .bind::<Array<BigInt>, _>(ids)
+    .bind::<Array<Text>, _>(statuses)
+    .bind::<Array<Nullable<Timestamptz>>, _>(next)
+    .bind::<Array<Nullable<Int4>>, _>(codes)
+    .bind::<Array<Int4>, _>(latencies)
+    .bind::<Array<Nullable<Text>>, _>(error_codes)
+    .bind::<Array<Nullable<Text>>, _>(errors)
+    .bind::<Array<Nullable<Text>>, _>(bodies)
+    .load(conn)
+    .await?;
+    Ok(rows.into_iter().map(|r| r.delivery_id).collect())
+}
+
+/// Hands claimed deliveries that were never started back to the queue (graceful shutdown):
+/// `pending` again if never attempted, else `retrying`, due at once. Fenced on the lease holder.
+pub async fn release(
+    conn: &mut AsyncPgConnection,
+    worker: &str,
+    ids: &[i64],
+) -> Result<usize, StoreError> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    Ok(diesel::sql_query(
+        "UPDATE deliveries
+            SET status = CASE WHEN attempts = 0 THEN 'pending' ELSE 'retrying' END,
+                leased_by = NULL, leased_until = NULL, next_attempt_at = now(), updated_at = now()
+          WHERE id = ANY($2) AND status = 'processing' AND leased_by = $1",
+    )
+    .bind::<Text, _>(worker)
+    .bind::<Array<BigInt>, _>(ids)
+    .execute(conn)
+    .await?)
+}
+
+#[derive(QueryableByName)]
+struct NextDue {
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    at: Option<DateTime<Utc>>,
+}
+
+/// When the next waiting delivery (or lease) falls due, so an idle worker can sleep until then.
+pub async fn next_due_at(
+    conn: &mut AsyncPgConnection,
+) -> Result<Option<DateTime<Utc>>, StoreError> {
+    let row: NextDue = diesel::sql_query(
+        "SELECT least(
+             (SELECT min(next_attempt_at) FROM deliveries WHERE status IN ('pending', 'retrying')),
+             (SELECT min(leased_until) FROM deliveries WHERE status = 'processing')
+         ) AS at",
+    )
+    .get_result(conn)
+    .await?;
+    Ok(row.at)
+}

@@ -1,0 +1,415 @@
+//! The worker's configuration: keys, defaults and validation into [`Settings`]. Layering is
+//! [`dispatch_config::layer`]'s (defaults → optional TOML file → `DATABASE_URL`/`ADDR` →
+//! `DISPATCH_*`); every problem names its key.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use dispatch_config::{Checker, layer};
+pub use dispatch_config::{ConfigError, Key};
+use dispatch_domain::retry::RetryPolicy;
+use dispatch_store::DatabaseSettings;
+use dispatch_telemetry::LogFormat;
+use serde::Deserialize;
+
+pub const DEFAULT_DATABASE_URL: &str =
+    "postgres://postgres:postgres@localhost:5432/dispatch?sslmode=disable";
+
+/// The worker's validated configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Where `/healthz` and `/readyz` are served.
+    pub addr: SocketAddr,
+    pub database: DatabaseSettings,
+    /// This worker's name on the leases it holds.
+    pub worker_id: String,
+    /// Most deliveries in flight at once.
+    pub max_in_flight: usize,
+    /// How often due retries are looked for when no wake-up arrives.
+    pub poll_interval: Duration,
+    /// Longest wait for a destination's answer (connect, headers and body).
+    pub request_timeout: Duration,
+    /// Longest wait for a TCP/TLS connection.
+    pub connect_timeout: Duration,
+    /// How long a claim holds a delivery; always longer than `request_timeout`.
+    pub lease: Duration,
+    /// Response bytes read from a destination; the rest is discarded.
+    pub max_response_bytes: usize,
+    /// Response bytes kept on the attempt.
+    pub stored_response_bytes: usize,
+    pub retry: RetryPolicy,
+    /// How long in-flight deliveries may take to finish on SIGTERM.
+    pub shutdown_grace: Duration,
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Deserialize)]
+struct Raw {
+    addr: String,
+    database_url: String,
+    db_max_connections: String,
+    db_connect_timeout_ms: String,
+    worker_id: String,
+    max_in_flight: String,
+    poll_interval_ms: String,
+    request_timeout_ms: String,
+    connect_timeout_ms: String,
+    lease_margin_ms: String,
+    max_response_bytes: String,
+    stored_response_bytes: String,
+    retry_initial_delay_ms: String,
+    retry_max_delay_secs: String,
+    retry_max_attempts: String,
+    retry_jitter_percent: String,
+    permanent_statuses: String,
+    shutdown_grace_secs: String,
+    log_format: String,
+}
+
+/// Every key the worker reads: the table the README documents.
+pub const KEYS: &[Key] = &[
+    Key {
+        name: "addr",
+        env: "ADDR / DISPATCH_ADDR",
+        default: ":8081",
+        help: "where /healthz and /readyz are served",
+    },
+    Key {
+        name: "database_url",
+        env: "DATABASE_URL / DISPATCH_DATABASE_URL",
+        default: DEFAULT_DATABASE_URL,
+        help: "PostgreSQL connection string",
+    },
+    Key {
+        name: "db_max_connections",
+        env: "DISPATCH_DB_MAX_CONNECTIONS",
+        default: "8",
+        help: "database pool size (the LISTEN connection is extra)",
+    },
+    Key {
+        name: "db_connect_timeout_ms",
+        env: "DISPATCH_DB_CONNECT_TIMEOUT_MS",
+        default: "5000",
+        help: "wait for a pooled connection",
+    },
+    Key {
+        name: "worker_id",
+        env: "DISPATCH_WORKER_ID",
+        default: "",
+        help: "name on the leases (default: host-pid-random)",
+    },
+    Key {
+        name: "max_in_flight",
+        env: "DISPATCH_MAX_IN_FLIGHT",
+        default: "64",
+        help: "deliveries in flight at once",
+    },
+    Key {
+        name: "poll_interval_ms",
+        env: "DISPATCH_POLL_INTERVAL_MS",
+        default: "1000",
+        help: "look for due retries this often without a wake-up",
+    },
+    Key {
+        name: "request_timeout_ms",
+        env: "DISPATCH_REQUEST_TIMEOUT_MS",
+        default: "30000",
+        help: "timeout of one webhook request",
+    },
+    Key {
+        name: "connect_timeout_ms",
+        env: "DISPATCH_CONNECT_TIMEOUT_MS",
+        default: "10000",
+        help: "timeout of the TCP/TLS connect",
+    },
+    Key {
+        name: "lease_margin_ms",
+        env: "DISPATCH_LEASE_MARGIN_MS",
+        default: "30000",
+        help: "lease = request timeout + this margin",
+    },
+    Key {
+        name: "max_response_bytes",
+        env: "DISPATCH_MAX_RESPONSE_BYTES",
+        default: "65536",
+        help: "response bytes read from a destination",
+    },
+    Key {
+        name: "stored_response_bytes",
+        env: "DISPATCH_STORED_RESPONSE_BYTES",
+        default: "1024",
+        help: "response bytes kept on the attempt",
+    },
+    Key {
+        name: "retry_initial_delay_ms",
+        env: "DISPATCH_RETRY_INITIAL_DELAY_MS",
+        default: "1000",
+        help: "wait after the first failure (then doubling)",
+    },
+    Key {
+        name: "retry_max_delay_secs",
+        env: "DISPATCH_RETRY_MAX_DELAY_SECS",
+        default: "3600",
+        help: "longest wait between attempts",
+    },
+    Key {
+        name: "retry_max_attempts",
+        env: "DISPATCH_RETRY_MAX_ATTEMPTS",
+        default: "20",
+        help: "attempts in all before `failed`",
+    },
+    Key {
+        name: "retry_jitter_percent",
+        env: "DISPATCH_RETRY_JITTER_PERCENT",
+        default: "10",
+        help: "± jitter on each wait",
+    },
+    Key {
+        name: "permanent_statuses",
+        env: "DISPATCH_PERMANENT_STATUSES",
+        default: "410",
+        help: "comma-separated statuses never retried",
+    },
+    Key {
+        name: "shutdown_grace_secs",
+        env: "DISPATCH_SHUTDOWN_GRACE_SECS",
+        default: "30",
+        help: "time for in-flight deliveries on SIGTERM",
+    },
+    Key {
+        name: "log_format",
+        env: "DISPATCH_LOG_FORMAT",
+        default: "auto",
+        help: "json, text or auto",
+    },
+];
+
+fn default_worker_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "worker".to_owned());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{host}-{}-{:x}", std::process::id(), nanos & 0xffff)
+}
+
+fn parse_statuses(text: &str) -> Result<BTreeSet<u16>, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<u16>()
+                .ok()
+                .filter(|n| (300..600).contains(n))
+                .ok_or_else(|| {
+                    format!("expected comma-separated statuses from 300 to 599, got {s:?}")
+                })
+        })
+        .collect()
+}
+
+impl Settings {
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_from(file, &std::env::vars().collect())
+    }
+
+    pub fn load_from(
+        file: Option<&Path>,
+        env: &HashMap<String, String>,
+    ) -> Result<Self, ConfigError> {
+        let raw: Raw = layer(KEYS, file, env)?;
+        let mut c = Checker::new(KEYS);
+        let addr = c.addr("addr", &raw.addr);
+        let url = c.database_url("database_url", &raw.database_url);
+        let max_connections = c.number(
+            "db_max_connections",
+            &raw.db_max_connections,
+            1u32,
+            1000,
+            "connections",
+        );
+        let db_timeout = c.millis(
+            "db_connect_timeout_ms",
+            &raw.db_connect_timeout_ms,
+            100,
+            600_000,
+        );
+        let worker_id = match raw.worker_id.trim() {
+            "" => Some(default_worker_id()),
+            id if id.len() <= 200 && !id.chars().any(char::is_control) => Some(id.to_owned()),
+            _ => {
+                c.problem("worker_id", "must be at most 200 printable characters");
+                None
+            }
+        };
+        let max_in_flight = c.number(
+            "max_in_flight",
+            &raw.max_in_flight,
+            1usize,
+            100_000,
+            "deliveries",
+        );
+        let poll = c.millis("poll_interval_ms", &raw.poll_interval_ms, 10, 3_600_000);
+        let timeout = c.millis("request_timeout_ms", &raw.request_timeout_ms, 10, 600_000);
+        let connect = c.millis("connect_timeout_ms", &raw.connect_timeout_ms, 10, 600_000);
+        let margin = c.millis("lease_margin_ms", &raw.lease_margin_ms, 1000, 3_600_000);
+        let max_response = c.number(
+            "max_response_bytes",
+            &raw.max_response_bytes,
+            0usize,
+            16 << 20,
+            "bytes",
+        );
+        let stored_response = c.number(
+            "stored_response_bytes",
+            &raw.stored_response_bytes,
+            0usize,
+            64 << 10,
+            "bytes",
+        );
+        let initial = c.millis(
+            "retry_initial_delay_ms",
+            &raw.retry_initial_delay_ms,
+            1,
+            86_400_000,
+        );
+        let max_delay = c.number(
+            "retry_max_delay_secs",
+            &raw.retry_max_delay_secs,
+            1u64,
+            7 * 86_400,
+            "seconds",
+        );
+        let max_attempts = c.number(
+            "retry_max_attempts",
+            &raw.retry_max_attempts,
+            1u32,
+            1000,
+            "attempts",
+        );
+        let jitter = c.number(
+            "retry_jitter_percent",
+            &raw.retry_jitter_percent,
+            0u32,
+            100,
+            "percent",
+        );
+        let permanent = parse_statuses(&raw.permanent_statuses)
+            .map_err(|e| c.problem("permanent_statuses", e))
+            .ok();
+        let grace = c.number(
+            "shutdown_grace_secs",
+            &raw.shutdown_grace_secs,
+            0u64,
+            3600,
+            "seconds",
+        );
+        let log_format = c.parse::<LogFormat>("log_format", &raw.log_format);
+        if let (Some(initial), Some(max)) = (initial, max_delay) {
+            if initial > Duration::from_secs(max) {
+                c.problem(
+                    "retry_initial_delay_ms",
+                    "must not exceed retry_max_delay_secs",
+                );
+            }
+        }
+        let settings = (|| {
+            let request_timeout = timeout?;
+            Some(Settings {
+                addr: addr?,
+                database: DatabaseSettings {
+                    url: url?,
+                    max_connections: max_connections?,
+                    connect_timeout: db_timeout?,
+                },
+                worker_id: worker_id?,
+                max_in_flight: max_in_flight?,
+                poll_interval: poll?,
+                request_timeout,
+                connect_timeout: connect?,
+                lease: request_timeout + margin?,
+                max_response_bytes: max_response?,
+                stored_response_bytes: stored_response?,
+                retry: RetryPolicy {
+                    initial_delay: initial?,
+                    max_delay: Duration::from_secs(max_delay?),
+                    max_attempts: max_attempts?,
+                    jitter: f64::from(jitter?) / 100.0,
+                    permanent_statuses: permanent?,
+                },
+                shutdown_grace: Duration::from_secs(grace?),
+                log_format: log_format?,
+            })
+        })();
+        c.finish(settings)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_follow_the_seed_and_the_lease_outlasts_the_timeout() {
+        let s = Settings::load_from(None, &env(&[])).expect("defaults are valid");
+        assert_eq!(s.addr.port(), 8081);
+        assert_eq!(s.request_timeout, Duration::from_secs(30));
+        assert!(s.lease > s.request_timeout);
+        assert_eq!(s.retry, RetryPolicy::default());
+        assert!(!s.worker_id.is_empty());
+    }
+
+    #[test]
+    fn retry_settings_are_read_from_the_environment() {
+        let s = Settings::load_from(
+            None,
+            &env(&[
+                ("DISPATCH_RETRY_MAX_ATTEMPTS", "5"),
+                ("DISPATCH_PERMANENT_STATUSES", "400, 410,422"),
+                ("DISPATCH_WORKER_ID", "w-1"),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(s.retry.max_attempts, 5);
+        assert_eq!(s.retry.permanent_statuses, BTreeSet::from([400, 410, 422]));
+        assert_eq!(s.worker_id, "w-1");
+    }
+
+    #[test]
+    fn every_bad_value_is_reported_with_its_key() {
+        let err = Settings::load_from(
+            None,
+            &env(&[
+                ("DISPATCH_MAX_IN_FLIGHT", "0"),
+                ("DISPATCH_PERMANENT_STATUSES", "200"),
+                ("DISPATCH_REQUEST_TIMEOUT_MS", "soon"),
+                ("DISPATCH_RETRY_INITIAL_DELAY_MS", "7200000"),
+                ("DISPATCH_RETRY_MAX_DELAY_SECS", "3600"),
+            ]),
+        )
+        .expect_err("must be refused");
+        let text = err.to_string();
+        for key in [
+            "max_in_flight (DISPATCH_MAX_IN_FLIGHT)",
+            "permanent_statuses (DISPATCH_PERMANENT_STATUSES)",
+            "request_timeout_ms (DISPATCH_REQUEST_TIMEOUT_MS)",
+            "retry_initial_delay_ms (DISPATCH_RETRY_INITIAL_DELAY_MS)",
+        ] {
+            assert!(text.contains(key), "{key} missing from:\n{text}");
+        }
+    }
+}

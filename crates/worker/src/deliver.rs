@@ -1,0 +1,81 @@
+//! One attempt of one delivery: build the signed request, send it, decide what happens next.
+
+use chrono::{DateTime, Utc};
+use dispatch_domain::DeliveryStatus;
+use dispatch_domain::retry::{AttemptResult, Decision, FailureCode, RetryPolicy};
+use dispatch_store::queries::deliveries::{ClaimedDelivery, Outcome};
+use ring::rand::{SecureRandom, SystemRandom};
+
+use crate::client::WebhookClient;
+use crate::request;
+
+/// A number in [-1, 1] for the jitter of the next wait.
+fn jitter_unit() -> f64 {
+    let mut bytes = [0u8; 4];
+    if SystemRandom::new().fill(&mut bytes).is_err() {
+        return 0.0;
+    }
+    f64::from(u32::from_le_bytes(bytes)) / f64::from(u32::MAX) * 2.0 - 1.0
+}
+
+/// Makes one attempt at `delivery` and returns the outcome to record.
+pub async fn attempt(
+    client: &WebhookClient,
+    policy: &RetryPolicy,
+    delivery: &ClaimedDelivery,
+) -> Outcome {
+    let now = Utc::now();
+    let attempt_number = u32::try_from(delivery.attempts)
+        .unwrap_or(0)
+        .saturating_add(1);
+    let sent = match request::build(delivery, now) {
+        Ok(req) => client.send(req).await,
+        Err(e) => crate::client::Sent {
+            result: AttemptResult::Failed(FailureCode::Request),
+            latency: std::time::Duration::ZERO,
+            body: None,
+            error: Some(e.to_string()),
+        },
+    };
+    let decision = policy.decide(attempt_number, &sent.result, jitter_unit());
+    let status_code = match sent.result {
+        AttemptResult::Response { status, .. } => Some(i32::from(status)),
+        AttemptResult::Failed(_) => None,
+    };
+    let (status, next_attempt_at, error_code) = match &decision {
+        Decision::Delivered => (DeliveryStatus::Delivered, None, None),
+        Decision::Retry { delay, code } => (
+            DeliveryStatus::Retrying,
+            Some(after(now, *delay)),
+            Some(code.as_str().to_owned()),
+        ),
+        Decision::GiveUp { code } => (DeliveryStatus::Failed, None, Some(code.as_str().to_owned())),
+    };
+    tracing::info!(
+        event.id = %delivery.event_id,
+        subscription.id = %delivery.subscription_id,
+        attempt = attempt_number,
+        status_code,
+        latency_ms = sent.latency.as_millis() as u64,
+        outcome = status.as_str(),
+        error_code = error_code.as_deref(),
+        "delivery attempt"
+    );
+    Outcome {
+        delivery_id: delivery.id,
+        status,
+        next_attempt_at,
+        status_code,
+        latency_ms: i32::try_from(sent.latency.as_millis()).unwrap_or(i32::MAX),
+        error_code,
+        error: sent.error,
+        response_body: sent.body,
+    }
+}
+
+fn after(now: DateTime<Utc>, delay: std::time::Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(delay)
+        .ok()
+        .and_then(|d| now.checked_add_signed(d))
+        .unwrap_or(now)
+}

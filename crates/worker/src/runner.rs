@@ -1,0 +1,317 @@
+//! The worker's loop: claim due deliveries up to the in-flight limit, deliver them concurrently,
+//! record outcomes in batches, and wake on NOTIFY or the poll timer. [`Worker::run_once`] is the
+//! single step tests drive; [`Worker::run`] is the production loop with graceful drain.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use dispatch_domain::retry::RetryPolicy;
+use dispatch_store::notify::Listener;
+use dispatch_store::pool::{self, build_pool};
+use dispatch_store::queries::deliveries::{self, ClaimedDelivery, Outcome};
+use dispatch_store::{Pool, StoreError};
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+
+use crate::client::WebhookClient;
+use crate::config::Settings;
+use crate::deliver;
+
+/// What a run of the loop did, reported when it stops.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RunSummary {
+    /// Attempts whose outcome was recorded.
+    pub recorded: usize,
+    /// Claimed deliveries handed back unfinished at shutdown.
+    pub released: usize,
+}
+
+#[derive(Clone)]
+pub struct Worker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    id: String,
+    pool: Pool,
+    database_url: String,
+    client: WebhookClient,
+    policy: RetryPolicy,
+    max_in_flight: usize,
+    poll_interval: Duration,
+    lease: Duration,
+    shutdown_grace: Duration,
+    listening: AtomicBool,
+}
+
+impl Worker {
+    pub fn new(settings: &Settings) -> Result<Self, rustls::Error> {
+        let client = WebhookClient::new(
+            settings.request_timeout,
+            settings.connect_timeout,
+            settings.max_response_bytes,
+            settings.stored_response_bytes,
+        )?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                id: settings.worker_id.clone(),
+                pool: build_pool(&settings.database),
+                database_url: settings.database.url.clone(),
+                client,
+                policy: settings.retry.clone(),
+                max_in_flight: settings.max_in_flight,
+                poll_interval: settings.poll_interval,
+                lease: settings.lease,
+                shutdown_grace: settings.shutdown_grace,
+                listening: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.inner.pool
+    }
+
+    /// Whether the LISTEN connection is up (part of readiness).
+    pub fn is_listening(&self) -> bool {
+        self.inner.listening.load(Ordering::Relaxed)
+    }
+
+    async fn claim(&self, limit: usize) -> Result<Vec<ClaimedDelivery>, StoreError> {
+        let mut conn = pool::connection(&self.inner.pool).await?;
+        deliveries::claim(
+            &mut conn,
+            &self.inner.id,
+            i64::try_from(limit).unwrap_or(i64::MAX),
+            self.inner.lease,
+        )
+        .await
+    }
+
+    async fn record(&self, outcomes: &[Outcome]) -> Result<usize, StoreError> {
+        let mut conn = pool::connection(&self.inner.pool).await?;
+        Ok(
+            deliveries::record_outcomes(&mut conn, &self.inner.id, outcomes)
+                .await?
+                .len(),
+        )
+    }
+
+    async fn release(&self, ids: &[i64]) -> Result<usize, StoreError> {
+        let mut conn = pool::connection(&self.inner.pool).await?;
+        deliveries::release(&mut conn, &self.inner.id, ids).await
+    }
+
+    /// The earlier of "one poll interval from now" and "when the next delivery falls due".
+    async fn next_look(&self) -> tokio::time::Instant {
+        let now = tokio::time::Instant::now();
+        let poll = now + self.inner.poll_interval;
+        let due = match pool::connection(&self.inner.pool).await {
+            Ok(mut conn) => deliveries::next_due_at(&mut conn).await.ok().flatten(),
+            Err(_) => None,
+        };
+        match due.map(|at| (at - chrono::Utc::now()).to_std()) {
+            Some(Ok(wait)) => poll.min(now + wait),
+            // Already due (negative wait): look again at once.
+            Some(Err(_)) => now,
+            None => poll,
+        }
+    }
+
+    /// One step: claim up to the in-flight limit, deliver them all concurrently, record every
+    /// outcome in one statement. Returns how many deliveries were attempted.
+    pub async fn run_once(&self) -> Result<usize, StoreError> {
+        let claimed = self.claim(self.inner.max_in_flight).await?;
+        let outcomes = futures_util::future::join_all(
+            claimed
+                .iter()
+                .map(|d| deliver::attempt(&self.inner.client, &self.inner.policy, d)),
+        )
+        .await;
+        self.record(&outcomes).await?;
+        Ok(claimed.len())
+    }
+
+    fn spawn_attempt(
+        &self,
+        set: &mut JoinSet<Outcome>,
+        delivery: ClaimedDelivery,
+    ) -> tokio::task::Id {
+        let worker = self.clone();
+        set.spawn(async move {
+            deliver::attempt(&worker.inner.client, &worker.inner.policy, &delivery).await
+        })
+        .id()
+    }
+
+    /// Writes buffered outcomes; on a database error they stay buffered for the next try.
+    async fn flush(&self, buffer: &mut Vec<Outcome>, summary: &mut RunSummary) {
+        if buffer.is_empty() {
+            return;
+        }
+        match self.record(buffer).await {
+            Ok(n) => {
+                summary.recorded += n;
+                buffer.clear();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, pending = buffer.len(), "could not record outcomes; will retry")
+            }
+        }
+    }
+
+    /// Runs until `shutdown` resolves, then stops claiming, lets in-flight deliveries finish for
+    /// the grace period, hands back the leases of the rest, and returns.
+    pub async fn run(&self, shutdown: impl Future<Output = ()>) -> RunSummary {
+        let wake = Arc::new(Notify::new());
+        let listener = tokio::spawn(listen(self.clone(), wake.clone()));
+        let mut in_flight: JoinSet<Outcome> = JoinSet::new();
+        let mut ids: HashMap<tokio::task::Id, i64> = HashMap::new();
+        let mut buffer: Vec<Outcome> = Vec::new();
+        let mut summary = RunSummary::default();
+        // When to look again without a wake-up: the poll interval, or sooner when a retry falls
+        // due sooner.
+        let mut next_look = tokio::time::Instant::now() + self.inner.poll_interval;
+        let mut shutdown = std::pin::pin!(shutdown);
+        // `backlog`: more work is probably due than we could take; claim again as slots free up.
+        let (mut claim_now, mut backlog) = (true, true);
+
+        loop {
+            // Every branch of the select below decides `claim_now` afresh.
+            if claim_now {
+                let free = self.inner.max_in_flight.saturating_sub(in_flight.len());
+                if free > 0 {
+                    match self.claim(free).await {
+                        Ok(batch) => {
+                            backlog = batch.len() == free;
+                            if !backlog {
+                                next_look = self.next_look().await;
+                            }
+                            for delivery in batch {
+                                let delivery_id = delivery.id;
+                                ids.insert(
+                                    self.spawn_attempt(&mut in_flight, delivery),
+                                    delivery_id,
+                                );
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "claiming deliveries failed; will retry")
+                        }
+                    }
+                }
+            }
+            tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                Some(joined) = in_flight.join_next_with_id(), if !in_flight.is_empty() => {
+                    collect(joined, &mut ids, &mut buffer);
+                    while let Some(joined) = in_flight.try_join_next_with_id() {
+                        collect(joined, &mut ids, &mut buffer);
+                    }
+                    self.flush(&mut buffer, &mut summary).await;
+                    claim_now = backlog;
+                }
+                () = wake.notified() => { claim_now = true; backlog = true; }
+                () = tokio::time::sleep_until(next_look) => {
+                    claim_now = true;
+                    next_look = tokio::time::Instant::now() + self.inner.poll_interval;
+                    self.flush(&mut buffer, &mut summary).await;
+                }
+            }
+        }
+
+        tracing::info!(
+            in_flight = in_flight.len(),
+            "stopping: draining in-flight deliveries"
+        );
+        let deadline = tokio::time::sleep(self.inner.shutdown_grace);
+        let mut deadline = std::pin::pin!(deadline);
+        while !in_flight.is_empty() {
+            tokio::select! {
+                Some(joined) = in_flight.join_next_with_id() => {
+                    collect(joined, &mut ids, &mut buffer);
+                    self.flush(&mut buffer, &mut summary).await;
+                }
+                () = &mut deadline => break,
+            }
+        }
+        in_flight.abort_all();
+        while let Some(joined) = in_flight.join_next_with_id().await {
+            collect(joined, &mut ids, &mut buffer);
+        }
+        for _ in 0..3 {
+            self.flush(&mut buffer, &mut summary).await;
+            if buffer.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // Whatever is left was claimed but not finished: hand it back at once rather than make
+        // it wait for its lease to expire.
+        let unfinished: Vec<i64> = ids.into_values().collect();
+        match self.release(&unfinished).await {
+            Ok(n) => summary.released = n,
+            Err(e) => tracing::warn!(error = %e, "could not release leases; they will expire"),
+        }
+        listener.abort();
+        tracing::info!(
+            recorded = summary.recorded,
+            released = summary.released,
+            "worker stopped"
+        );
+        summary
+    }
+}
+
+/// Moves a finished attempt's outcome into the buffer; a cancelled or panicked one stays in
+/// `ids` so its lease is handed back.
+fn collect(
+    joined: Result<(tokio::task::Id, Outcome), tokio::task::JoinError>,
+    ids: &mut HashMap<tokio::task::Id, i64>,
+    buffer: &mut Vec<Outcome>,
+) {
+    match joined {
+        Ok((id, outcome)) => {
+            ids.remove(&id);
+            buffer.push(outcome);
+        }
+        Err(e) if e.is_panic() => tracing::error!(error = %e, "a delivery task panicked"),
+        Err(_) => {}
+    }
+}
+
+/// Keeps a LISTEN connection open, turning notifications into wake-ups; reconnects with backoff
+/// when it drops and wakes once after each (re)connect, since NOTIFYs sent meanwhile are lost.
+async fn listen(worker: Worker, wake: Arc<Notify>) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match Listener::connect(&worker.inner.database_url).await {
+            Ok(mut listener) => {
+                worker.inner.listening.store(true, Ordering::Relaxed);
+                backoff = Duration::from_millis(100);
+                wake.notify_one();
+                loop {
+                    match listener.next().await {
+                        Ok(()) => wake.notify_one(),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "the LISTEN connection dropped; reconnecting");
+                            break;
+                        }
+                    }
+                }
+                worker.inner.listening.store(false, Ordering::Relaxed);
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot LISTEN for wake-ups; retrying"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
