@@ -111,3 +111,56 @@ pub fn kind(value: &Value) -> &'static str {
         Value::Object(_) => "an object",
     }
 }
+
+/// Deepest nesting accepted in an event's `data`.
+pub const MAX_JSON_DEPTH: usize = 64;
+/// Largest magnitude of a number in `data`: beyond it PostgreSQL's numeric text no longer
+/// reads back as a double.
+pub const MAX_NUMBER_MAGNITUDE: f64 = 1e300;
+
+/// Checks what PostgreSQL's jsonb (and our own limits) cannot take: NUL characters in strings or
+/// keys, numbers too large to read back, nesting deeper than [`MAX_JSON_DEPTH`].
+pub fn check_storable_json(value: &Value) -> Result<(), String> {
+    fn walk(value: &Value, depth: usize) -> Result<(), String> {
+        if depth > MAX_JSON_DEPTH {
+            return Err(format!("is nested deeper than {MAX_JSON_DEPTH} levels"));
+        }
+        match value {
+            Value::String(s) if s.contains('\0') => {
+                Err("contains a NUL character (\\u0000), which cannot be stored".to_owned())
+            }
+            Value::Number(n) if n.as_f64().is_some_and(|f| f.abs() > MAX_NUMBER_MAGNITUDE) => Err(
+                format!("contains a number larger than {MAX_NUMBER_MAGNITUDE:e} in magnitude"),
+            ),
+            Value::Array(items) => items.iter().try_for_each(|v| walk(v, depth + 1)),
+            Value::Object(map) => map.iter().try_for_each(|(k, v)| {
+                if k.contains('\0') {
+                    return Err("has a key containing a NUL character (\\u0000)".to_owned());
+                }
+                walk(v, depth + 1)
+            }),
+            _ => Ok(()),
+        }
+    }
+    walk(value, 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn storable_json_refuses_nul_huge_numbers_and_deep_nesting() {
+        assert!(check_storable_json(&json!({"a": [1, "x", {"b": null}], "n": 1e300})).is_ok());
+        assert!(check_storable_json(&json!({"a": "x\u{0}y"})).is_err());
+        assert!(check_storable_json(&json!({"a\u{0}": 1})).is_err());
+        assert!(check_storable_json(&json!([1.7976931348623157e308])).is_err());
+        let mut deep = json!(1);
+        for _ in 0..=MAX_JSON_DEPTH {
+            deep = json!([deep]);
+        }
+        assert!(check_storable_json(&deep).is_err());
+    }
+}

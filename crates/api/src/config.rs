@@ -1,14 +1,14 @@
-//! Configuration: defaults, then an optional TOML file, then the environment (`DATABASE_URL` and
-//! `ADDR` as the seed names them, then `DISPATCH_*`). Everything is validated here, once, and
-//! every problem is reported with the key that caused it.
+//! The API's configuration: the keys, their defaults, and validation into [`Settings`]. Layering
+//! (defaults → optional TOML file → `DATABASE_URL`/`ADDR` → `DISPATCH_*`) is
+//! [`dispatch_config::layer`]'s; every problem is reported with the key that caused it.
 
 use std::collections::HashMap;
-use std::fmt;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use config::{Config, Environment, File, FileFormat};
+use dispatch_config::{Checker, layer};
+pub use dispatch_config::{ConfigError, Key, parse_addr};
 use dispatch_store::DatabaseSettings;
 use dispatch_telemetry::LogFormat;
 use serde::Deserialize;
@@ -29,26 +29,12 @@ pub struct Settings {
     pub http_workers: usize,
     /// How long in-flight requests may take to finish on shutdown.
     pub shutdown_timeout: Duration,
+    /// Shortest gap between two wake-up NOTIFYs sent to the workers.
+    pub notify_interval: Duration,
     pub log_format: LogFormat,
 }
 
-/// Every invalid key, each with what was wrong. Starting stops on this.
-#[derive(Debug)]
-pub struct ConfigError(pub Vec<String>);
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "invalid configuration:")?;
-        for problem in &self.0 {
-            writeln!(f, "  - {problem}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
-/// The raw values as layered by the `config` crate, before validation.
+/// The raw values as layered, before validation.
 #[derive(Debug, Deserialize)]
 struct Raw {
     addr: String,
@@ -58,31 +44,66 @@ struct Raw {
     db_connect_timeout_ms: String,
     http_workers: String,
     shutdown_timeout_secs: String,
+    notify_interval_ms: String,
     log_format: String,
 }
 
-/// Key → (environment variable, default). The single table the README documents.
-pub const KEYS: [(&str, &str, &str); 8] = [
-    ("addr", "ADDR / DISPATCH_ADDR", DEFAULT_ADDR),
-    (
-        "database_url",
-        "DATABASE_URL / DISPATCH_DATABASE_URL",
-        DEFAULT_DATABASE_URL,
-    ),
-    ("max_body_bytes", "DISPATCH_MAX_BODY_BYTES", "262144"),
-    ("db_max_connections", "DISPATCH_DB_MAX_CONNECTIONS", "16"),
-    (
-        "db_connect_timeout_ms",
-        "DISPATCH_DB_CONNECT_TIMEOUT_MS",
-        "5000",
-    ),
-    ("http_workers", "DISPATCH_HTTP_WORKERS", "0"),
-    (
-        "shutdown_timeout_secs",
-        "DISPATCH_SHUTDOWN_TIMEOUT_SECS",
-        "30",
-    ),
-    ("log_format", "DISPATCH_LOG_FORMAT", "auto"),
+/// Every key the API reads: the table the README documents.
+pub const KEYS: &[Key] = &[
+    Key {
+        name: "addr",
+        env: "ADDR / DISPATCH_ADDR",
+        default: DEFAULT_ADDR,
+        help: "where the API listens (`:port` = all interfaces)",
+    },
+    Key {
+        name: "database_url",
+        env: "DATABASE_URL / DISPATCH_DATABASE_URL",
+        default: DEFAULT_DATABASE_URL,
+        help: "PostgreSQL connection string",
+    },
+    Key {
+        name: "max_body_bytes",
+        env: "DISPATCH_MAX_BODY_BYTES",
+        default: "262144",
+        help: "largest request body; larger gets 413",
+    },
+    Key {
+        name: "db_max_connections",
+        env: "DISPATCH_DB_MAX_CONNECTIONS",
+        default: "16",
+        help: "database pool size",
+    },
+    Key {
+        name: "db_connect_timeout_ms",
+        env: "DISPATCH_DB_CONNECT_TIMEOUT_MS",
+        default: "5000",
+        help: "wait for a pooled connection before answering 503",
+    },
+    Key {
+        name: "http_workers",
+        env: "DISPATCH_HTTP_WORKERS",
+        default: "0",
+        help: "HTTP worker threads (0 = one per CPU)",
+    },
+    Key {
+        name: "shutdown_timeout_secs",
+        env: "DISPATCH_SHUTDOWN_TIMEOUT_SECS",
+        default: "30",
+        help: "grace period for in-flight requests on SIGTERM",
+    },
+    Key {
+        name: "notify_interval_ms",
+        env: "DISPATCH_NOTIFY_INTERVAL_MS",
+        default: "20",
+        help: "shortest gap between wake-ups sent to workers",
+    },
+    Key {
+        name: "log_format",
+        env: "DISPATCH_LOG_FORMAT",
+        default: "auto",
+        help: "json, text or auto (text on a terminal)",
+    },
 ];
 
 impl Settings {
@@ -96,203 +117,56 @@ impl Settings {
         file: Option<&Path>,
         env: &HashMap<String, String>,
     ) -> Result<Self, ConfigError> {
-        let raw = layer(file, env).map_err(|e| ConfigError(vec![e]))?;
-        validate(raw)
-    }
-}
-
-fn layer(file: Option<&Path>, env: &HashMap<String, String>) -> Result<Raw, String> {
-    let mut builder = Config::builder();
-    for (key, _, default) in KEYS {
-        builder = builder
-            .set_default(key, default)
-            .map_err(|e| format!("{key}: {e}"))?;
-    }
-    if let Some(path) = file {
-        if !path.is_file() {
-            return Err(format!("config file {} does not exist", path.display()));
-        }
-        builder = builder.add_source(File::from(path).format(FileFormat::Toml).required(true));
-    }
-    // The seed's names count as their DISPATCH_ twins unless the DISPATCH_ name is also set.
-    let mut dispatch_env: HashMap<String, String> = env
-        .iter()
-        .filter(|(k, _)| k.starts_with("DISPATCH_"))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    for seed_name in ["DATABASE_URL", "ADDR"] {
-        if let Some(value) = env.get(seed_name) {
-            dispatch_env
-                .entry(format!("DISPATCH_{seed_name}"))
-                .or_insert_with(|| value.clone());
-        }
-    }
-    builder = builder.add_source(
-        Environment::with_prefix("DISPATCH")
-            .prefix_separator("_")
-            .source(Some(dispatch_env)),
-    );
-    builder
-        .build()
-        .and_then(Config::try_deserialize)
-        .map_err(|e| e.to_string())
-}
-
-fn env_name(key: &str) -> &'static str {
-    KEYS.iter()
-        .find(|(k, _, _)| *k == key)
-        .map(|(_, env, _)| *env)
-        .unwrap_or("")
-}
-
-fn problem(key: &str, message: impl fmt::Display) -> String {
-    format!("{key} ({}): {message}", env_name(key))
-}
-
-fn parse_number<T: std::str::FromStr + PartialOrd + fmt::Display + Copy>(
-    problems: &mut Vec<String>,
-    key: &str,
-    value: &str,
-    min: T,
-    max: T,
-    unit: &str,
-) -> Option<T> {
-    match value.trim().parse::<T>() {
-        Ok(n) if n >= min && n <= max => Some(n),
-        _ => {
-            problems.push(problem(
-                key,
-                format!("expected a whole number of {unit} from {min} to {max}, got {value:?}"),
-            ));
-            None
-        }
-    }
-}
-
-/// Parses the seed's `ADDR` forms: `:8080` (all interfaces), `host:port`, `[::1]:8080`.
-pub fn parse_addr(value: &str) -> Result<SocketAddr, String> {
-    let value = value.trim();
-    let full = if value.starts_with(':') {
-        format!("0.0.0.0{value}")
-    } else {
-        value.to_owned()
-    };
-    if let Ok(addr) = full.parse() {
-        return Ok(addr);
-    }
-    full.to_socket_addrs()
-        .ok()
-        .and_then(|mut addrs| addrs.next())
-        .ok_or_else(|| format!("expected host:port or :port, got {value:?}"))
-}
-
-/// Checks a PostgreSQL URL: scheme, a database name, and an `sslmode` this build supports.
-pub fn check_database_url(value: &str) -> Result<(), String> {
-    if !(value.starts_with("postgres://") || value.starts_with("postgresql://")) {
-        return Err("expected a postgres:// or postgresql:// URL".to_owned());
-    }
-    if dispatch_store::admin::database_of(value).is_none() {
-        return Err("the URL must name a database, e.g. postgres://host:5432/dispatch".to_owned());
-    }
-    let sslmode = value
-        .split_once('?')
-        .map(|(_, q)| q)
-        .unwrap_or("")
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("sslmode="));
-    match sslmode {
-        None | Some("disable") | Some("prefer") | Some("allow") => Ok(()),
-        Some(other) => Err(format!(
-            "sslmode={other} is not supported yet: this build connects without TLS \
-             (use sslmode=disable or prefer)"
-        )),
-    }
-}
-
-fn validate(raw: Raw) -> Result<Settings, ConfigError> {
-    let mut problems = Vec::new();
-    let addr = parse_addr(&raw.addr)
-        .map_err(|e| problems.push(problem("addr", e)))
-        .ok();
-    if let Err(e) = check_database_url(&raw.database_url) {
-        problems.push(problem("database_url", e));
-    }
-    let max_body_bytes = parse_number(
-        &mut problems,
-        "max_body_bytes",
-        &raw.max_body_bytes,
-        1024usize,
-        64 * 1024 * 1024,
-        "bytes",
-    );
-    let max_connections = parse_number(
-        &mut problems,
-        "db_max_connections",
-        &raw.db_max_connections,
-        1u32,
-        1000,
-        "connections",
-    );
-    let connect_timeout_ms = parse_number(
-        &mut problems,
-        "db_connect_timeout_ms",
-        &raw.db_connect_timeout_ms,
-        100u64,
-        600_000,
-        "milliseconds",
-    );
-    let http_workers = parse_number(
-        &mut problems,
-        "http_workers",
-        &raw.http_workers,
-        0usize,
-        1024,
-        "threads",
-    );
-    let shutdown_secs = parse_number(
-        &mut problems,
-        "shutdown_timeout_secs",
-        &raw.shutdown_timeout_secs,
-        0u64,
-        3600,
-        "seconds",
-    );
-    let log_format = raw
-        .log_format
-        .parse::<LogFormat>()
-        .map_err(|e| problems.push(problem("log_format", e)))
-        .ok();
-
-    match (
-        addr,
-        max_body_bytes,
-        max_connections,
-        connect_timeout_ms,
-        http_workers,
-        shutdown_secs,
-        log_format,
-    ) {
-        (
-            Some(addr),
-            Some(max_body_bytes),
-            Some(max),
-            Some(timeout),
-            Some(workers),
-            Some(shutdown),
-            Some(log_format),
-        ) if problems.is_empty() => Ok(Settings {
-            addr,
-            database: DatabaseSettings {
-                url: raw.database_url,
-                max_connections: max,
-                connect_timeout: Duration::from_millis(timeout),
-            },
-            max_body_bytes,
-            http_workers: workers,
-            shutdown_timeout: Duration::from_secs(shutdown),
-            log_format,
-        }),
-        _ => Err(ConfigError(problems)),
+        let raw: Raw = layer(KEYS, file, env)?;
+        let mut c = Checker::new(KEYS);
+        let addr = c.addr("addr", &raw.addr);
+        let url = c.database_url("database_url", &raw.database_url);
+        let max_body_bytes = c.number(
+            "max_body_bytes",
+            &raw.max_body_bytes,
+            1024usize,
+            64 << 20,
+            "bytes",
+        );
+        let max_connections = c.number(
+            "db_max_connections",
+            &raw.db_max_connections,
+            1u32,
+            1000,
+            "connections",
+        );
+        let connect_timeout = c.millis(
+            "db_connect_timeout_ms",
+            &raw.db_connect_timeout_ms,
+            100,
+            600_000,
+        );
+        let http_workers = c.number("http_workers", &raw.http_workers, 0usize, 1024, "threads");
+        let shutdown = c.number(
+            "shutdown_timeout_secs",
+            &raw.shutdown_timeout_secs,
+            0u64,
+            3600,
+            "seconds",
+        );
+        let notify_interval = c.millis("notify_interval_ms", &raw.notify_interval_ms, 0, 10_000);
+        let log_format = c.parse::<LogFormat>("log_format", &raw.log_format);
+        let settings = (|| {
+            Some(Settings {
+                addr: addr?,
+                database: DatabaseSettings {
+                    url: url?,
+                    max_connections: max_connections?,
+                    connect_timeout: connect_timeout?,
+                },
+                max_body_bytes: max_body_bytes?,
+                http_workers: http_workers?,
+                shutdown_timeout: Duration::from_secs(shutdown?),
+                notify_interval: notify_interval?,
+                log_format: log_format?,
+            })
+        })();
+        c.finish(settings)
     }
 }
 

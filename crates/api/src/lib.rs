@@ -8,6 +8,7 @@ pub mod error;
 pub mod routes;
 pub mod startup;
 pub mod views;
+pub mod wake;
 
 pub use config::Settings;
 pub use startup::Application;

@@ -11,6 +11,7 @@ use futures_util::FutureExt;
 use crate::Settings;
 use crate::error::ApiError;
 use crate::routes::{self, AppState};
+use crate::wake::Waker;
 
 pub struct Application {
     port: u16,
@@ -19,12 +20,15 @@ pub struct Application {
 
 impl Application {
     /// Binds the listener and prepares the server; the database is not contacted here, so the
-    /// API starts (and answers 503) while PostgreSQL is down.
+    /// API starts (and answers 503) while PostgreSQL is down. Must run inside a tokio runtime
+    /// (the workers' wake-up task is spawned on it).
     pub fn build(settings: &Settings) -> std::io::Result<Self> {
         let listener = TcpListener::bind(settings.addr)?;
         let port = listener.local_addr()?.port();
+        let pool = build_pool(&settings.database);
         let state = web::Data::new(AppState {
-            pool: build_pool(&settings.database),
+            waker: Waker::spawn(pool.clone(), settings.notify_interval),
+            pool,
             max_body_bytes: settings.max_body_bytes,
         });
         let mut server = HttpServer::new(move || {

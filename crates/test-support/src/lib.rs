@@ -3,6 +3,8 @@
 //! name carries a hash of `migrations/`), guarded by an advisory lock because nextest runs tests
 //! as separate processes. Each database is dropped when its [`TestDb`] goes out of scope.
 
+pub mod proxy;
+
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::path::Path;

@@ -8,7 +8,7 @@ use dispatch_store::queries::events::{self, IngestOutcome};
 use dispatch_store::{AsyncPgConnection, pool};
 
 use super::AppState;
-use crate::body::{Fields, read_json_body};
+use crate::body::{Fields, check_storable_json, read_json_body};
 use crate::error::ApiError;
 use crate::views::{AttemptView, EventView, List};
 
@@ -23,6 +23,7 @@ pub fn parse_new_event(body: serde_json::Value) -> Result<NewEvent, ApiError> {
     let source = fields.required_str("source")?;
     let source = Source::parse(&source).map_err(|e| ApiError::invalid("source", e.to_string()))?;
     let data = fields.required("data")?;
+    check_storable_json(&data).map_err(|e| ApiError::invalid("data", e))?;
     fields.finish()?;
     Ok(NewEvent {
         id,
@@ -51,6 +52,9 @@ pub async fn create(
     match events::ingest(&mut conn, &new).await? {
         IngestOutcome::Created { event, deliveries } => {
             tracing::info!(event.id = %new.id, event.type = %new.event_type, deliveries, "event accepted");
+            if deliveries > 0 {
+                state.waker.wake();
+            }
             let view = if deliveries == 0 {
                 EventView::new(event, Vec::new())?
             } else {
@@ -73,11 +77,19 @@ fn event_not_found(id: &str) -> ApiError {
     ApiError::NotFound(format!("no event with id {id:?}"))
 }
 
+/// The id in the path; one that could never have been accepted cannot exist: 404.
+fn event_id(path: web::Path<String>) -> Result<String, ApiError> {
+    let id = path.into_inner();
+    EventId::parse(&id)
+        .map(EventId::into_inner)
+        .map_err(|_| event_not_found(&id))
+}
+
 pub async fn get(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = path.into_inner();
+    let id = event_id(path)?;
     let mut conn = pool::connection(&state.pool).await?;
     let event = events::find(&mut conn, &id)
         .await?
@@ -89,7 +101,7 @@ pub async fn attempts(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = path.into_inner();
+    let id = event_id(path)?;
     let mut conn = pool::connection(&state.pool).await?;
     if events::find(&mut conn, &id).await?.is_none() {
         return Err(event_not_found(&id));

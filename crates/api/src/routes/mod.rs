@@ -13,6 +13,7 @@ use crate::error::ApiError;
 pub struct AppState {
     pub pool: Pool,
     pub max_body_bytes: usize,
+    pub waker: crate::wake::Waker,
 }
 
 async fn method_not_allowed() -> Result<HttpResponse, ApiError> {

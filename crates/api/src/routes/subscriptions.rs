@@ -2,6 +2,7 @@
 //! `DELETE /subscriptions/{id}`.
 
 use actix_web::{HttpRequest, HttpResponse, web};
+use dispatch_domain::signature::{generate_secret, validate_secret};
 use dispatch_domain::{DestinationUrl, Pattern, SubscriptionId};
 use dispatch_store::models::NewSubscription;
 use dispatch_store::pool;
@@ -16,8 +17,6 @@ use crate::views::{Page, SubscriptionView};
 
 /// Most patterns one subscription may list.
 pub const MAX_PATTERNS: usize = 64;
-/// Longest secret accepted, in bytes.
-pub const MAX_SECRET_LEN: usize = 512;
 pub const DEFAULT_PAGE_SIZE: i64 = 50;
 pub const MAX_PAGE_SIZE: i64 = 500;
 
@@ -68,27 +67,27 @@ pub fn parse_new_subscription(body: Value) -> Result<NewSubscription, ApiError> 
     let url = fields.required_str("url")?;
     let url = DestinationUrl::parse(&url).map_err(|e| ApiError::invalid("url", e.to_string()))?;
     let event_types = parse_patterns(fields.required("event_types")?)?;
-    let secret = fields.optional_str("secret")?;
-    if let Some(secret) = &secret {
-        if secret.is_empty() {
-            return Err(ApiError::invalid(
-                "secret",
-                "must not be empty (omit it instead)",
-            ));
+    let secret = match fields.optional_str("secret")? {
+        Some(secret) => {
+            if secret.chars().any(char::is_control) {
+                return Err(ApiError::invalid(
+                    "secret",
+                    "must not contain control characters",
+                ));
+            }
+            validate_secret(&secret).map_err(|e| ApiError::invalid("secret", e.to_string()))?;
+            secret
         }
-        if secret.len() > MAX_SECRET_LEN {
-            return Err(ApiError::invalid(
-                "secret",
-                format!("must be at most {MAX_SECRET_LEN} bytes"),
-            ));
-        }
-    }
+        // Every subscription is signed: one created without a secret gets a generated one,
+        // returned once in the create response.
+        None => generate_secret().map_err(|e| ApiError::Internal(anyhow::anyhow!(e)))?,
+    };
     fields.finish()?;
     Ok(NewSubscription {
         id,
         url,
         event_types,
-        secret,
+        secret: Some(secret),
     })
 }
 
@@ -158,11 +157,19 @@ fn subscription_not_found(id: &str) -> ApiError {
     ApiError::NotFound(format!("no subscription with id {id:?}"))
 }
 
+/// The id in the path; one that could never have been accepted cannot exist: 404.
+fn subscription_id(path: web::Path<String>) -> Result<String, ApiError> {
+    let id = path.into_inner();
+    SubscriptionId::parse(&id)
+        .map(SubscriptionId::into_inner)
+        .map_err(|_| subscription_not_found(&id))
+}
+
 pub async fn get(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = path.into_inner();
+    let id = subscription_id(path)?;
     let mut conn = pool::connection(&state.pool).await?;
     let row = subscriptions::find_active(&mut conn, &id)
         .await?
@@ -174,7 +181,7 @@ pub async fn delete(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = path.into_inner();
+    let id = subscription_id(path)?;
     let mut conn = pool::connection(&state.pool).await?;
     let cancelled = subscriptions::delete(&mut conn, &id)
         .await?

@@ -1,0 +1,9 @@
+//! Black-box tests of the API: a real server on 127.0.0.1 over a real PostgreSQL database of the
+//! test's own, driven over HTTP. One test binary (modules below) so it builds once.
+
+mod errors;
+mod events;
+mod health;
+mod helpers;
+mod outage;
+mod subscriptions;
