@@ -2,6 +2,7 @@
 //! `dev` runs it locally, `test` runs the whole suite, `lint`, `cover`, `migrate`.
 
 mod pg;
+mod sink;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -33,6 +34,18 @@ enum Task {
     },
     /// Check formatting, clippy with -D warnings, and that no C TLS/libpq crates crept in.
     Lint,
+    /// A local webhook receiver that prints each delivery and whether its signatures verify.
+    Sink {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:9999")]
+        addr: std::net::SocketAddr,
+        /// The subscription's secret, to verify signatures with.
+        #[arg(long, env = "DISPATCH_SINK_SECRET")]
+        secret: Option<String>,
+        /// Status to answer with (e.g. 500 to watch retries).
+        #[arg(long, default_value_t = 200)]
+        status: u16,
+    },
     /// Line coverage of the test suite (cargo-llvm-cov).
     Cover,
     /// Apply, revert or list migrations on DATABASE_URL.
@@ -98,6 +111,11 @@ async fn run(task: Task) -> Result<bool> {
         Task::Test { args } => test(args).await,
         Task::Lint => lint(),
         Task::Cover => cover().await,
+        Task::Sink {
+            addr,
+            secret,
+            status,
+        } => sink::run(addr, secret, status).await,
         Task::Migrate { action } => migrate(action).await,
     }
 }
@@ -252,6 +270,35 @@ fn target_dir() -> PathBuf {
         .unwrap_or_else(|| workspace_root().join("target"))
 }
 
+fn spawn_binary(name: &str, database_url: &str, addr: &str) -> Result<tokio::process::Child> {
+    tokio::process::Command::new(target_dir().join("debug").join(name))
+        .env("DATABASE_URL", database_url)
+        .env("ADDR", addr)
+        .env("DISPATCH_LOG_FORMAT", "text")
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {name}"))
+}
+
+/// Asks a child to stop with SIGTERM and waits for its graceful drain (then kills it).
+async fn terminate(child: &mut tokio::process::Child) {
+    if let Some(pid) = child.id() {
+        let _ = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+    }
+    if tokio::time::timeout(Duration::from_secs(35), child.wait())
+        .await
+        .is_err()
+    {
+        let _ = child.kill().await;
+    }
+}
+
+fn port_of(addr: &str) -> &str {
+    addr.rsplit(':').next().unwrap_or(addr)
+}
+
 async fn dev() -> Result<bool> {
     let mut pg = pg::find_or_start(&workspace_root(), pg::Purpose::Dev).await?;
     pg::ensure_database(&pg).await?;
@@ -261,48 +308,54 @@ async fn dev() -> Result<bool> {
     if !status_of(
         {
             let mut c = cargo();
-            c.args(["build", "--quiet", "-p", "dispatch-api"]);
+            c.args([
+                "build",
+                "--quiet",
+                "-p",
+                "dispatch-api",
+                "-p",
+                "dispatch-worker",
+            ]);
             c
         },
         "cargo build",
     )? {
-        bail!("building dispatch-api failed");
+        bail!("building dispatch-api and dispatch-worker failed");
     }
-    let addr = std::env::var("ADDR").unwrap_or_else(|_| ":8080".to_owned());
-    let port = addr.rsplit(':').next().unwrap_or("8080").to_owned();
-    let mut api = tokio::process::Command::new(target_dir().join("debug").join("dispatch-api"))
-        .env("DATABASE_URL", &pg.database_url)
-        .env("ADDR", &addr)
-        .env("DISPATCH_LOG_FORMAT", "text")
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting dispatch-api")?;
+    let api_addr = std::env::var("ADDR").unwrap_or_else(|_| ":8080".to_owned());
+    let worker_addr = std::env::var("WORKER_ADDR").unwrap_or_else(|_| ":8081".to_owned());
+    let mut api = spawn_binary("dispatch-api", &pg.database_url, &api_addr)?;
+    let mut worker = spawn_binary("dispatch-worker", &pg.database_url, &worker_addr)?;
+    let (api_port, worker_port) = (port_of(&api_addr), port_of(&worker_addr));
     println!();
     println!("  Dispatch is running");
-    println!("  API:          http://localhost:{port}  (try: curl http://localhost:{port}/readyz)");
+    println!(
+        "  API:          http://localhost:{api_port}  (try: curl http://localhost:{api_port}/readyz)"
+    );
+    println!("  Worker:       http://localhost:{worker_port}/readyz");
     println!("  DATABASE_URL: {}", pg.database_url);
     if pg.started_privately() {
         println!("  PostgreSQL:   private cluster started by xtask (stopped on Ctrl-C)");
     }
+    println!("  Watch deliveries: cargo xtask sink --secret <the subscription's secret>");
     println!("  Press Ctrl-C to stop.");
     println!();
     let outcome = tokio::select! {
         status = api.wait() => {
-            let status = status?;
-            eprintln!("xtask: dispatch-api exited ({status})");
-            status.success()
+            eprintln!("xtask: dispatch-api exited ({})", status?);
+            false
+        }
+        status = worker.wait() => {
+            eprintln!("xtask: dispatch-worker exited ({})", status?);
+            false
         }
         _ = tokio::signal::ctrl_c() => {
             eprintln!("xtask: stopping");
-            if let Some(pid) = api.id() {
-                let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
-            }
-            if tokio::time::timeout(Duration::from_secs(35), api.wait()).await.is_err() {
-                let _ = api.kill().await;
-            }
             true
         }
     };
+    terminate(&mut api).await;
+    terminate(&mut worker).await;
     pg.stop();
     Ok(outcome)
 }
