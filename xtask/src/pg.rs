@@ -121,7 +121,7 @@ fn candidate_bin_dirs() -> Vec<PathBuf> {
             Some((major, e.path().join("bin")))
         })
         .collect();
-    versioned.sort_by(|a, b| b.0.cmp(&a.0));
+    versioned.sort_by_key(|v| std::cmp::Reverse(v.0));
     dirs.extend(versioned.into_iter().map(|(_, p)| p));
     dirs.push(PathBuf::from("/usr/local/pgsql/bin"));
     dirs.push(PathBuf::from("/opt/homebrew/bin"));

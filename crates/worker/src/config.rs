@@ -312,13 +312,13 @@ impl Settings {
             "seconds",
         );
         let log_format = c.parse::<LogFormat>("log_format", &raw.log_format);
-        if let (Some(initial), Some(max)) = (initial, max_delay) {
-            if initial > Duration::from_secs(max) {
-                c.problem(
-                    "retry_initial_delay_ms",
-                    "must not exceed retry_max_delay_secs",
-                );
-            }
+        if let (Some(initial), Some(max)) = (initial, max_delay)
+            && initial > Duration::from_secs(max)
+        {
+            c.problem(
+                "retry_initial_delay_ms",
+                "must not exceed retry_max_delay_secs",
+            );
         }
         let settings = (|| {
             let request_timeout = timeout?;
