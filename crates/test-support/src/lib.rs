@@ -4,6 +4,7 @@
 //! as separate processes. Each database is dropped when its [`TestDb`] goes out of scope.
 
 pub mod proxy;
+pub mod receiver;
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};

@@ -218,6 +218,8 @@ impl Worker {
                     }
                     self.flush(&mut buffer, &mut summary).await;
                     claim_now = backlog;
+                    // A failed attempt just scheduled a retry that may fall due before next_look.
+                    if !backlog { next_look = self.next_look().await; }
                 }
                 () = wake.notified() => { claim_now = true; backlog = true; }
                 () = tokio::time::sleep_until(next_look) => {
@@ -262,6 +264,7 @@ impl Worker {
             Err(e) => tracing::warn!(error = %e, "could not release leases; they will expire"),
         }
         listener.abort();
+        self.inner.listening.store(false, Ordering::Relaxed);
         tracing::info!(
             recorded = summary.recorded,
             released = summary.released,

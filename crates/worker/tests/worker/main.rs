@@ -1,0 +1,14 @@
+//! Integration tests of the delivery worker against a real PostgreSQL (a database of its own per
+//! test) and real HTTP receivers on 127.0.0.1. Waits have generous bounds and only stop a broken
+//! test from hanging; no assertion depends on how fast anything runs.
+
+#![allow(clippy::unwrap_used)]
+
+mod cancellation;
+mod failures;
+mod helpers;
+mod leases;
+mod retries;
+mod shutdown;
+mod signing;
+mod wakeups;
