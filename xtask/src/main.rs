@@ -136,6 +136,10 @@ fn ensure_nextest() -> Result<()> {
 async fn test(args: Vec<String>) -> Result<bool> {
     ensure_nextest()?;
     let mut pg = pg::find_or_start(&workspace_root(), pg::Purpose::Test).await?;
+    if pg.started_privately() {
+        // Nobody else uses this cluster: clear what interrupted runs left behind.
+        pg::drop_leftover_test_databases(&pg).await?;
+    }
     let mut command = cargo();
     command
         .args([
@@ -218,6 +222,10 @@ async fn cover() -> Result<bool> {
         );
     }
     let mut pg = pg::find_or_start(&workspace_root(), pg::Purpose::Test).await?;
+    if pg.started_privately() {
+        // Nobody else uses this cluster: clear what interrupted runs left behind.
+        pg::drop_leftover_test_databases(&pg).await?;
+    }
     let mut command = cargo();
     command
         .args([
@@ -274,6 +282,10 @@ fn spawn_binary(name: &str, database_url: &str, addr: &str) -> Result<tokio::pro
     tokio::process::Command::new(target_dir().join("debug").join(name))
         .env("DATABASE_URL", database_url)
         .env("ADDR", addr)
+        // The DISPATCH_ names win over the seed's: set them too, so a shell that exports one
+        // cannot send both binaries to the same port or another database.
+        .env("DISPATCH_DATABASE_URL", database_url)
+        .env("DISPATCH_ADDR", addr)
         .env("DISPATCH_LOG_FORMAT", "text")
         .kill_on_drop(true)
         .spawn()

@@ -259,3 +259,14 @@ pub async fn ensure_database(pg: &Postgres) -> Result<()> {
     }
     Ok(())
 }
+
+/// Drops per-test databases and templates left by interrupted runs (only on a private cluster).
+pub async fn drop_leftover_test_databases(pg: &Postgres) -> Result<()> {
+    let mut conn = admin::connect(&pg.admin_url).await?;
+    for prefix in ["dispatch_test_", "dispatch_tmpl_"] {
+        for name in admin::databases_with_prefix(&mut conn, prefix).await? {
+            admin::drop_database(&mut conn, &name).await?;
+        }
+    }
+    Ok(())
+}

@@ -1292,3 +1292,68 @@ async fn a_query_against_a_missing_table_is_a_query_error() {
     assert!(matches!(err, StoreError::Query(_)), "got {err:?}");
     assert!(!err.is_unavailable());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Queue: lease fencing
+// ---------------------------------------------------------------------------------------------
+
+fn outcome_for(
+    claimed: &dispatch_store::queries::deliveries::ClaimedDelivery,
+) -> dispatch_store::queries::deliveries::Outcome {
+    dispatch_store::queries::deliveries::Outcome {
+        delivery_id: claimed.id,
+        leased_until: claimed.leased_until,
+        status: dispatch_domain::DeliveryStatus::Delivered,
+        next_attempt_at: None,
+        status_code: Some(200),
+        latency_ms: 3,
+        error_code: None,
+        error: None,
+        response_body: Some("ok".to_owned()),
+    }
+}
+
+#[tokio::test]
+async fn an_outcome_from_an_older_lease_of_the_same_worker_is_not_applied() {
+    use dispatch_store::queries::deliveries::{claim, record_outcomes};
+    let db = TestDb::new().await;
+    let pool = db.pool();
+    let mut conn = connection(&pool).await.unwrap();
+    add_sub(&mut conn, "s_1", &["*"]).await;
+    ingest_created(&mut conn, &new_event("e_1", "a.b", json!({}))).await;
+
+    let first = claim(&mut conn, "w", 10, Duration::from_millis(200))
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 1);
+    // The lease expires and the same worker claims the delivery again: a new lease.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let second = loop {
+        let again = claim(&mut conn, "w", 10, Duration::from_secs(60))
+            .await
+            .unwrap();
+        if !again.is_empty() {
+            break again;
+        }
+        assert!(Instant::now() < deadline, "the first lease never expired");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_ne!(first[0].leased_until, second[0].leased_until);
+
+    let stale = record_outcomes(&mut conn, "w", &[outcome_for(&first[0])])
+        .await
+        .unwrap();
+    assert!(
+        stale.is_empty(),
+        "the outcome of the expired lease was applied"
+    );
+    assert_eq!(delivery(&mut conn, "e_1", "s_1").await.status, "processing");
+
+    let current = record_outcomes(&mut conn, "w", &[outcome_for(&second[0])])
+        .await
+        .unwrap();
+    assert_eq!(current, [second[0].id]);
+    let row = delivery(&mut conn, "e_1", "s_1").await;
+    assert_eq!((row.status.as_str(), row.attempts), ("delivered", 1));
+    assert_eq!(attempts::of_event(&mut conn, "e_1").await.unwrap().len(), 1);
+}

@@ -16,7 +16,8 @@ use dispatch_store::admin::{self, url_with_database};
 use dispatch_store::pool::build_pool;
 use dispatch_store::{DatabaseSettings, Pool, migrations};
 
-/// Prefix of every per-test database (`cargo xtask test` drops leftovers with it).
+/// Prefix of every per-test database (`cargo xtask test` drops leftovers with it on a private
+/// cluster; on a shared server each test drops its own).
 pub const TEST_DB_PREFIX: &str = "dispatch_test_";
 const TEMPLATE_LOCK_KEY: i64 = 0x0d15_7a7c;
 

@@ -63,13 +63,14 @@ pub async fn attempt(
     );
     Outcome {
         delivery_id: delivery.id,
+        leased_until: delivery.leased_until,
         status,
         next_attempt_at,
         status_code,
         latency_ms: i32::try_from(sent.latency.as_millis()).unwrap_or(i32::MAX),
         error_code,
-        error: sent.error,
-        response_body: sent.body,
+        error: sent.error.map(storable),
+        response_body: sent.body.map(storable),
     }
 }
 
@@ -78,4 +79,25 @@ fn after(now: DateTime<Utc>, delay: std::time::Duration) -> DateTime<Utc> {
         .ok()
         .and_then(|d| now.checked_add_signed(d))
         .unwrap_or(now)
+}
+
+/// PostgreSQL text cannot hold NUL: a destination answering with one must not make the outcome
+/// unrecordable.
+fn storable(text: String) -> String {
+    if text.contains('\0') {
+        text.replace('\0', "\u{FFFD}")
+    } else {
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::storable;
+
+    #[test]
+    fn nul_characters_are_replaced_before_storing() {
+        assert_eq!(storable("a\0b".to_owned()), "a\u{FFFD}b");
+        assert_eq!(storable("plain".to_owned()), "plain");
+    }
 }

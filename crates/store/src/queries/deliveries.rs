@@ -99,6 +99,10 @@ pub async fn claim(
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
     pub delivery_id: i64,
+    /// The lease this attempt was made under (`ClaimedDelivery::leased_until`): with the worker's
+    /// id it fences the write, so an outcome from an older claim — even by the same worker — is
+    /// never applied to a newer one.
+    pub leased_until: DateTime<Utc>,
     /// `delivered`, `retrying` or `failed`.
     pub status: DeliveryStatus,
     /// When to try again (for `retrying`).
@@ -117,9 +121,9 @@ struct Recorded {
 }
 
 /// Writes the outcomes of many attempts in one statement: each delivery's next state and one
-/// attempt row. Fenced on the lease: a delivery no longer `processing` under `worker` (its lease
-/// expired and another worker took it, or it was cancelled) is left alone and its attempt is not
-/// recorded. Returns the ids that were recorded.
+/// attempt row. Fenced on the lease: a delivery no longer `processing` under this very lease
+/// (`worker` and `leased_until`; its lease expired and it was claimed again, or it was cancelled)
+/// is left alone and its attempt is not recorded. Returns the ids that were recorded.
 pub async fn record_outcomes(
     conn: &mut AsyncPgConnection,
     worker: &str,
@@ -129,6 +133,7 @@ pub async fn record_outcomes(
         return Ok(Vec::new());
     }
     let ids: Vec<i64> = outcomes.iter().map(|o| o.delivery_id).collect();
+    let leases: Vec<DateTime<Utc>> = outcomes.iter().map(|o| o.leased_until).collect();
     let statuses: Vec<&str> = outcomes.iter().map(|o| o.status.as_str()).collect();
     let next: Vec<Option<DateTime<Utc>>> = outcomes.iter().map(|o| o.next_attempt_at).collect();
     let codes: Vec<Option<i32>> = outcomes.iter().map(|o| o.status_code).collect();
@@ -142,8 +147,10 @@ pub async fn record_outcomes(
     let rows: Vec<Recorded> = diesel::sql_query(
         "WITH o AS (
              SELECT * FROM unnest($2::bigint[], $3::text[], $4::timestamptz[], $5::int4[],
-                                  $6::int4[], $7::text[], $8::text[], $9::text[])
-                 AS o(id, status, next_at, status_code, latency_ms, error_code, error, body)
+                                  $6::int4[], $7::text[], $8::text[], $9::text[],
+                                  $10::timestamptz[])
+                 AS o(id, status, next_at, status_code, latency_ms, error_code, error, body,
+                      lease)
          ), upd AS (
              UPDATE deliveries d
                 SET status = o.status,
@@ -155,6 +162,7 @@ pub async fn record_outcomes(
                     updated_at = now()
                FROM o
               WHERE d.id = o.id AND d.status = 'processing' AND d.leased_by = $1
+                AND d.leased_until = o.lease
              RETURNING d.id, d.event_id, d.subscription_id, d.attempts
          )
          INSERT INTO attempts (delivery_id, event_id, subscription_id, attempt, status_code,
@@ -173,6 +181,7 @@ pub async fn record_outcomes(
     .bind::<Array<Nullable<Text>>, _>(error_codes)
     .bind::<Array<Nullable<Text>>, _>(errors)
     .bind::<Array<Nullable<Text>>, _>(bodies)
+    .bind::<Array<Timestamptz>, _>(leases)
     .load(conn)
     .await?;
     Ok(rows.into_iter().map(|r| r.delivery_id).collect())

@@ -57,6 +57,7 @@ async fn a_worker_killed_mid_delivery_loses_its_lease_and_its_late_outcome_is_ig
     // delivery is now leased by the live worker.
     let late = Outcome {
         delivery_id: id,
+        leased_until,
         status: DeliveryStatus::Failed,
         next_attempt_at: None,
         status_code: Some(500),
