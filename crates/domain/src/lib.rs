@@ -4,6 +4,8 @@
 //! Every type here is "parse, don't validate": a value that exists is valid, so the store and the
 //! API never re-check what a constructor already checked.
 
+pub mod breaker;
+pub mod bucket;
 pub mod error;
 pub mod event_type;
 pub mod id;
