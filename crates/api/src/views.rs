@@ -94,15 +94,49 @@ pub struct SubscriptionView {
     pub enabled: bool,
     pub has_secret: bool,
     pub created_at: DateTime<Utc>,
+    pub rate_limit: RateLimitView,
+    pub circuit: CircuitView,
     /// Present only in the response that created the subscription; never shown again.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
 }
 
+/// A destination's rate limit: `per_second` on average, at most `burst` at once, for the whole
+/// fleet of workers.
+#[derive(Debug, Serialize)]
+pub struct RateLimitView {
+    pub per_second: f64,
+    pub burst: i32,
+}
+
+/// A destination's circuit as last published by a worker.
+#[derive(Debug, Serialize)]
+pub struct CircuitView {
+    /// `closed`, `half_open` or `open`.
+    pub state: String,
+    /// While open: when it half-opens.
+    pub open_until: Option<DateTime<Utc>>,
+    pub changed_at: Option<DateTime<Utc>>,
+}
+
 impl SubscriptionView {
     /// The public view: the secret is withheld.
     pub fn public(row: SubscriptionRow) -> Self {
+        let open = row.circuit_open_until.filter(|until| *until > Utc::now());
         Self {
+            rate_limit: RateLimitView {
+                per_second: row.rate_limit_per_sec,
+                burst: row.rate_limit_burst,
+            },
+            circuit: CircuitView {
+                // An open circuit whose time is up lets trial requests through: half-open.
+                state: match (row.circuit_state.as_str(), open) {
+                    ("open", None) => "half_open".to_owned(),
+                    (state, _) => state.to_owned(),
+                },
+                open_until: open,
+                changed_at: row.circuit_changed_at,
+            },
             has_secret: row.secret.is_some(),
             id: row.id,
             url: row.url,

@@ -138,6 +138,26 @@ impl CircuitBreaker {
         }
     }
 
+    /// Gives back a grant that was never used (the request was held back further down).
+    pub fn release(&mut self) {
+        if let State::HalfOpen { started, .. } = &mut self.state {
+            *started = started.saturating_sub(1);
+        }
+    }
+
+    /// Adopts an open circuit another worker saw: a closed breaker opens until `until` (this is
+    /// not counted as a trip here; the worker that saw the failures counted it).
+    pub fn open_until_at_least(&mut self, until: Instant, now: Instant) {
+        if until <= now {
+            return;
+        }
+        match self.state {
+            State::Open { until: mine } if mine >= until => {}
+            State::HalfOpen { .. } => {}
+            _ => self.state = State::Open { until },
+        }
+    }
+
     /// Records the result of a granted request.
     pub fn record(&mut self, now: Instant, success: bool) {
         let settings = &self.settings;
@@ -288,6 +308,39 @@ mod tests {
         assert_eq!(b.state(t1), CircuitState::Open);
         assert_eq!(b.open_until(t1), Some(t1 + Duration::from_secs(30)));
         assert_eq!(b.trips(), 2);
+    }
+
+    #[test]
+    fn an_unused_trial_grant_can_be_given_back() {
+        let (mut b, t0) = breaker();
+        for _ in 0..3 {
+            request(&mut b, t0, false);
+        }
+        let t1 = t0 + Duration::from_secs(30);
+        for _ in 0..5 {
+            b.try_acquire(t1).expect("a trial");
+        }
+        b.release();
+        assert!(
+            b.try_acquire(t1).is_ok(),
+            "the released trial is available again"
+        );
+    }
+
+    #[test]
+    fn an_open_circuit_seen_elsewhere_is_adopted_without_counting_a_trip() {
+        let (mut b, t0) = breaker();
+        b.open_until_at_least(t0 + Duration::from_secs(10), t0);
+        assert_eq!(b.state(t0), CircuitState::Open);
+        assert_eq!(b.trips(), 0);
+        b.open_until_at_least(t0 + Duration::from_secs(5), t0);
+        assert_eq!(
+            b.open_until(t0),
+            Some(t0 + Duration::from_secs(10)),
+            "never shortened"
+        );
+        b.open_until_at_least(t0, t0);
+        assert_eq!(b.open_until(t0), Some(t0 + Duration::from_secs(10)));
     }
 
     #[test]

@@ -9,6 +9,18 @@ diesel::table! {
         enabled -> Bool,
         created_at -> Timestamptz,
         deleted_at -> Nullable<Timestamptz>,
+        rate_limit_per_sec -> Float8,
+        rate_limit_burst -> Int4,
+        circuit_state -> Text,
+        circuit_open_until -> Nullable<Timestamptz>,
+        circuit_changed_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    workers (id) {
+        id -> Text,
+        seen_at -> Timestamptz,
     }
 }
 
@@ -57,4 +69,4 @@ diesel::table! {
 diesel::joinable!(deliveries -> events (event_id));
 diesel::joinable!(deliveries -> subscriptions (subscription_id));
 diesel::joinable!(attempts -> deliveries (delivery_id));
-diesel::allow_tables_to_appear_in_same_query!(subscriptions, events, deliveries, attempts);
+diesel::allow_tables_to_appear_in_same_query!(subscriptions, events, deliveries, attempts, workers);

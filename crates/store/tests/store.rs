@@ -34,6 +34,7 @@ fn new_sub(id: &str, patterns: &[&str]) -> NewSubscription {
             .map(|p| Pattern::parse(p).unwrap())
             .collect(),
         secret: Some(format!("secret-of-{id}")),
+        rate_limit: dispatch_store::models::RateLimit::default(),
     }
 }
 
@@ -1205,11 +1206,13 @@ async fn migrations_apply_revert_and_reapply_on_a_fresh_database() {
     assert_eq!(applied(&url).await, vec![true; n]);
     assert!(ready(&url).await.unwrap());
     let mut conn = admin::connect(&url).await.unwrap();
-    assert_eq!(
-        events::find(&mut conn, "e_1").await.unwrap(),
-        None,
-        "a re-created, empty schema"
-    );
+    let found = events::find(&mut conn, "e_1").await.unwrap();
+    if n == 1 {
+        assert_eq!(found, None, "a re-created, empty schema");
+    } else {
+        // Reverting and re-applying the latest migration keeps the data of the earlier ones.
+        assert!(found.is_some(), "the event survived the round trip");
+    }
     drop(conn);
     drop(db);
 }
@@ -1303,6 +1306,7 @@ fn outcome_for(
     dispatch_store::queries::deliveries::Outcome {
         delivery_id: claimed.id,
         leased_until: claimed.leased_until,
+        attempted: true,
         status: dispatch_domain::DeliveryStatus::Delivered,
         next_attempt_at: None,
         status_code: Some(200),

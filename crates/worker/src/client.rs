@@ -27,6 +27,13 @@ pub struct Sent {
     pub error: Option<String>,
 }
 
+impl Sent {
+    /// Whether the destination answered 2xx.
+    pub fn is_success(&self) -> bool {
+        matches!(self.result, AttemptResult::Response { status, .. } if (200..300).contains(&status))
+    }
+}
+
 #[derive(Clone)]
 pub struct WebhookClient {
     client: Client<Connector, Full<Bytes>>,

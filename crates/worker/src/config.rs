@@ -9,10 +9,13 @@ use std::time::Duration;
 
 use dispatch_config::{Checker, layer};
 pub use dispatch_config::{ConfigError, Key};
+use dispatch_domain::breaker::BreakerSettings;
 use dispatch_domain::retry::RetryPolicy;
 use dispatch_store::DatabaseSettings;
 use dispatch_telemetry::LogFormat;
 use serde::Deserialize;
+
+use crate::resilience::ResilienceSettings;
 
 pub const DEFAULT_DATABASE_URL: &str =
     "postgres://postgres:postgres@localhost:5432/dispatch?sslmode=disable";
@@ -40,6 +43,8 @@ pub struct Settings {
     /// Response bytes kept on the attempt.
     pub stored_response_bytes: usize,
     pub retry: RetryPolicy,
+    /// Circuit breakers, per-destination in-flight caps, idle stack eviction.
+    pub resilience: ResilienceSettings,
     /// How long in-flight deliveries may take to finish on SIGTERM.
     pub shutdown_grace: Duration,
     pub log_format: LogFormat,
@@ -64,6 +69,13 @@ struct Raw {
     retry_max_attempts: String,
     retry_jitter_percent: String,
     permanent_statuses: String,
+    breaker_failure_percent: String,
+    breaker_min_requests: String,
+    breaker_window_secs: String,
+    breaker_open_secs: String,
+    breaker_half_open_trials: String,
+    max_in_flight_per_destination: String,
+    destination_idle_secs: String,
     shutdown_grace_secs: String,
     log_format: String,
 }
@@ -171,6 +183,48 @@ pub const KEYS: &[Key] = &[
         env: "DISPATCH_PERMANENT_STATUSES",
         default: "410",
         help: "comma-separated statuses never retried",
+    },
+    Key {
+        name: "breaker_failure_percent",
+        env: "DISPATCH_BREAKER_FAILURE_PERCENT",
+        default: "50",
+        help: "failed share of requests that opens a destination's circuit",
+    },
+    Key {
+        name: "breaker_min_requests",
+        env: "DISPATCH_BREAKER_MIN_REQUESTS",
+        default: "3",
+        help: "requests in the window before the share counts",
+    },
+    Key {
+        name: "breaker_window_secs",
+        env: "DISPATCH_BREAKER_WINDOW_SECS",
+        default: "60",
+        help: "how long the breaker's counts accumulate while closed",
+    },
+    Key {
+        name: "breaker_open_secs",
+        env: "DISPATCH_BREAKER_OPEN_SECS",
+        default: "30",
+        help: "how long an open circuit stays open before half-opening",
+    },
+    Key {
+        name: "breaker_half_open_trials",
+        env: "DISPATCH_BREAKER_HALF_OPEN_TRIALS",
+        default: "5",
+        help: "trial requests while half-open; as many successes close it",
+    },
+    Key {
+        name: "max_in_flight_per_destination",
+        env: "DISPATCH_MAX_IN_FLIGHT_PER_DESTINATION",
+        default: "16",
+        help: "requests in flight to one destination from one worker",
+    },
+    Key {
+        name: "destination_idle_secs",
+        env: "DISPATCH_DESTINATION_IDLE_SECS",
+        default: "600",
+        help: "forget a destination's stack after this long unused",
     },
     Key {
         name: "shutdown_grace_secs",
@@ -304,6 +358,55 @@ impl Settings {
         let permanent = parse_statuses(&raw.permanent_statuses)
             .map_err(|e| c.problem("permanent_statuses", e))
             .ok();
+        let failure_percent = c.number(
+            "breaker_failure_percent",
+            &raw.breaker_failure_percent,
+            1u32,
+            100,
+            "percent",
+        );
+        let min_requests = c.number(
+            "breaker_min_requests",
+            &raw.breaker_min_requests,
+            1u32,
+            1_000_000,
+            "requests",
+        );
+        let window = c.number(
+            "breaker_window_secs",
+            &raw.breaker_window_secs,
+            1u64,
+            86_400,
+            "seconds",
+        );
+        let open_for = c.number(
+            "breaker_open_secs",
+            &raw.breaker_open_secs,
+            1u64,
+            86_400,
+            "seconds",
+        );
+        let trials = c.number(
+            "breaker_half_open_trials",
+            &raw.breaker_half_open_trials,
+            1u32,
+            10_000,
+            "requests",
+        );
+        let per_destination = c.number(
+            "max_in_flight_per_destination",
+            &raw.max_in_flight_per_destination,
+            1usize,
+            100_000,
+            "requests",
+        );
+        let idle = c.number(
+            "destination_idle_secs",
+            &raw.destination_idle_secs,
+            1u64,
+            604_800,
+            "seconds",
+        );
         let grace = c.number(
             "shutdown_grace_secs",
             &raw.shutdown_grace_secs,
@@ -344,6 +447,17 @@ impl Settings {
                     jitter: f64::from(jitter?) / 100.0,
                     permanent_statuses: permanent?,
                 },
+                resilience: ResilienceSettings {
+                    breaker: BreakerSettings {
+                        failure_ratio: f64::from(failure_percent?) / 100.0,
+                        min_requests: min_requests?,
+                        window: Duration::from_secs(window?),
+                        open_for: Duration::from_secs(open_for?),
+                        half_open_trials: trials?,
+                    },
+                    max_in_flight_per_destination: per_destination?,
+                    idle_after: Duration::from_secs(idle?),
+                },
                 shutdown_grace: Duration::from_secs(grace?),
                 log_format: log_format?,
             })
@@ -370,6 +484,7 @@ mod tests {
         assert_eq!(s.request_timeout, Duration::from_secs(30));
         assert!(s.lease > s.request_timeout);
         assert_eq!(s.retry, RetryPolicy::default());
+        assert_eq!(s.resilience, ResilienceSettings::default());
         assert!(!s.worker_id.is_empty());
     }
 

@@ -1,4 +1,6 @@
-//! One attempt of one delivery: build the signed request, send it, decide what happens next.
+//! One claim of one delivery: build the signed request, send it through the destination's
+//! stack, and decide what happens next — or defer it, without spending an attempt, when the
+//! destination's breaker or rate limiter holds it back.
 
 use chrono::{DateTime, Utc};
 use dispatch_domain::DeliveryStatus;
@@ -6,8 +8,9 @@ use dispatch_domain::retry::{AttemptResult, Decision, FailureCode, RetryPolicy};
 use dispatch_store::queries::deliveries::{ClaimedDelivery, Outcome};
 use ring::rand::{SecureRandom, SystemRandom};
 
-use crate::client::WebhookClient;
+use crate::client::Sent;
 use crate::request;
+use crate::resilience::{Destination, Throttled, now};
 
 /// A number in [-1, 1] for the jitter of the next wait.
 fn jitter_unit() -> f64 {
@@ -18,19 +21,43 @@ fn jitter_unit() -> f64 {
     f64::from(u32::from_le_bytes(bytes)) / f64::from(u32::MAX) * 2.0 - 1.0
 }
 
-/// Makes one attempt at `delivery` and returns the outcome to record.
+/// The outcome of not sending `delivery` now: it waits until `until` with its attempts
+/// unchanged (`pending` if never attempted, else `retrying`).
+pub fn deferral(delivery: &ClaimedDelivery, until: DateTime<Utc>) -> Outcome {
+    Outcome {
+        delivery_id: delivery.id,
+        leased_until: delivery.leased_until,
+        attempted: false,
+        status: if delivery.attempts == 0 {
+            DeliveryStatus::Pending
+        } else {
+            DeliveryStatus::Retrying
+        },
+        next_attempt_at: Some(until),
+        status_code: None,
+        latency_ms: 0,
+        error_code: None,
+        error: None,
+        response_body: None,
+    }
+}
+
+/// Makes one attempt at `delivery` through `destination` and returns the outcome to record.
 pub async fn attempt(
-    client: &WebhookClient,
+    destination: &Destination,
     policy: &RetryPolicy,
     delivery: &ClaimedDelivery,
 ) -> Outcome {
-    let now = Utc::now();
+    let now_wall = Utc::now();
     let attempt_number = u32::try_from(delivery.attempts)
         .unwrap_or(0)
         .saturating_add(1);
-    let sent = match request::build(delivery, now) {
-        Ok(req) => client.send(req).await,
-        Err(e) => crate::client::Sent {
+    let sent = match request::build(delivery, now_wall) {
+        Ok(req) => match destination.call(req).await {
+            Ok(sent) => sent,
+            Err(throttled) => return deferred(delivery, throttled),
+        },
+        Err(e) => Sent {
             result: AttemptResult::Failed(FailureCode::Request),
             latency: std::time::Duration::ZERO,
             body: None,
@@ -46,7 +73,7 @@ pub async fn attempt(
         Decision::Delivered => (DeliveryStatus::Delivered, None, None),
         Decision::Retry { delay, code } => (
             DeliveryStatus::Retrying,
-            Some(after(now, *delay)),
+            Some(after(now_wall, *delay)),
             Some(code.as_str().to_owned()),
         ),
         Decision::GiveUp { code } => (DeliveryStatus::Failed, None, Some(code.as_str().to_owned())),
@@ -64,6 +91,7 @@ pub async fn attempt(
     Outcome {
         delivery_id: delivery.id,
         leased_until: delivery.leased_until,
+        attempted: true,
         status,
         next_attempt_at,
         status_code,
@@ -74,7 +102,19 @@ pub async fn attempt(
     }
 }
 
-fn after(now: DateTime<Utc>, delay: std::time::Duration) -> DateTime<Utc> {
+fn deferred(delivery: &ClaimedDelivery, throttled: Throttled) -> Outcome {
+    let wait = throttled.retry_at().saturating_duration_since(now());
+    tracing::debug!(
+        event.id = %delivery.event_id,
+        subscription.id = %delivery.subscription_id,
+        reason = throttled.reason(),
+        wait_ms = wait.as_millis() as u64,
+        "delivery deferred"
+    );
+    deferral(delivery, after(Utc::now(), wait))
+}
+
+pub fn after(now: DateTime<Utc>, delay: std::time::Duration) -> DateTime<Utc> {
     chrono::Duration::from_std(delay)
         .ok()
         .and_then(|d| now.checked_add_signed(d))

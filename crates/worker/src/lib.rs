@@ -8,6 +8,7 @@ pub mod config;
 pub mod deliver;
 pub mod health;
 pub mod request;
+pub mod resilience;
 pub mod runner;
 
 pub use config::Settings;

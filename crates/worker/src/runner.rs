@@ -19,12 +19,22 @@ use tokio::task::JoinSet;
 use crate::client::WebhookClient;
 use crate::config::Settings;
 use crate::deliver;
+use crate::resilience::Destinations;
+
+/// How long a delivery waits when its destination already has its share of requests in flight.
+const BUSY_DESTINATION_WAIT: Duration = Duration::from_secs(1);
+/// How often a running worker reports in (and learns the fleet's size).
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
+/// A worker not heard from for this long no longer counts towards the fleet.
+const ALIVE_FOR_SECS: i64 = 20;
 
 /// What a run of the loop did, reported when it stops.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct RunSummary {
     /// Attempts whose outcome was recorded.
     pub recorded: usize,
+    /// Deliveries put back to wait (busy, throttled or open destination) without an attempt.
+    pub deferred: usize,
     /// Claimed deliveries handed back unfinished at shutdown.
     pub released: usize,
 }
@@ -38,7 +48,7 @@ struct Inner {
     id: String,
     pool: Pool,
     database_url: String,
-    client: WebhookClient,
+    destinations: Destinations,
     policy: RetryPolicy,
     max_in_flight: usize,
     poll_interval: Duration,
@@ -60,7 +70,7 @@ impl Worker {
                 id: settings.worker_id.clone(),
                 pool: build_pool(&settings.database),
                 database_url: settings.database.url.clone(),
-                client,
+                destinations: Destinations::new(client, settings.resilience.clone()),
                 policy: settings.retry.clone(),
                 max_in_flight: settings.max_in_flight,
                 poll_interval: settings.poll_interval,
@@ -79,6 +89,27 @@ impl Worker {
         &self.inner.pool
     }
 
+    /// The destinations this worker is talking to (their stacks, limits and circuits).
+    pub fn destinations(&self) -> &Destinations {
+        &self.inner.destinations
+    }
+
+    /// Reports this worker alive and learns how many workers share the destinations' rate
+    /// limits. [`Worker::run`] does this every few seconds.
+    pub async fn report_in(&self) -> Result<i64, StoreError> {
+        let mut conn = pool::connection(&self.inner.pool).await?;
+        let live =
+            dispatch_store::queries::workers::heartbeat(&mut conn, &self.inner.id, ALIVE_FOR_SECS)
+                .await?;
+        self.inner.destinations.set_fleet_size(live);
+        Ok(live)
+    }
+
+    async fn leave(&self) -> Result<(), StoreError> {
+        let mut conn = pool::connection(&self.inner.pool).await?;
+        dispatch_store::queries::workers::leave(&mut conn, &self.inner.id).await
+    }
+
     /// Whether the LISTEN connection is up (part of readiness).
     pub fn is_listening(&self) -> bool {
         self.inner.listening.load(Ordering::Relaxed)
@@ -95,13 +126,21 @@ impl Worker {
         .await
     }
 
-    async fn record(&self, outcomes: &[Outcome]) -> Result<usize, StoreError> {
+    /// Records outcomes and publishes circuit changes; returns (attempts, deferrals) written.
+    async fn record(&self, outcomes: &[Outcome]) -> Result<(usize, usize), StoreError> {
         let mut conn = pool::connection(&self.inner.pool).await?;
-        Ok(
-            deliveries::record_outcomes(&mut conn, &self.inner.id, outcomes)
-                .await?
-                .len(),
-        )
+        let ids = deliveries::record_outcomes(&mut conn, &self.inner.id, outcomes).await?;
+        let attempted = outcomes
+            .iter()
+            .filter(|o| o.attempted && ids.contains(&o.delivery_id))
+            .count();
+        let circuits = self.inner.destinations.take_circuit_updates();
+        if let Err(e) =
+            dispatch_store::queries::subscriptions::publish_circuits(&mut conn, &circuits).await
+        {
+            tracing::warn!(error = %e, "could not publish circuit changes");
+        }
+        Ok((attempted, ids.len() - attempted))
     }
 
     async fn release(&self, ids: &[i64]) -> Result<usize, StoreError> {
@@ -125,30 +164,63 @@ impl Worker {
         }
     }
 
-    /// One step: claim up to the in-flight limit, deliver them all concurrently, record every
-    /// outcome in one statement. Returns how many deliveries were attempted.
+    /// One step: claim up to the in-flight limit, deliver them all concurrently (deferring what
+    /// a busy, throttled or open destination cannot take now), record every outcome in one
+    /// statement. Returns how many deliveries were claimed.
     pub async fn run_once(&self) -> Result<usize, StoreError> {
         let claimed = self.claim(self.inner.max_in_flight).await?;
-        let outcomes = futures_util::future::join_all(
-            claimed
-                .iter()
-                .map(|d| deliver::attempt(&self.inner.client, &self.inner.policy, d)),
-        )
+        let cap = self
+            .inner
+            .destinations
+            .settings()
+            .max_in_flight_per_destination;
+        let mut deferred = Vec::new();
+        let mut started = Vec::new();
+        for delivery in &claimed {
+            let destination = self.inner.destinations.get(delivery);
+            if destination.try_start(cap) {
+                started.push((destination, delivery));
+            } else {
+                deferred.push(busy(delivery));
+            }
+        }
+        let mut outcomes = futures_util::future::join_all(started.iter().map(
+            |(destination, delivery)| async move {
+                let outcome = deliver::attempt(destination, &self.inner.policy, delivery).await;
+                destination.finish();
+                outcome
+            },
+        ))
         .await;
+        outcomes.extend(deferred);
         self.record(&outcomes).await?;
         Ok(claimed.len())
     }
 
+    /// Starts the attempt in the set, or returns the deferral when the destination already has
+    /// its share of requests in flight.
     fn spawn_attempt(
         &self,
         set: &mut JoinSet<Outcome>,
         delivery: ClaimedDelivery,
-    ) -> tokio::task::Id {
+    ) -> Result<tokio::task::Id, Outcome> {
+        let destination = self.inner.destinations.get(&delivery);
+        let cap = self
+            .inner
+            .destinations
+            .settings()
+            .max_in_flight_per_destination;
+        if !destination.try_start(cap) {
+            return Err(busy(&delivery));
+        }
         let worker = self.clone();
-        set.spawn(async move {
-            deliver::attempt(&worker.inner.client, &worker.inner.policy, &delivery).await
-        })
-        .id()
+        Ok(set
+            .spawn(async move {
+                let outcome = deliver::attempt(&destination, &worker.inner.policy, &delivery).await;
+                destination.finish();
+                outcome
+            })
+            .id())
     }
 
     /// Writes buffered outcomes; on a database error they stay buffered for the next try.
@@ -157,8 +229,9 @@ impl Worker {
             return;
         }
         match self.record(buffer).await {
-            Ok(n) => {
-                summary.recorded += n;
+            Ok((attempts, deferrals)) => {
+                summary.recorded += attempts;
+                summary.deferred += deferrals;
                 buffer.clear();
             }
             Err(e) => {
@@ -172,6 +245,18 @@ impl Worker {
     pub async fn run(&self, shutdown: impl Future<Output = ()>) -> RunSummary {
         let wake = Arc::new(Notify::new());
         let listener = tokio::spawn(listen(self.clone(), wake.clone()));
+        let heartbeat = tokio::spawn({
+            let worker = self.clone();
+            async move {
+                let mut every = tokio::time::interval(HEARTBEAT_EVERY);
+                loop {
+                    every.tick().await;
+                    if let Err(e) = worker.report_in().await {
+                        tracing::warn!(error = %e, "could not report in");
+                    }
+                }
+            }
+        });
         let mut in_flight: JoinSet<Outcome> = JoinSet::new();
         let mut ids: HashMap<tokio::task::Id, i64> = HashMap::new();
         let mut buffer: Vec<Outcome> = Vec::new();
@@ -196,11 +281,14 @@ impl Worker {
                             }
                             for delivery in batch {
                                 let delivery_id = delivery.id;
-                                ids.insert(
-                                    self.spawn_attempt(&mut in_flight, delivery),
-                                    delivery_id,
-                                );
+                                match self.spawn_attempt(&mut in_flight, delivery) {
+                                    Ok(task) => {
+                                        ids.insert(task, delivery_id);
+                                    }
+                                    Err(deferral) => buffer.push(deferral),
+                                }
                             }
+                            self.flush(&mut buffer, &mut summary).await;
                         }
                         Err(e) => {
                             tracing::warn!(error = %e, "claiming deliveries failed; will retry")
@@ -225,6 +313,7 @@ impl Worker {
                 () = tokio::time::sleep_until(next_look) => {
                     claim_now = true;
                     next_look = tokio::time::Instant::now() + self.inner.poll_interval;
+                    self.inner.destinations.evict_idle();
                     self.flush(&mut buffer, &mut summary).await;
                 }
             }
@@ -264,7 +353,11 @@ impl Worker {
             Err(e) => tracing::warn!(error = %e, "could not release leases; they will expire"),
         }
         listener.abort();
+        heartbeat.abort();
         self.inner.listening.store(false, Ordering::Relaxed);
+        if let Err(e) = self.leave().await {
+            tracing::warn!(error = %e, "could not leave the worker registry; the entry will age out");
+        }
         tracing::info!(
             recorded = summary.recorded,
             released = summary.released,
@@ -272,6 +365,14 @@ impl Worker {
         );
         summary
     }
+}
+
+/// The deferral of a delivery whose destination already has its share of requests in flight.
+fn busy(delivery: &ClaimedDelivery) -> Outcome {
+    deliver::deferral(
+        delivery,
+        deliver::after(chrono::Utc::now(), BUSY_DESTINATION_WAIT),
+    )
 }
 
 /// Moves a finished attempt's outcome into the buffer; a cancelled or panicked one stays in

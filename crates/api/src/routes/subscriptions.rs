@@ -4,7 +4,7 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use dispatch_domain::signature::{generate_secret, validate_secret};
 use dispatch_domain::{DestinationUrl, Pattern, SubscriptionId};
-use dispatch_store::models::NewSubscription;
+use dispatch_store::models::{NewSubscription, RateLimit};
 use dispatch_store::pool;
 use dispatch_store::queries::subscriptions;
 use serde::Deserialize;
@@ -55,6 +55,58 @@ fn parse_patterns(value: Value) -> Result<Vec<Pattern>, ApiError> {
     Ok(patterns)
 }
 
+/// Highest rate limit a destination may have, requests per second.
+pub const MAX_RATE_PER_SECOND: f64 = 100_000.0;
+/// Largest burst a destination may have.
+pub const MAX_BURST: i64 = 100_000;
+
+/// `{"per_second": 100, "burst": 10}`: both optional, defaults as the seed's.
+fn parse_rate_limit(value: Value) -> Result<RateLimit, ApiError> {
+    let mut fields = match value {
+        Value::Object(_) => Fields::from_body(value)?,
+        other => {
+            return Err(ApiError::invalid(
+                "rate_limit",
+                format!(
+                    "must be an object like {{\"per_second\": 100, \"burst\": 10}}, got {}",
+                    kind(&other)
+                ),
+            ));
+        }
+    };
+    let mut limit = RateLimit::default();
+    if let Some(v) = fields.optional("per_second") {
+        limit.per_second = v
+            .as_f64()
+            .filter(|n| *n > 0.0 && *n <= MAX_RATE_PER_SECOND)
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "rate_limit.per_second",
+                    format!("must be a number above 0 and at most {MAX_RATE_PER_SECOND}"),
+                )
+            })?;
+    }
+    if let Some(v) = fields.optional("burst") {
+        limit.burst = v
+            .as_i64()
+            .filter(|n| (1..=MAX_BURST).contains(n))
+            .and_then(|n| i32::try_from(n).ok())
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "rate_limit.burst",
+                    format!("must be a whole number from 1 to {MAX_BURST}"),
+                )
+            })?;
+    }
+    fields.finish().map_err(|e| match e {
+        ApiError::InvalidField { field, message } => {
+            ApiError::invalid(format!("rate_limit.{field}"), message)
+        }
+        other => other,
+    })?;
+    Ok(limit)
+}
+
 /// Turns a request body into a valid new subscription, naming the first field at fault.
 pub fn parse_new_subscription(body: Value) -> Result<NewSubscription, ApiError> {
     let mut fields = Fields::from_body(body)?;
@@ -82,8 +134,13 @@ pub fn parse_new_subscription(body: Value) -> Result<NewSubscription, ApiError> 
         // returned once in the create response.
         None => generate_secret().map_err(|e| ApiError::Internal(anyhow::anyhow!(e)))?,
     };
+    let rate_limit = match fields.optional("rate_limit") {
+        Some(value) => parse_rate_limit(value)?,
+        None => RateLimit::default(),
+    };
     fields.finish()?;
     Ok(NewSubscription {
+        rate_limit,
         id,
         url,
         event_types,

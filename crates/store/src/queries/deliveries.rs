@@ -35,6 +35,14 @@ pub struct ClaimedDelivery {
     pub secret: Option<String>,
     #[diesel(sql_type = Timestamptz)]
     pub leased_until: DateTime<Utc>,
+    /// The destination's rate limit.
+    #[diesel(sql_type = diesel::sql_types::Double)]
+    pub rate_limit_per_sec: f64,
+    #[diesel(sql_type = Int4)]
+    pub rate_limit_burst: i32,
+    /// Until when another worker saw the destination's circuit open (already past, or none).
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    pub circuit_open_until: Option<DateTime<Utc>>,
 }
 
 fn interval(d: std::time::Duration) -> diesel::pg::data_types::PgInterval {
@@ -45,7 +53,8 @@ fn interval(d: std::time::Duration) -> diesel::pg::data_types::PgInterval {
 
 /// Claims up to `limit` due deliveries for `worker`, marking them `processing` with a lease of
 /// `lease`. Due means: pending or retrying with `next_attempt_at` reached, or processing with an
-/// expired lease (its worker died). Retries take at most half the batch while first attempts
+/// expired lease (its worker died) — unless the destination's circuit is open, which every
+/// worker's claim respects. Retries take at most half the batch while first attempts
 /// wait, so a storm of retries cannot starve new events. Each candidate set is materialised
 /// with its own LIMIT, so the statement never locks more rows than it returns.
 pub async fn claim(
@@ -61,18 +70,27 @@ pub async fn claim(
         "WITH retry AS MATERIALIZED (
              SELECT id FROM deliveries
               WHERE status = 'retrying' AND next_attempt_at <= now()
+                AND NOT EXISTS (SELECT 1 FROM subscriptions s
+                                 WHERE s.id = deliveries.subscription_id
+                                   AND s.circuit_open_until > now())
               ORDER BY next_attempt_at
               LIMIT greatest($2 / 2, 1)
               FOR UPDATE SKIP LOCKED
          ), fresh AS MATERIALIZED (
              SELECT id FROM deliveries
               WHERE status = 'pending' AND next_attempt_at <= now()
+                AND NOT EXISTS (SELECT 1 FROM subscriptions s
+                                 WHERE s.id = deliveries.subscription_id
+                                   AND s.circuit_open_until > now())
               ORDER BY next_attempt_at
               LIMIT $2 - (SELECT count(*) FROM retry)
               FOR UPDATE SKIP LOCKED
          ), expired AS MATERIALIZED (
              SELECT id FROM deliveries
               WHERE status = 'processing' AND leased_until < now()
+                AND NOT EXISTS (SELECT 1 FROM subscriptions s
+                                 WHERE s.id = deliveries.subscription_id
+                                   AND s.circuit_open_until > now())
               ORDER BY leased_until
               LIMIT $2 - (SELECT count(*) FROM retry) - (SELECT count(*) FROM fresh)
               FOR UPDATE SKIP LOCKED
@@ -85,7 +103,8 @@ pub async fn claim(
            FROM due, events e, subscriptions s
           WHERE d.id = due.id AND e.id = d.event_id AND s.id = d.subscription_id
          RETURNING d.id, d.event_id, d.subscription_id, d.attempts, e.event_type, e.source,
-                   e.data, e.received_at, s.url, s.secret, d.leased_until",
+                   e.data, e.received_at, s.url, s.secret, d.leased_until,
+                   s.rate_limit_per_sec, s.rate_limit_burst, s.circuit_open_until",
     )
     .bind::<Text, _>(worker)
     .bind::<BigInt, _>(limit)
@@ -95,10 +114,14 @@ pub async fn claim(
     Ok(rows)
 }
 
-/// How one attempt ended, to be written by [`record_outcomes`].
+/// How one claim ended (an attempt, or a deferral), to be written by [`record_outcomes`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
     pub delivery_id: i64,
+    /// Whether a request was made. `false` is a deferral (rate limit, open circuit, the
+    /// destination's in-flight cap): the delivery waits until `next_attempt_at` without spending
+    /// an attempt, and no attempt row is written.
+    pub attempted: bool,
     /// The lease this attempt was made under (`ClaimedDelivery::leased_until`): with the worker's
     /// id it fences the write, so an outcome from an older claim — even by the same worker — is
     /// never applied to a newer one.
@@ -123,7 +146,8 @@ struct Recorded {
 /// Writes the outcomes of many attempts in one statement: each delivery's next state and one
 /// attempt row. Fenced on the lease: a delivery no longer `processing` under this very lease
 /// (`worker` and `leased_until`; its lease expired and it was claimed again, or it was cancelled)
-/// is left alone and its attempt is not recorded. Returns the ids that were recorded.
+/// is left alone and its attempt is not recorded. Returns the ids of the deliveries updated
+/// (attempts and deferrals).
 pub async fn record_outcomes(
     conn: &mut AsyncPgConnection,
     worker: &str,
@@ -134,6 +158,7 @@ pub async fn record_outcomes(
     }
     let ids: Vec<i64> = outcomes.iter().map(|o| o.delivery_id).collect();
     let leases: Vec<DateTime<Utc>> = outcomes.iter().map(|o| o.leased_until).collect();
+    let attempted: Vec<bool> = outcomes.iter().map(|o| o.attempted).collect();
     let statuses: Vec<&str> = outcomes.iter().map(|o| o.status.as_str()).collect();
     let next: Vec<Option<DateTime<Utc>>> = outcomes.iter().map(|o| o.next_attempt_at).collect();
     let codes: Vec<Option<i32>> = outcomes.iter().map(|o| o.status_code).collect();
@@ -148,29 +173,32 @@ pub async fn record_outcomes(
         "WITH o AS (
              SELECT * FROM unnest($2::bigint[], $3::text[], $4::timestamptz[], $5::int4[],
                                   $6::int4[], $7::text[], $8::text[], $9::text[],
-                                  $10::timestamptz[])
+                                  $10::timestamptz[], $11::bool[])
                  AS o(id, status, next_at, status_code, latency_ms, error_code, error, body,
-                      lease)
+                      lease, attempted)
          ), upd AS (
              UPDATE deliveries d
                 SET status = o.status,
-                    attempts = d.attempts + 1,
+                    attempts = d.attempts + CASE WHEN o.attempted THEN 1 ELSE 0 END,
                     next_attempt_at = coalesce(o.next_at, d.next_attempt_at),
                     leased_by = NULL,
                     leased_until = NULL,
-                    last_error = o.error,
+                    last_error = CASE WHEN o.attempted THEN o.error ELSE d.last_error END,
                     updated_at = now()
                FROM o
               WHERE d.id = o.id AND d.status = 'processing' AND d.leased_by = $1
                 AND d.leased_until = o.lease
              RETURNING d.id, d.event_id, d.subscription_id, d.attempts
-         )
+         ), recorded AS (
          INSERT INTO attempts (delivery_id, event_id, subscription_id, attempt, status_code,
                                latency_ms, error_code, error, response_body)
          SELECT upd.id, upd.event_id, upd.subscription_id, upd.attempts, o.status_code,
                 o.latency_ms, o.error_code, o.error, o.body
            FROM upd JOIN o ON o.id = upd.id
-         RETURNING delivery_id",
+          WHERE o.attempted
+         RETURNING delivery_id
+         )
+         SELECT id AS delivery_id FROM upd",
     )
     .bind::<Text, _>(worker)
     .bind::<Array<BigInt>, _>(ids)
@@ -182,6 +210,7 @@ pub async fn record_outcomes(
     .bind::<Array<Nullable<Text>>, _>(errors)
     .bind::<Array<Nullable<Text>>, _>(bodies)
     .bind::<Array<Timestamptz>, _>(leases)
+    .bind::<Array<diesel::sql_types::Bool>, _>(attempted)
     .load(conn)
     .await?;
     Ok(rows.into_iter().map(|r| r.delivery_id).collect())

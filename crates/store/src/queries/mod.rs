@@ -5,3 +5,4 @@ pub mod deliveries;
 pub mod events;
 pub mod health;
 pub mod subscriptions;
+pub mod workers;

@@ -21,6 +21,8 @@ pub async fn insert(
             subscriptions::url.eq(new.url.as_str()),
             subscriptions::event_types.eq(patterns),
             subscriptions::secret.eq(new.secret.as_deref()),
+            subscriptions::rate_limit_per_sec.eq(new.rate_limit.per_second),
+            subscriptions::rate_limit_burst.eq(new.rate_limit.burst),
         ))
         .on_conflict_do_nothing()
         .returning(SubscriptionRow::as_returning())
@@ -107,4 +109,45 @@ pub async fn delete(conn: &mut AsyncPgConnection, id: &str) -> Result<Option<usi
         Ok(Some(cancelled))
     })
     .await
+}
+
+/// A change of a destination's circuit, published by the worker that saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CircuitUpdate {
+    pub subscription_id: String,
+    /// `closed`, `half_open` or `open`.
+    pub state: &'static str,
+    pub open_until: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Publishes circuit changes in one statement. An open circuit is never shortened by another
+/// worker's older news: `open_until` only grows while the circuit stays open.
+pub async fn publish_circuits(
+    conn: &mut AsyncPgConnection,
+    updates: &[CircuitUpdate],
+) -> Result<(), StoreError> {
+    use diesel::sql_types::{Array, Nullable, Text, Timestamptz};
+    if updates.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = updates.iter().map(|u| u.subscription_id.as_str()).collect();
+    let states: Vec<&str> = updates.iter().map(|u| u.state).collect();
+    let until: Vec<Option<chrono::DateTime<chrono::Utc>>> =
+        updates.iter().map(|u| u.open_until).collect();
+    diesel::sql_query(
+        "UPDATE subscriptions s
+            SET circuit_state = u.state,
+                circuit_open_until = CASE
+                    WHEN u.state = 'open' THEN greatest(u.open_until, s.circuit_open_until)
+                    ELSE NULL END,
+                circuit_changed_at = now()
+           FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS u(id, state, open_until)
+          WHERE s.id = u.id",
+    )
+    .bind::<Array<Text>, _>(ids)
+    .bind::<Array<Text>, _>(states)
+    .bind::<Array<Nullable<Timestamptz>>, _>(until)
+    .execute(conn)
+    .await?;
+    Ok(())
 }

@@ -83,6 +83,7 @@ impl Harness {
             url: DestinationUrl::parse(url).expect("a valid destination URL"),
             event_types: vec![Pattern::parse("*").expect("a valid pattern")],
             secret: secret.map(str::to_owned),
+            rate_limit: dispatch_store::models::RateLimit::default(),
         };
         subscriptions::insert(&mut *self.conn().await, &new)
             .await

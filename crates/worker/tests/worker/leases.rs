@@ -58,6 +58,7 @@ async fn a_worker_killed_mid_delivery_loses_its_lease_and_its_late_outcome_is_ig
     let late = Outcome {
         delivery_id: id,
         leased_until,
+        attempted: true,
         status: DeliveryStatus::Failed,
         next_attempt_at: None,
         status_code: Some(500),

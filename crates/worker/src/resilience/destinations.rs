@@ -1,0 +1,255 @@
+//! The registry of destinations this worker talks to: one tower stack per subscription
+//! (breaker → rate limiter → client), created on first use, rebuilt when its limits change and
+//! dropped when idle, so a worker serving many subscriptions stays small. It also counts each
+//! destination's in-flight requests and collects circuit changes to publish.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use dispatch_domain::breaker::{BreakerSettings, CircuitBreaker, CircuitState};
+use dispatch_domain::bucket::TokenBucket;
+use dispatch_store::queries::deliveries::ClaimedDelivery;
+use dispatch_store::queries::subscriptions::CircuitUpdate;
+use http::Request;
+use http_body_util::Full;
+use hyper::body::Bytes;
+use tower::util::BoxCloneSyncService;
+use tower::{ServiceBuilder, ServiceExt};
+
+use super::breaker::SharedBreaker;
+use super::{BreakerLayer, RateLimitLayer, Throttled, now};
+use crate::client::{Sent, WebhookClient};
+
+type Stack = BoxCloneSyncService<Request<Full<Bytes>>, Sent, Throttled>;
+
+/// How destinations are protected.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResilienceSettings {
+    pub breaker: BreakerSettings,
+    /// Most requests in flight to one destination from this worker; the rest wait their turn
+    /// (deferred, not holding slots), so one slow destination cannot take every slot.
+    pub max_in_flight_per_destination: usize,
+    /// A destination unused this long is forgotten (its stack and counters dropped).
+    pub idle_after: Duration,
+}
+
+impl Default for ResilienceSettings {
+    fn default() -> Self {
+        Self {
+            breaker: BreakerSettings::default(),
+            max_in_flight_per_destination: 16,
+            idle_after: Duration::from_secs(600),
+        }
+    }
+}
+
+/// One destination's stack and bookkeeping.
+pub struct Destination {
+    stack: Stack,
+    breaker: SharedBreaker,
+    /// (rate per second, burst, fleet size) the stack's bucket was built for.
+    built_for: (f64, i32, i64),
+    in_flight: AtomicUsize,
+    last_used: Mutex<Instant>,
+    published: Mutex<CircuitState>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Destination {
+    /// Sends through the breaker and the limiter.
+    pub async fn call(&self, request: Request<Full<Bytes>>) -> Result<Sent, Throttled> {
+        *lock(&self.last_used) = now();
+        self.stack.clone().oneshot(request).await
+    }
+
+    pub fn circuit_state(&self) -> CircuitState {
+        lock(&self.breaker).state(now())
+    }
+
+    /// Takes an in-flight slot unless the destination already has `cap` requests in flight.
+    pub fn try_start(&self, cap: usize) -> bool {
+        self.in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < cap).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    pub fn finish(&self) {
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+pub struct Destinations {
+    client: WebhookClient,
+    settings: ResilienceSettings,
+    map: Mutex<HashMap<String, Arc<Destination>>>,
+    /// Live workers sharing each destination's rate limit (≥ 1).
+    fleet: AtomicI64,
+}
+
+/// What a stack's rate limit is for this worker: the destination's limit shared out across the
+/// live workers.
+fn share(rate: f64, burst: i32, fleet: i64) -> (f64, u32) {
+    let n = fleet.max(1);
+    let per_worker_rate = rate / n as f64;
+    let per_worker_burst = u32::try_from(burst.max(1))
+        .unwrap_or(1)
+        .div_ceil(u32::try_from(n).unwrap_or(1));
+    (per_worker_rate, per_worker_burst.max(1))
+}
+
+impl Destinations {
+    pub fn new(client: WebhookClient, settings: ResilienceSettings) -> Self {
+        Self {
+            client,
+            settings,
+            map: Mutex::new(HashMap::new()),
+            fleet: AtomicI64::new(1),
+        }
+    }
+
+    pub fn settings(&self) -> &ResilienceSettings {
+        &self.settings
+    }
+
+    /// Sets how many live workers share the rate limits.
+    pub fn set_fleet_size(&self, workers: i64) {
+        self.fleet.store(workers.max(1), Ordering::Relaxed);
+    }
+
+    pub fn fleet_size(&self) -> i64 {
+        self.fleet.load(Ordering::Relaxed)
+    }
+
+    fn build(&self, rate: f64, burst: i32, fleet: i64, breaker: SharedBreaker) -> Destination {
+        let (rate_share, burst_share) = share(rate, burst, fleet);
+        let bucket = Arc::new(Mutex::new(TokenBucket::new(rate_share, burst_share, now())));
+        let client = self.client.clone();
+        let stack = ServiceBuilder::new()
+            .layer(BreakerLayer::new(breaker.clone()))
+            .layer(RateLimitLayer::new(bucket))
+            .service(tower::service_fn(move |request: Request<Full<Bytes>>| {
+                let client = client.clone();
+                async move { Ok::<_, Throttled>(client.send(request).await) }
+            }));
+        Destination {
+            stack: BoxCloneSyncService::new(stack),
+            breaker,
+            built_for: (rate, burst, fleet),
+            in_flight: AtomicUsize::new(0),
+            last_used: Mutex::new(now()),
+            published: Mutex::new(CircuitState::Closed),
+        }
+    }
+
+    /// The destination of a claimed delivery, created on first use and rebuilt when its limits
+    /// or the fleet changed (the breaker survives a rebuild). An open circuit that another
+    /// worker published is adopted.
+    pub fn get(&self, delivery: &ClaimedDelivery) -> Arc<Destination> {
+        let fleet = self.fleet_size();
+        let wanted = (
+            delivery.rate_limit_per_sec,
+            delivery.rate_limit_burst,
+            fleet,
+        );
+        let mut map = lock(&self.map);
+        let destination = match map.get(&delivery.subscription_id) {
+            Some(existing) if existing.built_for == wanted => existing.clone(),
+            existing => {
+                let breaker = existing.map(|d| d.breaker.clone()).unwrap_or_else(|| {
+                    Arc::new(Mutex::new(CircuitBreaker::new(
+                        self.settings.breaker.clone(),
+                        now(),
+                    )))
+                });
+                let rebuilt = Arc::new(self.build(wanted.0, wanted.1, wanted.2, breaker));
+                if let Some(old) = existing {
+                    rebuilt
+                        .in_flight
+                        .store(old.in_flight.load(Ordering::Acquire), Ordering::Release);
+                    *lock(&rebuilt.published) = *lock(&old.published);
+                }
+                map.insert(delivery.subscription_id.clone(), rebuilt.clone());
+                rebuilt
+            }
+        };
+        drop(map);
+        if let Some(until) = delivery.circuit_open_until {
+            let t = now();
+            if let Ok(ahead) = (until - chrono::Utc::now()).to_std() {
+                lock(&destination.breaker).open_until_at_least(t + ahead, t);
+            }
+        }
+        destination
+    }
+
+    /// Forgets destinations idle for `idle_after` with nothing in flight; returns how many.
+    pub fn evict_idle(&self) -> usize {
+        let t = now();
+        let mut map = lock(&self.map);
+        let before = map.len();
+        map.retain(|_, d| {
+            d.in_flight.load(Ordering::Acquire) > 0
+                || t.duration_since(*lock(&d.last_used)) < self.settings.idle_after
+        });
+        before - map.len()
+    }
+
+    pub fn len(&self) -> usize {
+        lock(&self.map).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Circuit changes since the last call, to publish for the other workers.
+    pub fn take_circuit_updates(&self) -> Vec<CircuitUpdate> {
+        let t = now();
+        let wall = chrono::Utc::now();
+        let map = lock(&self.map);
+        let mut updates = Vec::new();
+        for (id, destination) in map.iter() {
+            let breaker = lock(&destination.breaker);
+            let state = breaker.state(t);
+            let mut published = lock(&destination.published);
+            if *published != state {
+                *published = state;
+                let open_until = breaker.open_until(t).and_then(|until| {
+                    chrono::Duration::from_std(until.duration_since(t))
+                        .ok()
+                        .map(|d| wall + d)
+                });
+                updates.push(CircuitUpdate {
+                    subscription_id: id.clone(),
+                    state: state.as_str(),
+                    open_until,
+                });
+            }
+        }
+        updates
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::share;
+
+    #[test]
+    fn a_destination_limit_is_shared_out_across_the_fleet() {
+        assert_eq!(share(100.0, 10, 1), (100.0, 10));
+        assert_eq!(share(100.0, 10, 4), (25.0, 3));
+        assert_eq!(share(100.0, 1, 3).1, 1, "burst never drops below one");
+        assert_eq!(
+            share(100.0, 10, 0),
+            (100.0, 10),
+            "an empty count means just us"
+        );
+    }
+}
