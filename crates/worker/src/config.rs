@@ -34,7 +34,8 @@ pub struct Settings {
     pub poll_interval: Duration,
     /// Longest wait for a destination's answer (connect, headers and body).
     pub request_timeout: Duration,
-    /// Longest wait for a TCP/TLS connection.
+    /// Longest wait for the TCP connection (the TLS handshake counts against the request
+    /// timeout).
     pub connect_timeout: Duration,
     /// How long a claim holds a delivery; always longer than `request_timeout`.
     pub lease: Duration,
@@ -134,7 +135,7 @@ pub const KEYS: &[Key] = &[
         name: "connect_timeout_ms",
         env: "DISPATCH_CONNECT_TIMEOUT_MS",
         default: "10000",
-        help: "timeout of the TCP/TLS connect",
+        help: "timeout of the TCP connect (TLS counts against the request timeout)",
     },
     Key {
         name: "lease_margin_ms",

@@ -54,8 +54,8 @@ fn interval(d: std::time::Duration) -> diesel::pg::data_types::PgInterval {
 /// Claims up to `limit` due deliveries for `worker`, marking them `processing` with a lease of
 /// `lease`. Due means: pending or retrying with `next_attempt_at` reached, or processing with an
 /// expired lease (its worker died) — unless the destination's circuit is open, which every
-/// worker's claim respects. Retries take at most half the batch while first attempts
-/// wait, so a storm of retries cannot starve new events. Each candidate set is materialised
+/// worker's claim respects. Retries take at most half of every batch (at least one), so a
+/// storm of retries cannot starve new events; expired leases come last. Each candidate set is materialised
 /// with its own LIMIT, so the statement never locks more rows than it returns.
 pub async fn claim(
     conn: &mut AsyncPgConnection,
