@@ -12,6 +12,7 @@ use crate::Settings;
 use crate::error::ApiError;
 use crate::routes::{self, AppState};
 use crate::wake::Waker;
+use dispatch_telemetry::metrics as names;
 
 pub struct Application {
     port: u16,
@@ -25,6 +26,7 @@ impl Application {
     pub fn build(settings: &Settings) -> std::io::Result<Self> {
         let listener = TcpListener::bind(settings.addr)?;
         let port = listener.local_addr()?.port();
+        dispatch_telemetry::metrics::install();
         let pool = build_pool(&settings.database);
         let state = web::Data::new(AppState {
             waker: Waker::spawn(pool.clone(), settings.notify_interval),
@@ -47,11 +49,31 @@ impl Application {
                     let path = req.path().to_owned();
                     srv.call(req).map(move |res| {
                         if let Ok(res) = &res {
+                            let elapsed = started.elapsed();
+                            let status = res.status().as_u16();
+                            // The route pattern, not the path: ids must not become labels.
+                            let route = res
+                                .request()
+                                .match_pattern()
+                                .unwrap_or_else(|| "unmatched".to_owned());
+                            metrics::counter!(
+                                names::HTTP_REQUESTS,
+                                names::ROUTE => route.clone(),
+                                names::METHOD => method.to_string(),
+                                names::STATUS => status.to_string()
+                            )
+                            .increment(1);
+                            metrics::histogram!(
+                                names::HTTP_REQUEST_DURATION,
+                                names::ROUTE => route,
+                                names::METHOD => method.to_string()
+                            )
+                            .record(elapsed.as_secs_f64());
                             tracing::debug!(
                                 http.method = %method,
                                 http.path = %path,
-                                http.status = res.status().as_u16(),
-                                duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+                                http.status = status,
+                                duration_ms = elapsed.as_secs_f64() * 1000.0,
                                 "request"
                             );
                         }

@@ -1,5 +1,7 @@
 //! Telemetry shared by Dispatch's binaries: structured logs through `tracing` (JSON for machines,
-//! text for terminals), filtered by `RUST_LOG`.
+//! text for terminals), filtered by `RUST_LOG`, and the Prometheus metrics ([`metrics`]).
+
+pub mod metrics;
 
 use std::io::IsTerminal;
 use std::str::FromStr;

@@ -78,6 +78,7 @@ pub async fn attempt(
         ),
         Decision::GiveUp { code } => (DeliveryStatus::Failed, None, Some(code.as_str().to_owned())),
     };
+    record_metrics(status, status_code, error_code.as_deref(), sent.latency);
     tracing::info!(
         event.id = %delivery.event_id,
         subscription.id = %delivery.subscription_id,
@@ -102,7 +103,48 @@ pub async fn attempt(
     }
 }
 
+fn record_metrics(
+    status: DeliveryStatus,
+    status_code: Option<i32>,
+    error_code: Option<&str>,
+    latency: std::time::Duration,
+) {
+    use dispatch_telemetry::metrics as names;
+    let counter = match status {
+        DeliveryStatus::Delivered => Some(names::EVENTS_DELIVERED),
+        DeliveryStatus::Failed => Some(names::EVENTS_FAILED),
+        DeliveryStatus::Retrying => Some(names::EVENTS_RETRYING),
+        _ => None,
+    };
+    if let Some(name) = counter {
+        metrics::counter!(name).increment(1);
+    }
+    let class = names::status_class(status_code.and_then(|c| u16::try_from(c).ok()));
+    metrics::counter!(
+        names::DELIVERY_ATTEMPTS,
+        names::OUTCOME => status.as_str(),
+        names::STATUS_CLASS => class,
+        names::ERROR_CODE => error_code.unwrap_or("none").to_owned()
+    )
+    .increment(1);
+    metrics::histogram!(names::DELIVERY_DURATION).record(latency.as_secs_f64());
+}
+
+/// Counts a delivery put back without an attempt (`reason`: rate_limited, circuit_open, busy).
+pub fn count_deferral(reason: &'static str, subscription_id: &str) {
+    use dispatch_telemetry::metrics as names;
+    metrics::counter!(names::DELIVERIES_DEFERRED, names::REASON => reason).increment(1);
+    if reason == "rate_limited" {
+        metrics::counter!(
+            names::RATE_LIMITER_REJECTIONS,
+            names::SUBSCRIPTION_ID => subscription_id.to_owned()
+        )
+        .increment(1);
+    }
+}
+
 fn deferred(delivery: &ClaimedDelivery, throttled: Throttled) -> Outcome {
+    count_deferral(throttled.reason(), &delivery.subscription_id);
     let wait = throttled.retry_at().saturating_duration_since(now());
     tracing::debug!(
         event.id = %delivery.event_id,

@@ -1,5 +1,5 @@
-//! The worker's own small HTTP server: `/healthz` (alive) and `/readyz` (database reachable and
-//! migrated, LISTEN connection up), for Kubernetes probes.
+//! The worker's own small HTTP server: `/healthz` (alive), `/readyz` (database reachable and
+//! migrated, LISTEN connection up), for Kubernetes probes, and `/metrics` (Prometheus).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -46,6 +46,19 @@ async fn handle(
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     Ok(match req.uri().path() {
         "/healthz" => json(StatusCode::OK, r#"{"status":"ok"}"#.to_owned()),
+        "/metrics" => {
+            if let Err(e) = worker.observe().await {
+                tracing::debug!(error = %e, "backlog gauges not refreshed for this scrape");
+            }
+            let mut response = Response::new(Full::new(Bytes::from(
+                dispatch_telemetry::metrics::install().render(),
+            )));
+            response.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            response
+        }
         "/readyz" => match readiness(&worker).await {
             Ok(()) => json(StatusCode::OK, r#"{"status":"ready"}"#.to_owned()),
             Err(reason) => json(

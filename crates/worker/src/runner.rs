@@ -59,6 +59,7 @@ struct Inner {
 
 impl Worker {
     pub fn new(settings: &Settings) -> Result<Self, rustls::Error> {
+        dispatch_telemetry::metrics::install();
         let client = WebhookClient::new(
             settings.request_timeout,
             settings.connect_timeout,
@@ -116,14 +117,39 @@ impl Worker {
     }
 
     async fn claim(&self, limit: usize) -> Result<Vec<ClaimedDelivery>, StoreError> {
+        use dispatch_telemetry::metrics as names;
         let mut conn = pool::connection(&self.inner.pool).await?;
-        deliveries::claim(
+        let started = std::time::Instant::now();
+        let claimed = deliveries::claim(
             &mut conn,
             &self.inner.id,
             i64::try_from(limit).unwrap_or(i64::MAX),
             self.inner.lease,
         )
-        .await
+        .await?;
+        metrics::histogram!(names::CLAIM_DURATION).record(started.elapsed().as_secs_f64());
+        metrics::histogram!(names::CLAIM_BATCH_SIZE).record(claimed.len() as f64);
+        Ok(claimed)
+    }
+
+    /// Refreshes the gauges read from the database and the pool (backlog, oldest due age,
+    /// pool usage, listener).
+    pub async fn observe(&self) -> Result<(), StoreError> {
+        use dispatch_telemetry::metrics as names;
+        let pool_state = self.inner.pool.state();
+        metrics::gauge!(names::DB_POOL_CONNECTIONS, names::STATE => "idle")
+            .set(f64::from(pool_state.idle_connections));
+        metrics::gauge!(names::DB_POOL_CONNECTIONS, names::STATE => "active").set(f64::from(
+            pool_state
+                .connections
+                .saturating_sub(pool_state.idle_connections),
+        ));
+        metrics::gauge!(names::WORKER_LISTENING).set(if self.is_listening() { 1.0 } else { 0.0 });
+        let mut conn = pool::connection(&self.inner.pool).await?;
+        let backlog = deliveries::backlog(&mut conn).await?;
+        metrics::gauge!(names::DELIVERIES_DUE).set(backlog.due as f64);
+        metrics::gauge!(names::OLDEST_DUE_AGE).set(backlog.oldest_due_age_secs);
+        Ok(())
     }
 
     /// Records outcomes and publishes circuit changes; returns (attempts, deferrals) written.
@@ -254,6 +280,9 @@ impl Worker {
                     if let Err(e) = worker.report_in().await {
                         tracing::warn!(error = %e, "could not report in");
                     }
+                    if let Err(e) = worker.observe().await {
+                        tracing::debug!(error = %e, "could not refresh the backlog gauges");
+                    }
                 }
             }
         });
@@ -269,6 +298,8 @@ impl Worker {
         let (mut claim_now, mut backlog) = (true, true);
 
         loop {
+            metrics::gauge!(dispatch_telemetry::metrics::DELIVERIES_IN_FLIGHT)
+                .set(in_flight.len() as f64);
             // Every branch of the select below decides `claim_now` afresh.
             if claim_now {
                 let free = self.inner.max_in_flight.saturating_sub(in_flight.len());
@@ -369,6 +400,7 @@ impl Worker {
 
 /// The deferral of a delivery whose destination already has its share of requests in flight.
 fn busy(delivery: &ClaimedDelivery) -> Outcome {
+    deliver::count_deferral("busy", &delivery.subscription_id);
     deliver::deferral(
         delivery,
         deliver::after(chrono::Utc::now(), BUSY_DESTINATION_WAIT),

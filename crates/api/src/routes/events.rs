@@ -52,6 +52,7 @@ pub async fn create(
     match events::ingest(&mut conn, &new).await? {
         IngestOutcome::Created { event, deliveries } => {
             tracing::info!(event.id = %new.id, event.type = %new.event_type, deliveries, "event accepted");
+            metrics::counter!(dispatch_telemetry::metrics::EVENTS_RECEIVED).increment(1);
             if deliveries > 0 {
                 state.waker.wake();
             }

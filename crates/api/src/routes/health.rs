@@ -1,4 +1,5 @@
-//! `/healthz` (the process answers) and `/readyz` (the database answers and is migrated).
+//! `/healthz` (the process answers), `/readyz` (the database answers and is migrated) and
+//! `/metrics` (Prometheus text format).
 
 use actix_web::{HttpResponse, web};
 use dispatch_store::{pool, queries};
@@ -22,4 +23,17 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
         )),
         Err(e) => Err(ApiError::NotReady(e.to_string())),
     }
+}
+
+/// Prometheus text format of everything this process recorded.
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    use dispatch_telemetry::metrics as names;
+    let pool = state.pool.state();
+    let idle = f64::from(pool.idle_connections);
+    let active = f64::from(pool.connections.saturating_sub(pool.idle_connections));
+    metrics::gauge!(names::DB_POOL_CONNECTIONS, names::STATE => "idle").set(idle);
+    metrics::gauge!(names::DB_POOL_CONNECTIONS, names::STATE => "active").set(active);
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(names::install().render())
 }

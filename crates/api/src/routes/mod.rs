@@ -42,5 +42,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .service(resource("/healthz").route(web::get().to(health::healthz)))
         .service(resource("/readyz").route(web::get().to(health::readyz)))
+        .service(resource("/metrics").route(web::get().to(health::metrics)))
         .default_service(web::to(not_found));
 }

@@ -258,3 +258,26 @@ pub async fn next_due_at(
     .await?;
     Ok(row.at)
 }
+
+/// The backlog: deliveries due now and how long the oldest has waited.
+#[derive(Debug, Clone, PartialEq, QueryableByName)]
+pub struct Backlog {
+    #[diesel(sql_type = BigInt)]
+    pub due: i64,
+    #[diesel(sql_type = diesel::sql_types::Double)]
+    pub oldest_due_age_secs: f64,
+}
+
+/// Counts due deliveries (pending or retrying with `next_attempt_at` reached) and the age of the
+/// oldest, from the due index.
+pub async fn backlog(conn: &mut AsyncPgConnection) -> Result<Backlog, StoreError> {
+    Ok(diesel::sql_query(
+        "SELECT count(*) AS due,
+                coalesce(extract(epoch FROM now() - min(next_attempt_at)), 0)::float8
+                    AS oldest_due_age_secs
+           FROM deliveries
+          WHERE status IN ('pending', 'retrying') AND next_attempt_at <= now()",
+    )
+    .get_result(conn)
+    .await?)
+}

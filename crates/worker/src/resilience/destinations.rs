@@ -18,6 +18,8 @@ use hyper::body::Bytes;
 use tower::util::BoxCloneSyncService;
 use tower::{ServiceBuilder, ServiceExt};
 
+use dispatch_telemetry::metrics as names;
+
 use super::breaker::SharedBreaker;
 use super::{BreakerLayer, RateLimitLayer, Throttled, now};
 use crate::client::{Sent, WebhookClient};
@@ -54,6 +56,8 @@ pub struct Destination {
     in_flight: AtomicUsize,
     last_used: Mutex<Instant>,
     published: Mutex<CircuitState>,
+    /// Breaker trips already counted in the metrics.
+    counted_trips: Mutex<u64>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -145,6 +149,7 @@ impl Destinations {
             in_flight: AtomicUsize::new(0),
             last_used: Mutex::new(now()),
             published: Mutex::new(CircuitState::Closed),
+            counted_trips: Mutex::new(0),
         }
     }
 
@@ -174,6 +179,7 @@ impl Destinations {
                         .in_flight
                         .store(old.in_flight.load(Ordering::Acquire), Ordering::Release);
                     *lock(&rebuilt.published) = *lock(&old.published);
+                    *lock(&rebuilt.counted_trips) = *lock(&old.counted_trips);
                 }
                 map.insert(delivery.subscription_id.clone(), rebuilt.clone());
                 rebuilt
@@ -218,6 +224,14 @@ impl Destinations {
         for (id, destination) in map.iter() {
             let breaker = lock(&destination.breaker);
             let state = breaker.state(t);
+            let mut counted = lock(&destination.counted_trips);
+            if breaker.trips() > *counted {
+                metrics::counter!(names::CIRCUIT_TRIPS, names::SUBSCRIPTION_ID => id.clone())
+                    .increment(breaker.trips() - *counted);
+                *counted = breaker.trips();
+            }
+            metrics::gauge!(names::CIRCUIT_STATE, names::SUBSCRIPTION_ID => id.clone())
+                .set(f64::from(state as u8));
             let mut published = lock(&destination.published);
             if *published != state {
                 *published = state;
