@@ -5,5 +5,6 @@ mod errors;
 mod events;
 mod health;
 mod helpers;
+mod metrics;
 mod outage;
 mod subscriptions;

@@ -8,6 +8,7 @@ mod cancellation;
 mod failures;
 mod helpers;
 mod leases;
+mod metrics;
 mod retries;
 mod shutdown;
 mod signing;
