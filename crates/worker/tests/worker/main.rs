@@ -9,6 +9,8 @@ mod failures;
 mod helpers;
 mod leases;
 mod metrics;
+mod outage;
+mod resilience;
 mod retries;
 mod shutdown;
 mod signing;
