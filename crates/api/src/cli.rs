@@ -73,7 +73,8 @@ pub async fn migrate(database_url: &str, action: MigrateAction) -> anyhow::Resul
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let settings = Settings::load(cli.config.as_deref())?;
-    dispatch_telemetry::init_logging(settings.log_format);
+    // Held until the server stopped: dropping it flushes the spans still buffered.
+    let _telemetry = dispatch_telemetry::init("dispatch-api", settings.log_format);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let app = Application::build(&settings)

@@ -27,6 +27,7 @@ impl Application {
         let listener = TcpListener::bind(settings.addr)?;
         let port = listener.local_addr()?.port();
         dispatch_telemetry::metrics::install();
+        dispatch_telemetry::metrics::register_api_series();
         let pool = build_pool(&settings.database);
         let state = web::Data::new(AppState {
             waker: Waker::spawn(pool.clone(), settings.notify_interval),
@@ -59,14 +60,14 @@ impl Application {
                             metrics::counter!(
                                 names::HTTP_REQUESTS,
                                 names::ROUTE => route.clone(),
-                                names::METHOD => method.to_string(),
+                                names::METHOD => names::method_label(method.as_str()),
                                 names::STATUS => status.to_string()
                             )
                             .increment(1);
                             metrics::histogram!(
                                 names::HTTP_REQUEST_DURATION,
                                 names::ROUTE => route,
-                                names::METHOD => method.to_string()
+                                names::METHOD => names::method_label(method.as_str())
                             )
                             .record(elapsed.as_secs_f64());
                             tracing::debug!(

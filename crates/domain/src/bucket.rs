@@ -33,8 +33,9 @@ impl TokenBucket {
     /// Takes one token at `now`, or says when one will be there.
     pub fn try_take(&mut self, now: Instant) -> Result<(), Instant> {
         self.refill(now);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        // The epsilon absorbs floating-point error, so a token is there at the promised time.
+        if self.tokens >= 1.0 - 1e-9 {
+            self.tokens = (self.tokens - 1.0).max(0.0);
             Ok(())
         } else {
             let wait = (1.0 - self.tokens) / self.rate;

@@ -31,6 +31,7 @@ diesel::table! {
         source -> Text,
         data -> Jsonb,
         received_at -> Timestamptz,
+        traceparent -> Nullable<Text>,
     }
 }
 

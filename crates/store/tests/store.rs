@@ -44,6 +44,7 @@ fn new_event(id: &str, event_type: &str, data: Value) -> NewEvent {
         event_type: EventType::parse(event_type).unwrap(),
         source: Source::parse("billing-service").unwrap(),
         data,
+        traceparent: None,
     }
 }
 
@@ -329,6 +330,64 @@ async fn ingesting_the_same_event_again_is_a_duplicate_and_creates_no_deliveries
     }
     assert_eq!(deliveries_of(&mut conn, "evt_1").await, before);
     assert_eq!(delivery_count(&mut conn).await, 2);
+}
+
+const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+#[tokio::test]
+async fn the_traceparent_is_stored_kept_on_repeats_and_returned_with_claims() {
+    let db = TestDb::new().await;
+    let pool = db.pool();
+    let mut conn = connection(&pool).await.unwrap();
+    add_sub(&mut conn, "s_1", &["*"]).await;
+
+    let traced = NewEvent {
+        traceparent: Some(TRACEPARENT.to_owned()),
+        ..new_event("evt_t", "order.created", json!({"n": 1}))
+    };
+    let (created, _) = ingest_created(&mut conn, &traced).await;
+    assert_eq!(created.traceparent.as_deref(), Some(TRACEPARENT));
+    let found = events::find(&mut conn, "evt_t").await.unwrap().unwrap();
+    assert_eq!(found, created);
+
+    // Not part of the content: a repeat with another traceparent, or none, is a duplicate, and
+    // the first receipt's is kept.
+    let other = NewEvent {
+        traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00".to_owned()),
+        ..new_event("evt_t", "order.created", json!({"n": 1}))
+    };
+    for repeat in [other, new_event("evt_t", "order.created", json!({"n": 1}))] {
+        match ingest(&mut conn, &repeat).await {
+            IngestOutcome::Duplicate(existing) => assert_eq!(existing, created),
+            got => panic!("expected Duplicate, got {got:?}"),
+        }
+    }
+    match ingest(
+        &mut conn,
+        &new_event("evt_t", "order.created", json!({"n": 2})),
+    )
+    .await
+    {
+        IngestOutcome::Conflict(existing) => {
+            assert_eq!(existing.traceparent.as_deref(), Some(TRACEPARENT))
+        }
+        got => panic!("expected Conflict, got {got:?}"),
+    }
+
+    let (untraced, _) =
+        ingest_created(&mut conn, &new_event("evt_u", "order.created", json!({}))).await;
+    assert_eq!(untraced.traceparent, None);
+
+    let mut claimed =
+        dispatch_store::queries::deliveries::claim(&mut conn, "w", 10, Duration::from_secs(60))
+            .await
+            .unwrap();
+    claimed.sort_by(|a, b| a.event_id.cmp(&b.event_id));
+    let parents: Vec<(&str, Option<&str>)> = claimed
+        .iter()
+        .map(|c| (c.event_id.as_str(), c.traceparent.as_deref()))
+        .collect();
+    assert_eq!(parents, vec![("evt_t", Some(TRACEPARENT)), ("evt_u", None)]);
 }
 
 #[tokio::test]
@@ -1360,4 +1419,297 @@ async fn an_outcome_from_an_older_lease_of_the_same_worker_is_not_applied() {
     let row = delivery(&mut conn, "e_1", "s_1").await;
     assert_eq!((row.status.as_str(), row.attempts), ("delivered", 1));
     assert_eq!(attempts::of_event(&mut conn, "e_1").await.unwrap().len(), 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 9. Destination resilience: published circuits, rate limits, the worker registry
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, PartialEq, QueryableByName)]
+struct Circuit {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    state: String,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>)]
+    open_until: Option<DateTime<Utc>>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>)]
+    changed_at: Option<DateTime<Utc>>,
+}
+
+async fn circuit_of(conn: &mut AsyncPgConnection, id: &str) -> Circuit {
+    let row = subscriptions::find_active(conn, id).await.unwrap().unwrap();
+    Circuit {
+        state: row.circuit_state,
+        open_until: row.circuit_open_until,
+        changed_at: row.circuit_changed_at,
+    }
+}
+
+async fn publish(
+    conn: &mut AsyncPgConnection,
+    updates: &[(&str, &'static str, Option<DateTime<Utc>>)],
+) {
+    let updates: Vec<subscriptions::CircuitUpdate> = updates
+        .iter()
+        .map(|(id, state, open_until)| subscriptions::CircuitUpdate {
+            subscription_id: (*id).to_owned(),
+            state,
+            open_until: *open_until,
+        })
+        .collect();
+    subscriptions::publish_circuits(conn, &updates)
+        .await
+        .unwrap();
+}
+
+/// Timestamps go through PostgreSQL at microsecond precision.
+fn same_instant(a: Option<DateTime<Utc>>, b: DateTime<Utc>) -> bool {
+    a.is_some_and(|a| (a - b).abs() < chrono::Duration::microseconds(1))
+}
+
+#[tokio::test]
+async fn publishing_circuits_never_shortens_an_open_one_and_closing_clears_its_end() {
+    let db = TestDb::new().await;
+    let pool = db.pool();
+    let mut conn = connection(&pool).await.unwrap();
+    add_sub(&mut conn, "s_a", &["*"]).await;
+    add_sub(&mut conn, "s_b", &["*"]).await;
+    let closed = Circuit {
+        state: "closed".to_owned(),
+        open_until: None,
+        changed_at: None,
+    };
+    assert_eq!(circuit_of(&mut conn, "s_a").await, closed, "the default");
+
+    let now = Utc::now();
+    let (soon, later, latest) = (
+        now + chrono::Duration::seconds(10),
+        now + chrono::Duration::seconds(60),
+        now + chrono::Duration::seconds(120),
+    );
+    publish(&mut conn, &[("s_a", "open", Some(later))]).await;
+    let c = circuit_of(&mut conn, "s_a").await;
+    assert_eq!(c.state, "open");
+    assert!(same_instant(c.open_until, later), "{c:?}");
+    assert!(c.changed_at.is_some());
+    assert_eq!(
+        circuit_of(&mut conn, "s_b").await,
+        closed,
+        "only s_a changed"
+    );
+
+    // Another worker's older news (it opened a little earlier) does not shorten it.
+    publish(&mut conn, &[("s_a", "open", Some(soon))]).await;
+    let c = circuit_of(&mut conn, "s_a").await;
+    assert!(same_instant(c.open_until, later), "shortened: {c:?}");
+    // Longer news extends it.
+    publish(&mut conn, &[("s_a", "open", Some(latest))]).await;
+    assert!(same_instant(
+        circuit_of(&mut conn, "s_a").await.open_until,
+        latest
+    ));
+
+    // A worker whose own breaker half-opened cannot clear a circuit that is still open.
+    publish(&mut conn, &[("s_a", "half_open", None)]).await;
+    let c = circuit_of(&mut conn, "s_a").await;
+    assert_eq!(c.state, "open", "cleared while still open: {c:?}");
+    assert!(same_instant(c.open_until, latest));
+    publish(&mut conn, &[("s_a", "closed", None)]).await;
+    assert_eq!(circuit_of(&mut conn, "s_a").await.state, "open");
+
+    // Once the open time is over, half-open and closed are published and have no end.
+    raw(
+        &mut conn,
+        "UPDATE subscriptions SET circuit_open_until = now() - interval '1 second' WHERE id = 's_a'",
+    )
+    .await;
+    publish(&mut conn, &[("s_a", "half_open", Some(latest))]).await;
+    let c = circuit_of(&mut conn, "s_a").await;
+    assert_eq!((c.state.as_str(), c.open_until), ("half_open", None));
+    // Opened afresh, the new end counts (nothing of the old one is left to keep).
+    publish(&mut conn, &[("s_a", "open", Some(soon))]).await;
+    assert!(same_instant(
+        circuit_of(&mut conn, "s_a").await.open_until,
+        soon
+    ));
+    raw(
+        &mut conn,
+        "UPDATE subscriptions SET circuit_open_until = now() - interval '1 second' WHERE id = 's_a'",
+    )
+    .await;
+    publish(&mut conn, &[("s_a", "closed", None)]).await;
+    let c = circuit_of(&mut conn, "s_a").await;
+    assert_eq!((c.state.as_str(), c.open_until), ("closed", None));
+    assert!(c.changed_at.is_some());
+
+    // Several in one statement; unknown ids and nothing at all are no-ops.
+    publish(
+        &mut conn,
+        &[
+            ("s_a", "open", Some(later)),
+            ("s_b", "open", Some(soon)),
+            ("s_unknown", "open", Some(soon)),
+        ],
+    )
+    .await;
+    assert!(same_instant(
+        circuit_of(&mut conn, "s_a").await.open_until,
+        later
+    ));
+    assert!(same_instant(
+        circuit_of(&mut conn, "s_b").await.open_until,
+        soon
+    ));
+    publish(&mut conn, &[]).await;
+}
+
+#[tokio::test]
+async fn claims_skip_every_delivery_of_a_destination_whose_circuit_is_open() {
+    use dispatch_store::queries::deliveries::claim;
+
+    let db = TestDb::new().await;
+    let pool = db.pool();
+    let mut conn = connection(&pool).await.unwrap();
+    let mut limited = new_sub("s_open", &["*"]);
+    limited.rate_limit = dispatch_store::models::RateLimit {
+        per_second: 2.5,
+        burst: 4,
+    };
+    subscriptions::insert(&mut conn, &limited)
+        .await
+        .unwrap()
+        .unwrap();
+    add_sub(&mut conn, "s_ok", &["*"]).await;
+    for id in ["e_pending", "e_retrying", "e_expired"] {
+        ingest_created(&mut conn, &new_event(id, "a.b", json!({}))).await;
+    }
+    // Due in every way a delivery can be due.
+    raw(
+        &mut conn,
+        "UPDATE deliveries SET status = 'retrying', attempts = 2 WHERE event_id = 'e_retrying'",
+    )
+    .await;
+    raw(
+        &mut conn,
+        "UPDATE deliveries SET status = 'processing', leased_by = 'gone',
+                leased_until = now() - interval '1 minute'
+          WHERE event_id = 'e_expired'",
+    )
+    .await;
+    let until = Utc::now() + chrono::Duration::minutes(5);
+    publish(&mut conn, &[("s_open", "open", Some(until))]).await;
+
+    let claimed = claim(&mut conn, "w", 100, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 3, "{claimed:?}");
+    assert!(
+        claimed.iter().all(|c| c.subscription_id == "s_ok"),
+        "{claimed:?}"
+    );
+    assert!(claimed.iter().all(|c| c.circuit_open_until.is_none()));
+    assert!(
+        claimed
+            .iter()
+            .all(|c| (c.rate_limit_per_sec, c.rate_limit_burst) == (100.0, 10))
+    );
+
+    // Once its time is up, they are claimable again, with the destination's limits.
+    raw(
+        &mut conn,
+        "UPDATE subscriptions SET circuit_open_until = now() - interval '1 second'
+          WHERE id = 's_open'",
+    )
+    .await;
+    let claimed = claim(&mut conn, "w", 100, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let mut events: Vec<&str> = claimed.iter().map(|c| c.event_id.as_str()).collect();
+    events.sort_unstable();
+    assert_eq!(events, ["e_expired", "e_pending", "e_retrying"]);
+    for c in &claimed {
+        assert_eq!(c.subscription_id, "s_open");
+        assert_eq!((c.rate_limit_per_sec, c.rate_limit_burst), (2.5, 4));
+        assert!(c.circuit_open_until.is_some_and(|u| u < Utc::now()));
+    }
+}
+
+#[tokio::test]
+async fn the_next_due_time_waits_for_an_open_circuit_to_end() {
+    use dispatch_store::queries::deliveries::next_due_at;
+
+    let db = TestDb::new().await;
+    let pool = db.pool();
+    let mut conn = connection(&pool).await.unwrap();
+    add_sub(&mut conn, "s_open", &["*"]).await;
+    ingest_created(&mut conn, &new_event("e_1", "a.b", json!({}))).await;
+    let until = Utc::now() + chrono::Duration::minutes(5);
+    publish(&mut conn, &[("s_open", "open", Some(until))]).await;
+
+    let due = next_due_at(&mut conn).await.unwrap();
+    assert!(
+        due.is_some_and(|at| at >= until - chrono::Duration::milliseconds(1)),
+        "the delivery cannot be claimed before {until}, yet it is due at {due:?}"
+    );
+}
+
+async fn worker_rows(conn: &mut AsyncPgConnection) -> BTreeSet<String> {
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        id: String,
+    }
+    let rows: Vec<Row> = diesel::sql_query("SELECT id FROM workers")
+        .load(conn)
+        .await
+        .unwrap();
+    rows.into_iter().map(|r| r.id).collect()
+}
+
+#[tokio::test]
+async fn heartbeats_count_the_live_workers_and_a_worker_that_leaves_is_no_longer_counted() {
+    use dispatch_store::queries::workers::{heartbeat, leave};
+
+    let db = TestDb::new().await;
+    let pool = db.pool();
+    let mut conn = connection(&pool).await.unwrap();
+    assert_eq!(heartbeat(&mut conn, "w_1", 20).await.unwrap(), 1, "alone");
+    assert_eq!(heartbeat(&mut conn, "w_2", 20).await.unwrap(), 2);
+    assert_eq!(
+        heartbeat(&mut conn, "w_1", 20).await.unwrap(),
+        2,
+        "counted once"
+    );
+    assert_eq!(heartbeat(&mut conn, "w_3", 20).await.unwrap(), 3);
+
+    // w_3 leaves; w_2 falls silent for longer than the window.
+    leave(&mut conn, "w_3").await.unwrap();
+    raw(
+        &mut conn,
+        "UPDATE workers SET seen_at = now() - interval '30 seconds' WHERE id = 'w_2'",
+    )
+    .await;
+    assert_eq!(heartbeat(&mut conn, "w_1", 20).await.unwrap(), 1);
+    assert_eq!(
+        heartbeat(&mut conn, "w_1", 60).await.unwrap(),
+        2,
+        "within a longer window w_2 still counts"
+    );
+    assert_eq!(
+        heartbeat(&mut conn, "w_2", 20).await.unwrap(),
+        2,
+        "w_2 is back"
+    );
+
+    // A worker gone for over an hour is removed on the way; leaving twice is harmless.
+    raw(
+        &mut conn,
+        "INSERT INTO workers (id, seen_at) VALUES ('w_old', now() - interval '2 hours')",
+    )
+    .await;
+    heartbeat(&mut conn, "w_1", 20).await.unwrap();
+    assert_eq!(worker_rows(&mut conn).await, set(&["w_1", "w_2"]));
+    leave(&mut conn, "w_2").await.unwrap();
+    leave(&mut conn, "w_2").await.unwrap();
+    assert_eq!(heartbeat(&mut conn, "w_1", 20).await.unwrap(), 1);
+    assert_eq!(worker_rows(&mut conn).await, set(&["w_1"]));
 }

@@ -153,6 +153,14 @@ pub fn install() -> &'static PrometheusHandle {
             .and_then(|b| {
                 b.set_buckets_for_metric(Matcher::Full(CLAIM_BATCH_SIZE.to_owned()), BATCH_BUCKETS)
             });
+        // A gauge not updated for 15 minutes is dropped: a destination forgotten as idle (or
+        // deleted) does not keep reporting its last circuit state for ever.
+        let builder = builder.map(|b| {
+            b.idle_timeout(
+                metrics_util::MetricKindMask::GAUGE,
+                Some(std::time::Duration::from_secs(900)),
+            )
+        });
         let recorder = match builder {
             Ok(b) => b.build_recorder(),
             // Only an empty bucket list fails, and ours are constants.
@@ -165,6 +173,34 @@ pub fn install() -> &'static PrometheusHandle {
         describe();
         handle
     })
+}
+
+/// Registers the API's label-less counters at zero, so they exist before the first event.
+pub fn register_api_series() {
+    metrics::counter!(EVENTS_RECEIVED).increment(0);
+}
+
+/// Registers the worker's label-less counters at zero, so dashboards and alerts see them
+/// before the first delivery.
+pub fn register_worker_series() {
+    for name in [EVENTS_DELIVERED, EVENTS_FAILED, EVENTS_RETRYING] {
+        metrics::counter!(name).increment(0);
+    }
+}
+
+/// The `method` label of an API request: the standard methods, everything else `other` (a
+/// client must not be able to mint series).
+pub fn method_label(method: &str) -> &'static str {
+    match method {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        _ => "other",
+    }
 }
 
 /// The status class label of an HTTP status: `2xx` … `5xx`, or `none` when there was no answer.
@@ -203,6 +239,12 @@ mod tests {
             "{text}"
         );
         assert!(std::ptr::eq(handle, install()), "installed once");
+    }
+
+    #[test]
+    fn unknown_methods_fold_into_one_label() {
+        assert_eq!(method_label("POST"), "POST");
+        assert_eq!(method_label("FOO1"), "other");
     }
 
     #[test]

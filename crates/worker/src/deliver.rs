@@ -7,6 +7,7 @@ use dispatch_domain::DeliveryStatus;
 use dispatch_domain::retry::{AttemptResult, Decision, FailureCode, RetryPolicy};
 use dispatch_store::queries::deliveries::{ClaimedDelivery, Outcome};
 use ring::rand::{SecureRandom, SystemRandom};
+use tracing::Instrument;
 
 use crate::client::Sent;
 use crate::request;
@@ -43,19 +44,62 @@ pub fn deferral(delivery: &ClaimedDelivery, until: DateTime<Utc>) -> Outcome {
 }
 
 /// Makes one attempt at `delivery` through `destination` and returns the outcome to record.
+///
+/// The attempt runs in a `deliver` span continuing the event's trace (its stored
+/// `traceparent`); the webhook request carries this span as its own `traceparent`.
 pub async fn attempt(
     destination: &Destination,
     policy: &RetryPolicy,
     delivery: &ClaimedDelivery,
 ) -> Outcome {
-    let now_wall = Utc::now();
     let attempt_number = u32::try_from(delivery.attempts)
         .unwrap_or(0)
         .saturating_add(1);
+    let span = tracing::info_span!(
+        parent: None,
+        "deliver",
+        otel.kind = "client",
+        event.id = %delivery.event_id,
+        subscription.id = %delivery.subscription_id,
+        attempt = attempt_number,
+        http.request.method = "POST",
+        http.response.status_code = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    );
+    dispatch_telemetry::set_remote_parent(&span, delivery.traceparent.as_deref());
+    attempt_in(destination, policy, delivery, attempt_number, &span)
+        .instrument(span.clone())
+        .await
+}
+
+/// The trace id for the log line: the `deliver` span's, or with no tracing installed the one
+/// the event was ingested under.
+fn trace_id(span: &tracing::Span, delivery: &ClaimedDelivery) -> Option<String> {
+    dispatch_telemetry::trace_id_of(span).or_else(|| {
+        delivery
+            .traceparent
+            .as_deref()
+            .and_then(dispatch_telemetry::TraceParent::parse)
+            .map(|p| p.trace_id_hex())
+    })
+}
+
+async fn attempt_in(
+    destination: &Destination,
+    policy: &RetryPolicy,
+    delivery: &ClaimedDelivery,
+    attempt_number: u32,
+    span: &tracing::Span,
+) -> Outcome {
+    let now_wall = Utc::now();
     let sent = match request::build(delivery, now_wall) {
         Ok(req) => match destination.call(req).await {
             Ok(sent) => sent,
-            Err(throttled) => return deferred(delivery, throttled),
+            Err(throttled) => {
+                span.record("outcome", "deferred");
+                return deferred(delivery, throttled);
+            }
         },
         Err(e) => Sent {
             result: AttemptResult::Failed(FailureCode::Request),
@@ -79,6 +123,13 @@ pub async fn attempt(
         Decision::GiveUp { code } => (DeliveryStatus::Failed, None, Some(code.as_str().to_owned())),
     };
     record_metrics(status, status_code, error_code.as_deref(), sent.latency);
+    if let Some(code) = status_code {
+        span.record("http.response.status_code", code);
+    }
+    span.record("outcome", status.as_str());
+    if status != DeliveryStatus::Delivered {
+        span.record("otel.status_code", "ERROR");
+    }
     tracing::info!(
         event.id = %delivery.event_id,
         subscription.id = %delivery.subscription_id,
@@ -87,6 +138,7 @@ pub async fn attempt(
         latency_ms = sent.latency.as_millis() as u64,
         outcome = status.as_str(),
         error_code = error_code.as_deref(),
+        trace_id = trace_id(span, delivery),
         "delivery attempt"
     );
     Outcome {

@@ -79,6 +79,7 @@ pub async fn serve(
     addr: SocketAddr,
     worker: Worker,
 ) -> std::io::Result<(SocketAddr, impl std::future::Future<Output = ()>)> {
+    dispatch_telemetry::metrics::register_worker_series();
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     let server = async move {

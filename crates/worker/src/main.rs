@@ -45,7 +45,8 @@ async fn shutdown_signal() {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let settings = Settings::load(cli.config.as_deref())?;
-    dispatch_telemetry::init_logging(settings.log_format);
+    // Held until the worker drained: dropping it flushes the spans still buffered.
+    let _telemetry = dispatch_telemetry::init("dispatch-worker", settings.log_format);
     let worker = Worker::new(&settings).context("building the HTTP client")?;
     let (bound, server) = health::serve(settings.addr, worker.clone())
         .await

@@ -52,7 +52,19 @@ fn header(value: &str) -> Result<HeaderValue, BuildError> {
     HeaderValue::from_str(value).map_err(|e| BuildError::Http(e.into()))
 }
 
-/// Builds the signed POST for one attempt made at `now`.
+/// The `traceparent` to send: the current span's (the attempt's `deliver` span, a child of the
+/// event's trace), or with no tracing installed the one the event was ingested under.
+fn traceparent(delivery: &ClaimedDelivery) -> Option<String> {
+    dispatch_telemetry::current_traceparent().or_else(|| {
+        delivery
+            .traceparent
+            .as_deref()
+            .and_then(dispatch_telemetry::TraceParent::parse)
+            .map(|p| p.to_string())
+    })
+}
+
+/// Builds the signed POST for one attempt made at `now`, within the attempt's span.
 pub fn build(
     delivery: &ClaimedDelivery,
     now: DateTime<Utc>,
@@ -69,6 +81,9 @@ pub fn build(
         .header("X-Dispatch-Timestamp", timestamp)
         .header("webhook-id", header(&delivery.event_id)?)
         .header("webhook-timestamp", timestamp);
+    if let Some(traceparent) = traceparent(delivery) {
+        request = request.header(dispatch_telemetry::TRACEPARENT, header(&traceparent)?);
+    }
     if let Some(secret) = &delivery.secret {
         let key = SigningKey::from_secret(secret).map_err(|e| BuildError::Secret(e.to_string()))?;
         request = request
@@ -82,4 +97,42 @@ pub fn build(
             );
     }
     Ok(request.body(http_body_util::Full::new(Bytes::from(body)))?)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn delivery(traceparent: Option<&str>) -> ClaimedDelivery {
+        ClaimedDelivery {
+            id: 1,
+            event_id: "evt_1".to_owned(),
+            subscription_id: "sub_1".to_owned(),
+            attempts: 0,
+            event_type: "order.created".to_owned(),
+            source: "billing-service".to_owned(),
+            data: serde_json::json!({"n": 1}),
+            received_at: Utc::now(),
+            url: "http://127.0.0.1:9/hook".to_owned(),
+            secret: None,
+            leased_until: Utc::now(),
+            rate_limit_per_sec: 100.0,
+            rate_limit_burst: 10,
+            circuit_open_until: None,
+            traceparent: traceparent.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn without_tracing_installed_the_stored_traceparent_is_sent_as_it_is() {
+        let stored = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let request = build(&delivery(Some(stored)), Utc::now()).unwrap();
+        assert_eq!(request.headers()["traceparent"], stored);
+        let request = build(&delivery(None), Utc::now()).unwrap();
+        assert!(request.headers().get("traceparent").is_none());
+        let request = build(&delivery(Some("not-a-traceparent")), Utc::now()).unwrap();
+        assert!(request.headers().get("traceparent").is_none());
+    }
 }

@@ -116,6 +116,11 @@ impl Worker {
         self.inner.listening.load(Ordering::Relaxed)
     }
 
+    #[tracing::instrument(
+        name = "claim",
+        skip_all,
+        fields(worker.id = %self.inner.id, limit, claimed = tracing::field::Empty)
+    )]
     async fn claim(&self, limit: usize) -> Result<Vec<ClaimedDelivery>, StoreError> {
         use dispatch_telemetry::metrics as names;
         let mut conn = pool::connection(&self.inner.pool).await?;
@@ -129,6 +134,7 @@ impl Worker {
         .await?;
         metrics::histogram!(names::CLAIM_DURATION).record(started.elapsed().as_secs_f64());
         metrics::histogram!(names::CLAIM_BATCH_SIZE).record(claimed.len() as f64);
+        tracing::Span::current().record("claimed", claimed.len());
         Ok(claimed)
     }
 

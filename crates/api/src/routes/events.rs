@@ -6,6 +6,7 @@ use dispatch_store::models::NewEvent;
 use dispatch_store::queries::attempts as attempt_queries;
 use dispatch_store::queries::events::{self, IngestOutcome};
 use dispatch_store::{AsyncPgConnection, pool};
+use tracing::Instrument;
 
 use super::AppState;
 use crate::body::{Fields, check_storable_json, read_json_body};
@@ -30,7 +31,32 @@ pub fn parse_new_event(body: serde_json::Value) -> Result<NewEvent, ApiError> {
         event_type,
         source,
         data,
+        traceparent: None,
     })
+}
+
+/// The caller's `traceparent` when there is exactly one and it is valid; W3C says anything else
+/// is ignored (a new trace starts here), never an error.
+fn caller_traceparent(req: &HttpRequest) -> Option<dispatch_telemetry::TraceParent> {
+    let mut values = req.headers().get_all(dispatch_telemetry::TRACEPARENT);
+    let value = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    dispatch_telemetry::TraceParent::parse(value.to_str().ok()?)
+}
+
+/// A span for one request to an event route, continuing the caller's trace when it sent a
+/// valid `traceparent`. Must be set up before the span is first entered.
+fn continue_trace(
+    req: &HttpRequest,
+    span: &tracing::Span,
+) -> Option<dispatch_telemetry::TraceParent> {
+    let caller = caller_traceparent(req);
+    if let Some(parent) = &caller {
+        dispatch_telemetry::set_parent(span, parent);
+    }
+    caller
 }
 
 async fn view(
@@ -46,12 +72,56 @@ pub async fn create(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    let span = tracing::info_span!(
+        "ingest",
+        otel.kind = "server",
+        http.request.method = "POST",
+        http.route = "/events",
+        event.id = tracing::field::Empty,
+        event.type = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    );
+    let caller = continue_trace(&req, &span);
+    let result = ingest(req, payload, state, caller, span.clone())
+        .instrument(span.clone())
+        .await;
+    let status = match &result {
+        Ok(response) => response.status(),
+        Err(e) => actix_web::ResponseError::status_code(e),
+    };
+    span.record("http.response.status_code", status.as_u16());
+    if status.is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
+    result
+}
+
+async fn ingest(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    caller: Option<dispatch_telemetry::TraceParent>,
+    span: tracing::Span,
+) -> Result<HttpResponse, ApiError> {
     let body = read_json_body(&req, payload, state.max_body_bytes).await?;
-    let new = parse_new_event(body)?;
+    let mut new = parse_new_event(body)?;
+    span.record("event.id", new.id.as_str());
+    span.record("event.type", new.event_type.as_str());
+    // The delivery spans continue from this one, a child of the caller's span when it sent one;
+    // with no tracing installed, the caller's own traceparent is kept as it came.
+    new.traceparent =
+        dispatch_telemetry::traceparent_of(&span).or_else(|| caller.map(|c| c.to_string()));
     let mut conn = pool::connection(&state.pool).await?;
     match events::ingest(&mut conn, &new).await? {
         IngestOutcome::Created { event, deliveries } => {
-            tracing::info!(event.id = %new.id, event.type = %new.event_type, deliveries, "event accepted");
+            tracing::info!(
+                event.id = %new.id,
+                event.type = %new.event_type,
+                deliveries,
+                trace_id = dispatch_telemetry::trace_id_of(&span),
+                "event accepted"
+            );
             metrics::counter!(dispatch_telemetry::metrics::EVENTS_RECEIVED).increment(1);
             if deliveries > 0 {
                 state.waker.wake();
@@ -87,6 +157,21 @@ fn event_id(path: web::Path<String>) -> Result<String, ApiError> {
 }
 
 pub async fn get(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let span = tracing::info_span!(
+        "get_event",
+        otel.kind = "server",
+        http.request.method = "GET",
+        http.route = "/events/{id}",
+    );
+    continue_trace(&req, &span);
+    get_event(path, state).instrument(span).await
+}
+
+async fn get_event(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
@@ -99,6 +184,21 @@ pub async fn get(
 }
 
 pub async fn attempts(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let span = tracing::info_span!(
+        "list_attempts",
+        otel.kind = "server",
+        http.request.method = "GET",
+        http.route = "/events/{id}/attempts",
+    );
+    continue_trace(&req, &span);
+    list_attempts(path, state).instrument(span).await
+}
+
+async fn list_attempts(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {

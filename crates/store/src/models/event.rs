@@ -14,6 +14,8 @@ pub struct EventRow {
     pub source: String,
     pub data: serde_json::Value,
     pub received_at: DateTime<Utc>,
+    /// The W3C `traceparent` the event was ingested under, continued by its deliveries.
+    pub traceparent: Option<String>,
 }
 
 /// An event as accepted by the API, about to be stored.
@@ -23,4 +25,7 @@ pub struct NewEvent {
     pub event_type: EventType,
     pub source: Source,
     pub data: serde_json::Value,
+    /// The W3C `traceparent` to store with the event (already validated). Not part of the
+    /// event's content: a repeat with another (or no) traceparent is still the same event.
+    pub traceparent: Option<String>,
 }

@@ -43,6 +43,9 @@ pub struct ClaimedDelivery {
     /// Until when another worker saw the destination's circuit open (already past, or none).
     #[diesel(sql_type = Nullable<Timestamptz>)]
     pub circuit_open_until: Option<DateTime<Utc>>,
+    /// The W3C `traceparent` the event was ingested under: the parent of the delivery's spans.
+    #[diesel(sql_type = Nullable<Text>)]
+    pub traceparent: Option<String>,
 }
 
 fn interval(d: std::time::Duration) -> diesel::pg::data_types::PgInterval {
@@ -57,6 +60,7 @@ fn interval(d: std::time::Duration) -> diesel::pg::data_types::PgInterval {
 /// worker's claim respects. Retries take at most half of every batch (at least one), so a
 /// storm of retries cannot starve new events; expired leases come last. Each candidate set is materialised
 /// with its own LIMIT, so the statement never locks more rows than it returns.
+#[tracing::instrument(name = "db.claim", skip_all, fields(otel.kind = "client", db.system.name = "postgresql"))]
 pub async fn claim(
     conn: &mut AsyncPgConnection,
     worker: &str,
@@ -104,7 +108,8 @@ pub async fn claim(
           WHERE d.id = due.id AND e.id = d.event_id AND s.id = d.subscription_id
          RETURNING d.id, d.event_id, d.subscription_id, d.attempts, e.event_type, e.source,
                    e.data, e.received_at, s.url, s.secret, d.leased_until,
-                   s.rate_limit_per_sec, s.rate_limit_burst, s.circuit_open_until",
+                   s.rate_limit_per_sec, s.rate_limit_burst, s.circuit_open_until,
+                   e.traceparent",
     )
     .bind::<Text, _>(worker)
     .bind::<BigInt, _>(limit)
@@ -148,6 +153,7 @@ struct Recorded {
 /// (`worker` and `leased_until`; its lease expired and it was claimed again, or it was cancelled)
 /// is left alone and its attempt is not recorded. Returns the ids of the deliveries updated
 /// (attempts and deferrals).
+#[tracing::instrument(name = "db.record_outcomes", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", outcomes = outcomes.len()))]
 pub async fn record_outcomes(
     conn: &mut AsyncPgConnection,
     worker: &str,
@@ -218,6 +224,7 @@ pub async fn record_outcomes(
 
 /// Hands claimed deliveries that were never started back to the queue (graceful shutdown):
 /// `pending` again if never attempted, else `retrying`, due at once. Fenced on the lease holder.
+#[tracing::instrument(name = "db.release", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", deliveries = ids.len()))]
 pub async fn release(
     conn: &mut AsyncPgConnection,
     worker: &str,
@@ -245,12 +252,20 @@ struct NextDue {
 }
 
 /// When the next waiting delivery (or lease) falls due, so an idle worker can sleep until then.
+/// Deliveries of a destination whose circuit is open count from when it half-opens, since no
+/// claim takes them before.
 pub async fn next_due_at(
     conn: &mut AsyncPgConnection,
 ) -> Result<Option<DateTime<Utc>>, StoreError> {
     let row: NextDue = diesel::sql_query(
         "SELECT least(
-             (SELECT min(next_attempt_at) FROM deliveries WHERE status IN ('pending', 'retrying')),
+             (SELECT min(d.next_attempt_at) FROM deliveries d
+               WHERE d.status IN ('pending', 'retrying')
+                 AND NOT EXISTS (SELECT 1 FROM subscriptions s
+                                  WHERE s.id = d.subscription_id
+                                    AND s.circuit_open_until > now())),
+             -- Deliveries held by an open circuit fall due when it half-opens.
+             (SELECT min(circuit_open_until) FROM subscriptions WHERE circuit_open_until > now()),
              (SELECT min(leased_until) FROM deliveries WHERE status = 'processing')
          ) AS at",
     )

@@ -1,7 +1,7 @@
 //! Ingesting events (with their deliveries) and reading an event, its deliveries and attempts.
 
 use diesel::prelude::*;
-use diesel::sql_types::{Array, BigInt, Jsonb, Text, Timestamptz};
+use diesel::sql_types::{Array, BigInt, Jsonb, Nullable, Text, Timestamptz};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use crate::StoreError;
@@ -31,23 +31,27 @@ struct InsertedEvent {
     data: serde_json::Value,
     #[diesel(sql_type = Timestamptz)]
     received_at: chrono::DateTime<chrono::Utc>,
+    #[diesel(sql_type = Nullable<Text>)]
+    traceparent: Option<String>,
     #[diesel(sql_type = BigInt)]
     deliveries: i64,
 }
 
 /// Inserts the event and one pending delivery per active subscription whose patterns select
 /// its type, in one statement (hence one transaction and one round trip). A repeated id creates
-/// nothing: the stored event is returned and compared with the new content.
+/// nothing: the stored event is returned and compared with the new content (its traceparent is
+/// not content: the first receipt's is kept).
+#[tracing::instrument(name = "db.ingest", skip_all, fields(otel.kind = "client", db.system.name = "postgresql"))]
 pub async fn ingest(
     conn: &mut AsyncPgConnection,
     new: &NewEvent,
 ) -> Result<IngestOutcome, StoreError> {
     let inserted: Option<InsertedEvent> = diesel::sql_query(
         "WITH ev AS (
-             INSERT INTO events (id, event_type, source, data)
-             VALUES ($1, $2, $3, $4)
+             INSERT INTO events (id, event_type, source, data, traceparent)
+             VALUES ($1, $2, $3, $4, $6)
              ON CONFLICT (id) DO NOTHING
-             RETURNING id, event_type, source, data, received_at
+             RETURNING id, event_type, source, data, received_at, traceparent
          ), dl AS (
              INSERT INTO deliveries (event_id, subscription_id)
              SELECT ev.id, s.id
@@ -66,6 +70,7 @@ pub async fn ingest(
     .bind::<Text, _>(new.source.as_str())
     .bind::<Jsonb, _>(&new.data)
     .bind::<Array<Text>, _>(new.event_type.matching_patterns())
+    .bind::<Nullable<Text>, _>(new.traceparent.as_deref())
     .get_result(conn)
     .await
     .optional()?;
@@ -79,13 +84,14 @@ pub async fn ingest(
                 source: row.source,
                 data: row.data,
                 received_at: row.received_at,
+                traceparent: row.traceparent,
             },
         });
     }
     // Compared in SQL: jsonb equality compares numbers by value (1e17 = 100000000000000000),
     // which a comparison of re-parsed JSON values would not.
     let existing: StoredEvent = diesel::sql_query(
-        "SELECT id, event_type, source, data, received_at,
+        "SELECT id, event_type, source, data, received_at, traceparent,
                 (event_type = $2 AND source = $3 AND data = $4) AS same
            FROM events WHERE id = $1",
     )
@@ -107,6 +113,7 @@ pub async fn ingest(
         source: existing.source,
         data: existing.data,
         received_at: existing.received_at,
+        traceparent: existing.traceparent,
     };
     Ok(if same {
         IngestOutcome::Duplicate(row)
@@ -127,10 +134,13 @@ struct StoredEvent {
     data: serde_json::Value,
     #[diesel(sql_type = Timestamptz)]
     received_at: chrono::DateTime<chrono::Utc>,
+    #[diesel(sql_type = Nullable<Text>)]
+    traceparent: Option<String>,
     #[diesel(sql_type = diesel::sql_types::Bool)]
     same: bool,
 }
 
+#[tracing::instrument(name = "db.find_event", skip_all, fields(otel.kind = "client", db.system.name = "postgresql"))]
 pub async fn find(conn: &mut AsyncPgConnection, id: &str) -> Result<Option<EventRow>, StoreError> {
     Ok(events::table
         .find(id)
@@ -141,6 +151,7 @@ pub async fn find(conn: &mut AsyncPgConnection, id: &str) -> Result<Option<Event
 }
 
 /// The event's deliveries in the order they were created.
+#[tracing::instrument(name = "db.deliveries_of", skip_all, fields(otel.kind = "client", db.system.name = "postgresql"))]
 pub async fn deliveries_of(
     conn: &mut AsyncPgConnection,
     event_id: &str,

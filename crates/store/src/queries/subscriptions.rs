@@ -121,7 +121,8 @@ pub struct CircuitUpdate {
 }
 
 /// Publishes circuit changes in one statement. An open circuit is never shortened by another
-/// worker's older news: `open_until` only grows while the circuit stays open.
+/// worker's news: `open_until` only grows while the circuit stays open, and a worker whose own
+/// breaker half-opened or closed cannot clear a circuit that is still open.
 pub async fn publish_circuits(
     conn: &mut AsyncPgConnection,
     updates: &[CircuitUpdate],
@@ -142,7 +143,9 @@ pub async fn publish_circuits(
                     ELSE NULL END,
                 circuit_changed_at = now()
            FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS u(id, state, open_until)
-          WHERE s.id = u.id",
+          WHERE s.id = u.id
+            AND (u.state = 'open' OR s.circuit_open_until IS NULL
+                 OR s.circuit_open_until <= now())",
     )
     .bind::<Array<Text>, _>(ids)
     .bind::<Array<Text>, _>(states)

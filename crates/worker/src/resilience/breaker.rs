@@ -213,7 +213,11 @@ mod tests {
         rig.script(&[500, 500]);
         assert_eq!(status_of(rig.send().await), 500);
         assert_eq!(status_of(rig.send().await), 500);
-        assert_eq!(rig.state(), CircuitState::Closed, "two requests are too few");
+        assert_eq!(
+            rig.state(),
+            CircuitState::Closed,
+            "two requests are too few"
+        );
         rig.script(&[500]);
         let opened_at = now();
         assert_eq!(status_of(rig.send().await), 500);
@@ -254,7 +258,11 @@ mod tests {
             matches!(sixth, Err(Throttled::CircuitOpen { retry_at }) if retry_at > now()),
             "a sixth trial must wait, got {sixth:?}"
         );
-        assert_eq!(rig.calls(), 3 + 5, "the sixth never reached the destination");
+        assert_eq!(
+            rig.calls(),
+            3 + 5,
+            "the sixth never reached the destination"
+        );
         assert_eq!(rig.state(), CircuitState::HalfOpen);
 
         for trial in trials {
@@ -335,7 +343,11 @@ mod tests {
                 "request {i} while the bucket is empty: {answer:?}"
             );
         }
-        assert_eq!(rig.calls(), 3, "throttled requests never reach the destination");
+        assert_eq!(
+            rig.calls(),
+            3,
+            "throttled requests never reach the destination"
+        );
         assert_eq!(rig.state(), CircuitState::HalfOpen);
 
         // With tokens again, five trials go through and close the circuit.

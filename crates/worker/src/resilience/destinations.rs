@@ -53,7 +53,12 @@ pub struct Destination {
     breaker: SharedBreaker,
     /// (rate per second, burst, fleet size) the stack's bucket was built for.
     built_for: (f64, i32, i64),
-    in_flight: AtomicUsize,
+    /// Shared with the stacks this one replaces, so requests started on an older stack free
+    /// their slot here when they finish.
+    in_flight: Arc<AtomicUsize>,
+    /// The claim showed a published circuit (open, or open until a time now past): publish
+    /// this worker's view at the next chance so a stale `open` does not linger.
+    saw_published_circuit: std::sync::atomic::AtomicBool,
     last_used: Mutex<Instant>,
     published: Mutex<CircuitState>,
     /// Breaker trips already counted in the metrics.
@@ -131,7 +136,14 @@ impl Destinations {
         self.fleet.load(Ordering::Relaxed)
     }
 
-    fn build(&self, rate: f64, burst: i32, fleet: i64, breaker: SharedBreaker) -> Destination {
+    fn build(
+        &self,
+        rate: f64,
+        burst: i32,
+        fleet: i64,
+        breaker: SharedBreaker,
+        in_flight: Arc<AtomicUsize>,
+    ) -> Destination {
         let (rate_share, burst_share) = share(rate, burst, fleet);
         let bucket = Arc::new(Mutex::new(TokenBucket::new(rate_share, burst_share, now())));
         let client = self.client.clone();
@@ -146,7 +158,8 @@ impl Destinations {
             stack: BoxCloneSyncService::new(stack),
             breaker,
             built_for: (rate, burst, fleet),
-            in_flight: AtomicUsize::new(0),
+            in_flight,
+            saw_published_circuit: std::sync::atomic::AtomicBool::new(false),
             last_used: Mutex::new(now()),
             published: Mutex::new(CircuitState::Closed),
             counted_trips: Mutex::new(0),
@@ -173,11 +186,12 @@ impl Destinations {
                         now(),
                     )))
                 });
-                let rebuilt = Arc::new(self.build(wanted.0, wanted.1, wanted.2, breaker));
+                let in_flight = existing
+                    .map(|d| d.in_flight.clone())
+                    .unwrap_or_else(|| Arc::new(AtomicUsize::new(0)));
+                let rebuilt =
+                    Arc::new(self.build(wanted.0, wanted.1, wanted.2, breaker, in_flight));
                 if let Some(old) = existing {
-                    rebuilt
-                        .in_flight
-                        .store(old.in_flight.load(Ordering::Acquire), Ordering::Release);
                     *lock(&rebuilt.published) = *lock(&old.published);
                     *lock(&rebuilt.counted_trips) = *lock(&old.counted_trips);
                 }
@@ -187,6 +201,9 @@ impl Destinations {
         };
         drop(map);
         if let Some(until) = delivery.circuit_open_until {
+            destination
+                .saw_published_circuit
+                .store(true, Ordering::Relaxed);
             let t = now();
             if let Ok(ahead) = (until - chrono::Utc::now()).to_std() {
                 lock(&destination.breaker).open_until_at_least(t + ahead, t);
@@ -233,7 +250,11 @@ impl Destinations {
             metrics::gauge!(names::CIRCUIT_STATE, names::SUBSCRIPTION_ID => id.clone())
                 .set(f64::from(state as u8));
             let mut published = lock(&destination.published);
-            if *published != state {
+            let stale = state == CircuitState::Closed
+                && destination
+                    .saw_published_circuit
+                    .swap(false, Ordering::Relaxed);
+            if *published != state || stale {
                 *published = state;
                 let open_until = breaker.open_until(t).and_then(|until| {
                     chrono::Duration::from_std(until.duration_since(t))

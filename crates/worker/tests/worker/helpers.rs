@@ -10,7 +10,9 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Integer, Text};
 use diesel_async::RunQueryDsl;
 use dispatch_domain::{DestinationUrl, EventId, EventType, Pattern, Source, SubscriptionId};
-use dispatch_store::models::{AttemptRow, DeliveryRow, EventRow, NewEvent, NewSubscription};
+use dispatch_store::models::{
+    AttemptRow, DeliveryRow, EventRow, NewEvent, NewSubscription, RateLimit, SubscriptionRow,
+};
 use dispatch_store::queries::events::IngestOutcome;
 use dispatch_store::queries::{events, subscriptions};
 use dispatch_store::schema::{attempts, deliveries};
@@ -78,12 +80,29 @@ impl Harness {
 
     /// A subscription to every event type, sending to `url`.
     pub async fn subscribe_url(&self, id: &str, url: &str, secret: Option<&str>) {
+        self.subscribe_url_limited(id, url, secret, RateLimit::default())
+            .await;
+    }
+
+    /// A subscription to every event type, sending to the receiver's `path` under `rate_limit`.
+    pub async fn subscribe_limited(&self, id: &str, path: &str, rate_limit: RateLimit) {
+        let url = self.receiver.url(path);
+        self.subscribe_url_limited(id, &url, None, rate_limit).await;
+    }
+
+    async fn subscribe_url_limited(
+        &self,
+        id: &str,
+        url: &str,
+        secret: Option<&str>,
+        rate_limit: RateLimit,
+    ) {
         let new = NewSubscription {
             id: SubscriptionId::parse(id).expect("a valid subscription id"),
             url: DestinationUrl::parse(url).expect("a valid destination URL"),
             event_types: vec![Pattern::parse("*").expect("a valid pattern")],
             secret: secret.map(str::to_owned),
-            rate_limit: dispatch_store::models::RateLimit::default(),
+            rate_limit,
         };
         subscriptions::insert(&mut *self.conn().await, &new)
             .await
@@ -98,6 +117,7 @@ impl Harness {
             event_type: EventType::parse(event_type).expect("a valid event type"),
             source: Source::parse("shop-service").expect("a valid source"),
             data,
+            traceparent: None,
         };
         match events::ingest(&mut *self.conn().await, &new)
             .await
@@ -113,6 +133,22 @@ impl Harness {
         dispatch_store::notify::notify(&mut *self.conn().await)
             .await
             .expect("NOTIFY is sent");
+    }
+
+    /// An active subscription as stored (with its rate limit and published circuit).
+    pub async fn subscription(&self, id: &str) -> SubscriptionRow {
+        subscriptions::find_active(&mut *self.conn().await, id)
+            .await
+            .expect("subscriptions are readable")
+            .unwrap_or_else(|| panic!("no active subscription {id}"))
+    }
+
+    /// Runs a statement behind the code's back; returns the rows it changed.
+    pub async fn execute(&self, sql: &str) -> usize {
+        diesel::sql_query(sql)
+            .execute(&mut self.conn().await)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
 
     pub async fn delivery(&self, event_id: &str, subscription_id: &str) -> DeliveryRow {

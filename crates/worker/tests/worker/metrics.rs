@@ -18,10 +18,11 @@ fn parse(text: &str) -> (HashMap<String, String>, HashMap<String, f64>) {
             if let (Some(name), Some(kind)) = (parts.next(), parts.next()) {
                 types.insert(name.to_owned(), kind.to_owned());
             }
-        } else if !line.starts_with('#') && !line.is_empty() {
-            if let Some((series, value)) = line.rsplit_once(' ') {
-                values.insert(series.to_owned(), value.parse().unwrap_or(f64::NAN));
-            }
+        } else if !line.starts_with('#')
+            && !line.is_empty()
+            && let Some((series, value)) = line.rsplit_once(' ')
+        {
+            values.insert(series.to_owned(), value.parse().unwrap_or(f64::NAN));
         }
     }
     (types, values)
