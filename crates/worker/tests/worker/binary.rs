@@ -74,6 +74,11 @@ async fn the_binary_logs_json_delivery_lines_without_secrets_and_exits_cleanly_o
     assert_eq!(delivery["attempt"], 1, "{delivery}");
     assert_eq!(delivery["status_code"], 200, "{delivery}");
     assert!(delivery["latency_ms"].is_u64(), "{delivery}");
+    let trace_id = delivery["trace_id"].as_str().unwrap_or("");
+    assert!(
+        trace_id.len() == 32 && trace_id.chars().all(|c| c.is_ascii_hexdigit()),
+        "trace id {trace_id:?} in {delivery}"
+    );
     assert_eq!(delivery["level"], "INFO");
     assert!(
         lines.iter().any(|l| l["message"] == "worker stopped"),
