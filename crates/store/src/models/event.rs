@@ -6,7 +6,7 @@ use dispatch_domain::{EventId, EventType, Source};
 
 use crate::schema::events;
 
-#[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
+#[derive(Debug, Clone, PartialEq, Queryable, QueryableByName, Selectable)]
 #[diesel(table_name = events, check_for_backend(diesel::pg::Pg))]
 pub struct EventRow {
     pub id: String,

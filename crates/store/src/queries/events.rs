@@ -1,7 +1,7 @@
 //! Ingesting events (with their deliveries) and reading an event, its deliveries and attempts.
 
 use diesel::prelude::*;
-use diesel::sql_types::{Array, BigInt, Jsonb, Nullable, Text, Timestamptz};
+use diesel::sql_types::{Array, BigInt, Jsonb, Nullable, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use crate::StoreError;
@@ -21,18 +21,8 @@ pub enum IngestOutcome {
 
 #[derive(QueryableByName)]
 struct InsertedEvent {
-    #[diesel(sql_type = Text)]
-    id: String,
-    #[diesel(sql_type = Text)]
-    event_type: String,
-    #[diesel(sql_type = Text)]
-    source: String,
-    #[diesel(sql_type = Jsonb)]
-    data: serde_json::Value,
-    #[diesel(sql_type = Timestamptz)]
-    received_at: chrono::DateTime<chrono::Utc>,
-    #[diesel(sql_type = Nullable<Text>)]
-    traceparent: Option<String>,
+    #[diesel(embed)]
+    event: EventRow,
     #[diesel(sql_type = BigInt)]
     deliveries: i64,
 }
@@ -78,14 +68,7 @@ pub async fn ingest(
     if let Some(row) = inserted {
         return Ok(IngestOutcome::Created {
             deliveries: row.deliveries,
-            event: EventRow {
-                id: row.id,
-                event_type: row.event_type,
-                source: row.source,
-                data: row.data,
-                received_at: row.received_at,
-                traceparent: row.traceparent,
-            },
+            event: row.event,
         });
     }
     // Compared in SQL: jsonb equality compares numbers by value (1e17 = 100000000000000000),
@@ -106,36 +89,17 @@ pub async fn ingest(
         what: "event",
         reason: format!("{} conflicted on insert but cannot be read", new.id),
     })?;
-    let same = existing.same;
-    let row = EventRow {
-        id: existing.id,
-        event_type: existing.event_type,
-        source: existing.source,
-        data: existing.data,
-        received_at: existing.received_at,
-        traceparent: existing.traceparent,
-    };
-    Ok(if same {
-        IngestOutcome::Duplicate(row)
+    Ok(if existing.same {
+        IngestOutcome::Duplicate(existing.event)
     } else {
-        IngestOutcome::Conflict(row)
+        IngestOutcome::Conflict(existing.event)
     })
 }
 
 #[derive(QueryableByName)]
 struct StoredEvent {
-    #[diesel(sql_type = Text)]
-    id: String,
-    #[diesel(sql_type = Text)]
-    event_type: String,
-    #[diesel(sql_type = Text)]
-    source: String,
-    #[diesel(sql_type = Jsonb)]
-    data: serde_json::Value,
-    #[diesel(sql_type = Timestamptz)]
-    received_at: chrono::DateTime<chrono::Utc>,
-    #[diesel(sql_type = Nullable<Text>)]
-    traceparent: Option<String>,
+    #[diesel(embed)]
+    event: EventRow,
     #[diesel(sql_type = diesel::sql_types::Bool)]
     same: bool,
 }
