@@ -1,6 +1,10 @@
 //! `cargo xtask`: the one entry point for developing and operating Dispatch.
-//! `dev` runs it locally, `test` runs the whole suite, `lint`, `cover`, `migrate`.
+//! `dev` runs it locally, `test` runs the whole suite, `lint`, `cover`, `migrate`; the operator
+//! commands `replay`, `purge`, `stats` and `check-config` live in `ops`.
 
+mod bench;
+mod openapi;
+mod ops;
 mod pg;
 mod sink;
 
@@ -48,11 +52,32 @@ enum Task {
     },
     /// Line coverage of the test suite (cargo-llvm-cov).
     Cover,
+    /// Regenerate docs/openapi.json from the API's code (`--check`: fail if it is stale).
+    Openapi {
+        /// Do not write; fail when docs/openapi.json differs from the generated document.
+        #[arg(long)]
+        check: bool,
+    },
     /// Apply, revert or list migrations on DATABASE_URL.
     Migrate {
         #[arg(value_enum)]
         action: MigrateAction,
     },
+    /// Re-queue failed deliveries (by event, subscription or failure time) with a fresh retry
+    /// schedule, on DATABASE_URL.
+    Replay(ops::ReplayArgs),
+    /// Delete finished events (with their deliveries and attempts) and deleted subscriptions
+    /// older than a retention period, in small batches, on DATABASE_URL.
+    Purge(ops::PurgeArgs),
+    /// Backlog, deliveries by status, the last hour's failure rate and each subscription's
+    /// circuit, due deliveries and failures, from DATABASE_URL.
+    Stats(ops::StatsArgs),
+    /// Load and validate the API's and/or the worker's configuration as the binaries do, and
+    /// print the effective values (passwords masked) or every problem.
+    CheckConfig(ops::CheckConfigArgs),
+    /// Benchmark Dispatch on 127.0.0.1 (fresh database, API, workers, a built-in receiver)
+    /// against the ceiling of durable single-row inserts; prints a table and JSON lines.
+    Bench(bench::Args),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -117,6 +142,12 @@ async fn run(task: Task) -> Result<bool> {
             status,
         } => sink::run(addr, secret, status).await,
         Task::Migrate { action } => migrate(action).await,
+        Task::Openapi { check } => openapi::run(check),
+        Task::Replay(args) => ops::replay(args).await,
+        Task::Purge(args) => ops::purge(args).await,
+        Task::Stats(args) => ops::stats(args).await,
+        Task::CheckConfig(args) => ops::check_config(args),
+        Task::Bench(args) => bench::run(args).await,
     }
 }
 

@@ -1,4 +1,4 @@
-//! The `dispatch-api` command line: `serve` (default) and `migrate up|down|status`.
+//! The `dispatch-api` command line: `serve` (default), `migrate up|down|status` and `openapi`.
 
 use std::path::PathBuf;
 
@@ -27,6 +27,8 @@ pub enum Command {
         #[arg(value_enum)]
         action: MigrateAction,
     },
+    /// Print the OpenAPI document (the content of docs/openapi.json) and exit.
+    Openapi,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -72,11 +74,20 @@ pub async fn migrate(database_url: &str, action: MigrateAction) -> anyhow::Resul
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let action = match cli.command.unwrap_or(Command::Serve) {
+        // Needs no configuration: the document depends on the code only.
+        Command::Openapi => {
+            print!("{}", crate::openapi::pretty_json());
+            return Ok(());
+        }
+        Command::Serve => None,
+        Command::Migrate { action } => Some(action),
+    };
     let settings = Settings::load(cli.config.as_deref())?;
     // Held until the server stopped: dropping it flushes the spans still buffered.
     let _telemetry = dispatch_telemetry::init("dispatch-api", settings.log_format);
-    match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => {
+    match action {
+        None => {
             let app = Application::build(&settings)
                 .with_context(|| format!("binding {}", settings.addr))?;
             tracing::info!(addr = %settings.addr, port = app.port(), "dispatch-api listening");
@@ -84,6 +95,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             tracing::info!("dispatch-api stopped");
             Ok(())
         }
-        Command::Migrate { action } => migrate(&settings.database.url, action).await,
+        Some(action) => migrate(&settings.database.url, action).await,
     }
 }

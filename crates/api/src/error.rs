@@ -46,12 +46,19 @@ pub enum ApiError {
     Internal(#[source] anyhow::Error),
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    code: &'a str,
-    message: String,
+/// Every error answer: `{"code": …, "message": …, "field": …}`.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"code": "invalid_field", "message": "event_types[0]: '*' is allowed only as the whole pattern or as a final '.*' segment", "field": "event_types[0]"}))]
+pub struct ErrorBody<'a> {
+    #[schema(value_type = crate::openapi::ErrorCode)]
+    pub code: &'a str,
+    /// For humans; wording may change.
+    pub message: String,
+    /// Only for `invalid_field` (the body field, `body`, or `event_types[i]`) and
+    /// `invalid_parameter` (`limit`, `cursor` or `query`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    field: Option<&'a str>,
+    #[schema(nullable = false)]
+    pub field: Option<&'a str>,
 }
 
 impl ApiError {

@@ -5,6 +5,7 @@ pub mod body;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod openapi;
 pub mod routes;
 pub mod startup;
 pub mod views;

@@ -5,27 +5,52 @@ use dispatch_domain::{DeliveryStatus, summarise_event_status};
 use dispatch_store::StoreError;
 use dispatch_store::models::{AttemptRow, DeliveryRow, EventRow, SubscriptionRow};
 use serde::Serialize;
+use utoipa::ToSchema;
 
-#[derive(Debug, Serialize)]
+use crate::openapi::{AttemptErrorCode, CircuitState, DeliveryStatusSchema};
+
+/// An event and its deliveries (`POST /events`, `GET /events/{id}`).
+#[derive(Debug, Serialize, ToSchema)]
 pub struct EventView {
+    /// The producer's id.
+    #[schema(example = "evt_123")]
     pub id: String,
+    /// Event type.
     #[serde(rename = "type")]
+    #[schema(example = "order.created")]
     pub event_type: String,
+    /// Producing system.
+    #[schema(example = "billing-service")]
     pub source: String,
+    #[schema(schema_with = crate::openapi::stored_event_data)]
     pub data: serde_json::Value,
     /// The event's status, summarised from its deliveries.
+    #[schema(value_type = DeliveryStatusSchema)]
     pub status: DeliveryStatus,
+    /// When the event was first stored.
     pub received_at: DateTime<Utc>,
+    /// One per matched subscription, in creation order, including cancelled ones.
     pub deliveries: Vec<DeliveryView>,
 }
 
-#[derive(Debug, Serialize)]
+/// One delivery of an event to one subscription.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct DeliveryView {
+    /// The subscription it goes to (it may since have been deleted).
+    #[schema(example = "sub_123")]
     pub subscription_id: String,
+    #[schema(value_type = DeliveryStatusSchema)]
     pub status: DeliveryStatus,
+    /// Attempts recorded so far.
+    #[schema(minimum = 0)]
     pub attempts: i32,
+    /// When the next attempt is due; only for `pending` and `retrying`, else null.
+    #[schema(required = true)]
     pub next_attempt_at: Option<DateTime<Utc>>,
+    /// Why the latest attempt failed; null once one succeeded.
+    #[schema(required = true)]
     pub last_error: Option<String>,
+    /// Last change of this delivery.
     pub updated_at: DateTime<Utc>,
 }
 
@@ -59,15 +84,32 @@ impl EventView {
     }
 }
 
-#[derive(Debug, Serialize)]
+/// One recorded attempt of a delivery (`GET /events/{id}/attempts`).
+#[derive(Debug, Serialize, ToSchema)]
 pub struct AttemptView {
+    /// Which delivery the attempt belongs to.
+    #[schema(example = "sub_123")]
     pub subscription_id: String,
+    /// 1 for the first attempt of that delivery, then 2, 3, …
+    #[schema(minimum = 1)]
     pub attempt: i32,
+    /// The destination's HTTP status; null when no answer came.
+    #[schema(required = true, example = 500)]
     pub status_code: Option<i32>,
+    /// Duration of the attempt, in milliseconds.
+    #[schema(minimum = 0)]
     pub latency_ms: i32,
+    /// Why the attempt failed, for programs; null on a 2xx.
+    #[schema(value_type = Option<AttemptErrorCode>, required = true)]
     pub error_code: Option<String>,
+    /// Why the attempt failed, for humans (`HTTP 500`, the connection error, …); null on a 2xx.
+    #[schema(required = true)]
     pub error: Option<String>,
+    /// The first `stored_response_bytes` bytes of the answer (UTF-8, invalid bytes replaced);
+    /// null when the body was empty or no answer came.
+    #[schema(required = true)]
     pub response_body: Option<String>,
+    /// When the attempt was recorded.
     pub created_at: DateTime<Utc>,
 }
 
@@ -86,36 +128,53 @@ impl From<AttemptRow> for AttemptView {
     }
 }
 
-#[derive(Debug, Serialize)]
+/// A subscription (`POST /subscriptions`, `GET /subscriptions[/{id}]`).
+#[derive(Debug, Serialize, ToSchema)]
 pub struct SubscriptionView {
+    /// Given or generated id.
+    #[schema(example = "sub_123")]
     pub id: String,
+    /// Normalised destination URL.
+    #[schema(format = "uri", example = "https://example.com/webhook")]
     pub url: String,
+    /// The patterns, de-duplicated.
+    #[schema(example = json!(["order.*"]))]
     pub event_types: Vec<String>,
+    /// Always true today (no route changes it).
     pub enabled: bool,
+    /// Whether the subscription has a secret: true for every subscription created by this API.
     pub has_secret: bool,
+    /// Creation time.
     pub created_at: DateTime<Utc>,
     pub rate_limit: RateLimitView,
     pub circuit: CircuitView,
-    /// Present only in the response that created the subscription; never shown again.
+    /// The signing secret, given or generated: present only in the `201` response of the request
+    /// that created the subscription; never shown again.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub secret: Option<String>,
 }
 
 /// A destination's rate limit: `per_second` on average, at most `burst` at once, for the whole
 /// fleet of workers.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct RateLimitView {
+    #[schema(example = 100.0)]
     pub per_second: f64,
+    #[schema(example = 10)]
     pub burst: i32,
 }
 
 /// A destination's circuit as last published by a worker.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct CircuitView {
-    /// `closed`, `half_open` or `open`.
+    #[schema(value_type = CircuitState)]
     pub state: String,
-    /// While open: when it half-opens.
+    /// While open: when it half-opens; null otherwise.
+    #[schema(required = true)]
     pub open_until: Option<DateTime<Utc>>,
+    /// When a worker last published a change; null until one has.
+    #[schema(required = true)]
     pub changed_at: Option<DateTime<Utc>>,
 }
 
@@ -159,14 +218,24 @@ impl SubscriptionView {
 
 /// A page of a list: `data` and the cursor to pass as `?cursor=` for the next page (null at the
 /// end).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Page<T> {
     pub data: Vec<T>,
+    /// Pass as `?cursor=` to get the next page; null on the last page.
+    #[schema(required = true)]
     pub next_cursor: Option<String>,
 }
 
 /// A list that is returned whole.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct List<T> {
     pub data: Vec<T>,
+}
+
+/// `GET /healthz` and `GET /readyz` when all is well.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HealthView {
+    /// `ok` (`/healthz`) or `ready` (`/readyz`).
+    #[schema(example = "ok")]
+    pub status: &'static str,
 }

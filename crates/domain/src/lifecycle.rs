@@ -8,9 +8,12 @@
 //!       attempts left ▼  │claim
 //!                    retrying
 //! pending | processing | retrying ──subscription deleted──▶ cancelled
+//! failed ──replayed by an operator (`cargo xtask replay`)──▶ pending
 //! ```
 //! `processing → processing` is a re-claim after a lease expired (the worker holding it died);
 //! `processing → pending` hands a claimed, unstarted delivery back on graceful shutdown.
+//! `failed → pending` is the one way out of a terminal status, and only an operator takes it:
+//! no worker or API request ever leaves `delivered`, `failed` or `cancelled`.
 
 use std::fmt;
 use std::str::FromStr;
@@ -29,7 +32,8 @@ pub enum DeliveryStatus {
     Retrying,
     /// A 2xx answer was received. Terminal.
     Delivered,
-    /// Every attempt failed. Terminal.
+    /// Every attempt failed (or the destination answered a permanent status). Terminal: only
+    /// an operator's replay moves it back to `pending`.
     Failed,
     /// Its subscription was deleted before it was delivered. Terminal.
     Cancelled,
@@ -56,7 +60,7 @@ impl DeliveryStatus {
         }
     }
 
-    /// No transition leaves a terminal status.
+    /// No automatic transition leaves a terminal status (an operator may replay a failed one).
     pub fn is_terminal(self) -> bool {
         matches!(self, Self::Delivered | Self::Failed | Self::Cancelled)
     }
@@ -72,6 +76,8 @@ impl DeliveryStatus {
                     Processing | Pending | Delivered | Retrying | Failed | Cancelled
                 )
                 | (Retrying, Processing | Cancelled)
+                // An operator's replay: a fresh start with a full retry schedule.
+                | (Failed, Pending)
         )
     }
 }
@@ -143,13 +149,32 @@ mod tests {
         assert!(!Retrying.can_transition_to(Failed));
         assert!(!Delivered.can_transition_to(Pending));
         assert!(!Cancelled.can_transition_to(Processing));
+        assert!(
+            !Cancelled.can_transition_to(Pending),
+            "only failed ones are replayed"
+        );
+        assert!(
+            !Failed.can_transition_to(Retrying),
+            "a replay starts afresh"
+        );
+        assert!(!Failed.can_transition_to(Processing));
     }
 
     #[test]
-    fn terminal_statuses_have_no_way_out() {
+    fn an_operator_may_replay_a_failed_delivery() {
+        assert!(Failed.can_transition_to(Pending));
+        assert!(
+            Failed.is_terminal(),
+            "still terminal for workers and event summaries"
+        );
+    }
+
+    #[test]
+    fn terminal_statuses_have_no_way_out_but_a_replay_of_a_failed_one() {
         for from in DeliveryStatus::ALL.into_iter().filter(|s| s.is_terminal()) {
             for to in DeliveryStatus::ALL {
-                assert!(!from.can_transition_to(to), "{from} -> {to}");
+                let replay = (from, to) == (Failed, Pending);
+                assert_eq!(from.can_transition_to(to), replay, "{from} -> {to}");
             }
         }
         for from in DeliveryStatus::ALL.into_iter().filter(|s| !s.is_terminal()) {

@@ -10,7 +10,8 @@ use tracing::Instrument;
 
 use super::AppState;
 use crate::body::{Fields, check_storable_json, read_json_body};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
+use crate::openapi::NewEventRequest;
 use crate::views::{AttemptView, EventView, List};
 
 /// Turns a request body into a valid new event, naming the first field at fault.
@@ -67,6 +68,34 @@ async fn view(
     Ok(EventView::new(event, deliveries)?)
 }
 
+/// Ingest an event.
+///
+/// Stores the event and, in the same statement, one `pending` delivery per active subscription
+/// whose patterns select its type. Idempotent on `id`: the same content again answers `200`
+/// with the stored event, other content `409 event_conflict`. A valid W3C `traceparent` header
+/// is continued (an invalid one is ignored).
+#[utoipa::path(
+    post,
+    path = "/events",
+    operation_id = "create_event",
+    tag = "events",
+    request_body(content = NewEventRequest, content_type = "application/json"),
+    params(
+        ("traceparent" = Option<String>, Header, description = "W3C Trace Context of the producer's span: `00-<32 hex>-<16 hex>-<2 hex>`. Invalid or repeated: ignored."),
+    ),
+    responses(
+        (status = 202, description = "New event: stored with one pending delivery per matching subscription.", body = EventView),
+        (status = 200, description = "The event was already stored with the same type, source and data; nothing is created. The stored event as it stands now.", body = EventView),
+        (status = 400, description = "`malformed_json`: the body is not valid JSON (an empty body is not).", body = ErrorBody),
+        (status = 409, description = "`event_conflict`: the id was already received with different content.", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body exceeds `max_body_bytes`.", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: `Content-Type` is present and not JSON.", body = ErrorBody),
+        (status = 422, description = "`invalid_field`: the body is not an object, or a field (named in `field`) is missing, invalid or unknown.", body = ErrorBody),
+        (status = 500, description = "`internal`: anything unexpected.", body = ErrorBody),
+        (status = 503, description = "`database_unavailable`: retrying is safe.", body = ErrorBody,
+            headers(("Retry-After" = String, description = "Always `1` (seconds)."))),
+    ),
+)]
 pub async fn create(
     req: HttpRequest,
     payload: web::Payload,
@@ -156,6 +185,21 @@ fn event_id(path: web::Path<String>) -> Result<String, ApiError> {
         .map_err(|_| event_not_found(&id))
 }
 
+/// Get an event and its deliveries.
+#[utoipa::path(
+    get,
+    path = "/events/{id}",
+    operation_id = "get_event",
+    tag = "events",
+    params(("id" = String, Path, description = "The event's id.")),
+    responses(
+        (status = 200, description = "The event.", body = EventView),
+        (status = 404, description = "`not_found`: no such event.", body = ErrorBody),
+        (status = 500, description = "`internal`: anything unexpected.", body = ErrorBody),
+        (status = 503, description = "`database_unavailable`: retry later.", body = ErrorBody,
+            headers(("Retry-After" = String, description = "Always `1` (seconds)."))),
+    ),
+)]
 pub async fn get(
     req: HttpRequest,
     path: web::Path<String>,
@@ -183,6 +227,21 @@ async fn get_event(
     Ok(HttpResponse::Ok().json(view(&mut conn, event).await?))
 }
 
+/// List every recorded attempt of every delivery of an event, oldest first (not paginated).
+#[utoipa::path(
+    get,
+    path = "/events/{id}/attempts",
+    operation_id = "list_attempts",
+    tag = "events",
+    params(("id" = String, Path, description = "The event's id.")),
+    responses(
+        (status = 200, description = "The attempts.", body = List<AttemptView>),
+        (status = 404, description = "`not_found`: no such event.", body = ErrorBody),
+        (status = 500, description = "`internal`: anything unexpected.", body = ErrorBody),
+        (status = 503, description = "`database_unavailable`: retry later.", body = ErrorBody,
+            headers(("Retry-After" = String, description = "Always `1` (seconds)."))),
+    ),
+)]
 pub async fn attempts(
     req: HttpRequest,
     path: web::Path<String>,

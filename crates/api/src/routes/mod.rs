@@ -1,10 +1,14 @@
 //! Route table: every path, its handlers, and JSON answers for unknown paths and methods.
+//! [`ROUTES`] is the one list of what the API serves: [`configure`] builds the app from it, and
+//! the OpenAPI tests compare it with the document (so an undocumented route fails them).
 
-mod events;
-mod health;
-mod subscriptions;
+pub(crate) mod events;
+pub(crate) mod health;
+pub(crate) mod subscriptions;
 
-use actix_web::{HttpResponse, web};
+use actix_web::http::Method;
+use actix_web::http::header::{ALLOW, HeaderValue};
+use actix_web::{HttpResponse, ResponseError, web};
 use dispatch_store::Pool;
 
 use crate::error::ApiError;
@@ -16,32 +20,94 @@ pub struct AppState {
     pub waker: crate::wake::Waker,
 }
 
-async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::MethodNotAllowed)
+/// `405` with the JSON error body and, as RFC 9110 requires, an `Allow` header naming the
+/// path's methods.
+async fn method_not_allowed(allow: HeaderValue) -> HttpResponse {
+    let mut response = ApiError::MethodNotAllowed.error_response();
+    response.headers_mut().insert(ALLOW, allow);
+    response
 }
 
 async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound("no such route".to_owned()))
 }
 
+/// One route: a method on a path pattern, and what handles it.
+pub struct Route {
+    pub method: &'static str,
+    pub path: &'static str,
+    handler: fn(actix_web::Route) -> actix_web::Route,
+}
+
+const fn route(
+    method: &'static str,
+    path: &'static str,
+    handler: fn(actix_web::Route) -> actix_web::Route,
+) -> Route {
+    Route {
+        method,
+        path,
+        handler,
+    }
+}
+
+/// Every route the API serves. Another method on one of these paths answers `405`, any other
+/// path `404`. Each must be documented in [`crate::openapi::ApiDoc`].
+pub const ROUTES: &[Route] = &[
+    route("POST", "/events", |r| r.to(events::create)),
+    route("GET", "/events/{id}", |r| r.to(events::get)),
+    route("GET", "/events/{id}/attempts", |r| r.to(events::attempts)),
+    route("POST", "/subscriptions", |r| r.to(subscriptions::create)),
+    route("GET", "/subscriptions", |r| r.to(subscriptions::list)),
+    route("GET", "/subscriptions/{id}", |r| r.to(subscriptions::get)),
+    route("DELETE", "/subscriptions/{id}", |r| {
+        r.to(subscriptions::delete)
+    }),
+    route("GET", "/healthz", |r| r.to(health::healthz)),
+    route("GET", "/readyz", |r| r.to(health::readyz)),
+    route("GET", "/metrics", |r| r.to(health::metrics)),
+    route("GET", "/openapi.json", |r| r.to(crate::openapi::serve)),
+];
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    let resource =
-        |path: &str| web::resource(path.to_owned()).default_service(web::to(method_not_allowed));
-    cfg.service(resource("/events").route(web::post().to(events::create)))
-        .service(resource("/events/{id}").route(web::get().to(events::get)))
-        .service(resource("/events/{id}/attempts").route(web::get().to(events::attempts)))
-        .service(
-            resource("/subscriptions")
-                .route(web::post().to(subscriptions::create))
-                .route(web::get().to(subscriptions::list)),
-        )
-        .service(
-            resource("/subscriptions/{id}")
-                .route(web::get().to(subscriptions::get))
-                .route(web::delete().to(subscriptions::delete)),
-        )
-        .service(resource("/healthz").route(web::get().to(health::healthz)))
-        .service(resource("/readyz").route(web::get().to(health::readyz)))
-        .service(resource("/metrics").route(web::get().to(health::metrics)))
-        .default_service(web::to(not_found));
+    let mut paths: Vec<&str> = Vec::new();
+    for route in ROUTES {
+        if !paths.contains(&route.path) {
+            paths.push(route.path);
+        }
+    }
+    for path in paths {
+        let routes = || ROUTES.iter().filter(move |r| r.path == path);
+        let allow = routes().map(|r| r.method).collect::<Vec<_>>().join(", ");
+        let allow = HeaderValue::from_str(&allow).expect("method names are valid header text");
+        let mut resource =
+            web::resource(path).default_service(web::to(move || method_not_allowed(allow.clone())));
+        for route in routes() {
+            let method = Method::from_bytes(route.method.as_bytes())
+                .expect("ROUTES names valid HTTP methods");
+            resource = resource.route((route.handler)(web::method(method)));
+        }
+        cfg.service(resource);
+    }
+    cfg.default_service(web::to(not_found));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_are_unique_with_valid_methods() {
+        for (i, route) in ROUTES.iter().enumerate() {
+            assert!(Method::from_bytes(route.method.as_bytes()).is_ok());
+            assert!(
+                !ROUTES[..i]
+                    .iter()
+                    .any(|r| r.method == route.method && r.path == route.path),
+                "{} {} is listed twice",
+                route.method,
+                route.path
+            );
+        }
+    }
 }

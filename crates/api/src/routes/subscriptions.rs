@@ -12,7 +12,8 @@ use serde_json::Value;
 
 use super::AppState;
 use crate::body::{Fields, as_string, kind, read_json_body};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
+use crate::openapi::NewSubscriptionRequest;
 use crate::views::{Page, SubscriptionView};
 
 /// Most patterns one subscription may list.
@@ -148,6 +149,28 @@ pub fn parse_new_subscription(body: Value) -> Result<NewSubscription, ApiError> 
     })
 }
 
+/// Create a subscription.
+///
+/// The answer is the only one that shows the secret (given or generated).
+#[utoipa::path(
+    post,
+    path = "/subscriptions",
+    operation_id = "create_subscription",
+    tag = "subscriptions",
+    request_body(content = NewSubscriptionRequest, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created; `secret` is shown this once.", body = SubscriptionView,
+            headers(("Location" = String, description = "`/subscriptions/{id}`"))),
+        (status = 400, description = "`malformed_json`: the body is not valid JSON (an empty body is not).", body = ErrorBody),
+        (status = 409, description = "`subscription_exists`: the id is taken, possibly by a deleted subscription (ids are never reused).", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body exceeds `max_body_bytes`.", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: `Content-Type` is present and not JSON.", body = ErrorBody),
+        (status = 422, description = "`invalid_field`: the body is not an object, or a field (named in `field`) is missing, invalid or unknown.", body = ErrorBody),
+        (status = 500, description = "`internal`: anything unexpected.", body = ErrorBody),
+        (status = 503, description = "`database_unavailable`: retry later.", body = ErrorBody,
+            headers(("Retry-After" = String, description = "Always `1` (seconds)."))),
+    ),
+)]
 pub async fn create(
     req: HttpRequest,
     payload: web::Payload,
@@ -176,6 +199,28 @@ pub struct ListParams {
     cursor: Option<String>,
 }
 
+/// List subscriptions that are not deleted, ordered by id, a page at a time.
+///
+/// Keyset pagination: subscriptions created or deleted while paging never make others repeat or
+/// go missing. Unknown query parameters are ignored; one given twice is `422` with
+/// `field: "query"`.
+#[utoipa::path(
+    get,
+    path = "/subscriptions",
+    operation_id = "list_subscriptions",
+    tag = "subscriptions",
+    params(
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "Page size, 1–500; default 50."),
+        ("cursor" = Option<String>, Query, max_length = 128, pattern = r"^[A-Za-z0-9_.:-]*$", description = "The previous page's `next_cursor`, unchanged (opaque). Empty or absent: the first page."),
+    ),
+    responses(
+        (status = 200, description = "A page; `next_cursor` is null on the last one.", body = Page<SubscriptionView>),
+        (status = 422, description = "`invalid_parameter`: `limit`, `cursor`, or `query` (a parameter given twice).", body = ErrorBody),
+        (status = 500, description = "`internal`: anything unexpected.", body = ErrorBody),
+        (status = 503, description = "`database_unavailable`: retry later.", body = ErrorBody,
+            headers(("Retry-After" = String, description = "Always `1` (seconds)."))),
+    ),
+)]
 pub async fn list(
     params: web::Query<ListParams>,
     state: web::Data<AppState>,
@@ -222,6 +267,21 @@ fn subscription_id(path: web::Path<String>) -> Result<String, ApiError> {
         .map_err(|_| subscription_not_found(&id))
 }
 
+/// Get a subscription (without its secret).
+#[utoipa::path(
+    get,
+    path = "/subscriptions/{id}",
+    operation_id = "get_subscription",
+    tag = "subscriptions",
+    params(("id" = String, Path, description = "The subscription's id.")),
+    responses(
+        (status = 200, description = "The subscription; `secret` is never shown here.", body = SubscriptionView),
+        (status = 404, description = "`not_found`: no such subscription, or it was deleted.", body = ErrorBody),
+        (status = 500, description = "`internal`: anything unexpected.", body = ErrorBody),
+        (status = 503, description = "`database_unavailable`: retry later.", body = ErrorBody,
+            headers(("Retry-After" = String, description = "Always `1` (seconds)."))),
+    ),
+)]
 pub async fn get(
     path: web::Path<String>,
     state: web::Data<AppState>,
@@ -234,6 +294,24 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(SubscriptionView::public(row)))
 }
 
+/// Delete a subscription.
+///
+/// In one transaction: marks it deleted (kept, so event histories still name it; its id is
+/// never reused) and cancels every unfinished delivery of it.
+#[utoipa::path(
+    delete,
+    path = "/subscriptions/{id}",
+    operation_id = "delete_subscription",
+    tag = "subscriptions",
+    params(("id" = String, Path, description = "The subscription's id.")),
+    responses(
+        (status = 204, description = "Deleted; unfinished deliveries cancelled."),
+        (status = 404, description = "`not_found`: no such subscription, or it was already deleted.", body = ErrorBody),
+        (status = 500, description = "`internal`: anything unexpected.", body = ErrorBody),
+        (status = 503, description = "`database_unavailable`: retry later.", body = ErrorBody,
+            headers(("Retry-After" = String, description = "Always `1` (seconds)."))),
+    ),
+)]
 pub async fn delete(
     path: web::Path<String>,
     state: web::Data<AppState>,

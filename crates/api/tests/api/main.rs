@@ -6,5 +6,6 @@ mod events;
 mod health;
 mod helpers;
 mod metrics;
+mod openapi;
 mod outage;
 mod subscriptions;

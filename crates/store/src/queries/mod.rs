@@ -1,8 +1,10 @@
 //! Query functions. Each takes `&mut AsyncPgConnection`; the caller decides the transaction.
 
 pub mod attempts;
+pub mod bench;
 pub mod deliveries;
 pub mod events;
 pub mod health;
+pub mod ops;
 pub mod subscriptions;
 pub mod workers;

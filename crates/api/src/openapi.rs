@@ -1,0 +1,404 @@
+//! The API's OpenAPI 3.1 document, generated from the code with `utoipa`: the handlers'
+//! `#[utoipa::path]` annotations, the response types in [`crate::views`] and [`ErrorBody`], and
+//! the documentation-only request and enum schemas below. Served at `GET /openapi.json` and
+//! checked in as `docs/openapi.json` (regenerate with `cargo xtask openapi`); a test fails when
+//! either disagrees with the routes the server really has.
+//!
+//! The request schemas are documentation only: bodies are parsed field by field by
+//! `routes::events::parse_new_event` and `routes::subscriptions::parse_new_subscription`, which
+//! these structs mirror (fields, types, limits). `null` counts as absent for every field, so
+//! optional fields are nullable and required ones are not.
+
+use std::sync::OnceLock;
+
+use actix_web::HttpResponse;
+use serde::Deserialize;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Schema, SchemaType, Type};
+use utoipa::{OpenApi, ToSchema};
+
+use crate::error::ErrorBody;
+use crate::routes;
+use crate::views::{
+    AttemptView, CircuitView, DeliveryView, EventView, HealthView, List, Page, RateLimitView,
+    SubscriptionView,
+};
+
+/// The OpenAPI document of `dispatch-api`.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Dispatch API",
+        description = "Dispatch's ingestion API: producers POST events, which are fanned out \
+            into one delivery per matching subscription and POSTed, signed, to each \
+            subscription's URL. docs/spec.md is the prose reference for every route, field, \
+            error and the delivery contract. An unknown path answers `404 not_found` (\"no \
+            such route\"); a known path with another method (including `HEAD`) answers \
+            `405 method_not_allowed` with an `Allow` header naming the path's methods.",
+        license(name = "MIT", identifier = "MIT"),
+    ),
+    paths(
+        routes::events::create,
+        routes::events::get,
+        routes::events::attempts,
+        routes::subscriptions::create,
+        routes::subscriptions::list,
+        routes::subscriptions::get,
+        routes::subscriptions::delete,
+        routes::health::healthz,
+        routes::health::readyz,
+        routes::health::metrics,
+        serve,
+    ),
+    components(schemas(
+        NewEventRequest,
+        EventView,
+        DeliveryView,
+        List<AttemptView>,
+        AttemptView,
+        NewSubscriptionRequest,
+        RateLimitRequest,
+        SubscriptionView,
+        RateLimitView,
+        CircuitView,
+        Page<SubscriptionView>,
+        HealthView,
+        ErrorBody,
+        ErrorCode,
+        DeliveryStatusSchema,
+        CircuitState,
+        AttemptErrorCode,
+    )),
+    tags(
+        (name = "events", description = "Ingesting events and reading their deliveries and attempts."),
+        (name = "subscriptions", description = "Where events are delivered."),
+        (name = "operations", description = "Health, readiness, metrics and this document."),
+    ),
+)]
+pub struct ApiDoc;
+
+/// The document as a value.
+pub fn document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+/// The document as pretty-printed JSON with a final newline: the exact content of
+/// `docs/openapi.json`.
+pub fn pretty_json() -> String {
+    let mut text = document()
+        .to_pretty_json()
+        .expect("the OpenAPI document serialises to JSON");
+    text.push('\n');
+    text
+}
+
+/// The OpenAPI document of this API (the same as `docs/openapi.json`).
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    operation_id = "openapi",
+    tag = "operations",
+    responses(
+        (status = 200, description = "This document, OpenAPI 3.1.", content_type = "application/json", body = Object),
+    ),
+)]
+pub async fn serve() -> HttpResponse {
+    static JSON: OnceLock<String> = OnceLock::new();
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(JSON.get_or_init(pretty_json).as_str())
+}
+
+fn any_json_but_null(description: &str) -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([
+            Type::Object,
+            Type::Array,
+            Type::String,
+            Type::Number,
+            Type::Boolean,
+        ]))
+        .description(Some(description))
+        .into()
+}
+
+/// `data` of a new event: any JSON value except `null`.
+pub fn new_event_data() -> RefOr<Schema> {
+    any_json_but_null(
+        "The payload: any JSON value except `null` (object, array, string, number or boolean), \
+         stored as PostgreSQL `jsonb`. Refused: a `\\u0000` character in any string or key, a \
+         number larger than 1e300 in magnitude, nesting deeper than 64 arrays/objects.",
+    )
+}
+
+/// `data` of a stored event, as read back.
+pub fn stored_event_data() -> RefOr<Schema> {
+    any_json_but_null(
+        "The payload as stored in PostgreSQL `jsonb` and read back, not always byte-for-byte \
+         what was sent: object keys sorted by code point at every level, the last of duplicate \
+         keys kept, numbers read as 64-bit floats (`99.90` comes back as `99.9`).",
+    )
+}
+
+/// `event_types` of a new subscription: 1–64 patterns (each `*`, an exact event type such as
+/// `order.created`, or an event type followed by `.*`, at most 128 characters).
+pub fn event_type_patterns() -> RefOr<Schema> {
+    let pattern = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(
+            "`*` (every type), an exact event type (`order.created`), or an event type followed \
+             by `.*` (`order.*`: every type that starts with `order.` and has at least one more \
+             segment). `*` anywhere else is refused.",
+        ))
+        .min_length(Some(1))
+        .max_length(Some(128))
+        .pattern(Some(r"^(\*|[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*(\.\*)?)$"));
+    ArrayBuilder::new()
+        .items(pattern)
+        .min_items(Some(1))
+        .max_items(Some(64))
+        .into()
+}
+
+/// A delivery's status, and an event's status summarised from its deliveries.
+/// `pending`, `processing` and `retrying` are unfinished; `delivered`, `failed` and `cancelled`
+/// are terminal.
+#[derive(ToSchema)]
+#[schema(as = DeliveryStatus, rename_all = "snake_case")]
+pub enum DeliveryStatusSchema {
+    /// Waiting for its first attempt.
+    Pending,
+    /// Claimed by a worker, which holds a lease on it.
+    Processing,
+    /// An attempt failed; the next is scheduled at `next_attempt_at`.
+    Retrying,
+    /// A 2xx answer was received.
+    Delivered,
+    /// Every attempt failed.
+    Failed,
+    /// Its subscription was deleted before it was delivered.
+    Cancelled,
+}
+
+/// A destination's circuit: `closed`, `open` (no worker sends to it until `open_until`) or
+/// `half_open` (trial requests go through; also shown once `open_until` has passed).
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+pub enum CircuitState {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+/// Why an attempt failed: `timeout` (no complete answer in time), `connection` (not made, or
+/// broken before an answer), `tls`, `http_status` (a non-2xx answer) or `request` (the request
+/// could not be built or sent otherwise).
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+pub enum AttemptErrorCode {
+    Timeout,
+    Connection,
+    Tls,
+    HttpStatus,
+    Request,
+}
+
+/// The stable, machine-readable error code. Program against this, not the message.
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// 400: the body is not valid JSON.
+    MalformedJson,
+    /// 422: a body field is missing, of the wrong type, invalid or unknown; or the body is not
+    /// an object.
+    InvalidField,
+    /// 422: a query parameter is invalid.
+    InvalidParameter,
+    /// 413: the body exceeds `max_body_bytes`.
+    PayloadTooLarge,
+    /// 415: `Content-Type` is present and not JSON.
+    UnsupportedMediaType,
+    /// 404: no such event, subscription (deleted ones included) or route.
+    NotFound,
+    /// 405: the path exists, not with this method (`Allow` names the path's methods).
+    MethodNotAllowed,
+    /// 409: the event id was already received with different content.
+    EventConflict,
+    /// 409: the subscription id is taken, possibly by a deleted subscription.
+    SubscriptionExists,
+    /// 503: no database connection; retrying is safe (sent with `Retry-After: 1`).
+    DatabaseUnavailable,
+    /// 503: `/readyz` only.
+    NotReady,
+    /// 500: anything unexpected.
+    Internal,
+}
+
+/// `POST /events`. Fields are checked in this order; the first failure is answered
+/// `422 invalid_field` naming it. Unknown fields are refused.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // documentation only: never constructed
+pub struct NewEventRequest {
+    /// Chosen by the producer; the idempotency key. 1–128 characters from
+    /// `A-Z a-z 0-9 _ - . :`.
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[A-Za-z0-9_.:-]{1,128}$",
+        example = "evt_123"
+    )]
+    pub id: String,
+    /// One or more segments of `A-Z a-z 0-9 _ -` separated by `.`; no empty segment, no `*`;
+    /// 1–128 characters, case-sensitive.
+    #[serde(rename = "type")]
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$",
+        example = "order.created"
+    )]
+    pub event_type: String,
+    /// The producing system: 1–255 characters, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$",
+        example = "billing-service"
+    )]
+    pub source: String,
+    #[schema(schema_with = new_event_data)]
+    pub data: serde_json::Value,
+}
+
+/// `POST /subscriptions`. Fields are checked in this order; the first failure is answered
+/// `422 invalid_field` naming it. Unknown fields are refused.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // documentation only: never constructed
+pub struct NewSubscriptionRequest {
+    /// Same rules as an event id. Omitted or null: generated as `sub_` + 32 lowercase hex
+    /// digits. An id already used, also by a deleted subscription, is `409 subscription_exists`.
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[A-Za-z0-9_.:-]{1,128}$",
+        example = "sub_123"
+    )]
+    pub id: Option<String>,
+    /// An absolute `http` or `https` URL with a host and no `#fragment`, at most 2048
+    /// characters. Answered normalised (host lower-cased, default port dropped, empty path `/`).
+    #[schema(
+        format = "uri",
+        max_length = 2048,
+        pattern = r"^[Hh][Tt][Tt][Pp][Ss]?://[^#]+$",
+        example = "https://example.com/webhook"
+    )]
+    pub url: String,
+    /// 1–64 patterns (counted as sent); duplicates are dropped, first occurrence kept. Errors
+    /// name the item: `event_types[2]`.
+    #[schema(schema_with = event_type_patterns, example = json!(["order.*"]))]
+    pub event_types: Vec<String>,
+    /// The HMAC signing key: at most 512 bytes, not empty, no control characters. A secret
+    /// starting with `whsec_` must be standard base64 after the prefix, decoding to at least 16
+    /// bytes. Omitted or null: one is generated. Returned only in the `201` response.
+    #[schema(
+        min_length = 1,
+        max_length = 512,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$",
+        example = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    )]
+    pub secret: Option<String>,
+    /// The destination's rate limit for the whole fleet of workers. Omitted or null: the
+    /// defaults (100 per second, burst 10).
+    pub rate_limit: Option<RateLimitRequest>,
+}
+
+/// `{"per_second": <number>, "burst": <integer>}`, both optional. Errors name the member
+/// (`rate_limit.per_second`); unknown members are refused.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // documentation only: never constructed
+pub struct RateLimitRequest {
+    /// Average requests per second: above 0, at most 100 000. Default 100.
+    #[schema(exclusive_minimum = 0, maximum = 100000, example = 100.0)]
+    pub per_second: Option<f64>,
+    /// Most requests at once: 1–100 000, written as a whole number (`10`, not `10.0`).
+    /// Default 10.
+    #[schema(minimum = 1, maximum = 100000, example = 10)]
+    pub burst: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use dispatch_domain::DeliveryStatus;
+    use serde_json::Value;
+
+    use super::*;
+
+    fn enum_values(name: &str) -> Vec<String> {
+        let doc = serde_json::to_value(document()).expect("serialises");
+        doc["components"]["schemas"][name]["enum"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{name} is an enum schema"))
+            .iter()
+            .map(|v| v.as_str().expect("string values").to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn the_delivery_status_schema_lists_every_status_of_the_domain() {
+        let documented = enum_values("DeliveryStatus");
+        let actual: Vec<String> = DeliveryStatus::ALL
+            .iter()
+            .map(|s| s.as_str().to_owned())
+            .collect();
+        assert_eq!(documented, actual);
+    }
+
+    #[test]
+    fn the_error_code_schema_lists_every_code_the_api_answers() {
+        use crate::error::ApiError;
+        let every = [
+            ApiError::MalformedJson(String::new()),
+            ApiError::invalid("f", "m"),
+            ApiError::InvalidParam {
+                param: String::new(),
+                message: String::new(),
+            },
+            ApiError::PayloadTooLarge { limit: 1 },
+            ApiError::UnsupportedMediaType(String::new()),
+            ApiError::NotFound(String::new()),
+            ApiError::MethodNotAllowed,
+            ApiError::EventConflict(String::new()),
+            ApiError::SubscriptionExists(String::new()),
+            ApiError::DatabaseUnavailable,
+            ApiError::NotReady(String::new()),
+            ApiError::Internal(anyhow::anyhow!("x")),
+        ];
+        let actual: Vec<String> = every.iter().map(|e| e.code().to_owned()).collect();
+        assert_eq!(enum_values("ErrorCode"), actual);
+    }
+
+    #[test]
+    fn the_request_schemas_accept_the_documented_examples() {
+        let event: Value = serde_json::json!({
+            "id": "evt_123", "type": "order.created", "source": "billing-service",
+            "data": {"order_id": "12345"}
+        });
+        assert!(serde_json::from_value::<NewEventRequest>(event).is_ok());
+        let doc = serde_json::to_value(document()).expect("serialises");
+        let event = &doc["components"]["schemas"]["NewEventRequest"];
+        assert_eq!(event["additionalProperties"], false);
+        assert_eq!(
+            event["required"],
+            serde_json::json!(["id", "type", "source", "data"])
+        );
+        let subscription = &doc["components"]["schemas"]["NewSubscriptionRequest"];
+        assert_eq!(
+            subscription["required"],
+            serde_json::json!(["url", "event_types"])
+        );
+        assert_eq!(subscription["additionalProperties"], false);
+    }
+}

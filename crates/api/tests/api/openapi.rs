@@ -1,0 +1,461 @@
+//! The OpenAPI document: served at `/openapi.json`, checked in as `docs/openapi.json`, and in
+//! step with the routes the server really has and the JSON it really answers.
+
+use std::collections::BTreeSet;
+
+use dispatch_api::routes::ROUTES;
+use reqwest::{Method, Response, StatusCode};
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, event, json_of};
+
+const CHECKED_IN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/openapi.json");
+const REGENERATE: &str = "regenerate it with `cargo xtask openapi` \
+    (or `cargo run -p dispatch-api -- openapi > docs/openapi.json`)";
+
+async fn served_document(app: &TestApp) -> Value {
+    let response = app.get("/openapi.json").await;
+    let content_type = media_type(&response);
+    let (status, document) = json_of(response).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(content_type, "application/json");
+    document
+}
+
+/// The media type of a response, without parameters, lower-cased.
+fn media_type(response: &Response) -> String {
+    let value = response
+        .headers()
+        .get("Content-Type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    essence(value)
+}
+
+fn essence(content_type: &str) -> String {
+    content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
+/// Every `(METHOD, path)` the document describes.
+fn operations(document: &Value) -> BTreeSet<(String, String)> {
+    let paths = document["paths"].as_object().expect("paths is an object");
+    paths
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .expect("a path item is an object")
+                .keys()
+                .map(move |method| (method.to_ascii_uppercase(), path.clone()))
+        })
+        .collect()
+}
+
+fn operation<'a>(document: &'a Value, method: &str, path: &str) -> &'a Value {
+    let op = &document["paths"][path][method.to_ascii_lowercase()];
+    assert!(op.is_object(), "{method} {path} is not documented");
+    op
+}
+
+/// Follows a `$ref` to `#/components/schemas/…` (any other schema is returned as it is).
+fn resolve<'a>(document: &'a Value, schema: &'a Value) -> &'a Value {
+    match schema.get("$ref").and_then(Value::as_str) {
+        Some(reference) => {
+            let name = reference
+                .strip_prefix("#/components/schemas/")
+                .unwrap_or_else(|| panic!("unexpected $ref {reference}"));
+            let target = &document["components"]["schemas"][name];
+            assert!(target.is_object(), "dangling $ref {reference}");
+            resolve(document, target)
+        }
+        None => schema,
+    }
+}
+
+/// The documented JSON schema of the answer `status` to `method path`.
+fn response_schema<'a>(document: &'a Value, method: &str, path: &str, status: u16) -> &'a Value {
+    let response = &operation(document, method, path)["responses"][status.to_string()];
+    assert!(
+        response.is_object(),
+        "{method} {path} does not document a {status} answer"
+    );
+    let schema = &response["content"]["application/json"]["schema"];
+    assert!(
+        schema.is_object(),
+        "{method} {path} {status} documents no JSON body"
+    );
+    resolve(document, schema)
+}
+
+fn type_matches(name: &str, value: &Value) -> bool {
+    match name {
+        "null" => value.is_null(),
+        "boolean" => value.is_boolean(),
+        "object" => value.is_object(),
+        "array" => value.is_array(),
+        "string" => value.is_string(),
+        "integer" => value.is_i64() || value.is_u64(),
+        "number" => value.is_number(),
+        other => panic!("unknown JSON schema type {other:?}"),
+    }
+}
+
+/// Checks `value` against `schema` (the subset of JSON Schema the document uses: `$ref`, `type`,
+/// `enum`, `oneOf`, `required`, `properties`, `items`). An object must have every required
+/// property and no property the schema does not list. Returns what does not conform.
+fn violations(document: &Value, schema: &Value, value: &Value, at: &str) -> Vec<String> {
+    let schema = resolve(document, schema);
+    if let Some(branches) = schema.get("oneOf").and_then(Value::as_array) {
+        let matching = branches
+            .iter()
+            .filter(|branch| violations(document, branch, value, at).is_empty())
+            .count();
+        return if matching == 1 {
+            Vec::new()
+        } else {
+            vec![format!(
+                "{at}: {value} matches {matching} branches of oneOf"
+            )]
+        };
+    }
+    let mut found = Vec::new();
+    let types: Vec<&str> = match schema.get("type") {
+        Some(Value::String(t)) => vec![t.as_str()],
+        Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    if !types.is_empty() && !types.iter().any(|t| type_matches(t, value)) {
+        found.push(format!("{at}: {value} is not of type {types:?}"));
+        return found;
+    }
+    if let Some(allowed) = schema.get("enum").and_then(Value::as_array)
+        && !allowed.contains(value)
+    {
+        found.push(format!("{at}: {value} is not one of {allowed:?}"));
+    }
+    if let (Some(object), Some(properties)) = (
+        value.as_object(),
+        schema.get("properties").and_then(Value::as_object),
+    ) {
+        for required in schema["required"].as_array().into_iter().flatten() {
+            let name = required.as_str().expect("required names are strings");
+            if !object.contains_key(name) {
+                found.push(format!("{at}: required property {name:?} is missing"));
+            }
+        }
+        for (name, item) in object {
+            match properties.get(name) {
+                Some(property) => found.extend(violations(
+                    document,
+                    property,
+                    item,
+                    &format!("{at}.{name}"),
+                )),
+                None => found.push(format!("{at}: property {name:?} is not documented")),
+            }
+        }
+    }
+    if let (Some(items), Some(item_schema)) = (value.as_array(), schema.get("items")) {
+        for (i, item) in items.iter().enumerate() {
+            found.extend(violations(
+                document,
+                item_schema,
+                item,
+                &format!("{at}[{i}]"),
+            ));
+        }
+    }
+    found
+}
+
+#[track_caller]
+fn assert_conforms(document: &Value, method: &str, path: &str, status: u16, body: &Value) {
+    let schema = response_schema(document, method, path, status);
+    let found = violations(document, schema, body, "$");
+    assert!(
+        found.is_empty(),
+        "{method} {path} {status} does not match its documented schema:\n  {}\nbody: {body}",
+        found.join("\n  ")
+    );
+}
+
+/// The property names a documented object schema lists.
+fn property_names(schema: &Value) -> BTreeSet<String> {
+    schema["properties"]
+        .as_object()
+        .expect("an object schema with properties")
+        .keys()
+        .cloned()
+        .collect()
+}
+
+fn keys(value: &Value) -> BTreeSet<String> {
+    value
+        .as_object()
+        .expect("a JSON object")
+        .keys()
+        .cloned()
+        .collect()
+}
+
+// --- The document is up to date ---------------------------------------------------------------
+
+#[tokio::test]
+async fn the_served_document_is_the_checked_in_docs_openapi_json() {
+    let app = TestApp::spawn().await;
+    let served = served_document(&app).await;
+    let text = std::fs::read_to_string(CHECKED_IN)
+        .unwrap_or_else(|e| panic!("docs/openapi.json cannot be read ({e}); {REGENERATE}"));
+    let checked_in: Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("docs/openapi.json is not JSON ({e}); {REGENERATE}"));
+    assert!(
+        served == checked_in,
+        "docs/openapi.json differs from the document the API serves; {REGENERATE}"
+    );
+    assert_eq!(served["openapi"], "3.1.0");
+    assert_eq!(
+        text,
+        dispatch_api::openapi::pretty_json(),
+        "docs/openapi.json is not in the generated (pretty-printed) form; {REGENERATE}"
+    );
+}
+
+// --- The document and the routes agree ---------------------------------------------------------
+
+#[tokio::test]
+async fn the_document_describes_exactly_the_routes_the_app_is_built_from() {
+    let app = TestApp::spawn().await;
+    let documented = operations(&served_document(&app).await);
+    let routed: BTreeSet<(String, String)> = ROUTES
+        .iter()
+        .map(|r| (r.method.to_owned(), r.path.to_owned()))
+        .collect();
+    let undocumented: Vec<_> = routed.difference(&documented).collect();
+    let unrouted: Vec<_> = documented.difference(&routed).collect();
+    assert!(
+        undocumented.is_empty(),
+        "routes served but not in the OpenAPI document (add #[utoipa::path] and list the \
+         handler in openapi::ApiDoc): {undocumented:?}"
+    );
+    assert!(
+        unrouted.is_empty(),
+        "operations documented but not in routes::ROUTES: {unrouted:?}"
+    );
+}
+
+/// Requests every documented operation (ids in paths filled in, `{}` as the body of a POST) and
+/// checks the server routes it: no "no such route" 404 and no 405, an answer the operation
+/// documents, in a documented media type. Every method the document does not list on a path
+/// must answer 405, with an `Allow` header naming the documented ones.
+#[tokio::test]
+async fn every_documented_operation_is_served_and_every_other_method_is_405() {
+    let app = TestApp::spawn().await;
+    let document = served_document(&app).await;
+    for (method, path) in operations(&document) {
+        let url = app.url(&path.replace("{id}", "drift_probe"));
+        let mut request = app.client.request(
+            Method::from_bytes(method.as_bytes()).expect("a method"),
+            url,
+        );
+        if method == "POST" {
+            request = request
+                .header("Content-Type", "application/json")
+                .body("{}");
+        }
+        let response = request.send().await.expect("answered");
+        let status = response.status();
+        let content_type = media_type(&response);
+        let body = response.text().await.expect("a body");
+        assert_ne!(
+            status,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path} is documented but answers 405"
+        );
+        assert!(
+            !(status == StatusCode::NOT_FOUND && body.contains("no such route")),
+            "{method} {path} is documented but is no route: {body}"
+        );
+        let documented = &operation(&document, &method, &path)["responses"][status.as_str()];
+        assert!(
+            documented.is_object(),
+            "{method} {path} answered {status}, which it does not document: {body}"
+        );
+        if let Some(content) = documented.get("content").and_then(Value::as_object) {
+            let types: Vec<String> = content.keys().map(|k| essence(k)).collect();
+            assert!(
+                types.contains(&content_type),
+                "{method} {path} {status} answered {content_type:?}, documented {types:?}"
+            );
+        }
+    }
+
+    let paths: BTreeSet<String> = operations(&document).into_iter().map(|(_, p)| p).collect();
+    for path in paths {
+        for method in [
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ] {
+            if document["paths"][&path][method.as_str().to_ascii_lowercase()].is_object() {
+                continue;
+            }
+            let url = app.url(&path.replace("{id}", "drift_probe"));
+            let response = app
+                .client
+                .request(method.clone(), url)
+                .send()
+                .await
+                .expect("answered");
+            assert_eq!(
+                response.status(),
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {path} is served but not documented"
+            );
+            let allow = response
+                .headers()
+                .get("Allow")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_else(|| panic!("{method} {path}: a 405 names the allowed methods"));
+            let allowed: BTreeSet<String> = allow
+                .split(',')
+                .map(|m| m.trim().to_ascii_lowercase())
+                .collect();
+            let documented: BTreeSet<String> = document["paths"][&path]
+                .as_object()
+                .expect("a path item")
+                .keys()
+                .cloned()
+                .collect();
+            assert_eq!(allowed, documented, "Allow of {path}");
+        }
+    }
+}
+
+// --- Real answers match their documented schemas -----------------------------------------------
+
+#[tokio::test]
+async fn real_answers_match_their_documented_schemas() {
+    let app = TestApp::spawn().await;
+    let document = served_document(&app).await;
+
+    // 201 POST /subscriptions: every documented property, `secret` included.
+    let response = app
+        .create_subscription(&json!({
+            "id": "sub_schema",
+            "url": "https://hooks.example.com/schema",
+            "event_types": ["order.*"],
+            "rate_limit": {"per_second": 5, "burst": 2},
+        }))
+        .await;
+    let (status, created) = json_of(response).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_conforms(&document, "POST", "/subscriptions", 201, &created);
+    assert_eq!(
+        keys(&created),
+        property_names(response_schema(&document, "POST", "/subscriptions", 201)),
+        "a new subscription shows exactly the documented properties"
+    );
+
+    // 202 POST /events with a delivery, then 200 for the same event again.
+    let body = event("evt_schema", "order.created");
+    let (status, accepted) = json_of(app.post_event(&body).await).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+    assert_conforms(&document, "POST", "/events", 202, &accepted);
+    assert_eq!(
+        keys(&accepted),
+        property_names(response_schema(&document, "POST", "/events", 202)),
+        "an event shows exactly the documented properties"
+    );
+    assert_eq!(accepted["deliveries"].as_array().map(Vec::len), Some(1));
+    let (status, repeated) = json_of(app.post_event(&body).await).await;
+    assert_eq!(status, StatusCode::OK, "{repeated}");
+    assert_conforms(&document, "POST", "/events", 200, &repeated);
+
+    // GET /events/{id} and its attempts (one failed, one without an answer).
+    let (status, fetched) = json_of(app.get("/events/evt_schema").await).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_conforms(&document, "GET", "/events/{id}", 200, &fetched);
+    app.seed_attempt("evt_schema", "sub_schema", 1, Some(500), Some("HTTP 500"))
+        .await;
+    app.seed_attempt(
+        "evt_schema",
+        "sub_schema",
+        2,
+        None,
+        Some("connection refused"),
+    )
+    .await;
+    let (status, attempts) = json_of(app.get("/events/evt_schema/attempts").await).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(attempts["data"].as_array().map(Vec::len), Some(2));
+    assert_conforms(&document, "GET", "/events/{id}/attempts", 200, &attempts);
+
+    // A page of subscriptions, and one by id: no secret.
+    let (status, page) = json_of(app.get("/subscriptions?limit=1").await).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_conforms(&document, "GET", "/subscriptions", 200, &page);
+    assert_eq!(
+        keys(&page),
+        property_names(response_schema(&document, "GET", "/subscriptions", 200))
+    );
+    assert_eq!(page["data"].as_array().map(Vec::len), Some(1));
+    let (status, one) = json_of(app.get("/subscriptions/sub_schema").await).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_conforms(&document, "GET", "/subscriptions/{id}", 200, &one);
+
+    // Errors: 422 with a field, 422 invalid_parameter, 404 and 409 without.
+    let (status, invalid) = json_of(app.post_event(&json!({"id": "evt_x"})).await).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_conforms(&document, "POST", "/events", 422, &invalid);
+    assert_eq!(
+        keys(&invalid),
+        property_names(response_schema(&document, "POST", "/events", 422)),
+        "an invalid_field error shows exactly the documented properties"
+    );
+    let (status, bad_limit) = json_of(app.get("/subscriptions?limit=0").await).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_conforms(&document, "GET", "/subscriptions", 422, &bad_limit);
+    let (status, missing) = json_of(app.get("/events/evt_missing").await).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_conforms(&document, "GET", "/events/{id}", 404, &missing);
+    let mut conflicting = body.clone();
+    conflicting["source"] = json!("another-service");
+    let (status, conflict) = json_of(app.post_event(&conflicting).await).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_conforms(&document, "POST", "/events", 409, &conflict);
+
+    // Health.
+    let (status, health) = json_of(app.get("/healthz").await).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_conforms(&document, "GET", "/healthz", 200, &health);
+    let (status, ready) = json_of(app.get("/readyz").await).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_conforms(&document, "GET", "/readyz", 200, &ready);
+}
+
+/// The checker itself: it must catch a missing required property, an undocumented one, a wrong
+/// type and a value outside an enum (else the test above proves nothing).
+#[test]
+fn the_schema_check_catches_undocumented_and_missing_properties() {
+    let document = serde_json::to_value(dispatch_api::openapi::document()).expect("serialises");
+    let schema = response_schema(&document, "POST", "/events", 422);
+    let good = json!({"code": "invalid_field", "message": "m", "field": "id"});
+    assert!(violations(&document, schema, &good, "$").is_empty());
+    for bad in [
+        json!({"code": "invalid_field"}),
+        json!({"code": "invalid_field", "message": "m", "extra": 1}),
+        json!({"code": "invalid_field", "message": 1}),
+        json!({"code": "no_such_code", "message": "m"}),
+    ] {
+        assert!(
+            !violations(&document, schema, &bad, "$").is_empty(),
+            "{bad} passed"
+        );
+    }
+}

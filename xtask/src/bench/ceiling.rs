@@ -1,0 +1,87 @@
+//! The ceiling: how many durable single-row INSERT transactions per second the same PostgreSQL
+//! commits at the same concurrency. Every event Dispatch accepts costs at least one such commit,
+//! so this is the rate no ingestion (and no delivery, which commits its outcome) can beat.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use dispatch_store::admin;
+use dispatch_store::queries::bench;
+use tokio::sync::Barrier;
+use tokio::task::JoinSet;
+
+use super::receiver::unix_nanos;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Ceiling {
+    pub concurrency: usize,
+    pub commits: u64,
+    pub errors: u64,
+    pub elapsed: Duration,
+    pub tps: f64,
+}
+
+/// Runs `concurrency` connections, each inserting one row per transaction (autocommit) into
+/// `bench_ceiling` of `database_url` for `duration`, and counts the commits.
+pub async fn measure(database_url: &str, concurrency: usize, duration: Duration) -> Result<Ceiling> {
+    let mut conn = admin::connect(database_url).await?;
+    bench::create_ceiling_table(&mut conn).await?;
+    let mut conns = Vec::with_capacity(concurrency);
+    for _ in 0..concurrency {
+        conns.push(
+            admin::connect(database_url)
+                .await
+                .context("opening the ceiling's connections")?,
+        );
+    }
+    // Everyone starts together, once connected; the clock runs from the start signal.
+    let start = Arc::new(Barrier::new(concurrency + 1));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = JoinSet::new();
+    for (task, mut conn) in conns.into_iter().enumerate() {
+        let (start, stop) = (start.clone(), stop.clone());
+        tasks.spawn(async move {
+            start.wait().await;
+            let (mut commits, mut errors) = (0u64, 0u64);
+            while !stop.load(Ordering::Relaxed) {
+                let key = format!("c{task}-{commits}-{errors}");
+                let value = format!(
+                    r#"{{"seq":{commits},"sent_at_ns":"{}"}}"#,
+                    unix_nanos()
+                );
+                match bench::ceiling_insert(&mut conn, &key, &value).await {
+                    Ok(()) => commits += 1,
+                    Err(_) => {
+                        errors += 1;
+                        if errors > 100 {
+                            break;
+                        }
+                    }
+                }
+            }
+            (commits, errors)
+        });
+    }
+    start.wait().await;
+    let started = Instant::now();
+    tokio::time::sleep(duration).await;
+    stop.store(true, Ordering::Relaxed);
+    let (mut commits, mut errors) = (0, 0);
+    while let Some(joined) = tasks.join_next().await {
+        let (c, e) = joined.context("a ceiling task panicked")?;
+        commits += c;
+        errors += e;
+    }
+    // The last transactions finish after the stop signal; count their time too.
+    let elapsed = started.elapsed();
+    bench::drop_ceiling_table(&mut conn).await?;
+    Ok(Ceiling {
+        concurrency,
+        commits,
+        errors,
+        elapsed,
+        tps: super::stats::per_second(commits, elapsed),
+    })
+}

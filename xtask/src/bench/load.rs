@@ -1,0 +1,304 @@
+//! The load generator: POSTs events to the API over HTTP/1.1 keep-alive connections, either as
+//! fast as `concurrency` requests in flight allow (closed loop), or at a fixed rate (open loop).
+//! Each event carries its send time, `data.sent_at_ns` (unix nanoseconds, as a string: `jsonb`
+//! would round so large a number).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{Method, Request, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::task::JoinSet;
+
+use super::receiver::unix_nanos;
+
+/// Longest wait for one answer of the API.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+pub fn client(max_idle: usize) -> HttpClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(max_idle)
+        .build(connector)
+}
+
+/// The status of `GET url`, if it answered in time.
+pub async fn get_status(client: &HttpClient, url: &str) -> Option<StatusCode> {
+    let req = Request::get(url)
+        .body(Full::new(Bytes::new()))
+        .ok()?;
+    let res = tokio::time::timeout(Duration::from_secs(2), client.request(req))
+        .await
+        .ok()?
+        .ok()?;
+    let status = res.status();
+    let _ = res.into_body().collect().await;
+    Some(status)
+}
+
+/// Which event type the event numbered `seq` gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventTypes {
+    /// Every event has this type.
+    Fixed(String),
+    /// `{prefix}{seq % count}`: events spread across `count` types.
+    Spread { prefix: String, count: u64 },
+}
+
+impl EventTypes {
+    pub fn of(&self, seq: u64) -> String {
+        match self {
+            Self::Fixed(t) => t.clone(),
+            Self::Spread { prefix, count } => format!("{prefix}{}", seq % (*count).max(1)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pace {
+    /// `events` events, `concurrency` requests in flight, each sent when the previous answered.
+    Closed { events: u64 },
+    /// `per_sec` events a second for `seconds`, at most `concurrency` in flight.
+    Rate { per_sec: u64, seconds: u64 },
+}
+
+#[derive(Debug, Clone)]
+pub struct LoadPlan {
+    pub url: String,
+    pub id_prefix: String,
+    pub types: EventTypes,
+    pub pace: Pace,
+    pub concurrency: usize,
+    /// Nothing is sent after this long.
+    pub time_limit: Duration,
+}
+
+/// What sending did.
+#[derive(Debug, Clone, Default)]
+pub struct LoadResult {
+    pub sent: u64,
+    /// Answered `202` (a new event).
+    pub accepted: u64,
+    /// Answered `200` (already stored: a retry of ours that had in fact arrived).
+    pub repeated: u64,
+    /// Answered anything else.
+    pub refused: u64,
+    /// No answer (connection error or timeout).
+    pub errors: u64,
+    /// Open loop: sends that waited for a free slot past their scheduled time.
+    pub late: u64,
+    /// Whether the time limit stopped sending before every event was sent.
+    pub cut_short: bool,
+    /// Request round trips of the answered requests, ns.
+    pub round_trips_ns: Vec<u64>,
+    pub elapsed: Duration,
+    /// The last refusal's status, to show what went wrong.
+    pub last_refusal: Option<u16>,
+}
+
+impl LoadResult {
+    fn absorb(&mut self, other: LoadResult) {
+        self.sent += other.sent;
+        self.accepted += other.accepted;
+        self.repeated += other.repeated;
+        self.refused += other.refused;
+        self.errors += other.errors;
+        self.late += other.late;
+        self.round_trips_ns.extend(other.round_trips_ns);
+        self.last_refusal = other.last_refusal.or(self.last_refusal);
+    }
+
+    fn count(&mut self, answer: Option<StatusCode>, round_trip: Duration) {
+        self.sent += 1;
+        match answer {
+            Some(status) => {
+                self.round_trips_ns
+                    .push(u64::try_from(round_trip.as_nanos()).unwrap_or(u64::MAX));
+                match status {
+                    StatusCode::ACCEPTED => self.accepted += 1,
+                    StatusCode::OK => self.repeated += 1,
+                    other => {
+                        self.refused += 1;
+                        self.last_refusal = Some(other.as_u16());
+                    }
+                }
+            }
+            None => self.errors += 1,
+        }
+    }
+}
+
+/// The JSON body of event `seq`, stamped with the current time.
+pub fn event_body(id_prefix: &str, event_type: &str, seq: u64) -> String {
+    format!(
+        r#"{{"id":"{id_prefix}{seq}","type":"{event_type}","source":"bench","data":{{"seq":{seq},"sent_at_ns":"{}"}}}}"#,
+        unix_nanos()
+    )
+}
+
+async fn post(client: &HttpClient, url: &str, body: String) -> Option<StatusCode> {
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri(url)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .ok()?;
+    let res = tokio::time::timeout(REQUEST_TIMEOUT, client.request(req))
+        .await
+        .ok()?
+        .ok()?;
+    let status = res.status();
+    // Read the answer to the end so the connection goes back to the pool.
+    let _ = res.into_body().collect().await;
+    Some(status)
+}
+
+async fn send_one(client: &HttpClient, plan: &LoadPlan, seq: u64, result: &mut LoadResult) {
+    let body = event_body(&plan.id_prefix, &plan.types.of(seq), seq);
+    let started = Instant::now();
+    let answer = post(client, &plan.url, body).await;
+    result.count(answer, started.elapsed());
+}
+
+pub async fn run(client: &HttpClient, plan: &LoadPlan) -> Result<LoadResult> {
+    let started = Instant::now();
+    let deadline = started + plan.time_limit;
+    let plan = Arc::new(plan.clone());
+    let mut result = match plan.pace {
+        Pace::Closed { events } => closed_loop(client, &plan, events, deadline).await?,
+        Pace::Rate { per_sec, seconds } => {
+            open_loop(client, &plan, per_sec, seconds, deadline).await?
+        }
+    };
+    result.elapsed = started.elapsed();
+    Ok(result)
+}
+
+async fn closed_loop(
+    client: &HttpClient,
+    plan: &Arc<LoadPlan>,
+    events: u64,
+    deadline: Instant,
+) -> Result<LoadResult> {
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = JoinSet::new();
+    for _ in 0..plan.concurrency.max(1) {
+        let (client, plan, next) = (client.clone(), plan.clone(), next.clone());
+        tasks.spawn(async move {
+            let mut mine = LoadResult::default();
+            loop {
+                if Instant::now() >= deadline {
+                    break;
+                }
+                let seq = next.fetch_add(1, Ordering::Relaxed);
+                if seq >= events {
+                    break;
+                }
+                send_one(&client, &plan, seq, &mut mine).await;
+            }
+            mine
+        });
+    }
+    let mut total = LoadResult::default();
+    while let Some(joined) = tasks.join_next().await {
+        total.absorb(joined.context("a load task panicked")?);
+    }
+    total.cut_short = total.sent < events;
+    Ok(total)
+}
+
+async fn open_loop(
+    client: &HttpClient,
+    plan: &Arc<LoadPlan>,
+    per_sec: u64,
+    seconds: u64,
+    deadline: Instant,
+) -> Result<LoadResult> {
+    let events = per_sec.saturating_mul(seconds);
+    let period = Duration::from_secs(1) / u32::try_from(per_sec.max(1)).unwrap_or(u32::MAX);
+    let slots = Arc::new(tokio::sync::Semaphore::new(plan.concurrency.max(1)));
+    let start = tokio::time::Instant::now();
+    let mut tasks = JoinSet::new();
+    let mut total = LoadResult::default();
+    for seq in 0..events {
+        let due = start + period * u32::try_from(seq).unwrap_or(u32::MAX);
+        tokio::time::sleep_until(due).await;
+        if Instant::now() >= deadline {
+            break;
+        }
+        let permit = match slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                total.late += 1;
+                slots.clone().acquire_owned().await.context("semaphore closed")?
+            }
+        };
+        let (client, plan) = (client.clone(), plan.clone());
+        tasks.spawn(async move {
+            let mut mine = LoadResult::default();
+            send_one(&client, &plan, seq, &mut mine).await;
+            drop(permit);
+            mine
+        });
+        // Collect what finished, so the set does not grow with the run.
+        while let Some(joined) = tasks.try_join_next() {
+            total.absorb(joined.context("a load task panicked")?);
+        }
+    }
+    while let Some(joined) = tasks.join_next().await {
+        total.absorb(joined.context("a load task panicked")?);
+    }
+    total.cut_short = total.sent < events;
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_bodies_carry_id_type_and_send_time() {
+        let body = event_body("steady-", "bench.steady", 7);
+        assert!(body.starts_with(
+            r#"{"id":"steady-7","type":"bench.steady","source":"bench","data":{"seq":7,"sent_at_ns":""#
+        ));
+        let sent = super::super::receiver::sent_at_ns(body.as_bytes()).expect("stamped");
+        assert!(sent > 1_700_000_000_000_000_000);
+        assert!(body.ends_with(r#""}}"#));
+    }
+
+    #[test]
+    fn spread_types_cycle() {
+        let t = EventTypes::Spread {
+            prefix: "bench.d".to_owned(),
+            count: 3,
+        };
+        assert_eq!(t.of(0), "bench.d0");
+        assert_eq!(t.of(4), "bench.d1");
+        assert_eq!(EventTypes::Fixed("a.b".to_owned()).of(9), "a.b");
+    }
+
+    #[test]
+    fn results_count_answers_by_kind() {
+        let mut r = LoadResult::default();
+        r.count(Some(StatusCode::ACCEPTED), Duration::from_millis(1));
+        r.count(Some(StatusCode::OK), Duration::from_millis(1));
+        r.count(Some(StatusCode::SERVICE_UNAVAILABLE), Duration::from_millis(1));
+        r.count(None, Duration::ZERO);
+        assert_eq!(
+            (r.sent, r.accepted, r.repeated, r.refused, r.errors),
+            (4, 1, 1, 1, 1)
+        );
+        assert_eq!(r.round_trips_ns.len(), 3);
+        assert_eq!(r.last_refusal, Some(503));
+    }
+}

@@ -1,0 +1,151 @@
+//! CPU time and memory of a process, and the host's CPU use, from Linux's `/proc`.
+
+use std::process::Command;
+
+/// A process's CPU time (user + system) and memory at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProcSample {
+    /// `utime + stime`, in clock ticks.
+    pub cpu_ticks: u64,
+    /// Peak resident set size so far (`VmHWM`), KiB.
+    pub peak_rss_kib: u64,
+}
+
+/// The host's CPU counters (all CPUs), in clock ticks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HostCpu {
+    pub busy: u64,
+    pub total: u64,
+}
+
+impl HostCpu {
+    /// Share of the CPUs' time spent busy between `earlier` and `self` (0..=1).
+    pub fn busy_since(&self, earlier: &HostCpu) -> Option<f64> {
+        let total = self.total.checked_sub(earlier.total)?;
+        let busy = self.busy.checked_sub(earlier.busy)?;
+        (total > 0).then(|| busy as f64 / total as f64)
+    }
+}
+
+/// `utime + stime` from the text of `/proc/<pid>/stat`. The command name (field 2) is in
+/// parentheses and may itself hold spaces and parentheses, so fields are counted after the last
+/// `)`: there the state is field 3, `utime` field 14 and `stime` field 15.
+pub fn parse_stat_cpu_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(14 - 3)?.parse().ok()?;
+    let stime: u64 = fields.get(15 - 3)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// A `kB` value of `/proc/<pid>/status`, e.g. `VmHWM:     12345 kB`.
+pub fn parse_status_kib(status: &str, key: &str) -> Option<u64> {
+    status.lines().find_map(|line| {
+        let value = line.strip_prefix(key)?.strip_prefix(':')?;
+        let mut parts = value.split_whitespace();
+        let n = parts.next()?.parse().ok()?;
+        (parts.next() == Some("kB")).then_some(n)
+    })
+}
+
+/// The aggregate `cpu` line of `/proc/stat`: busy is everything but `idle` and `iowait`
+/// (`guest` times are already inside `user`/`nice`, so they are not added again).
+pub fn parse_host_cpu(stat: &str) -> Option<HostCpu> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let values: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    // user nice system idle iowait irq softirq steal [guest guest_nice]
+    let counted = values.len().min(8);
+    if counted < 4 {
+        return None;
+    }
+    let total: u64 = values[..counted].iter().sum();
+    let idle = values[3] + values.get(4).copied().unwrap_or(0);
+    Some(HostCpu {
+        busy: total - idle,
+        total,
+    })
+}
+
+pub fn sample(pid: u32) -> Option<ProcSample> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    Some(ProcSample {
+        cpu_ticks: parse_stat_cpu_ticks(&stat)?,
+        peak_rss_kib: parse_status_kib(&status, "VmHWM").unwrap_or(0),
+    })
+}
+
+pub fn host_cpu() -> Option<HostCpu> {
+    parse_host_cpu(&std::fs::read_to_string("/proc/stat").ok()?)
+}
+
+/// Clock ticks per second (`getconf CLK_TCK`; 100 on every Linux we know of).
+pub fn clock_ticks_per_sec() -> u64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .filter(|&n: &u64| n > 0)
+        .unwrap_or(100)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_fields_are_counted_after_the_command_name() {
+        let stat = "4242 (dispatch-api) S 1 4242 4242 0 -1 4194560 2403 0 0 0 \
+                    150 37 0 0 20 0 9 0 12345 1020000000 5000 18446744073709551615";
+        assert_eq!(parse_stat_cpu_ticks(stat), Some(187));
+        // A name with spaces and parentheses does not shift the fields.
+        let odd = "7 (a) b (c)) R 1 7 7 0 -1 0 0 0 0 0 9 1 0 0 20 0 1 0 5 1 1 1";
+        assert_eq!(parse_stat_cpu_ticks(odd), Some(10));
+        assert_eq!(parse_stat_cpu_ticks("7 (x) S 1 2"), None);
+        assert_eq!(parse_stat_cpu_ticks("no parenthesis"), None);
+    }
+
+    #[test]
+    fn status_values_in_kib() {
+        let status = "Name:\tdispatch-worker\nVmPeak:\t  900000 kB\nVmHWM:\t   23456 kB\n\
+                      VmRSS:\t   20000 kB\nThreads:\t5\n";
+        assert_eq!(parse_status_kib(status, "VmHWM"), Some(23456));
+        assert_eq!(parse_status_kib(status, "VmRSS"), Some(20000));
+        assert_eq!(parse_status_kib(status, "Threads"), None);
+        assert_eq!(parse_status_kib(status, "VmSwap"), None);
+        // `VmHWM` must not match a longer key that starts with it.
+        assert_eq!(parse_status_kib("VmHWMx:\t1 kB\n", "VmHWM"), None);
+    }
+
+    #[test]
+    fn host_cpu_busy_share() {
+        let before =
+            parse_host_cpu("cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 50 0 25 400 25 0 0 0 0 0\n")
+                .expect("parsed");
+        assert_eq!(
+            before,
+            HostCpu {
+                busy: 150,
+                total: 1000
+            }
+        );
+        let after = parse_host_cpu("cpu  400 0 150 1200 50 0 0 0 0 0\n").expect("parsed");
+        assert_eq!(after.busy_since(&before), Some(0.5));
+        assert_eq!(before.busy_since(&after), None);
+        assert_eq!(parse_host_cpu("intr 1 2 3\n"), None);
+    }
+
+    #[test]
+    fn this_process_can_be_sampled() {
+        let s = sample(std::process::id()).expect("/proc is readable on Linux");
+        assert!(s.peak_rss_kib > 0);
+        assert!(clock_ticks_per_sec() > 0);
+        assert!(host_cpu().is_some_and(|h| h.total > 0));
+    }
+}

@@ -1,0 +1,276 @@
+//! The benchmark's webhook receiver: a hyper HTTP/1.1 server on 127.0.0.1 that stamps each
+//! request's arrival and answers as its path says.
+//!
+//! Subscriptions point at `/h/<subscription>/<failure per mille>/<delay ms>`: the receiver waits
+//! `delay` ms, then answers `500` to that share of requests (drawn at random) and `200` to the
+//! rest. For every `200` it records the pair (subscription, event id) and, the first time a pair
+//! arrives, the latency: arrival minus the `sent_at_ns` the load generator put in the event's
+//! `data` (both read from this machine's wall clock).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::task::JoinHandle;
+
+/// How a path asks to be answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    pub subscription: u32,
+    /// Share of requests answered `500`, per mille (0..=1000).
+    pub fail_permille: u32,
+    pub delay_ms: u64,
+}
+
+/// Reads `/h/<subscription>/<fail per mille>/<delay ms>`.
+pub fn parse_route(path: &str) -> Option<Route> {
+    let mut parts = path.strip_prefix("/h/")?.split('/');
+    let route = Route {
+        subscription: parts.next()?.parse().ok()?,
+        fail_permille: parts.next()?.parse().ok().filter(|&p| p <= 1000)?,
+        delay_ms: parts.next()?.parse().ok()?,
+    };
+    parts.next().is_none().then_some(route)
+}
+
+/// The `sent_at_ns` string of a delivered body. The body is compact JSON written by the worker
+/// (`"data":{…,"sent_at_ns":"1764…",…}`), so a scan is enough and far cheaper than parsing.
+pub fn sent_at_ns(body: &[u8]) -> Option<u64> {
+    const KEY: &[u8] = b"\"sent_at_ns\":\"";
+    let start = body.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    let digits = &body[start..];
+    let end = digits.iter().position(|&b| b == b'"')?;
+    std::str::from_utf8(&digits[..end]).ok()?.parse().ok()
+}
+
+pub fn unix_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+#[derive(Default)]
+struct Record {
+    /// (subscription, event id) → times answered 200.
+    delivered: HashMap<(u32, Box<str>), u32>,
+    /// Latency of each pair's first 200, ns.
+    latencies_ns: Vec<u64>,
+    /// Requests answered 500 (the failing destinations' attempts).
+    failed_answers: u64,
+    /// Requests whose path, event id or `sent_at_ns` could not be read.
+    unreadable: u64,
+    /// Arrival of the latest first receipt.
+    last: Option<Instant>,
+}
+
+/// What the receiver saw.
+#[derive(Debug, Clone, Default)]
+pub struct Received {
+    /// Distinct (subscription, event) pairs answered 200.
+    pub unique: u64,
+    /// 200s beyond the first, per pair, summed.
+    pub duplicates: u64,
+    pub failed_answers: u64,
+    pub unreadable: u64,
+    pub latencies_ns: Vec<u64>,
+    /// Arrival of the latest first receipt.
+    pub last: Option<Instant>,
+}
+
+struct State {
+    record: Mutex<Record>,
+    /// A small xorshift state for the failure draws.
+    dice: AtomicU64,
+}
+
+impl State {
+    fn lock(&self) -> MutexGuard<'_, Record> {
+        self.record.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn roll_permille(&self) -> u32 {
+        let mut x = self.dice.load(Ordering::Relaxed);
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.dice.store(x, Ordering::Relaxed);
+        (x % 1000) as u32
+    }
+}
+
+pub struct Receiver {
+    addr: SocketAddr,
+    state: Arc<State>,
+    accept: JoinHandle<()>,
+}
+
+impl Receiver {
+    pub async fn start() -> Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("binding the benchmark receiver")?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(State {
+            record: Mutex::new(Record::default()),
+            dice: AtomicU64::new((0x9e37_79b9_7f4a_7c15 ^ unix_nanos()) | 1),
+        });
+        let accept = tokio::spawn({
+            let state = state.clone();
+            async move {
+                loop {
+                    let Ok((stream, _)) = listener.accept().await else {
+                        // Out of file descriptors, most likely: let some connections close.
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let state = state.clone();
+                    tokio::spawn(async move {
+                        let service = service_fn(move |req| handle(state.clone(), req));
+                        let _ = http1::Builder::new()
+                            .keep_alive(true)
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    });
+                }
+            }
+        });
+        Ok(Self {
+            addr,
+            state,
+            accept,
+        })
+    }
+
+    /// `http://127.0.0.1:<port>/h/`: a subscription's URL is this, its number, then
+    /// [`Receiver::suffix`].
+    pub fn url_prefix(&self) -> String {
+        format!("http://{}/h/", self.addr)
+    }
+
+    pub fn suffix(fail_permille: u32, delay_ms: u64) -> String {
+        format!("/{fail_permille}/{delay_ms}")
+    }
+
+    /// Distinct (subscription, event) pairs answered 200 so far.
+    pub fn unique(&self) -> u64 {
+        self.state.lock().delivered.len() as u64
+    }
+
+    pub fn received(&self) -> Received {
+        let record = self.state.lock();
+        Received {
+            unique: record.delivered.len() as u64,
+            duplicates: record
+                .delivered
+                .values()
+                .map(|&n| u64::from(n.saturating_sub(1)))
+                .sum(),
+            failed_answers: record.failed_answers,
+            unreadable: record.unreadable,
+            latencies_ns: record.latencies_ns.clone(),
+            last: record.last,
+        }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+fn answer(status: StatusCode) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = status;
+    response
+}
+
+async fn handle(
+    state: Arc<State>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let arrived = Instant::now();
+    let arrived_ns = unix_nanos();
+    let route = parse_route(req.uri().path());
+    let event_id = req
+        .headers()
+        .get("x-dispatch-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(Box::<str>::from);
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let (Some(route), Some(event_id)) = (route, event_id) else {
+        state.lock().unreadable += 1;
+        return Ok(answer(StatusCode::BAD_REQUEST));
+    };
+    if route.delay_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(route.delay_ms)).await;
+    }
+    if route.fail_permille > 0 && state.roll_permille() < route.fail_permille {
+        state.lock().failed_answers += 1;
+        return Ok(answer(StatusCode::INTERNAL_SERVER_ERROR));
+    }
+    let sent = sent_at_ns(&body);
+    let mut record = state.lock();
+    let times = record
+        .delivered
+        .entry((route.subscription, event_id))
+        .or_insert(0);
+    *times += 1;
+    if *times == 1 {
+        match sent {
+            Some(sent) => record.latencies_ns.push(arrived_ns.saturating_sub(sent)),
+            None => record.unreadable += 1,
+        }
+        // First receipts only: a late duplicate does not stretch the delivery window.
+        record.last = Some(arrived);
+    }
+    Ok(answer(StatusCode::OK))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_are_read_from_the_path() {
+        assert_eq!(
+            parse_route("/h/12/250/5"),
+            Some(Route {
+                subscription: 12,
+                fail_permille: 250,
+                delay_ms: 5
+            })
+        );
+        assert_eq!(parse_route("/h/1/1001/0"), None);
+        assert_eq!(parse_route("/h/1/0"), None);
+        assert_eq!(parse_route("/h/1/0/0/extra"), None);
+        assert_eq!(parse_route("/webhook"), None);
+        assert_eq!(parse_route("/h/x/0/0"), None);
+    }
+
+    #[test]
+    fn send_time_is_found_in_the_delivered_body() {
+        let body = br#"{"id":"e1","type":"bench.steady","source":"bench","data":{"seq":3,"sent_at_ns":"1764412345678901234"},"timestamp":"2026-11-29T10:35:05.699071Z"}"#;
+        assert_eq!(sent_at_ns(body), Some(1_764_412_345_678_901_234));
+        assert_eq!(sent_at_ns(br#"{"data":{"sent_at_ns":12}}"#), None);
+        assert_eq!(sent_at_ns(br#"{"data":{"sent_at_ns":"12"#), None);
+        assert_eq!(sent_at_ns(b""), None);
+    }
+}
