@@ -25,6 +25,8 @@ pub struct Settings {
     pub database: DatabaseSettings,
     /// Largest request body accepted; larger ones get 413.
     pub max_body_bytes: usize,
+    /// Largest `POST /events/batch` body accepted.
+    pub max_batch_body_bytes: usize,
     /// actix worker threads (0 = one per CPU).
     pub http_workers: usize,
     /// How long in-flight requests may take to finish on shutdown.
@@ -40,6 +42,7 @@ struct Raw {
     addr: String,
     database_url: String,
     max_body_bytes: String,
+    max_batch_body_bytes: String,
     db_max_connections: String,
     db_connect_timeout_ms: String,
     http_workers: String,
@@ -67,6 +70,12 @@ pub const KEYS: &[Key] = &[
         env: "DISPATCH_MAX_BODY_BYTES",
         default: "262144",
         help: "largest request body; larger gets 413",
+    },
+    Key {
+        name: "max_batch_body_bytes",
+        env: "DISPATCH_MAX_BATCH_BODY_BYTES",
+        default: "1048576",
+        help: "largest POST /events/batch body; larger gets 413",
     },
     Key {
         name: "db_max_connections",
@@ -128,6 +137,13 @@ impl Settings {
             64 << 20,
             "bytes",
         );
+        let max_batch_body_bytes = c.number(
+            "max_batch_body_bytes",
+            &raw.max_batch_body_bytes,
+            1024usize,
+            64 << 20,
+            "bytes",
+        );
         let max_connections = c.number(
             "db_max_connections",
             &raw.db_max_connections,
@@ -160,6 +176,7 @@ impl Settings {
                     connect_timeout: connect_timeout?,
                 },
                 max_body_bytes: max_body_bytes?,
+                max_batch_body_bytes: max_batch_body_bytes?,
                 http_workers: http_workers?,
                 shutdown_timeout: Duration::from_secs(shutdown?),
                 notify_interval: notify_interval?,

@@ -39,6 +39,7 @@ use crate::views::{
     ),
     paths(
         routes::events::create,
+        routes::batch::create,
         routes::events::get,
         routes::events::attempts,
         routes::subscriptions::create,
@@ -52,6 +53,10 @@ use crate::views::{
     ),
     components(schemas(
         NewEventRequest,
+        NewBatchRequest,
+        routes::batch::BatchResponse,
+        routes::batch::BatchItemResult,
+        routes::batch::BatchItemError,
         EventView,
         DeliveryView,
         List<AttemptView>,
@@ -232,6 +237,15 @@ pub enum ErrorCode {
     NotReady,
     /// 500: anything unexpected.
     Internal,
+}
+
+/// `POST /events/batch`: 1 to 1000 events, each as for `POST /events`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // documentation only: never constructed
+pub struct NewBatchRequest {
+    #[schema(min_items = 1, max_items = 1000)]
+    pub events: Vec<NewEventRequest>,
 }
 
 /// `POST /events`. Fields are checked in this order; the first failure is answered

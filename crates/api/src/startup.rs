@@ -33,6 +33,7 @@ impl Application {
             waker: Waker::spawn(pool.clone(), settings.notify_interval),
             pool,
             max_body_bytes: settings.max_body_bytes,
+            max_batch_body_bytes: settings.max_batch_body_bytes,
         });
         let mut server = HttpServer::new(move || {
             App::new()

@@ -14,11 +14,20 @@ use crate::error::{ApiError, ErrorBody};
 use crate::openapi::NewEventRequest;
 use crate::views::{AttemptView, EventView, List};
 
+/// The one event id the API refuses: `/events/batch` is a route, not an event.
+pub const RESERVED_EVENT_ID: &str = "batch";
+
 /// Turns a request body into a valid new event, naming the first field at fault.
 pub fn parse_new_event(body: serde_json::Value) -> Result<NewEvent, ApiError> {
     let mut fields = Fields::from_body(body)?;
     let id = fields.required_str("id")?;
     let id = EventId::parse(&id).map_err(|e| ApiError::invalid("id", e.to_string()))?;
+    if id.as_str() == RESERVED_EVENT_ID {
+        return Err(ApiError::invalid(
+            "id",
+            "\"batch\" is reserved: /events/batch is the batch route, so such an event could not be read",
+        ));
+    }
     let event_type = fields.required_str("type")?;
     let event_type =
         EventType::parse(&event_type).map_err(|e| ApiError::invalid("type", e.to_string()))?;
@@ -49,7 +58,7 @@ fn caller_traceparent(req: &HttpRequest) -> Option<dispatch_telemetry::TracePare
 
 /// A span for one request to an event route, continuing the caller's trace when it sent a
 /// valid `traceparent`. Must be set up before the span is first entered.
-fn continue_trace(
+pub(crate) fn continue_trace(
     req: &HttpRequest,
     span: &tracing::Span,
 ) -> Option<dispatch_telemetry::TraceParent> {

@@ -2,6 +2,7 @@
 //! [`ROUTES`] is the one list of what the API serves: [`configure`] builds the app from it, and
 //! the OpenAPI tests compare it with the document (so an undocumented route fails them).
 
+pub(crate) mod batch;
 pub(crate) mod events;
 pub(crate) mod health;
 pub(crate) mod subscriptions;
@@ -17,6 +18,7 @@ use crate::error::ApiError;
 pub struct AppState {
     pub pool: Pool,
     pub max_body_bytes: usize,
+    pub max_batch_body_bytes: usize,
     pub waker: crate::wake::Waker,
 }
 
@@ -55,6 +57,8 @@ const fn route(
 /// path `404`. Each must be documented in [`crate::openapi::ApiDoc`].
 pub const ROUTES: &[Route] = &[
     route("POST", "/events", |r| r.to(events::create)),
+    // Before `/events/{id}`: a path matches the first resource registered for it.
+    route("POST", "/events/batch", |r| r.to(batch::create)),
     route("GET", "/events/{id}", |r| r.to(events::get)),
     route("GET", "/events/{id}/attempts", |r| r.to(events::attempts)),
     route("POST", "/subscriptions", |r| r.to(subscriptions::create)),

@@ -127,3 +127,143 @@ pub async fn deliveries_of(
         .load(conn)
         .await?)
 }
+
+/// What ingesting one event of a batch did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchOutcome {
+    /// First receipt: stored with `deliveries` delivery rows.
+    Created { deliveries: i64 },
+    /// Already stored with the same content (earlier, or earlier in this batch).
+    Duplicate,
+    /// Already stored with different content.
+    Conflict,
+}
+
+#[derive(QueryableByName)]
+struct BatchCreated {
+    #[diesel(sql_type = BigInt)]
+    idx: i64,
+    #[diesel(sql_type = BigInt)]
+    deliveries: i64,
+}
+
+#[derive(QueryableByName)]
+struct BatchCompared {
+    #[diesel(sql_type = BigInt)]
+    idx: i64,
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    same: bool,
+}
+
+/// Ingests many events in one transaction and two statements, whatever their number: the
+/// events and all their deliveries in one multi-row statement, then one comparison of every
+/// event that already existed. The seed's idempotency holds per event, also between two items
+/// of the same batch (the first one counts). Returns one outcome per event, in order.
+#[tracing::instrument(name = "db.ingest_batch", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", events = batch.len()))]
+pub async fn ingest_batch(
+    conn: &mut AsyncPgConnection,
+    batch: &[NewEvent],
+) -> Result<Vec<BatchOutcome>, StoreError> {
+    use diesel_async::AsyncConnection;
+    if batch.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<&str> = batch.iter().map(|e| e.id.as_str()).collect();
+    let types: Vec<&str> = batch.iter().map(|e| e.event_type.as_str()).collect();
+    let sources: Vec<&str> = batch.iter().map(|e| e.source.as_str()).collect();
+    let data: Vec<&serde_json::Value> = batch.iter().map(|e| &e.data).collect();
+    let traceparents: Vec<Option<&str>> = batch.iter().map(|e| e.traceparent.as_deref()).collect();
+    // Patterns contain no spaces, so each event's candidate patterns travel as one text.
+    let patterns: Vec<String> = batch
+        .iter()
+        .map(|e| e.event_type.matching_patterns().join(" "))
+        .collect();
+    conn.transaction::<_, StoreError, _>(async move |conn| {
+        let created: Vec<BatchCreated> = diesel::sql_query(
+            "WITH input AS (
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[],
+                                      $5::text[], $6::text[])
+                     WITH ORDINALITY AS i(id, event_type, source, data, traceparent, patterns, idx)
+             ), first AS (
+                 SELECT DISTINCT ON (id) * FROM input ORDER BY id, idx
+             ), ev AS (
+                 INSERT INTO events (id, event_type, source, data, traceparent)
+                 SELECT id, event_type, source, data, traceparent FROM first ORDER BY idx
+                 ON CONFLICT (id) DO NOTHING
+                 RETURNING id
+             ), dl AS (
+                 INSERT INTO deliveries (event_id, subscription_id)
+                 SELECT ev.id, s.id
+                   FROM ev JOIN first f ON f.id = ev.id, subscriptions s
+                  WHERE s.deleted_at IS NULL AND s.enabled
+                    AND s.event_types && string_to_array(f.patterns, ' ')
+                 -- As in single ingestion: a concurrent delete waits or is seen.
+                 FOR KEY SHARE OF s
+                 RETURNING event_id
+             )
+             SELECT f.idx, count(dl.event_id) AS deliveries
+               FROM ev JOIN first f ON f.id = ev.id LEFT JOIN dl ON dl.event_id = ev.id
+              GROUP BY f.idx",
+        )
+        .bind::<Array<Text>, _>(&ids)
+        .bind::<Array<Text>, _>(&types)
+        .bind::<Array<Text>, _>(&sources)
+        .bind::<Array<Jsonb>, _>(&data)
+        .bind::<Array<Nullable<Text>>, _>(&traceparents)
+        .bind::<Array<Text>, _>(&patterns)
+        .load(conn)
+        .await?;
+        let mut outcomes: Vec<Option<BatchOutcome>> = vec![None; ids.len()];
+        for row in &created {
+            if let Some(slot) = usize::try_from(row.idx - 1)
+                .ok()
+                .and_then(|i| outcomes.get_mut(i))
+            {
+                *slot = Some(BatchOutcome::Created {
+                    deliveries: row.deliveries,
+                });
+            }
+        }
+        let created_idx: Vec<i64> = created.iter().map(|r| r.idx).collect();
+        // Everything not created now already exists (or was created by an earlier item):
+        // compare in SQL, as single ingestion does.
+        let compared: Vec<BatchCompared> = diesel::sql_query(
+            "SELECT i.idx, (e.event_type = i.event_type AND e.source = i.source
+                            AND e.data = i.data) AS same
+               FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[])
+                    WITH ORDINALITY AS i(id, event_type, source, data, idx)
+               JOIN events e ON e.id = i.id
+              WHERE i.idx <> ALL($5::int8[])",
+        )
+        .bind::<Array<Text>, _>(&ids)
+        .bind::<Array<Text>, _>(&types)
+        .bind::<Array<Text>, _>(&sources)
+        .bind::<Array<Jsonb>, _>(&data)
+        .bind::<Array<BigInt>, _>(&created_idx)
+        .load(conn)
+        .await?;
+        for row in compared {
+            if let Some(slot) = usize::try_from(row.idx - 1)
+                .ok()
+                .and_then(|i| outcomes.get_mut(i))
+            {
+                *slot = Some(if row.same {
+                    BatchOutcome::Duplicate
+                } else {
+                    BatchOutcome::Conflict
+                });
+            }
+        }
+        outcomes
+            .into_iter()
+            .enumerate()
+            .map(|(i, o)| {
+                o.ok_or_else(|| StoreError::Corrupt {
+                    what: "batch ingestion",
+                    reason: format!("item {i} was neither stored nor found"),
+                })
+            })
+            .collect()
+    })
+    .await
+}
