@@ -318,10 +318,20 @@ fn spawn_binary(name: &str, database_url: &str, addr: &str) -> Result<tokio::pro
         .env("DISPATCH_DATABASE_URL", database_url)
         .env("DISPATCH_ADDR", addr)
         .env("DISPATCH_LOG_FORMAT", "text")
+        .env("DISPATCH_API_KEYS", dev_api_key())
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("starting {name}"))
 }
+
+/// The API key `cargo xtask dev` starts the API with: `DISPATCH_DEV_API_KEY`, or the README's
+/// development key.
+fn dev_api_key() -> String {
+    std::env::var("DISPATCH_DEV_API_KEY").unwrap_or_else(|_| DEV_API_KEY.to_owned())
+}
+
+/// The development key the README's examples send. Never use it outside a laptop.
+const DEV_API_KEY: &str = "dev-key-change-me-0123";
 
 /// Asks a child to stop with SIGTERM and waits for its graceful drain (then kills it).
 async fn terminate(child: &mut tokio::process::Child) {
@@ -374,6 +384,11 @@ async fn dev() -> Result<bool> {
     println!("  Dispatch is running");
     println!(
         "  API:          http://localhost:{api_port}  (try: curl http://localhost:{api_port}/readyz)"
+    );
+    println!(
+        "  API key:      {}  (send: -H \"Authorization: Bearer {}\")",
+        dev_api_key(),
+        dev_api_key()
     );
     println!("  Worker:       http://localhost:{worker_port}/readyz");
     println!("  DATABASE_URL: {}", pg.database_url);

@@ -91,6 +91,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let app = Application::build(&settings)
                 .with_context(|| format!("binding {}", settings.addr))?;
             tracing::info!(addr = %settings.addr, port = app.port(), "dispatch-api listening");
+            if settings.auth == crate::auth::Auth::Disabled {
+                tracing::warn!(
+                    "authentication is disabled (DISPATCH_AUTH_DISABLED=true): anyone who can \
+                     reach this port may call the API"
+                );
+            }
             app.run_until_stopped().await?;
             tracing::info!("dispatch-api stopped");
             Ok(())

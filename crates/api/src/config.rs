@@ -34,6 +34,8 @@ pub struct Settings {
     /// Shortest gap between two wake-up NOTIFYs sent to the workers.
     pub notify_interval: Duration,
     pub log_format: LogFormat,
+    /// Who may call the API.
+    pub auth: crate::auth::Auth,
 }
 
 /// The raw values as layered, before validation.
@@ -49,6 +51,8 @@ struct Raw {
     shutdown_timeout_secs: String,
     notify_interval_ms: String,
     log_format: String,
+    api_keys: String,
+    auth_disabled: String,
 }
 
 /// Every key the API reads: the table the README documents.
@@ -113,6 +117,18 @@ pub const KEYS: &[Key] = &[
         default: "auto",
         help: "json, text or auto (text on a terminal)",
     },
+    Key {
+        name: "api_keys",
+        env: "DISPATCH_API_KEYS",
+        default: "",
+        help: "comma-separated API keys (at least 16 characters each) or sha256:<hex> of them",
+    },
+    Key {
+        name: "auth_disabled",
+        env: "DISPATCH_AUTH_DISABLED",
+        default: "false",
+        help: "true lets anyone call the API without a key (development only)",
+    },
 ];
 
 impl Settings {
@@ -167,6 +183,33 @@ impl Settings {
         );
         let notify_interval = c.millis("notify_interval_ms", &raw.notify_interval_ms, 0, 10_000);
         let log_format = c.parse::<LogFormat>("log_format", &raw.log_format);
+        let auth_disabled = match raw.auth_disabled.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" => Some(true),
+            "false" | "0" | "no" | "" => Some(false),
+            other => {
+                c.problem(
+                    "auth_disabled",
+                    format!("expected true or false, got {other:?}"),
+                );
+                None
+            }
+        };
+        let keys = crate::auth::parse_keys(&raw.api_keys)
+            .map_err(|e| c.problem("api_keys", e))
+            .ok();
+        let auth = match (auth_disabled, keys) {
+            (Some(true), _) => Some(crate::auth::Auth::Disabled),
+            (Some(false), Some(keys)) if keys.is_empty() => {
+                c.problem(
+                    "api_keys",
+                    "at least one API key is required (or DISPATCH_AUTH_DISABLED=true, for \
+                     development only)",
+                );
+                None
+            }
+            (Some(false), Some(keys)) => Some(crate::auth::Auth::Keys(keys)),
+            _ => None,
+        };
         let settings = (|| {
             Some(Settings {
                 addr: addr?,
@@ -181,6 +224,7 @@ impl Settings {
                 shutdown_timeout: Duration::from_secs(shutdown?),
                 notify_interval: notify_interval?,
                 log_format: log_format?,
+                auth: auth?,
             })
         })();
         c.finish(settings)
@@ -191,11 +235,44 @@ impl Settings {
 mod tests {
     use super::*;
 
+    /// The given variables, plus an API key unless they set the auth keys themselves.
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
+        let mut env: HashMap<String, String> = pairs
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
+            .collect();
+        env.entry("DISPATCH_API_KEYS".to_owned())
+            .or_insert_with(|| "a-test-key-of-some-length".to_owned());
+        env
+    }
+
+    #[test]
+    fn starting_without_an_api_key_is_refused_unless_auth_is_disabled() {
+        let err =
+            Settings::load_from(None, &env(&[("DISPATCH_API_KEYS", "")])).expect_err("no key");
+        assert!(
+            err.to_string().contains("api_keys (DISPATCH_API_KEYS)"),
+            "{err}"
+        );
+        let s = Settings::load_from(
+            None,
+            &env(&[
+                ("DISPATCH_API_KEYS", ""),
+                ("DISPATCH_AUTH_DISABLED", "true"),
+            ]),
+        )
+        .expect("disabled");
+        assert_eq!(s.auth, crate::auth::Auth::Disabled);
+        let err = Settings::load_from(None, &env(&[("DISPATCH_AUTH_DISABLED", "maybe")]))
+            .expect_err("not a boolean");
+        assert!(
+            err.to_string()
+                .contains("auth_disabled (DISPATCH_AUTH_DISABLED)"),
+            "{err}"
+        );
+        let err = Settings::load_from(None, &env(&[("DISPATCH_API_KEYS", "short")]))
+            .expect_err("too short");
+        assert!(err.to_string().contains("entry 1"), "{err}");
     }
 
     #[test]

@@ -23,6 +23,9 @@ pub enum ApiError {
     /// The body is not declared as JSON (415).
     #[error("Content-Type must be application/json, got {0:?}")]
     UnsupportedMediaType(String),
+    /// No valid API key (401).
+    #[error("a valid API key is required: send `Authorization: Bearer <key>`")]
+    Unauthorized,
     /// No such resource (404).
     #[error("{0}")]
     NotFound(String),
@@ -77,6 +80,7 @@ impl ApiError {
             Self::InvalidParam { .. } => "invalid_parameter",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
+            Self::Unauthorized => "unauthorized",
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::EventConflict(_) => "event_conflict",
@@ -108,6 +112,7 @@ impl ResponseError for ApiError {
             }
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::EventConflict(_) | Self::SubscriptionExists(_) => StatusCode::CONFLICT,
@@ -126,6 +131,9 @@ impl ResponseError for ApiError {
             _ => None,
         };
         let mut response = HttpResponse::build(self.status_code());
+        if matches!(self, Self::Unauthorized) {
+            response.insert_header(("WWW-Authenticate", "Bearer realm=\"dispatch\""));
+        }
         if matches!(self, Self::DatabaseUnavailable) {
             response.insert_header(("Retry-After", "1"));
         }

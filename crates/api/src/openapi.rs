@@ -27,6 +27,7 @@ use crate::views::{
 /// The OpenAPI document of `dispatch-api`.
 #[derive(OpenApi)]
 #[openapi(
+    modifiers(&BearerKeys),
     info(
         title = "Dispatch API",
         description = "Dispatch's ingestion API: producers POST events, which are fanned out \
@@ -81,6 +82,70 @@ use crate::views::{
     ),
 )]
 pub struct ApiDoc;
+
+/// Every route except the public ones needs `Authorization: Bearer <key>`: the security scheme,
+/// its requirement on each protected operation, and the `401` it answers without one.
+struct BearerKeys;
+
+impl utoipa::Modify for BearerKeys {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::content::ContentBuilder;
+        use utoipa::openapi::response::ResponseBuilder;
+        use utoipa::openapi::security::{
+            HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+        };
+        use utoipa::openapi::{Header, Ref};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An API key from DISPATCH_API_KEYS. /healthz, /readyz, /metrics and \
+                         /openapi.json need none.",
+                    ))
+                    .build(),
+            ),
+        );
+        let unauthorized = ResponseBuilder::new()
+            .description("`unauthorized`: no valid API key was sent.")
+            .header(
+                "WWW-Authenticate",
+                Header::new(ObjectBuilder::new().schema_type(SchemaType::Type(Type::String))),
+            )
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build();
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if crate::auth::PUBLIC_PATHS.contains(&path.as_str()) {
+                continue;
+            }
+            for operation in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.delete,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                operation.security = Some(vec![SecurityRequirement::new(
+                    "bearer",
+                    Vec::<String>::new(),
+                )]);
+                operation
+                    .responses
+                    .responses
+                    .insert("401".to_owned(), RefOr::T(unauthorized.clone()));
+            }
+        }
+    }
+}
 
 /// The document as a value.
 pub fn document() -> utoipa::openapi::OpenApi {
@@ -223,6 +288,8 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// 415: `Content-Type` is present and not JSON.
     UnsupportedMediaType,
+    /// 401: no valid API key (`WWW-Authenticate: Bearer realm="dispatch"`).
+    Unauthorized,
     /// 404: no such event, subscription (deleted ones included) or route.
     NotFound,
     /// 405: the path exists, not with this method (`Allow` names the path's methods).
@@ -382,6 +449,7 @@ mod tests {
             },
             ApiError::PayloadTooLarge { limit: 1 },
             ApiError::UnsupportedMediaType(String::new()),
+            ApiError::Unauthorized,
             ApiError::NotFound(String::new()),
             ApiError::MethodNotAllowed,
             ApiError::EventConflict(String::new()),

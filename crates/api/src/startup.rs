@@ -34,6 +34,7 @@ impl Application {
             pool,
             max_body_bytes: settings.max_body_bytes,
             max_batch_body_bytes: settings.max_batch_body_bytes,
+            auth: settings.auth.clone(),
         });
         let mut server = HttpServer::new(move || {
             App::new()

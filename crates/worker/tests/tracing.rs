@@ -252,6 +252,7 @@ fn start_api(db: &TestDb) -> (String, reqwest::Client) {
         ("DISPATCH_HTTP_WORKERS", "1"),
         ("DISPATCH_SHUTDOWN_TIMEOUT_SECS", "1"),
         ("DISPATCH_LOG_FORMAT", "text"),
+        ("DISPATCH_API_KEYS", "tracing-test-key-0123456789"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -261,7 +262,13 @@ fn start_api(db: &TestDb) -> (String, reqwest::Client) {
     let app = dispatch_api::Application::build(&settings).unwrap();
     let base = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until_stopped());
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        reqwest::header::HeaderValue::from_static("Bearer tracing-test-key-0123456789"),
+    );
     let client = reqwest::Client::builder()
+        .default_headers(headers)
         .timeout(PATIENCE)
         .build()
         .unwrap();

@@ -101,6 +101,7 @@ fn invalid(index: usize, error: &ApiError) -> BatchItemResult {
     ),
 )]
 pub async fn create(
+    _auth: crate::auth::Authorized,
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,

@@ -106,6 +106,7 @@ async fn view(
     ),
 )]
 pub async fn create(
+    _auth: crate::auth::Authorized,
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
@@ -210,6 +211,7 @@ fn event_id(path: web::Path<String>) -> Result<String, ApiError> {
     ),
 )]
 pub async fn get(
+    _auth: crate::auth::Authorized,
     req: HttpRequest,
     path: web::Path<String>,
     state: web::Data<AppState>,
@@ -252,6 +254,7 @@ async fn get_event(
     ),
 )]
 pub async fn attempts(
+    _auth: crate::auth::Authorized,
     req: HttpRequest,
     path: web::Path<String>,
     state: web::Data<AppState>,

@@ -19,6 +19,7 @@ pub struct AppState {
     pub pool: Pool,
     pub max_body_bytes: usize,
     pub max_batch_body_bytes: usize,
+    pub auth: crate::auth::Auth,
     pub waker: crate::wake::Waker,
 }
 

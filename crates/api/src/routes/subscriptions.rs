@@ -172,6 +172,7 @@ pub fn parse_new_subscription(body: Value) -> Result<NewSubscription, ApiError> 
     ),
 )]
 pub async fn create(
+    _auth: crate::auth::Authorized,
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
@@ -222,6 +223,7 @@ pub struct ListParams {
     ),
 )]
 pub async fn list(
+    _auth: crate::auth::Authorized,
     params: web::Query<ListParams>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
@@ -283,6 +285,7 @@ fn subscription_id(path: web::Path<String>) -> Result<String, ApiError> {
     ),
 )]
 pub async fn get(
+    _auth: crate::auth::Authorized,
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
@@ -313,6 +316,7 @@ pub async fn get(
     ),
 )]
 pub async fn delete(
+    _auth: crate::auth::Authorized,
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {

@@ -26,6 +26,7 @@ pub fn settings_for(database: dispatch_store::DatabaseSettings) -> Settings {
         ("DISPATCH_HTTP_WORKERS", "1"),
         ("DISPATCH_SHUTDOWN_TIMEOUT_SECS", "1"),
         ("DISPATCH_LOG_FORMAT", "text"),
+        ("DISPATCH_API_KEYS", TEST_API_KEY),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -44,8 +45,18 @@ pub fn start_server(settings: &Settings) -> String {
     format!("http://127.0.0.1:{port}")
 }
 
+/// The API key every test server accepts and every test client sends.
+pub const TEST_API_KEY: &str = "test-api-key-0123456789";
+
+/// A client that sends [`TEST_API_KEY`].
 pub fn client() -> Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        reqwest::header::HeaderValue::from_static("Bearer test-api-key-0123456789"),
+    );
     Client::builder()
+        .default_headers(headers)
         .timeout(Duration::from_secs(30))
         .build()
         .expect("a reqwest client")
@@ -256,6 +267,7 @@ pub async fn raw_chunked_post(
     let mut stream = TcpStream::connect(authority).await.expect("connect");
     let head = format!(
         "POST {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: {content_type}\r\n\
+         Authorization: Bearer {TEST_API_KEY}\r\n\
          Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
     );
     stream.write_all(head.as_bytes()).await.expect("write head");

@@ -1,0 +1,184 @@
+//! Who may call the API: bearer API keys from `DISPATCH_API_KEYS`, each given as the key or as
+//! `sha256:<hex>` of it (so the plain key need not be stored). Only SHA-256 digests are kept in
+//! memory, and a presented key is compared with each in constant time. `/healthz`, `/readyz`,
+//! `/metrics` and `/openapi.json` need no key.
+
+use std::fmt;
+
+use ring::digest::{SHA256, digest};
+
+/// Shortest plain key accepted: a key is a password, not a name.
+pub const MIN_KEY_LEN: usize = 16;
+
+/// Routes that answer without a key.
+pub const PUBLIC_PATHS: [&str; 4] = ["/healthz", "/readyz", "/metrics", "/openapi.json"];
+
+/// How requests are authenticated.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Auth {
+    /// `DISPATCH_AUTH_DISABLED=true`: everyone may call (logged as a warning at start).
+    Disabled,
+    /// SHA-256 digests of the accepted keys.
+    Keys(Vec<[u8; 32]>),
+}
+
+impl fmt::Debug for Auth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Disabled => f.write_str("Auth::Disabled"),
+            Self::Keys(keys) => write!(f, "Auth::Keys({} keys)", keys.len()),
+        }
+    }
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest(&SHA256, bytes).as_ref());
+    out
+}
+
+fn from_hex(hex: &str) -> Option<[u8; 32]> {
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Parses `DISPATCH_API_KEYS`: comma-separated keys or `sha256:<64 hex>` digests. Blank entries
+/// are ignored.
+pub fn parse_keys(text: &str) -> Result<Vec<[u8; 32]>, String> {
+    let mut keys = Vec::new();
+    for (i, entry) in text.split(',').map(str::trim).enumerate() {
+        if entry.is_empty() {
+            continue;
+        }
+        if let Some(hex) = entry.strip_prefix("sha256:") {
+            keys.push(from_hex(&hex.to_ascii_lowercase()).ok_or_else(|| {
+                format!("entry {} must be sha256: followed by 64 hex digits", i + 1)
+            })?);
+        } else if entry.len() < MIN_KEY_LEN {
+            return Err(format!(
+                "entry {} is shorter than {MIN_KEY_LEN} characters (give a longer key, or \
+                 sha256:<hex> of it)",
+                i + 1
+            ));
+        } else if entry.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(format!(
+                "entry {} contains whitespace or control characters",
+                i + 1
+            ));
+        } else {
+            keys.push(sha256(entry.as_bytes()));
+        }
+    }
+    Ok(keys)
+}
+
+impl Auth {
+    /// Whether `authorization` (the header's value) carries an accepted key.
+    pub fn allows(&self, authorization: Option<&str>) -> bool {
+        let keys = match self {
+            Self::Disabled => return true,
+            Self::Keys(keys) => keys,
+        };
+        let Some(presented) = authorization
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+        else {
+            return false;
+        };
+        let presented = sha256(presented.as_bytes());
+        // Digests of equal length, compared with every key and every byte, never stopping
+        // early: timing says nothing about which key (if any) matched, nor how closely.
+        keys.iter().fold(false, |found, key| {
+            let difference = key
+                .iter()
+                .zip(presented.iter())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+            found | (difference == 0)
+        })
+    }
+}
+
+/// Extractor that lets a handler run only for an authenticated caller; put it first in the
+/// handler's arguments so nothing (not even the body) is read for anyone else.
+pub struct Authorized;
+
+impl actix_web::FromRequest for Authorized {
+    type Error = crate::error::ApiError;
+    type Future = std::future::Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &actix_web::HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let allowed = req
+            .app_data::<actix_web::web::Data<crate::routes::AppState>>()
+            .is_some_and(|state| {
+                let header = req
+                    .headers()
+                    .get(actix_web::http::header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok());
+                state.auth.allows(header)
+            });
+        std::future::ready(if allowed {
+            Ok(Self)
+        } else {
+            Err(crate::error::ApiError::Unauthorized)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_keys_and_digests_are_both_accepted() {
+        let plain = "a-long-enough-api-key";
+        let digest_hex: String = sha256(plain.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        for config in [
+            plain.to_owned(),
+            format!("sha256:{digest_hex}"),
+            format!(" other-key-of-16chars , {plain} "),
+        ] {
+            let auth = Auth::Keys(parse_keys(&config).expect("valid"));
+            assert!(auth.allows(Some(&format!("Bearer {plain}"))), "{config}");
+            assert!(!auth.allows(Some("Bearer wrong-key-wrong-key")), "{config}");
+            assert!(!auth.allows(Some(plain)), "the Bearer scheme is required");
+            assert!(!auth.allows(None));
+            assert!(!auth.allows(Some("Bearer ")));
+        }
+    }
+
+    #[test]
+    fn bad_key_entries_are_refused_with_their_position() {
+        assert!(
+            parse_keys("short")
+                .expect_err("too short")
+                .contains("entry 1")
+        );
+        assert!(
+            parse_keys("a-long-enough-api-key,sha256:abc")
+                .expect_err("refused")
+                .contains("entry 2")
+        );
+        assert!(parse_keys(&format!("sha256:{}", "g".repeat(64))).is_err());
+        assert_eq!(parse_keys(" , ").expect("blank"), Vec::<[u8; 32]>::new());
+    }
+
+    #[test]
+    fn disabled_auth_lets_everyone_in_and_debug_hides_keys() {
+        assert!(Auth::Disabled.allows(None));
+        let auth = Auth::Keys(parse_keys("a-long-enough-api-key").expect("valid"));
+        assert_eq!(format!("{auth:?}"), "Auth::Keys(1 keys)");
+    }
+}
