@@ -524,6 +524,7 @@ fn api_values(s: &dispatch_api::Settings) -> Vec<(&'static str, String)> {
         ("db_max_connections", s.database.max_connections.to_string()),
         ("db_connect_timeout_ms", millis(s.database.connect_timeout)),
         ("max_body_bytes", s.max_body_bytes.to_string()),
+        ("max_batch_body_bytes", s.max_batch_body_bytes.to_string()),
         ("http_workers", s.http_workers.to_string()),
         (
             "shutdown_timeout_secs",
@@ -531,6 +532,13 @@ fn api_values(s: &dispatch_api::Settings) -> Vec<(&'static str, String)> {
         ),
         ("notify_interval_ms", millis(s.notify_interval)),
         ("log_format", lowercase_debug(&s.log_format)),
+        (
+            "auth",
+            match &s.auth {
+                dispatch_api::auth::Auth::Disabled => "DISABLED (anyone may call)".to_owned(),
+                dispatch_api::auth::Auth::Keys(keys) => format!("{} API key(s)", keys.len()),
+            },
+        ),
     ]
 }
 
@@ -906,6 +914,7 @@ mod tests {
         let vars = env(&[
             ("DATABASE_URL", "postgres://app:s3cret@db:5432/dispatch"),
             ("DISPATCH_WORKER_ID", "worker-7"),
+            ("DISPATCH_API_KEYS", "an-api-key-not-to-print"),
         ]);
         let (ok, text) = config_report(
             "dispatch-api",
@@ -922,6 +931,8 @@ mod tests {
         );
         assert!(text.contains("max_body_bytes         262144"), "{text}");
         assert!(!text.contains("s3cret"), "{text}");
+        assert!(text.contains("1 API key(s)"), "{text}");
+        assert!(!text.contains("an-api-key-not-to-print"), "{text}");
 
         let (ok, text) = config_report(
             "dispatch-worker",

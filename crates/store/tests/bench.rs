@@ -57,7 +57,10 @@ async fn seeded_subscriptions_are_matched_by_ingestion() {
         2
     );
     // bench.d7 matches sub-7 (its own pattern) and the two `*` subscriptions.
-    match events::ingest(&mut conn, &event("e1", "bench.d7")).await.unwrap() {
+    match events::ingest(&mut conn, &event("e1", "bench.d7"))
+        .await
+        .unwrap()
+    {
         IngestOutcome::Created { deliveries, .. } => assert_eq!(deliveries, 3),
         other => panic!("unexpected {other:?}"),
     }
@@ -141,7 +144,11 @@ async fn the_ceiling_table_takes_inserts_and_goes_away() {
             .await
             .is_err()
     );
-    assert!(bench::ceiling_insert(&mut conn, "k2", "not json").await.is_err());
+    assert!(
+        bench::ceiling_insert(&mut conn, "k2", "not json")
+            .await
+            .is_err()
+    );
     bench::drop_ceiling_table(&mut conn).await.unwrap();
     bench::drop_ceiling_table(&mut conn).await.unwrap();
     // The pool's other connection is a backend of this database; ours is left out.

@@ -33,9 +33,7 @@ pub fn client(max_idle: usize) -> HttpClient {
 
 /// The status of `GET url`, if it answered in time.
 pub async fn get_status(client: &HttpClient, url: &str) -> Option<StatusCode> {
-    let req = Request::get(url)
-        .body(Full::new(Bytes::new()))
-        .ok()?;
+    let req = Request::get(url).body(Full::new(Bytes::new())).ok()?;
     let res = tokio::time::timeout(Duration::from_secs(2), client.request(req))
         .await
         .ok()?
@@ -80,6 +78,8 @@ pub struct LoadPlan {
     pub concurrency: usize,
     /// Nothing is sent after this long.
     pub time_limit: Duration,
+    /// The API key, sent as `Authorization: Bearer <key>`.
+    pub api_key: String,
 }
 
 /// What sending did.
@@ -145,11 +145,12 @@ pub fn event_body(id_prefix: &str, event_type: &str, seq: u64) -> String {
     )
 }
 
-async fn post(client: &HttpClient, url: &str, body: String) -> Option<StatusCode> {
+async fn post(client: &HttpClient, plan: &LoadPlan, body: String) -> Option<StatusCode> {
     let req = Request::builder()
         .method(Method::POST)
-        .uri(url)
+        .uri(&plan.url)
         .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {}", plan.api_key))
         .body(Full::new(Bytes::from(body)))
         .ok()?;
     let res = tokio::time::timeout(REQUEST_TIMEOUT, client.request(req))
@@ -165,7 +166,7 @@ async fn post(client: &HttpClient, url: &str, body: String) -> Option<StatusCode
 async fn send_one(client: &HttpClient, plan: &LoadPlan, seq: u64, result: &mut LoadResult) {
     let body = event_body(&plan.id_prefix, &plan.types.of(seq), seq);
     let started = Instant::now();
-    let answer = post(client, &plan.url, body).await;
+    let answer = post(client, plan, body).await;
     result.count(answer, started.elapsed());
 }
 
@@ -239,7 +240,11 @@ async fn open_loop(
             Ok(p) => p,
             Err(_) => {
                 total.late += 1;
-                slots.clone().acquire_owned().await.context("semaphore closed")?
+                slots
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .context("semaphore closed")?
             }
         };
         let (client, plan) = (client.clone(), plan.clone());
@@ -292,7 +297,10 @@ mod tests {
         let mut r = LoadResult::default();
         r.count(Some(StatusCode::ACCEPTED), Duration::from_millis(1));
         r.count(Some(StatusCode::OK), Duration::from_millis(1));
-        r.count(Some(StatusCode::SERVICE_UNAVAILABLE), Duration::from_millis(1));
+        r.count(
+            Some(StatusCode::SERVICE_UNAVAILABLE),
+            Duration::from_millis(1),
+        );
         r.count(None, Duration::ZERO);
         assert_eq!(
             (r.sent, r.accepted, r.repeated, r.refused, r.errors),

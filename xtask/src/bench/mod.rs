@@ -25,7 +25,7 @@ use anyhow::{Context, Result, bail};
 use clap::ValueEnum;
 use dispatch_store::admin::{self, url_with_database};
 use dispatch_store::migrations;
-use dispatch_store::queries::bench::{self as queries, BacklogSeed, SubscriptionSeed};
+use dispatch_store::queries::bench::{self as queries, Activity, BacklogSeed, SubscriptionSeed};
 use serde_json::{Map, json};
 
 use self::load::{EventTypes, HttpClient, LoadPlan, Pace};
@@ -137,12 +137,49 @@ pub struct Args {
     /// Use debug builds (a quick smoke run; the figures mean little).
     #[arg(long)]
     pub debug: bool,
+    /// Extra configuration for dispatch-api, e.g. `--api-env DISPATCH_DB_MAX_CONNECTIONS=64`
+    /// (repeatable; `DISPATCH_*` keys only). Without it the defaults are measured.
+    #[arg(long = "api-env", value_name = "KEY=VALUE", value_parser = parse_env)]
+    pub api_env: Vec<(String, String)>,
+    /// Extra configuration for every dispatch-worker, e.g.
+    /// `--worker-env DISPATCH_MAX_IN_FLIGHT=128` (repeatable; `DISPATCH_*` keys only).
+    #[arg(long = "worker-env", value_name = "KEY=VALUE", value_parser = parse_env)]
+    pub worker_env: Vec<(String, String)>,
+}
+
+/// Keys the benchmark sets itself: where the children listen, which database, how they log,
+/// the API key the load generator presents.
+const RESERVED_ENV: [&str; 5] = [
+    "DISPATCH_DATABASE_URL",
+    "DISPATCH_ADDR",
+    "DISPATCH_LOG_FORMAT",
+    "DISPATCH_WORKER_ID",
+    "DISPATCH_API_KEYS",
+];
+
+fn parse_env(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("expected KEY=VALUE, got {text:?}"))?;
+    let well_formed = key.starts_with("DISPATCH_")
+        && key
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+    if !well_formed {
+        return Err(format!("{key:?} is not a DISPATCH_* configuration key"));
+    }
+    if RESERVED_ENV.contains(&key) {
+        return Err(format!("{key} is set by the benchmark itself"));
+    }
+    Ok((key.to_owned(), value.to_owned()))
 }
 
 /// Refuses a concurrency the server cannot serve: the ceiling opens `concurrency` connections at
 /// once, and a few more must stay free for the benchmark's own and the server's reserve.
 fn check_connections(concurrency: usize, max_connections: i64) -> Result<()> {
-    let needed = i64::try_from(concurrency).unwrap_or(i64::MAX).saturating_add(10);
+    let needed = i64::try_from(concurrency)
+        .unwrap_or(i64::MAX)
+        .saturating_add(10);
     if needed > max_connections {
         bail!(
             "--concurrency {concurrency} needs {needed} connections but the server allows \
@@ -297,36 +334,56 @@ impl Args {
                     },
                 })
                 .collect(),
-            Scenario::All => Scenario::EACH
-                .iter()
-                .flat_map(|s| self.specs(*s))
-                .collect(),
+            Scenario::All => Scenario::EACH.iter().flat_map(|s| self.specs(*s)).collect(),
         }
     }
 }
 
-/// CPU counters of the services, this process and the host at one moment.
+/// CPU counters of the services, the database's backends, this process and the host at one
+/// moment.
 struct Snapshot {
     services: Vec<(String, Option<ProcSample>)>,
+    /// The PostgreSQL backends connected to the scenario's database (empty when the server
+    /// does not run on this machine).
+    backends: Vec<(u32, ProcSample)>,
     xtask: Option<ProcSample>,
     host: Option<HostCpu>,
+    /// The database's activity counters.
+    activity: Option<Activity>,
 }
 
 impl Snapshot {
-    fn take(services: &[Service]) -> Self {
+    async fn take(services: &[Service], database_url: &str) -> Self {
+        let (pids, activity) = match admin::connect(database_url).await {
+            Ok(mut conn) => (
+                queries::backend_pids(&mut conn).await.unwrap_or_default(),
+                queries::activity(&mut conn).await.ok(),
+            ),
+            Err(_) => (Vec::new(), None),
+        };
+        let backends = pids
+            .into_iter()
+            .filter_map(|pid| u32::try_from(pid).ok())
+            .filter(|&pid| procfs::is_postgres(pid))
+            .filter_map(|pid| Some((pid, procfs::sample(pid)?)))
+            .collect();
         Self {
             services: services
                 .iter()
                 .map(|s| (s.name.clone(), s.sample()))
                 .collect(),
+            backends,
             xtask: procfs::sample(std::process::id()),
             host: procfs::host_cpu(),
+            activity,
         }
     }
 
-    /// Processes that had not started at `before`'s time count from zero.
+    /// CPU seconds per process since `before` (`None`: since each process started). Processes
+    /// that had not started at `before`'s time count from zero. `postgres` sums the database's
+    /// backends (one that started and ended in between is missed).
     fn cpu_since(&self, before: Option<&Snapshot>, ticks_per_sec: u64) -> Vec<(String, f64)> {
-        let ticks = |after: Option<ProcSample>, before: Option<ProcSample>| {
+        let secs = |after: Option<ProcSample>, before: Option<ProcSample>| {
             let (a, b) = (
                 after.map_or(0, |s| s.cpu_ticks),
                 before.map_or(0, |s| s.cpu_ticks),
@@ -340,12 +397,25 @@ impl Snapshot {
                 let earlier = before
                     .and_then(|b| b.services.iter().find(|(n, _)| n == name))
                     .and_then(|(_, s)| *s);
-                (name.clone(), ticks(*after, earlier))
+                (name.clone(), secs(*after, earlier))
             })
             .collect();
+        if !self.backends.is_empty() {
+            let postgres = self
+                .backends
+                .iter()
+                .map(|(pid, after)| {
+                    let earlier = before
+                        .and_then(|b| b.backends.iter().find(|(p, _)| p == pid))
+                        .map(|(_, s)| *s);
+                    secs(Some(*after), earlier)
+                })
+                .sum();
+            out.push(("postgres".to_owned(), postgres));
+        }
         out.push((
             "xtask".to_owned(),
-            ticks(self.xtask, before.and_then(|b| b.xtask)),
+            secs(self.xtask, before.and_then(|b| b.xtask)),
         ));
         out
     }
@@ -365,6 +435,8 @@ struct Bench {
     ticks_per_sec: u64,
     /// Databases created and not dropped yet.
     created: Mutex<Vec<String>>,
+    /// The API key of this run (the API is measured with authentication on, as deployed).
+    api_key: String,
     ceiling_tps: f64,
 }
 
@@ -433,9 +505,15 @@ impl Bench {
         .await;
         self.drop_database(&name).await;
         let c = measured?;
+        let cpu = c.postgres_cpu_secs.map_or_else(String::new, |s| {
+            format!(
+                ", PostgreSQL CPU {s:.1}s = {:.2} ms a commit",
+                s * 1000.0 / c.commits.max(1) as f64
+            )
+        });
         eprintln!(
             "bench: ceiling ({when}): {:.0} durable single-row inserts/s at {} connections \
-             ({} commits in {:.1}s, {} errors)",
+             ({} commits in {:.1}s, {} errors{cpu})",
             c.tps,
             c.concurrency,
             c.commits,
@@ -521,6 +599,9 @@ impl Bench {
             database_url: url,
             logs: &self.logs,
             label: &spec.name.replace('/', "-"),
+            api_key: &self.api_key,
+            api_env: &self.args.api_env,
+            worker_env: &self.args.worker_env,
         };
         let limit = Duration::from_secs(self.args.seconds);
         let mut row = Row {
@@ -542,7 +623,7 @@ impl Bench {
                     services.push(launch.worker(i, WORKER_MAX_IN_FLIGHT)?);
                 }
                 processes::wait_ready(&self.client, &mut services, READY_WITHIN).await?;
-                let before = Snapshot::take(&services);
+                let before = Snapshot::take(&services, url).await;
                 let plan = LoadPlan {
                     url: format!("{}/events", services[0].base_url),
                     id_prefix: format!("{}-", launch.label),
@@ -550,6 +631,7 @@ impl Bench {
                     pace: *pace,
                     concurrency: self.args.concurrency as usize,
                     time_limit: limit,
+                    api_key: self.api_key.clone(),
                 };
                 let started = Instant::now();
                 let mut sent = load::run(&self.client, &plan).await?;
@@ -566,14 +648,13 @@ impl Bench {
                     );
                 }
                 if sent.late > 0 {
-                    row.extra
-                        .insert("sends_late".to_owned(), json!(sent.late));
+                    row.extra.insert("sends_late".to_owned(), json!(sent.late));
                 }
                 let expected = (sent.accepted + sent.repeated) * healthy_per_event;
                 let arrived = self
                     .wait_for_deliveries(receiver, expected, limit, &mut services)
                     .await;
-                (started, Some(before), expected, arrived)
+                (started, before, expected, arrived)
             }
             Work::Backlog {
                 events,
@@ -598,30 +679,30 @@ impl Bench {
                     seeding.elapsed().as_secs_f64()
                 );
                 drop(conn);
+                let before = Snapshot::take(&[], url).await;
                 let started = Instant::now();
                 for i in 1..=spec.workers {
                     services.push(launch.worker(i, WORKER_MAX_IN_FLIGHT)?);
                 }
                 let expected = u64::try_from(seeded)?;
-                row.extra
-                    .insert("backlog".to_owned(), json!(expected));
+                row.extra.insert("backlog".to_owned(), json!(expected));
                 processes::wait_ready(&self.client, &mut services, READY_WITHIN).await?;
                 let arrived = self
                     .wait_for_deliveries(receiver, expected, limit, &mut services)
                     .await;
-                (started, None, expected, arrived)
+                (started, before, expected, arrived)
             }
         };
         if all_arrived {
             tokio::time::sleep(SETTLE).await;
         }
         row.elapsed_secs = started.elapsed().as_secs_f64();
-        let after = Snapshot::take(&services);
-        row.cpu_seconds = after.cpu_since(before.as_ref(), self.ticks_per_sec);
-        row.host_cpu_busy = match (&before, after.host) {
-            (Some(b), Some(a)) => b.host.and_then(|b| a.busy_since(&b)),
-            _ => None,
-        };
+        let after = Snapshot::take(&services, url).await;
+        row.cpu_seconds = after.cpu_since(Some(&before), self.ticks_per_sec);
+        row.host_cpu_busy = before
+            .host
+            .zip(after.host)
+            .and_then(|(b, a)| a.busy_since(&b));
         for (name, sample) in &after.services {
             let peak = mib(sample.map_or(0, |s| s.peak_rss_kib));
             if name.starts_with("worker") {
@@ -630,13 +711,43 @@ impl Bench {
                 row.api_peak_rss_mib = Some(peak);
             }
         }
-        let mut conn = admin::connect(url).await?;
-        row.tally = queries::delivery_tally(&mut conn).await.ok();
-        drop(conn);
         row.log_lines = services.iter().map(Service::log_lines).sum();
         for service in services {
             service.stop().await;
         }
+        // After the services are gone, so that their backends' counters are all published.
+        let mut conn = admin::connect(url).await?;
+        row.tally = queries::delivery_tally(&mut conn).await.ok();
+        if let (Some(b), Ok(a)) = (before.activity, queries::activity(&mut conn).await) {
+            let d = a.since(&b);
+            row.extra.insert(
+                "db_activity".to_owned(),
+                json!({
+                    "commits": d.commits,
+                    "rollbacks": d.rollbacks,
+                    "rows_returned": d.rows_returned,
+                    "rows_fetched": d.rows_fetched,
+                    "rows_inserted": d.rows_inserted,
+                    "rows_updated": d.rows_updated,
+                    "rows_deleted": d.rows_deleted,
+                    "blocks_hit": d.blocks_hit,
+                    "blocks_read": d.blocks_read,
+                }),
+            );
+            if expected > 0 {
+                if let Some((_, pg)) = row.cpu_seconds.iter().find(|(n, _)| n == "postgres") {
+                    row.extra.insert(
+                        "postgres_cpu_ms_per_delivery".to_owned(),
+                        json!((pg * 1e6 / expected as f64).round() / 1000.0),
+                    );
+                }
+                row.extra.insert(
+                    "commits_per_delivery".to_owned(),
+                    json!((d.commits as f64 / expected as f64 * 100.0).round() / 100.0),
+                );
+            }
+        }
+        drop(conn);
         let received = receiver.received();
         row.expected = expected;
         row.delivered = received.unique;
@@ -654,9 +765,9 @@ impl Bench {
             row.extra
                 .insert("unreadable_requests".to_owned(), json!(received.unreadable));
         }
-        let window = received
-            .last
-            .map_or(Duration::ZERO, |last| last.saturating_duration_since(started));
+        let window = received.last.map_or(Duration::ZERO, |last| {
+            last.saturating_duration_since(started)
+        });
         row.delivered_per_sec = stats::per_second(received.unique.min(expected), window);
         row.latency = stats::summarize(&mut received.latencies_ns.clone());
         Ok(row)
@@ -694,7 +805,12 @@ fn summary_line(row: &Row) -> String {
     );
     format!(
         "bench: {}: {}/{} delivered, {:.0}/s, {latency}, {} missing, {} duplicates",
-        row.scenario, row.delivered, row.expected, row.delivered_per_sec, row.missing, row.duplicates
+        row.scenario,
+        row.delivered,
+        row.expected,
+        row.delivered_per_sec,
+        row.missing,
+        row.duplicates
     )
 }
 
@@ -708,7 +824,8 @@ pub async fn run(args: Args) -> Result<bool> {
     let binaries = processes::build(args.debug)?;
     // Purpose::Dev: a private cluster, if one must be started, is durable like production
     // (a test cluster runs with fsync off, which would inflate every figure).
-    let mut pg = crate::pg::find_or_start(&crate::workspace_root(), crate::pg::Purpose::Dev).await?;
+    let mut pg =
+        crate::pg::find_or_start(&crate::workspace_root(), crate::pg::Purpose::Dev).await?;
     let mut conn = admin::connect(&pg.admin_url).await?;
     let facts = queries::server_facts(&mut conn).await?;
     drop(conn);
@@ -731,6 +848,11 @@ pub async fn run(args: Args) -> Result<bool> {
         client: load::client(args.concurrency as usize + 8),
         ticks_per_sec: procfs::clock_ticks_per_sec(),
         created: Mutex::new(Vec::new()),
+        api_key: format!(
+            "bench-{:x}-{:016x}",
+            std::process::id(),
+            receiver::unix_nanos()
+        ),
         ceiling_tps: 0.0,
     };
     let outcome = tokio::select! {
@@ -766,6 +888,26 @@ pub async fn run(args: Args) -> Result<bool> {
         ),
     );
     context.insert("ceiling_secs".to_owned(), json!(CEILING_SECS));
+    context.insert(
+        "ceiling_postgres_cpu_ms_per_commit".to_owned(),
+        json!(
+            ceilings
+                .iter()
+                .map(|c| c
+                    .postgres_cpu_secs
+                    .map(|s| (s * 1e6 / c.commits.max(1) as f64).round() / 1000.0))
+                .collect::<Vec<_>>()
+        ),
+    );
+    for (key, overrides) in [("api_env", &args.api_env), ("worker_env", &args.worker_env)] {
+        if !overrides.is_empty() {
+            let map: Map<String, serde_json::Value> = overrides
+                .iter()
+                .map(|(k, v)| (k.clone(), json!(v)))
+                .collect();
+            context.insert(key.to_owned(), serde_json::Value::Object(map));
+        }
+    }
     context.insert(
         "time".to_owned(),
         json!(chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()),
@@ -945,6 +1087,34 @@ mod tests {
     }
 
     #[test]
+    fn extra_configuration_is_dispatch_keys_only() {
+        let a = parse(&[
+            "--api-env",
+            "DISPATCH_DB_MAX_CONNECTIONS=64",
+            "--worker-env",
+            "DISPATCH_MAX_IN_FLIGHT=128",
+            "--worker-env",
+            "DISPATCH_POLL_INTERVAL_MS=100",
+        ])
+        .expect("valid");
+        assert_eq!(
+            a.api_env,
+            [("DISPATCH_DB_MAX_CONNECTIONS".to_owned(), "64".to_owned())]
+        );
+        assert_eq!(a.worker_env.len(), 2);
+        for bad in [
+            "DISPATCH_DB_MAX_CONNECTIONS",
+            "RUST_LOG=debug",
+            "dispatch_x=1",
+            "DISPATCH_DATABASE_URL=postgres://elsewhere/x",
+            "DISPATCH_ADDR=:80",
+            "DISPATCH_API_KEYS=another-key-of-length",
+        ] {
+            assert!(parse(&["--api-env", bad]).is_err(), "{bad} was accepted");
+        }
+    }
+
+    #[test]
     fn concurrency_must_leave_connections_free() {
         assert!(check_connections(64, 100).is_ok());
         assert!(check_connections(90, 100).is_ok());
@@ -1014,6 +1184,43 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn cpu_is_counted_from_the_first_snapshot_or_from_zero() {
+        let at = |ticks| ProcSample {
+            cpu_ticks: ticks,
+            peak_rss_kib: 1,
+        };
+        let before = Snapshot {
+            services: vec![("api".to_owned(), Some(at(100)))],
+            backends: vec![(7, at(50))],
+            xtask: Some(at(10)),
+            host: None,
+            activity: None,
+        };
+        let after = Snapshot {
+            services: vec![
+                ("api".to_owned(), Some(at(350))),
+                ("worker-1".to_owned(), Some(at(40))),
+            ],
+            backends: vec![(7, at(150)), (8, at(100))],
+            xtask: Some(at(60)),
+            host: None,
+            activity: None,
+        };
+        assert_eq!(
+            after.cpu_since(Some(&before), 100),
+            [
+                ("api".to_owned(), 2.5),
+                ("worker-1".to_owned(), 0.4),
+                ("postgres".to_owned(), 2.0),
+                ("xtask".to_owned(), 0.5)
+            ]
+        );
+        let since_start = after.cpu_since(None, 100);
+        assert_eq!(since_start[0], ("api".to_owned(), 3.5));
+        assert_eq!(since_start[2], ("postgres".to_owned(), 2.5));
     }
 
     #[test]

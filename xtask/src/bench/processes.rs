@@ -54,6 +54,11 @@ pub struct Launch<'a> {
     pub logs: &'a Path,
     /// Prefix of the log files, e.g. `steady`.
     pub label: &'a str,
+    /// The key the API accepts (`DISPATCH_API_KEYS`).
+    pub api_key: &'a str,
+    /// Extra `DISPATCH_*` settings (`--api-env`, `--worker-env`), applied last.
+    pub api_env: &'a [(String, String)],
+    pub worker_env: &'a [(String, String)],
 }
 
 /// A running `dispatch-api` or `dispatch-worker`.
@@ -68,7 +73,13 @@ pub struct Service {
 }
 
 impl Launch<'_> {
-    fn spawn(&self, binary: &str, name: &str, env: &[(&str, String)]) -> Result<Service> {
+    fn spawn(
+        &self,
+        binary: &str,
+        name: &str,
+        env: &[(&str, String)],
+        overrides: &[(String, String)],
+    ) -> Result<Service> {
         let port = free_port()?;
         let addr = format!("127.0.0.1:{port}");
         let log = self.logs.join(format!("{}-{name}.log", self.label));
@@ -90,6 +101,7 @@ impl Launch<'_> {
             .env("DISPATCH_LOG_FORMAT", "json")
             .env("RUST_LOG", "warn")
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .envs(overrides.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::from(file.try_clone()?))
             .stderr(Stdio::from(file))
@@ -111,7 +123,11 @@ impl Launch<'_> {
         self.spawn(
             "dispatch-api",
             "api",
-            &[("DISPATCH_SHUTDOWN_TIMEOUT_SECS", "5".to_owned())],
+            &[
+                ("DISPATCH_SHUTDOWN_TIMEOUT_SECS", "5".to_owned()),
+                ("DISPATCH_API_KEYS", self.api_key.to_owned()),
+            ],
+            self.api_env,
         )
     }
 
@@ -124,7 +140,10 @@ impl Launch<'_> {
             "dispatch-worker",
             &name,
             &[
-                ("DISPATCH_WORKER_ID", format!("bench-{}-{index}", self.label)),
+                (
+                    "DISPATCH_WORKER_ID",
+                    format!("bench-{}-{index}", self.label),
+                ),
                 ("DISPATCH_MAX_IN_FLIGHT", max_in_flight.to_string()),
                 (
                     "DISPATCH_MAX_IN_FLIGHT_PER_DESTINATION",
@@ -132,6 +151,7 @@ impl Launch<'_> {
                 ),
                 ("DISPATCH_SHUTDOWN_GRACE_SECS", "5".to_owned()),
             ],
+            self.worker_env,
         )
     }
 }

@@ -80,6 +80,12 @@ pub fn sample(pid: u32) -> Option<ProcSample> {
     })
 }
 
+/// Whether `pid` is a PostgreSQL process on this machine (a server elsewhere reports pids that
+/// mean nothing here).
+pub fn is_postgres(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "postgres")
+}
+
 pub fn host_cpu() -> Option<HostCpu> {
     parse_host_cpu(&std::fs::read_to_string("/proc/stat").ok()?)
 }

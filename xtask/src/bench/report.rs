@@ -143,7 +143,7 @@ impl Row {
     }
 }
 
-const HEADERS: [&str; 19] = [
+const HEADERS: [&str; 20] = [
     "scenario",
     "wk",
     "C",
@@ -162,6 +162,7 @@ const HEADERS: [&str; 19] = [
     "miss",
     "cpu api s",
     "cpu wk s",
+    "cpu pg s",
     "wk rss MiB",
 ];
 
@@ -194,6 +195,7 @@ fn cells(row: &Row) -> Vec<String> {
         row.missing.to_string(),
         opt(row.cpu_of("api"), 1),
         opt(row.cpu_of("worker"), 1),
+        opt(row.cpu_of("postgres"), 1),
         format!("{:.0}", row.worker_peak_rss_mib),
     ]
 }
@@ -203,12 +205,7 @@ pub fn table(rows: &[Row]) -> String {
     let mut grid: Vec<Vec<String>> = vec![HEADERS.iter().map(|h| (*h).to_owned()).collect()];
     grid.extend(rows.iter().map(cells));
     let widths: Vec<usize> = (0..HEADERS.len())
-        .map(|c| {
-            grid.iter()
-                .map(|r| r[c].chars().count())
-                .max()
-                .unwrap_or(0)
-        })
+        .map(|c| grid.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();
     for (i, r) in grid.iter().enumerate() {
@@ -297,7 +294,13 @@ mod tests {
 
     #[test]
     fn table_columns_line_up() {
-        let t = table(&[row(), Row { scenario: "many-destinations".to_owned(), ..row() }]);
+        let t = table(&[
+            row(),
+            Row {
+                scenario: "many-destinations".to_owned(),
+                ..row()
+            },
+        ]);
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 4);
         assert!(lines[0].starts_with("scenario"));

@@ -290,3 +290,57 @@ pub async fn backend_pids(conn: &mut AsyncPgConnection) -> Result<Vec<i32>, Stor
     .await?;
     Ok(rows.into_iter().map(|r| r.pid).collect())
 }
+
+/// The current database's cumulative activity counters (`pg_stat_database`). The server
+/// publishes a backend's counts when its transactions end (at most about once a second while it
+/// stays busy, and when it disconnects), so compare readings taken after the clients are gone.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, QueryableByName)]
+pub struct Activity {
+    #[diesel(sql_type = BigInt)]
+    pub commits: i64,
+    #[diesel(sql_type = BigInt)]
+    pub rollbacks: i64,
+    #[diesel(sql_type = BigInt)]
+    pub rows_returned: i64,
+    #[diesel(sql_type = BigInt)]
+    pub rows_fetched: i64,
+    #[diesel(sql_type = BigInt)]
+    pub rows_inserted: i64,
+    #[diesel(sql_type = BigInt)]
+    pub rows_updated: i64,
+    #[diesel(sql_type = BigInt)]
+    pub rows_deleted: i64,
+    #[diesel(sql_type = BigInt)]
+    pub blocks_hit: i64,
+    #[diesel(sql_type = BigInt)]
+    pub blocks_read: i64,
+}
+
+impl Activity {
+    /// The counts between `earlier` and `self`.
+    pub fn since(&self, earlier: &Activity) -> Activity {
+        Activity {
+            commits: self.commits - earlier.commits,
+            rollbacks: self.rollbacks - earlier.rollbacks,
+            rows_returned: self.rows_returned - earlier.rows_returned,
+            rows_fetched: self.rows_fetched - earlier.rows_fetched,
+            rows_inserted: self.rows_inserted - earlier.rows_inserted,
+            rows_updated: self.rows_updated - earlier.rows_updated,
+            rows_deleted: self.rows_deleted - earlier.rows_deleted,
+            blocks_hit: self.blocks_hit - earlier.blocks_hit,
+            blocks_read: self.blocks_read - earlier.blocks_read,
+        }
+    }
+}
+
+pub async fn activity(conn: &mut AsyncPgConnection) -> Result<Activity, StoreError> {
+    Ok(diesel::sql_query(
+        "SELECT xact_commit AS commits, xact_rollback AS rollbacks,
+                tup_returned AS rows_returned, tup_fetched AS rows_fetched,
+                tup_inserted AS rows_inserted, tup_updated AS rows_updated,
+                tup_deleted AS rows_deleted, blks_hit AS blocks_hit, blks_read AS blocks_read
+           FROM pg_stat_database WHERE datname = current_database()",
+    )
+    .get_result(conn)
+    .await?)
+}
