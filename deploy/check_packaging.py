@@ -27,6 +27,7 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import os
 import pathlib
 import re
@@ -34,6 +35,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import yaml
@@ -74,8 +76,11 @@ def code_keys(binary: str) -> set[str]:
 # Variables the chart and Compose set besides DISPATCH_* settings, and those set elsewhere.
 NON_CONFIG_ENV = {"ADDR", "DATABASE_URL", "RUST_LOG"}
 SET_BY_CHART = {"DISPATCH_ADDR", "DISPATCH_DATABASE_URL", "DISPATCH_LOG_FORMAT"}
-# Read by a later version of dispatch-api; passed only when set (values.yaml apiKeys).
-PLANNED_KEYS = {"DISPATCH_API_KEYS"}
+# Secrets: set from Secrets (values.yaml apiKeys), never in a ConfigMap or api.config.
+SECRET_KEYS = {"DISPATCH_API_KEYS"}
+# What dispatch-api says when it has no key (and DISPATCH_AUTH_DISABLED is not true).
+NO_API_KEY = "DISPATCH_API_KEYS"
+PLACEHOLDER_API_KEY = "placeholder-api-key-0123456789"
 
 
 # --- Manifests -------------------------------------------------------------------------------
@@ -229,7 +234,7 @@ def check_manifest_set(name: str, docs: list[dict], kube_versions: list[str],
     names = {(d["kind"], d["metadata"]["name"]) for d in docs}
     deployments = by_kind.get("Deployment", [])
     services = by_kind.get("Service", [])
-    values_secret = None  # database.existingSecret, recognised by being referenced but absent
+    external_secrets: set[str] = set()  # referenced, not rendered: the user's own Secrets
 
     def deployment_for(selector: dict, what: str) -> dict | None:
         found = [d for d in deployments
@@ -324,6 +329,11 @@ def check_manifest_set(name: str, docs: list[dict], kube_versions: list[str],
             if job == "worker" and seconds(ep.get("scrapeTimeout", "10s")) <= 5:
                 error(f"{where}: the worker's scrapeTimeout must exceed db_connect_timeout_ms (5 s)")
 
+    for cm in by_kind.get("ConfigMap", []):
+        for key in cm.get("data", {}):
+            if key in SECRET_KEYS | {"DATABASE_URL", "DISPATCH_DATABASE_URL"}:
+                error(f"{where}: ConfigMap/{cm['metadata']['name']} holds {key}, a secret")
+
     # Every pod: hardening, probes, references, environment.
     hook_names = {(d["kind"], d["metadata"]["name"]) for d in docs if is_hook(d)}
     config_maps = {d["metadata"]["name"]: d.get("data", {}) for d in by_kind.get("ConfigMap", [])}
@@ -384,10 +394,7 @@ def check_manifest_set(name: str, docs: list[dict], kube_versions: list[str],
                 secret = next((d for d in by_kind.get("Secret", [])
                                if d["metadata"]["name"] == ref["name"]), None)
                 if secret is None:
-                    if values_secret not in (None, ref["name"]):
-                        error(f"{where}: {cid}: Secrets {values_secret} and {ref['name']} both "
-                              "referenced but not rendered")
-                    values_secret = ref["name"]  # database.existingSecret
+                    external_secrets.add(ref["name"])  # database/apiKeys.existingSecret
                     continue
                 if ref["key"] not in secret.get("data", {}) and not ref.get("optional"):
                     error(f"{where}: {cid}: Secret {ref['name']} has no key {ref['key']}")
@@ -408,7 +415,7 @@ def check_manifest_set(name: str, docs: list[dict], kube_versions: list[str],
             binary = (c.get("command") or ["dispatch-api"])[0]
             known = api_keys if binary == "dispatch-api" else worker_keys
             for key in env:
-                if key.startswith("DISPATCH_") and key not in known | PLANNED_KEYS:
+                if key.startswith("DISPATCH_") and key not in known:
                     error(f"{where}: {cid} sets {key}, which {binary} does not define")
             if owner["kind"] == "Deployment" and binary == "dispatch-worker":
                 grace = int(env.get("DISPATCH_SHUTDOWN_GRACE_SECS") or 30)
@@ -440,12 +447,15 @@ def check_manifest_set(name: str, docs: list[dict], kube_versions: list[str],
     for d in non_hook_refs:
         error(f"{where}: unexpected hook object {d['kind']}/{d['metadata']['name']}")
     if len(errors) == problems_before:
+        external = f" (Secrets of your own: {', '.join(sorted(external_secrets))})" \
+            if external_secrets else ""
         log(f"{where}: {len(docs)} objects valid against Kubernetes "
-            f"{', '.join(kube_versions)} and consistent with each other")
+            f"{', '.join(kube_versions)} and consistent with each other{external}")
 
 
 def check_schema_keys(api_keys: set[str], worker_keys: set[str]) -> None:
     import json
+    problems_before = len(errors)
     schema = json.loads((CHART / "values.schema.json").read_text())
     for component, keys in (("api", api_keys), ("worker", worker_keys)):
         accepted = set(schema["properties"][component]["properties"]["config"]["properties"])
@@ -453,11 +463,12 @@ def check_schema_keys(api_keys: set[str], worker_keys: set[str]) -> None:
         for key in sorted(accepted - keys):
             error(f"helm/dispatch/values.schema.json accepts {component}.config.{key}, which "
                   f"{binary} does not define (crates/{component}/src/config.rs)")
-        for key in sorted(keys - accepted - NON_CONFIG_ENV - SET_BY_CHART - PLANNED_KEYS):
+        for key in sorted(keys - accepted - NON_CONFIG_ENV - SET_BY_CHART - SECRET_KEYS):
             error(f"{binary} defines {key} (crates/{component}/src/config.rs) but "
                   f"helm/dispatch/values.schema.json does not accept {component}.config.{key}: "
                   "add it there (and to values.yaml's comments)")
-    log("the chart's DISPATCH_* keys match crates/api and crates/worker config.rs")
+    if len(errors) == problems_before:
+        log("the chart's DISPATCH_* keys match crates/api and crates/worker config.rs")
 
 
 # --- Compose -----------------------------------------------------------------------------------
@@ -674,6 +685,9 @@ def run_config(label: str, bin_dir: pathlib.Path, argv: list[str], env: dict[str
     env = {k: (dead_db if k in ("DATABASE_URL", "DISPATCH_DATABASE_URL") else v)
            for k, v in env.items()}
     env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)  # nothing listens; export is off then
+    # Unless the configuration sets it, a short connect timeout: without a database, /readyz
+    # and the worker's shutdown each wait for it (5 s by default, more than 15 s in all).
+    env.setdefault("DISPATCH_DB_CONNECT_TIMEOUT_MS", "300")
     if not serves:
         result = subprocess.run([str(binary), *argv[1:]], env=env, capture_output=True,
                                 text=True, timeout=60)
@@ -683,14 +697,17 @@ def run_config(label: str, bin_dir: pathlib.Path, argv: list[str], env: dict[str
         return
     env["ADDR"] = f"127.0.0.1:{free_port()}"
     env.pop("DISPATCH_ADDR", None)
+    # Logs go to a file: a pipe nobody reads would fill up and block the binary.
+    log_file = tempfile.TemporaryFile(mode="w+")
     proc = subprocess.Popen([str(binary), *argv[1:]], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=log_file, text=True)
     try:
         deadline = time.monotonic() + 20
         while True:
             if proc.poll() is not None:
+                log_file.seek(0)
                 error(f"live {label}: {argv[0]} exited with {proc.returncode}: "
-                      f"{proc.stderr.read().strip()}")
+                      f"{log_file.read().strip()[-2000:]}")
                 return
             check = subprocess.run(["bash", str(HEALTHCHECK), *(healthcheck or [])], env=env,
                                    capture_output=True, text=True)
@@ -714,12 +731,35 @@ def run_config(label: str, bin_dir: pathlib.Path, argv: list[str], env: dict[str
                 proc.kill()
                 proc.wait()
                 error(f"live {label}: {argv[0]} did not stop within 20 s of SIGTERM")
+        log_file.close()
+
+
+def refuse_without_key(label: str, bin_dir: pathlib.Path, argv: list[str],
+                       env: dict[str, str]) -> None:
+    env = {**env, "PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": "/nonexistent",
+           "DATABASE_URL": "postgres://dispatch@127.0.0.1:9/dispatch?sslmode=disable",
+           "ADDR": f"127.0.0.1:{free_port()}"}
+    env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
+    try:
+        result = subprocess.run([str(bin_dir / argv[0]), *argv[1:]], env=env,
+                                capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        error(f"live {label}: without an API key `{' '.join(argv)}` did not stop")
+        return
+    if result.returncode == 0 or NO_API_KEY not in result.stderr:
+        error(f"live {label}: without an API key `{' '.join(argv)}` should stop naming "
+              f"{NO_API_KEY}; it exited {result.returncode}: {result.stderr.strip()[-500:]}")
 
 
 def live(bin_dir: pathlib.Path, rendered: dict[str, list[dict]]) -> None:
-    runs, problems_before = 0, len(errors)
+    runs, keyless, problems_before = 0, 0, len(errors)
     for name, docs in rendered.items():
         config_maps = {d["metadata"]["name"]: d.get("data", {}) for d in docs if d["kind"] == "ConfigMap"}
+        # The chart's own Secrets hold the values as rendered (API keys included); the user's
+        # existing Secrets get a placeholder.
+        secrets = {d["metadata"]["name"]: {k: base64.b64decode(v).decode()
+                                           for k, v in (d.get("data") or {}).items()}
+                   for d in docs if d["kind"] == "Secret"}
         for owner, template in pod_specs(docs):
             for c in template["spec"]["containers"]:
                 env: dict[str, str] = {}
@@ -729,12 +769,24 @@ def live(bin_dir: pathlib.Path, rendered: dict[str, list[dict]]) -> None:
                     if "value" in var:
                         env[var["name"]] = var["value"]
                     elif "secretKeyRef" in var.get("valueFrom", {}):
-                        env[var["name"]] = "placeholder-secret"
+                        ref = var["valueFrom"]["secretKeyRef"]
+                        if ref["name"] in secrets:
+                            env[var["name"]] = secrets[ref["name"]][ref["key"]]
+                        elif not ref.get("optional"):  # an optional key may be absent
+                            env[var["name"]] = "placeholder-secret-value"
                     elif "fieldRef" in var.get("valueFrom", {}):
                         env[var["name"]] = "pod-name"
                 argv = c.get("command", []) + c.get("args", [])
-                run_config(f"helm ({name}) {owner['kind']}/{owner['metadata']['name']}", bin_dir,
-                           argv, env, serves=owner["kind"] == "Deployment", healthcheck=None)
+                label = f"helm ({name}) {owner['kind']}/{owner['metadata']['name']}"
+                serves = owner["kind"] == "Deployment"
+                if argv[0] == "dispatch-api" and "DISPATCH_API_KEYS" not in env and \
+                        str(env.get("DISPATCH_AUTH_DISABLED", "")).lower() != "true":
+                    # No key configured (a required value left out, or an optional Secret key):
+                    # the API must refuse to start and say why; then check the rest with one.
+                    refuse_without_key(label, bin_dir, argv, env)
+                    keyless += 1
+                    env["DISPATCH_API_KEYS"] = PLACEHOLDER_API_KEY
+                run_config(label, bin_dir, argv, env, serves=serves, healthcheck=None)
                 runs += 1
     model = load_compose({})
     for svc_name in ("migrate", "api", "worker"):
@@ -747,7 +799,8 @@ def live(bin_dir: pathlib.Path, rendered: dict[str, list[dict]]) -> None:
         runs += 1
     if len(errors) == problems_before:
         log(f"live: {runs} container configurations accepted by the binaries; their health "
-            "checks pass, and /readyz fails without a database")
+            "checks pass, and /readyz fails without a database; the "
+            f"{keyless} dispatch-api ones without an API key refuse to start, naming it")
 
 
 # --- Main ----------------------------------------------------------------------------------------

@@ -27,7 +27,8 @@ if ! exec 3<>"/dev/tcp/$host/$port"; then
 fi
 printf 'GET %s HTTP/1.0\r\nHost: %s\r\nConnection: close\r\n\r\n' "$path" "$host" >&3
 status=""
-IFS= read -r -t 5 status <&3
+# /readyz may take up to DISPATCH_DB_CONNECT_TIMEOUT_MS (5 s) while the database is away.
+IFS= read -r -t 10 status <&3
 exec 3<&-
 case "$status" in
   "HTTP/1."[01]" 200"*) exit 0 ;;

@@ -77,11 +77,6 @@ the chart does not create one, or the namespace's `default` (with no token mount
 {{- end }}
 {{- end }}
 
-{{/* The Secret holding DATABASE_URL (and DISPATCH_API_KEYS): the chart's or an existing one. */}}
-{{- define "dispatch.secretName" -}}
-{{- default (include "dispatch.fullname" .) .Values.database.existingSecret }}
-{{- end }}
-
 {{/*
 Non-secret environment of one binary, as a map: the shared settings, then the component's
 DISPATCH_* keys (values.yaml `api.config` / `worker.config`). Rendered into its ConfigMap and,
@@ -111,26 +106,39 @@ Call with (dict "ctx" $ "component" "api").
 {{- end }}
 
 {{/*
-The database (and API key) variables from the Secret. Call with (dict "ctx" $ "secret" NAME
-"apiKeys" BOOL). DISPATCH_API_KEYS is passed only where asked and only when there is one (an
-existing Secret may lack the key: optional).
+The database URL and, where asked, the API keys, from Secrets. Call with (dict "ctx" $
+"secret" NAME "apiKeys" BOOL): NAME is the chart's Secret (or the migration hook's) and is used
+unless database.existingSecret / apiKeys.existingSecret name others. The API keys come from
+apiKeys.existingSecret, else database.existingSecret (optional there: a missing key makes
+dispatch-api stop at start-up naming DISPATCH_API_KEYS, unless DISPATCH_AUTH_DISABLED), else the
+chart's Secret when apiKeys.value is set.
 */}}
 {{- define "dispatch.secretEnv" -}}
 {{- $v := .ctx.Values -}}
+{{- $ak := $v.apiKeys -}}
+{{- if and $v.database.existingSecret $ak.value (not $ak.existingSecret) }}
+{{- fail "apiKeys.value goes into the chart's Secret, which is not created when database.existingSecret is set: put the keys in that Secret (key apiKeys.existingSecretKey) or name another Secret in apiKeys.existingSecret" }}
+{{- end }}
 - name: DATABASE_URL
   valueFrom:
     secretKeyRef:
-      name: {{ .secret }}
+      name: {{ default .secret $v.database.existingSecret }}
       key: {{ ternary $v.database.existingSecretKey "DATABASE_URL" (not (empty $v.database.existingSecret)) }}
 {{- if .apiKeys }}
-{{- if $v.database.existingSecret }}
+{{- if $ak.existingSecret }}
 - name: DISPATCH_API_KEYS
   valueFrom:
     secretKeyRef:
-      name: {{ .secret }}
-      key: {{ $v.apiKeys.existingSecretKey }}
+      name: {{ $ak.existingSecret }}
+      key: {{ $ak.existingSecretKey }}
+{{- else if $v.database.existingSecret }}
+- name: DISPATCH_API_KEYS
+  valueFrom:
+    secretKeyRef:
+      name: {{ $v.database.existingSecret }}
+      key: {{ $ak.existingSecretKey }}
       optional: true
-{{- else if $v.apiKeys.value }}
+{{- else if $ak.value }}
 - name: DISPATCH_API_KEYS
   valueFrom:
     secretKeyRef:
