@@ -68,6 +68,8 @@ def main() -> int:
     env.update({
         "DATABASE_URL": database_url,
         "DISPATCH_LOG_FORMAT": "json",
+        # The API refuses to start without a key; /metrics itself needs none.
+        "DISPATCH_API_KEYS": "scrape-check-key-0123456789",
         "DISPATCH_DB_CONNECT_TIMEOUT_MS": "300",
         "RUST_LOG": "error",
     })
