@@ -166,11 +166,7 @@ fn ensure_nextest() -> Result<()> {
 
 async fn test(args: Vec<String>) -> Result<bool> {
     ensure_nextest()?;
-    let mut pg = pg::find_or_start(&workspace_root(), pg::Purpose::Test).await?;
-    if pg.started_privately() {
-        // Nobody else uses this cluster: clear what interrupted runs left behind.
-        pg::drop_leftover_test_databases(&pg).await?;
-    }
+    let mut pg = pg::for_tests(&workspace_root()).await?;
     let mut command = cargo();
     command
         .args([
@@ -252,11 +248,7 @@ async fn cover() -> Result<bool> {
              LLVM_COV=/usr/bin/llvm-cov-22 LLVM_PROFDATA=/usr/bin/llvm-profdata-22)"
         );
     }
-    let mut pg = pg::find_or_start(&workspace_root(), pg::Purpose::Test).await?;
-    if pg.started_privately() {
-        // Nobody else uses this cluster: clear what interrupted runs left behind.
-        pg::drop_leftover_test_databases(&pg).await?;
-    }
+    let mut pg = pg::for_tests(&workspace_root()).await?;
     let mut command = cargo();
     command
         .args([

@@ -270,3 +270,14 @@ pub async fn drop_leftover_test_databases(pg: &Postgres) -> Result<()> {
     }
     Ok(())
 }
+
+/// PostgreSQL for the test suite: found or started (fast, not durable), with the leftovers of
+/// interrupted runs cleared when the cluster is our own.
+pub async fn for_tests(workspace: &Path) -> Result<Postgres> {
+    let pg = find_or_start(workspace, Purpose::Test).await?;
+    if pg.started_privately() {
+        // Nobody else uses this cluster: clear what interrupted runs left behind.
+        drop_leftover_test_databases(&pg).await?;
+    }
+    Ok(pg)
+}

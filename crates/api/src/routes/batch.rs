@@ -10,7 +10,7 @@ use tracing::Instrument;
 use utoipa::ToSchema;
 
 use super::AppState;
-use super::events::{continue_trace, parse_new_event};
+use super::events::{continue_trace, parse_new_event, record_status};
 use crate::body::{Fields, kind, read_json_body};
 use crate::error::{ApiError, ErrorBody};
 
@@ -112,11 +112,15 @@ pub async fn create(
         http.request.method = "POST",
         http.route = "/events/batch",
         events = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
     );
     let caller = continue_trace(&req, &span);
-    ingest(req, payload, state, caller, span.clone())
-        .instrument(span)
-        .await
+    let result = ingest(req, payload, state, caller, span.clone())
+        .instrument(span.clone())
+        .await;
+    record_status(&span, &result);
+    result
 }
 
 async fn ingest(

@@ -125,7 +125,14 @@ pub async fn create(
     let result = ingest(req, payload, state, caller, span.clone())
         .instrument(span.clone())
         .await;
-    let status = match &result {
+    record_status(&span, &result);
+    result
+}
+
+/// Records a request span's outcome: its HTTP status, and ERROR on a 5xx. The span must declare
+/// `http.response.status_code` and `otel.status_code` as empty fields.
+pub(crate) fn record_status(span: &tracing::Span, result: &Result<HttpResponse, ApiError>) {
+    let status = match result {
         Ok(response) => response.status(),
         Err(e) => actix_web::ResponseError::status_code(e),
     };
@@ -133,7 +140,6 @@ pub async fn create(
     if status.is_server_error() {
         span.record("otel.status_code", "ERROR");
     }
-    result
 }
 
 async fn ingest(
