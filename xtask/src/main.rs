@@ -311,6 +311,8 @@ fn spawn_binary(name: &str, database_url: &str, addr: &str) -> Result<tokio::pro
         .env("DISPATCH_ADDR", addr)
         .env("DISPATCH_LOG_FORMAT", "text")
         .env("DISPATCH_API_KEYS", dev_api_key())
+        // `cargo xtask sink` and other local receivers live on loopback.
+        .env("DISPATCH_ALLOW_DESTINATIONS", "127.0.0.0/8,::1")
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("starting {name}"))

@@ -261,8 +261,9 @@ pub enum CircuitState {
 }
 
 /// Why an attempt failed: `timeout` (no complete answer in time), `connection` (not made, or
-/// broken before an answer), `tls`, `http_status` (a non-2xx answer) or `request` (the request
-/// could not be built or sent otherwise).
+/// broken before an answer), `tls`, `http_status` (a non-2xx answer), `request` (the request
+/// could not be built or sent otherwise) or `destination_refused` (the destination resolves to a
+/// private, loopback, link-local, … address that is not allowed; nothing was sent).
 #[derive(ToSchema)]
 #[schema(rename_all = "snake_case")]
 pub enum AttemptErrorCode {
@@ -271,6 +272,7 @@ pub enum AttemptErrorCode {
     Tls,
     HttpStatus,
     Request,
+    DestinationRefused,
 }
 
 /// The stable, machine-readable error code. Program against this, not the message.

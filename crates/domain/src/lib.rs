@@ -6,6 +6,7 @@
 
 pub mod breaker;
 pub mod bucket;
+pub mod destination;
 pub mod error;
 pub mod event_type;
 pub mod id;

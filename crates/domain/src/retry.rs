@@ -48,6 +48,8 @@ pub enum FailureCode {
     HttpStatus,
     /// The request could not be built or sent for another reason.
     Request,
+    /// The destination resolves to an address webhooks may not be sent to (SSRF guard).
+    DestinationRefused,
 }
 
 impl FailureCode {
@@ -58,6 +60,7 @@ impl FailureCode {
             Self::Tls => "tls",
             Self::HttpStatus => "http_status",
             Self::Request => "request",
+            Self::DestinationRefused => "destination_refused",
         }
     }
 }

@@ -6,15 +6,87 @@ use std::error::Error as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::net::SocketAddr;
+
+use dispatch_domain::destination::{DestinationPolicy, Refusal};
 use dispatch_domain::retry::{AttemptResult, FailureCode};
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::dns::Name;
 use hyper_util::rt::TokioExecutor;
 
-type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+type Connector = hyper_rustls::HttpsConnector<HttpConnector<GuardedResolver>>;
+
+/// The error a refused destination fails its connection with (found again by `classify`).
+#[derive(Debug)]
+pub struct DestinationRefused {
+    pub address: std::net::IpAddr,
+    pub reason: Refusal,
+}
+
+impl std::fmt::Display for DestinationRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "destination refused: {} is a {} address (allow it with DISPATCH_ALLOW_DESTINATIONS)",
+            self.address, self.reason
+        )
+    }
+}
+
+impl std::error::Error for DestinationRefused {}
+
+/// The system resolver, keeping only the addresses the destination policy allows: the check
+/// happens on the addresses actually connected to, so DNS rebinding cannot get around it.
+#[derive(Clone)]
+pub struct GuardedResolver {
+    policy: Arc<DestinationPolicy>,
+}
+
+impl tower::Service<Name> for GuardedResolver {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = std::io::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
+        let policy = self.policy.clone();
+        Box::pin(async move {
+            let host = name.as_str().to_owned();
+            let resolved: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let mut refused = None;
+            let allowed: Vec<SocketAddr> = resolved
+                .into_iter()
+                .filter(|a| match policy.check(a.ip()) {
+                    Ok(()) => true,
+                    Err(reason) => {
+                        refused.get_or_insert(DestinationRefused {
+                            address: a.ip(),
+                            reason,
+                        });
+                        false
+                    }
+                })
+                .collect();
+            match (allowed.is_empty(), refused) {
+                (true, Some(refused)) => Err(std::io::Error::other(refused)),
+                _ => Ok(allowed.into_iter()),
+            }
+        })
+    }
+}
 
 /// What one attempt produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +109,8 @@ impl Sent {
 #[derive(Clone)]
 pub struct WebhookClient {
     client: Client<Connector, Full<Bytes>>,
+    /// Also checked here: a URL with an IP-literal host never reaches the resolver.
+    policy: Arc<DestinationPolicy>,
     timeout: Duration,
     max_response_bytes: usize,
     stored_response_bytes: usize,
@@ -44,13 +118,17 @@ pub struct WebhookClient {
 
 impl WebhookClient {
     pub fn new(
+        policy: DestinationPolicy,
         timeout: Duration,
         connect_timeout: Duration,
         max_response_bytes: usize,
         stored_response_bytes: usize,
     ) -> Result<Self, rustls::Error> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut http = HttpConnector::new();
+        let policy = Arc::new(policy);
+        let mut http = HttpConnector::new_with_resolver(GuardedResolver {
+            policy: policy.clone(),
+        });
         http.enforce_http(false);
         http.set_connect_timeout(Some(connect_timeout));
         http.set_nodelay(true);
@@ -66,6 +144,7 @@ impl WebhookClient {
             .build(https);
         Ok(Self {
             client,
+            policy,
             timeout,
             max_response_bytes,
             stored_response_bytes,
@@ -74,6 +153,21 @@ impl WebhookClient {
 
     /// Sends the request and reads up to the response cap, all within the timeout.
     pub async fn send(&self, request: Request<Full<Bytes>>) -> Sent {
+        let literal = request
+            .uri()
+            .host()
+            .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
+            .and_then(|h| h.parse::<std::net::IpAddr>().ok());
+        if let Some(address) = literal
+            && let Err(reason) = self.policy.check(address)
+        {
+            return Sent {
+                result: AttemptResult::Failed(FailureCode::DestinationRefused),
+                latency: Duration::ZERO,
+                body: None,
+                error: Some(DestinationRefused { address, reason }.to_string()),
+            };
+        }
         let started = Instant::now();
         let outcome = tokio::time::timeout(self.timeout, async {
             let response = self.client.request(request).await?;
@@ -157,6 +251,15 @@ fn classify(e: &hyper_util::client::legacy::Error) -> FailureCode {
                 .and_then(|io| io.get_ref())
                 .is_some_and(|inner| inner.is::<rustls::Error>())
     };
+    let is_refused = |s: &(dyn std::error::Error + 'static)| {
+        s.is::<DestinationRefused>()
+            || s.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .is_some_and(|inner| inner.is::<DestinationRefused>())
+    };
+    if chain(e).into_iter().any(is_refused) {
+        return FailureCode::DestinationRefused;
+    }
     if chain(e).into_iter().any(is_tls) {
         return FailureCode::Tls;
     }

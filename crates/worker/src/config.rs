@@ -10,6 +10,7 @@ use std::time::Duration;
 use dispatch_config::{Checker, layer};
 pub use dispatch_config::{ConfigError, Key};
 use dispatch_domain::breaker::BreakerSettings;
+use dispatch_domain::destination::DestinationPolicy;
 use dispatch_domain::retry::RetryPolicy;
 use dispatch_store::DatabaseSettings;
 use dispatch_telemetry::LogFormat;
@@ -44,6 +45,8 @@ pub struct Settings {
     /// Response bytes kept on the attempt.
     pub stored_response_bytes: usize,
     pub retry: RetryPolicy,
+    /// Where webhooks may go: public addresses plus `allow_destinations`.
+    pub destinations: DestinationPolicy,
     /// Circuit breakers, per-destination in-flight caps, idle stack eviction.
     pub resilience: ResilienceSettings,
     /// How long in-flight deliveries may take to finish on SIGTERM.
@@ -70,6 +73,7 @@ struct Raw {
     retry_max_attempts: String,
     retry_jitter_percent: String,
     permanent_statuses: String,
+    allow_destinations: String,
     breaker_failure_percent: String,
     breaker_min_requests: String,
     breaker_window_secs: String,
@@ -184,6 +188,12 @@ pub const KEYS: &[Key] = &[
         env: "DISPATCH_PERMANENT_STATUSES",
         default: "410",
         help: "comma-separated statuses never retried",
+    },
+    Key {
+        name: "allow_destinations",
+        env: "DISPATCH_ALLOW_DESTINATIONS",
+        default: "",
+        help: "comma-separated CIDR ranges webhooks may reach although private/loopback/etc.",
     },
     Key {
         name: "breaker_failure_percent",
@@ -408,6 +418,9 @@ impl Settings {
             604_800,
             "seconds",
         );
+        let destinations = DestinationPolicy::parse(&raw.allow_destinations)
+            .map_err(|e| c.problem("allow_destinations", e))
+            .ok();
         let grace = c.number(
             "shutdown_grace_secs",
             &raw.shutdown_grace_secs,
@@ -448,6 +461,7 @@ impl Settings {
                     jitter: f64::from(jitter?) / 100.0,
                     permanent_statuses: permanent?,
                 },
+                destinations: destinations?,
                 resilience: ResilienceSettings {
                     breaker: BreakerSettings {
                         failure_ratio: f64::from(failure_percent?) / 100.0,

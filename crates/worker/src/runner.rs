@@ -61,6 +61,7 @@ impl Worker {
     pub fn new(settings: &Settings) -> Result<Self, rustls::Error> {
         dispatch_telemetry::metrics::install();
         let client = WebhookClient::new(
+            settings.destinations.clone(),
             settings.request_timeout,
             settings.connect_timeout,
             settings.max_response_bytes,

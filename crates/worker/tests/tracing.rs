@@ -283,6 +283,7 @@ fn worker(db: &TestDb) -> dispatch_worker::Worker {
         ("DISPATCH_LOG_FORMAT", "text"),
         ("DISPATCH_DB_MAX_CONNECTIONS", "2"),
         ("DISPATCH_REQUEST_TIMEOUT_MS", "10000"),
+        ("DISPATCH_ALLOW_DESTINATIONS", "127.0.0.0/8"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))

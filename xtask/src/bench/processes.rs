@@ -150,6 +150,8 @@ impl Launch<'_> {
                     max_in_flight.to_string(),
                 ),
                 ("DISPATCH_SHUTDOWN_GRACE_SECS", "5".to_owned()),
+                // The built-in receiver is on loopback, which the SSRF guard refuses by default.
+                ("DISPATCH_ALLOW_DESTINATIONS", "127.0.0.0/8".to_owned()),
             ],
             self.worker_env,
         )

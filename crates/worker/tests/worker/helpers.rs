@@ -58,6 +58,8 @@ impl Harness {
             ("DISPATCH_LOG_FORMAT", "text"),
             ("DISPATCH_DB_MAX_CONNECTIONS", "4"),
             ("DISPATCH_REQUEST_TIMEOUT_MS", "10000"),
+            // The receivers run on 127.0.0.1, which the SSRF guard refuses by default.
+            ("DISPATCH_ALLOW_DESTINATIONS", "127.0.0.0/8"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))

@@ -15,4 +15,5 @@ mod resilience;
 mod retries;
 mod shutdown;
 mod signing;
+mod ssrf;
 mod wakeups;
