@@ -3,6 +3,7 @@
 //! commands `replay`, `purge`, `stats` and `check-config` live in `ops`.
 
 mod bench;
+mod harness;
 mod openapi;
 mod ops;
 mod pg;

@@ -4,8 +4,9 @@
 //! Each path has a queue of [`Reply`]s, used one per request in order; once the queue is empty
 //! the path's default answers (`200` unless [`Receiver::set_default`] says otherwise). A reply
 //! can wait before answering (for a time, or until the test calls [`Receiver::release`]), carry
-//! `Retry-After`, never answer ([`Reply::hang`]) or close the connection without answering
-//! ([`Reply::close`]). A request is recorded as soon as its body
+//! `Retry-After`, never answer ([`Reply::hang`]), close the connection without answering
+//! ([`Reply::close`]), reset it ([`Reply::reset`]) or send its body one byte at a time
+//! ([`Reply::trickle`]). A request is recorded as soon as its body
 //! has been read, before the reply's delay, so a test can see what is in flight.
 //!
 //! The server stops, closing every connection, when the [`Receiver`] is dropped.
@@ -17,13 +18,15 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Either, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
+
+use crate::faults::{ResetSwitch, ResettableStream, Trickle};
 
 /// What the receiver does with a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +37,8 @@ enum Action {
     Hang,
     /// Close the connection without answering (after the reply's delay).
     Close,
+    /// Reset the connection (RST) without answering (after the reply's delay).
+    Reset,
 }
 
 /// One scripted answer.
@@ -45,6 +50,8 @@ pub struct Reply {
     retry_after: Option<String>,
     body: Bytes,
     action: Action,
+    /// Send the body one byte per this interval.
+    trickle: Option<Duration>,
 }
 
 impl Default for Reply {
@@ -63,6 +70,7 @@ impl Reply {
             retry_after: None,
             body: Bytes::new(),
             action: Action::Answer,
+            trickle: None,
         }
     }
 
@@ -85,6 +93,22 @@ impl Reply {
             action: Action::Close,
             ..Self::ok()
         }
+    }
+
+    /// Resets the connection (TCP RST) without answering.
+    pub fn reset() -> Self {
+        Self {
+            action: Action::Reset,
+            ..Self::ok()
+        }
+    }
+
+    /// Sends the status and headers at once, then the body (64 dots unless [`Reply::body`]
+    /// says otherwise) one byte per `every`: a receiver that trickles its answer.
+    #[must_use]
+    pub fn trickle(mut self, every: Duration) -> Self {
+        self.trickle = Some(every);
+        self
     }
 
     /// Waits this long before answering (or closing).
@@ -325,14 +349,15 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 }
 
 async fn serve_connection(stream: tokio::net::TcpStream, shared: Arc<Shared>) {
-    // A `Reply::close` trips this; the connection future is then dropped, which closes the
-    // socket without writing anything.
+    // A `Reply::close` or `Reply::reset` trips this; the connection future is then dropped,
+    // which closes the socket without writing anything (with a reset when armed).
     let close = Arc::new(Notify::new());
+    let (stream, reset) = ResettableStream::new(stream);
     let service = {
         let close = Arc::clone(&close);
         service_fn(move |request| {
-            let (shared, close) = (Arc::clone(&shared), Arc::clone(&close));
-            async move { handle(request, &shared, &close).await }
+            let (shared, close, reset) = (Arc::clone(&shared), Arc::clone(&close), reset.clone());
+            async move { handle(request, &shared, &close, &reset).await }
         })
     };
     let connection = hyper::server::conn::http1::Builder::new()
@@ -348,7 +373,8 @@ async fn handle(
     request: Request<Incoming>,
     shared: &Shared,
     close: &Notify,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+    reset: &ResetSwitch,
+) -> Result<Response<Either<Full<Bytes>, Trickle>>, Infallible> {
     let (parts, body) = request.into_parts();
     // A body that breaks off is recorded as far as it got.
     let body = body
@@ -390,8 +416,24 @@ async fn handle(
             close.notify_one();
             std::future::pending::<()>().await;
         }
+        Action::Reset => {
+            reset.arm();
+            close.notify_one();
+            std::future::pending::<()>().await;
+        }
     }
-    let mut response = Response::new(Full::new(reply.body));
+    let body = match reply.trickle {
+        Some(every) => {
+            let body = if reply.body.is_empty() {
+                Bytes::from_static(&[b'.'; 64])
+            } else {
+                reply.body
+            };
+            Either::Right(Trickle::new(body, every))
+        }
+        None => Either::Left(Full::new(reply.body)),
+    };
+    let mut response = Response::new(body);
     *response.status_mut() =
         StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     if let Some(retry_after) = reply.retry_after
@@ -502,6 +544,43 @@ mod tests {
         receiver.release(1);
         let answer = pending.await.expect("the request task");
         assert_eq!(status_line(&answer), "HTTP/1.1 202 Accepted");
+    }
+
+    #[tokio::test]
+    async fn a_resetting_reply_resets_the_connection_and_a_trickling_one_sends_its_body() {
+        let receiver = Receiver::start().await;
+        receiver.script("/reset", [Reply::reset()]);
+        let mut stream = TcpStream::connect(receiver.addr()).await.expect("connect");
+        stream
+            .write_all(b"POST /reset HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n")
+            .await
+            .expect("write");
+        let mut buf = [0u8; 64];
+        let err = stream
+            .read(&mut buf)
+            .await
+            .expect_err("a reset, not an orderly close");
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
+        assert_eq!(receiver.requests("/reset").len(), 1);
+
+        receiver.script(
+            "/slow",
+            [Reply::status(201)
+                .body("abc")
+                .trickle(Duration::from_millis(5))],
+        );
+        let answer = raw_post(&receiver, "/slow", "").await;
+        assert_eq!(status_line(&answer), "HTTP/1.1 201 Created");
+        assert!(
+            answer
+                .to_ascii_lowercase()
+                .contains("content-length: 3\r\n"),
+            "{answer}"
+        );
+        assert!(answer.ends_with("\r\n\r\nabc"), "{answer}");
+        receiver.script("/dots", [Reply::ok().trickle(Duration::from_millis(1))]);
+        let dots = raw_post(&receiver, "/dots", "").await;
+        assert!(dots.ends_with(&".".repeat(64)), "{dots}");
     }
 
     #[tokio::test]

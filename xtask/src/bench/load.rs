@@ -8,40 +8,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper::{Method, Request, StatusCode};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper::StatusCode;
 use tokio::task::JoinSet;
 
-use super::receiver::unix_nanos;
+use crate::harness::http::post_json;
+pub use crate::harness::http::{HttpClient, client};
+use crate::harness::receiver::unix_nanos;
 
 /// Longest wait for one answer of the API.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-
-pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
-
-pub fn client(max_idle: usize) -> HttpClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(max_idle)
-        .build(connector)
-}
-
-/// The status of `GET url`, if it answered in time.
-pub async fn get_status(client: &HttpClient, url: &str) -> Option<StatusCode> {
-    let req = Request::get(url).body(Full::new(Bytes::new())).ok()?;
-    let res = tokio::time::timeout(Duration::from_secs(2), client.request(req))
-        .await
-        .ok()?
-        .ok()?;
-    let status = res.status();
-    let _ = res.into_body().collect().await;
-    Some(status)
-}
 
 /// Which event type the event numbered `seq` gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,21 +121,7 @@ pub fn event_body(id_prefix: &str, event_type: &str, seq: u64) -> String {
 }
 
 async fn post(client: &HttpClient, plan: &LoadPlan, body: String) -> Option<StatusCode> {
-    let req = Request::builder()
-        .method(Method::POST)
-        .uri(&plan.url)
-        .header("content-type", "application/json")
-        .header("authorization", format!("Bearer {}", plan.api_key))
-        .body(Full::new(Bytes::from(body)))
-        .ok()?;
-    let res = tokio::time::timeout(REQUEST_TIMEOUT, client.request(req))
-        .await
-        .ok()?
-        .ok()?;
-    let status = res.status();
-    // Read the answer to the end so the connection goes back to the pool.
-    let _ = res.into_body().collect().await;
-    Some(status)
+    post_json(client, &plan.url, &plan.api_key, body, REQUEST_TIMEOUT).await
 }
 
 async fn send_one(client: &HttpClient, plan: &LoadPlan, seq: u64, result: &mut LoadResult) {
@@ -276,7 +237,7 @@ mod tests {
         assert!(body.starts_with(
             r#"{"id":"steady-7","type":"bench.steady","source":"bench","data":{"seq":7,"sent_at_ns":""#
         ));
-        let sent = super::super::receiver::sent_at_ns(body.as_bytes()).expect("stamped");
+        let sent = crate::harness::receiver::sent_at_ns(body.as_bytes()).expect("stamped");
         assert!(sent > 1_700_000_000_000_000_000);
         assert!(body.ends_with(r#""}}"#));
     }

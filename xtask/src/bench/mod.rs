@@ -11,9 +11,6 @@
 
 mod ceiling;
 mod load;
-mod processes;
-mod procfs;
-mod receiver;
 mod report;
 mod stats;
 
@@ -27,6 +24,8 @@ use dispatch_store::admin::{self, url_with_database};
 use dispatch_store::migrations;
 use dispatch_store::queries::bench::{self as queries, Activity, BacklogSeed, SubscriptionSeed};
 use serde_json::{Map, json};
+
+use crate::harness::{git_revision, processes, procfs, receiver};
 
 use self::load::{EventTypes, HttpClient, LoadPlan, Pace};
 use self::processes::{Binaries, Launch, Service};
@@ -772,16 +771,6 @@ impl Bench {
         row.latency = stats::summarize(&mut received.latencies_ns.clone());
         Ok(row)
     }
-}
-
-fn git_revision() -> Option<String> {
-    let out = std::process::Command::new("git")
-        .args(["rev-parse", "--short", "HEAD"])
-        .current_dir(crate::workspace_root())
-        .output()
-        .ok()?;
-    let rev = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    (out.status.success() && !rev.is_empty()).then_some(rev)
 }
 
 /// Drops benchmark databases whose process is gone (left by an interrupted run).

@@ -202,34 +202,7 @@ fn cells(row: &Row) -> Vec<String> {
 
 /// The rows as an aligned table (first column left-aligned, the others right-aligned).
 pub fn table(rows: &[Row]) -> String {
-    let mut grid: Vec<Vec<String>> = vec![HEADERS.iter().map(|h| (*h).to_owned()).collect()];
-    grid.extend(rows.iter().map(cells));
-    let widths: Vec<usize> = (0..HEADERS.len())
-        .map(|c| grid.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for (i, r) in grid.iter().enumerate() {
-        let line: Vec<String> = r
-            .iter()
-            .zip(&widths)
-            .enumerate()
-            .map(|(c, (cell, &w))| {
-                if c == 0 {
-                    format!("{cell:<w$}")
-                } else {
-                    format!("{cell:>w$}")
-                }
-            })
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-        if i == 0 {
-            let rule: Vec<String> = widths.iter().map(|&w| "-".repeat(w)).collect();
-            out.push_str(&rule.join("  "));
-            out.push('\n');
-        }
-    }
-    out
+    crate::harness::table::render(&HEADERS, rows.iter().map(cells).collect())
 }
 
 #[cfg(test)]

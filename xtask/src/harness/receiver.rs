@@ -1,11 +1,14 @@
-//! The benchmark's webhook receiver: a hyper HTTP/1.1 server on 127.0.0.1 that stamps each
-//! request's arrival and answers as its path says.
+//! The webhook receiver of `bench` and `chaos`: a hyper HTTP/1.1 server on 127.0.0.1 that
+//! stamps each request's arrival and answers as its path says.
 //!
-//! Subscriptions point at `/h/<subscription>/<failure per mille>/<delay ms>`: the receiver waits
-//! `delay` ms, then answers `500` to that share of requests (drawn at random) and `200` to the
-//! rest. For every `200` it records the pair (subscription, event id) and, the first time a pair
-//! arrives, the latency: arrival minus the `sent_at_ns` the load generator put in the event's
-//! `data` (both read from this machine's wall clock).
+//! Subscriptions point at `/h/<subscription>/<failure per mille>/<delay ms>[/<fault>]`: the
+//! receiver waits `delay` ms, then misbehaves on that share of requests (drawn at random) and
+//! answers `200` to the rest. The fault is `500` (the default: answer 500), `hang` (never
+//! answer), `reset` (reset the connection) or `trickle` (a 200 whose body comes one byte every
+//! 100 ms, far slower than any delivery timeout). For every `200` it records the pair
+//! (subscription, event id) and, the first time a pair arrives, the latency: arrival minus the
+//! `sent_at_ns` the load generator put in the event's `data` (both read from this machine's
+//! wall clock). A trickled answer is not a delivery: the worker gives up on it.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -15,13 +18,51 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use http_body_util::{BodyExt, Full};
+use dispatch_test_support::faults::{ResetSwitch, ResettableStream, Trickle};
+use http_body_util::{BodyExt, Either, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
+
+/// How long a `hang` request is held before its connection is dropped (never answered).
+const HANG_FOR: Duration = Duration::from_secs(120);
+/// A `trickle` answer: this many bytes, one per interval.
+const TRICKLE_BYTES: usize = 64;
+const TRICKLE_EVERY: Duration = Duration::from_millis(100);
+
+/// How a destination misbehaves on its failing share of requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Fault {
+    /// Answers `500`.
+    Status500,
+    /// Never answers.
+    Hang,
+    /// Resets the connection (RST) without answering.
+    Reset,
+    /// Answers `200` with a body that trickles in far slower than any timeout.
+    Trickle,
+}
+
+impl Fault {
+    pub const EACH: [Fault; 4] = [Fault::Status500, Fault::Hang, Fault::Reset, Fault::Trickle];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::Status500 => "500",
+            Fault::Hang => "hang",
+            Fault::Reset => "reset",
+            Fault::Trickle => "trickle",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        Self::EACH.into_iter().find(|f| f.name() == text)
+    }
+}
 
 /// How a path asks to be answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,15 +71,20 @@ pub struct Route {
     /// Share of requests answered `500`, per mille (0..=1000).
     pub fail_permille: u32,
     pub delay_ms: u64,
+    pub fault: Fault,
 }
 
-/// Reads `/h/<subscription>/<fail per mille>/<delay ms>`.
+/// Reads `/h/<subscription>/<fail per mille>/<delay ms>[/<fault>]`.
 pub fn parse_route(path: &str) -> Option<Route> {
     let mut parts = path.strip_prefix("/h/")?.split('/');
     let route = Route {
         subscription: parts.next()?.parse().ok()?,
         fail_permille: parts.next()?.parse().ok().filter(|&p| p <= 1000)?,
         delay_ms: parts.next()?.parse().ok()?,
+        fault: match parts.next() {
+            None => Fault::Status500,
+            Some(name) => Fault::parse(name)?,
+        },
     };
     parts.next().is_none().then_some(route)
 }
@@ -68,6 +114,10 @@ struct Record {
     latencies_ns: Vec<u64>,
     /// Requests answered 500 (the failing destinations' attempts).
     failed_answers: u64,
+    /// Requests held unanswered, reset, answered with a trickle.
+    hung: u64,
+    reset: u64,
+    trickled: u64,
     /// Requests whose path, event id or `sent_at_ns` could not be read.
     unreadable: u64,
     /// Arrival of the latest first receipt.
@@ -82,6 +132,9 @@ pub struct Received {
     /// 200s beyond the first, per pair, summed.
     pub duplicates: u64,
     pub failed_answers: u64,
+    pub hung: u64,
+    pub reset: u64,
+    pub trickled: u64,
     pub unreadable: u64,
     pub latencies_ns: Vec<u64>,
     /// Arrival of the latest first receipt.
@@ -135,14 +188,7 @@ impl Receiver {
                         continue;
                     };
                     let _ = stream.set_nodelay(true);
-                    let state = state.clone();
-                    tokio::spawn(async move {
-                        let service = service_fn(move |req| handle(state.clone(), req));
-                        let _ = http1::Builder::new()
-                            .keep_alive(true)
-                            .serve_connection(TokioIo::new(stream), service)
-                            .await;
-                    });
+                    tokio::spawn(serve(stream, state.clone()));
                 }
             }
         });
@@ -163,6 +209,16 @@ impl Receiver {
         format!("/{fail_permille}/{delay_ms}")
     }
 
+    /// [`Receiver::suffix`] with a fault other than `500`.
+    pub fn faulty_suffix(fault: Fault, fail_permille: u32, delay_ms: u64) -> String {
+        format!("/{fail_permille}/{delay_ms}/{}", fault.name())
+    }
+
+    /// Times each (subscription, event id) pair was answered 200 so far.
+    pub fn deliveries(&self) -> HashMap<(u32, Box<str>), u32> {
+        self.state.lock().delivered.clone()
+    }
+
     /// Distinct (subscription, event) pairs answered 200 so far.
     pub fn unique(&self) -> u64 {
         self.state.lock().delivered.len() as u64
@@ -178,6 +234,9 @@ impl Receiver {
                 .map(|&n| u64::from(n.saturating_sub(1)))
                 .sum(),
             failed_answers: record.failed_answers,
+            hung: record.hung,
+            reset: record.reset,
+            trickled: record.trickled,
             unreadable: record.unreadable,
             latencies_ns: record.latencies_ns.clone(),
             last: record.last,
@@ -191,16 +250,41 @@ impl Drop for Receiver {
     }
 }
 
-fn answer(status: StatusCode) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::new()));
+type Answer = Response<Either<Full<Bytes>, Trickle>>;
+
+fn answer(status: StatusCode) -> Answer {
+    let mut response = Response::new(Either::Left(Full::new(Bytes::new())));
     *response.status_mut() = status;
     response
+}
+
+/// One connection: served until the client closes it, or dropped (and reset, when the switch
+/// is armed) when a request asks for it.
+async fn serve(stream: tokio::net::TcpStream, state: Arc<State>) {
+    let (stream, switch) = ResettableStream::new(stream);
+    let drop_it = Arc::new(Notify::new());
+    let service = {
+        let drop_it = drop_it.clone();
+        service_fn(move |req| {
+            let (state, drop_it, switch) = (state.clone(), drop_it.clone(), switch.clone());
+            async move { handle(state, req, &drop_it, &switch).await }
+        })
+    };
+    let connection = http1::Builder::new()
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::select! {
+        _ = connection => {}
+        () = drop_it.notified() => {}
+    }
 }
 
 async fn handle(
     state: Arc<State>,
     req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+    drop_it: &Notify,
+    switch: &ResetSwitch,
+) -> Result<Answer, Infallible> {
     let arrived = Instant::now();
     let arrived_ns = unix_nanos();
     let route = parse_route(req.uri().path());
@@ -223,8 +307,29 @@ async fn handle(
         tokio::time::sleep(Duration::from_millis(route.delay_ms)).await;
     }
     if route.fail_permille > 0 && state.roll_permille() < route.fail_permille {
-        state.lock().failed_answers += 1;
-        return Ok(answer(StatusCode::INTERNAL_SERVER_ERROR));
+        match route.fault {
+            Fault::Status500 => {
+                state.lock().failed_answers += 1;
+                return Ok(answer(StatusCode::INTERNAL_SERVER_ERROR));
+            }
+            Fault::Hang => {
+                state.lock().hung += 1;
+                tokio::time::sleep(HANG_FOR).await;
+                drop_it.notify_one();
+                std::future::pending::<()>().await;
+            }
+            Fault::Reset => {
+                state.lock().reset += 1;
+                switch.arm();
+                drop_it.notify_one();
+                std::future::pending::<()>().await;
+            }
+            Fault::Trickle => {
+                state.lock().trickled += 1;
+                let body = Trickle::new(Bytes::from(vec![b'.'; TRICKLE_BYTES]), TRICKLE_EVERY);
+                return Ok(Response::new(Either::Right(body)));
+            }
+        }
     }
     let sent = sent_at_ns(&body);
     let mut record = state.lock();
@@ -255,12 +360,22 @@ mod tests {
             Some(Route {
                 subscription: 12,
                 fail_permille: 250,
-                delay_ms: 5
+                delay_ms: 5,
+                fault: Fault::Status500,
             })
         );
+        assert_eq!(
+            parse_route("/h/3/300/0/reset").map(|r| (r.subscription, r.fault)),
+            Some((3, Fault::Reset))
+        );
+        for fault in Fault::EACH {
+            let path = format!("/h/1{}", Receiver::faulty_suffix(fault, 10, 0));
+            assert_eq!(parse_route(&path).map(|r| r.fault), Some(fault), "{path}");
+        }
+        assert_eq!(parse_route("/h/1/0/0/explode"), None);
+        assert_eq!(parse_route("/h/1/0/0/hang/x"), None);
         assert_eq!(parse_route("/h/1/1001/0"), None);
         assert_eq!(parse_route("/h/1/0"), None);
-        assert_eq!(parse_route("/h/1/0/0/extra"), None);
         assert_eq!(parse_route("/webhook"), None);
         assert_eq!(parse_route("/h/x/0/0"), None);
     }

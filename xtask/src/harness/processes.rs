@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use hyper::StatusCode;
 
-use super::load::{HttpClient, get_status};
+use super::http::{HttpClient, get_status};
 use super::procfs::{self, ProcSample};
 
 /// How long a child gets to drain after SIGTERM before it is killed.
@@ -25,7 +25,7 @@ pub struct Binaries {
 /// `cargo build [--release] -p dispatch-api -p dispatch-worker`.
 pub fn build(debug: bool) -> Result<Binaries> {
     let profile = if debug { "debug" } else { "release" };
-    eprintln!("bench: building dispatch-api and dispatch-worker ({profile})");
+    eprintln!("xtask: building dispatch-api and dispatch-worker ({profile})");
     let mut command = crate::cargo();
     command.args(["build", "-p", "dispatch-api", "-p", "dispatch-worker"]);
     if !debug {
@@ -126,6 +126,7 @@ impl Launch<'_> {
             &[
                 ("DISPATCH_SHUTDOWN_TIMEOUT_SECS", "5".to_owned()),
                 ("DISPATCH_API_KEYS", self.api_key.to_owned()),
+                ("DISPATCH_SECRET_KEYS", crate::DEV_SECRET_KEYS.to_owned()),
             ],
             self.api_env,
         )
@@ -140,10 +141,7 @@ impl Launch<'_> {
             "dispatch-worker",
             &name,
             &[
-                (
-                    "DISPATCH_WORKER_ID",
-                    format!("bench-{}-{index}", self.label),
-                ),
+                ("DISPATCH_WORKER_ID", format!("{}-{index}", self.label)),
                 ("DISPATCH_MAX_IN_FLIGHT", max_in_flight.to_string()),
                 (
                     "DISPATCH_MAX_IN_FLIGHT_PER_DESTINATION",
@@ -152,6 +150,7 @@ impl Launch<'_> {
                 ("DISPATCH_SHUTDOWN_GRACE_SECS", "5".to_owned()),
                 // The built-in receiver is on loopback, which the SSRF guard refuses by default.
                 ("DISPATCH_ALLOW_DESTINATIONS", "127.0.0.0/8".to_owned()),
+                ("DISPATCH_SECRET_KEYS", crate::DEV_SECRET_KEYS.to_owned()),
             ],
             self.worker_env,
         )
@@ -175,25 +174,37 @@ impl Service {
 
     /// SIGTERM, then up to [`STOP_GRACE`] to drain, then SIGKILL.
     pub async fn stop(mut self) {
-        if self.exited().is_some() {
-            return;
+        self.terminate(STOP_GRACE).await;
+    }
+
+    /// SIGTERM, then up to `grace` to drain; SIGKILL after that. Returns the exit status when
+    /// the process exited by itself within `grace` (`None`: it had to be killed).
+    pub async fn terminate(&mut self, grace: Duration) -> Option<ExitStatus> {
+        if let Some(status) = self.exited() {
+            return Some(status);
         }
         let _ = Command::new("kill")
             .args(["-TERM", &self.pid.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
-        if tokio::time::timeout(STOP_GRACE, self.child.wait())
-            .await
-            .is_err()
-        {
-            eprintln!(
-                "bench: {} did not stop within {}s; killing it",
-                self.name,
-                STOP_GRACE.as_secs()
-            );
-            let _ = self.child.kill().await;
+        match tokio::time::timeout(grace, self.child.wait()).await {
+            Ok(status) => status.ok(),
+            Err(_) => {
+                eprintln!(
+                    "xtask: {} did not stop within {}s; killing it",
+                    self.name,
+                    grace.as_secs()
+                );
+                let _ = self.child.kill().await;
+                None
+            }
         }
+    }
+
+    /// SIGKILL (`kill -9`): no drain, no release of leases, nothing recorded.
+    pub async fn kill(&mut self) {
+        let _ = self.child.kill().await;
     }
 
     /// Lines the process logged (every line is `warn` or worse, given `RUST_LOG=warn`).

@@ -1,0 +1,62 @@
+//! The HTTP client the harness talks to the services with: pooled HTTP/1.1 keep-alive
+//! connections, `GET` for health checks and `POST` of JSON with the API key.
+
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{Method, Request, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+pub fn client(max_idle: usize) -> HttpClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(max_idle)
+        .build(connector)
+}
+
+/// The status of `GET url`, if it answered in time.
+pub async fn get_status(client: &HttpClient, url: &str) -> Option<StatusCode> {
+    let req = Request::get(url).body(Full::new(Bytes::new())).ok()?;
+    status_of(client, req, Duration::from_secs(2)).await
+}
+
+/// Sends `req` and reads the answer to the end (so the connection goes back to the pool);
+/// its status, or `None` when no answer came within `timeout`.
+async fn status_of(
+    client: &HttpClient,
+    req: Request<Full<Bytes>>,
+    timeout: Duration,
+) -> Option<StatusCode> {
+    let res = tokio::time::timeout(timeout, client.request(req))
+        .await
+        .ok()?
+        .ok()?;
+    let status = res.status();
+    let _ = res.into_body().collect().await;
+    Some(status)
+}
+
+/// `POST url` with a JSON `body` and `Authorization: Bearer <api_key>`: the answer's status, or
+/// `None` when no answer came within `timeout` (or the connection failed).
+pub async fn post_json(
+    client: &HttpClient,
+    url: &str,
+    api_key: &str,
+    body: String,
+    timeout: Duration,
+) -> Option<StatusCode> {
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri(url)
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {api_key}"))
+        .body(Full::new(Bytes::from(body)))
+        .ok()?;
+    status_of(client, req, timeout).await
+}
