@@ -1,5 +1,5 @@
-//! The async connection pool (bb8 over diesel-async). Connections are opened lazily and tested on
-//! check-out, so the pool starts while the database is down and heals by itself when it returns.
+//! The async connection pool (bb8 over diesel-async). Connections are opened lazily, so the pool
+//! starts while the database is down, and dropped once broken, so it heals when it returns.
 
 use std::time::Duration;
 
@@ -26,12 +26,18 @@ pub struct DatabaseSettings {
 /// Builds the pool without touching the database: a server that is down now is not an error
 /// until a request needs a connection.
 pub fn build_pool(settings: &DatabaseSettings) -> Pool {
-    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(settings.url.clone());
+    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
+        settings.url.clone(),
+        crate::connect::manager_config(&settings.url),
+    );
     bb8::Pool::builder()
         .max_size(settings.max_connections)
         .min_idle(Some(0))
         .connection_timeout(settings.connect_timeout)
-        .test_on_check_out(true)
+        // No `SELECT 1` before every use: it cost a round trip and a transaction per check-out.
+        // A connection whose server went away is closed (`is_broken`), which bb8 checks when it
+        // comes back; the one query that finds it dead fails as `Unavailable` (503, retry).
+        .test_on_check_out(false)
         .build_unchecked(manager)
 }
 

@@ -25,6 +25,7 @@ pub const DELIVERIES_DUE: &str = "dispatch_deliveries_due";
 pub const OLDEST_DUE_AGE: &str = "dispatch_oldest_due_delivery_age_seconds";
 pub const CLAIM_BATCH_SIZE: &str = "dispatch_claim_batch_size";
 pub const CLAIM_DURATION: &str = "dispatch_claim_duration_seconds";
+pub const INGEST_GROUP_SIZE: &str = "dispatch_ingest_group_size";
 pub const HTTP_REQUESTS: &str = "dispatch_http_requests_total";
 pub const HTTP_REQUEST_DURATION: &str = "dispatch_http_request_duration_seconds";
 pub const DB_POOL_CONNECTIONS: &str = "dispatch_db_pool_connections";
@@ -111,6 +112,10 @@ fn describe() {
     );
     describe_histogram!(CLAIM_BATCH_SIZE, "Deliveries returned per claim.");
     describe_histogram!(
+        INGEST_GROUP_SIZE,
+        "Events stored per group commit of POST /events."
+    );
+    describe_histogram!(
         CLAIM_DURATION,
         Unit::Seconds,
         "Duration of the claim statement."
@@ -152,6 +157,12 @@ pub fn install() -> &'static PrometheusHandle {
             })
             .and_then(|b| {
                 b.set_buckets_for_metric(Matcher::Full(CLAIM_BATCH_SIZE.to_owned()), BATCH_BUCKETS)
+            })
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full(INGEST_GROUP_SIZE.to_owned()),
+                    BATCH_BUCKETS,
+                )
             });
         // A gauge not updated for 15 minutes is dropped: a destination forgotten as idle (or
         // deleted) does not keep reporting its last circuit state for ever.

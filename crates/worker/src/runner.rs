@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use dispatch_domain::DeliveryStatus;
 use dispatch_domain::retry::RetryPolicy;
 use dispatch_store::notify::Listener;
 use dispatch_store::pool::{self, build_pool};
@@ -50,6 +51,8 @@ struct Inner {
     database_url: String,
     destinations: Destinations,
     policy: RetryPolicy,
+    /// Opens the subscriptions' sealed secrets.
+    keyring: dispatch_domain::sealing::Keyring,
     max_in_flight: usize,
     poll_interval: Duration,
     lease: Duration,
@@ -74,6 +77,7 @@ impl Worker {
                 database_url: settings.database.url.clone(),
                 destinations: Destinations::new(client, settings.resilience.clone()),
                 policy: settings.retry.clone(),
+                keyring: settings.secret_keys.clone(),
                 max_in_flight: settings.max_in_flight,
                 poll_interval: settings.poll_interval,
                 lease: settings.lease,
@@ -181,20 +185,15 @@ impl Worker {
         deliveries::release(&mut conn, &self.inner.id, ids).await
     }
 
-    /// The earlier of "one poll interval from now" and "when the next delivery falls due".
+    /// The earlier of "one poll interval from now" and "when the next delivery falls due", as
+    /// the database sees it (any worker's retries and deferrals).
     async fn next_look(&self) -> tokio::time::Instant {
-        let now = tokio::time::Instant::now();
-        let poll = now + self.inner.poll_interval;
+        let poll = tokio::time::Instant::now() + self.inner.poll_interval;
         let due = match pool::connection(&self.inner.pool).await {
             Ok(mut conn) => deliveries::next_due_at(&mut conn).await.ok().flatten(),
             Err(_) => None,
         };
-        match due.map(|at| (at - chrono::Utc::now()).to_std()) {
-            Some(Ok(wait)) => poll.min(now + wait),
-            // Already due (negative wait): look again at once.
-            Some(Err(_)) => now,
-            None => poll,
-        }
+        due.map_or(poll, |at| poll.min(instant_of(at)))
     }
 
     /// One step: claim up to the in-flight limit, deliver them all concurrently (deferring what
@@ -219,7 +218,7 @@ impl Worker {
         }
         let mut outcomes = futures_util::future::join_all(started.iter().map(
             |(destination, delivery)| async move {
-                let outcome = deliver::attempt(destination, &self.inner.policy, delivery).await;
+                let outcome = deliver::attempt(destination, &self.inner.policy, &self.inner.keyring, delivery).await;
                 destination.finish();
                 outcome
             },
@@ -249,7 +248,12 @@ impl Worker {
         let worker = self.clone();
         Ok(set
             .spawn(async move {
-                let outcome = deliver::attempt(&destination, &worker.inner.policy, &delivery).await;
+                let outcome = deliver::attempt(
+                    &destination,
+                    &worker.inner.policy,
+                    &worker.inner.keyring,
+                    &delivery,
+                ).await;
                 destination.finish();
                 outcome
             })
@@ -303,6 +307,8 @@ impl Worker {
         let mut shutdown = std::pin::pin!(shutdown);
         // `backlog`: more work is probably due than we could take; claim again as slots free up.
         let (mut claim_now, mut backlog) = (true, true);
+        // Whether the next claim that leaves work unclaimed should ask when more falls due.
+        let mut refresh_look = true;
 
         loop {
             metrics::gauge!(dispatch_telemetry::metrics::DELIVERIES_IN_FLIGHT)
@@ -314,9 +320,13 @@ impl Worker {
                     match self.claim(free).await {
                         Ok(batch) => {
                             backlog = batch.len() == free;
-                            if !backlog {
+                            // Asking the database when work falls due costs a transaction:
+                            // only after the poll timer fired. Retries and deferrals of this
+                            // worker's own outcomes are known without asking (below).
+                            if !backlog && refresh_look {
                                 next_look = self.next_look().await;
                             }
+                            refresh_look = false;
                             for delivery in batch {
                                 let delivery_id = delivery.id;
                                 match self.spawn_attempt(&mut in_flight, delivery) {
@@ -325,6 +335,9 @@ impl Worker {
                                     }
                                     Err(deferral) => buffer.push(deferral),
                                 }
+                            }
+                            if let Some(due) = earliest_retry(&buffer) {
+                                next_look = next_look.min(due);
                             }
                             self.flush(&mut buffer, &mut summary).await;
                         }
@@ -342,14 +355,18 @@ impl Worker {
                     while let Some(joined) = in_flight.try_join_next_with_id() {
                         collect(joined, &mut ids, &mut buffer);
                     }
+                    // A failed or deferred attempt just scheduled a retry that may fall due
+                    // before next_look.
+                    if let Some(due) = earliest_retry(&buffer) {
+                        next_look = next_look.min(due);
+                    }
                     self.flush(&mut buffer, &mut summary).await;
                     claim_now = backlog;
-                    // A failed attempt just scheduled a retry that may fall due before next_look.
-                    if !backlog { next_look = self.next_look().await; }
                 }
                 () = wake.notified() => { claim_now = true; backlog = true; }
                 () = tokio::time::sleep_until(next_look) => {
                     claim_now = true;
+                    refresh_look = true;
                     next_look = tokio::time::Instant::now() + self.inner.poll_interval;
                     self.inner.destinations.evict_idle();
                     self.flush(&mut buffer, &mut summary).await;
@@ -403,6 +420,22 @@ impl Worker {
         );
         summary
     }
+}
+
+/// When the earliest retry or deferral among `outcomes` falls due, as a timer instant.
+fn earliest_retry(outcomes: &[Outcome]) -> Option<tokio::time::Instant> {
+    outcomes
+        .iter()
+        .filter(|o| o.status != DeliveryStatus::Delivered)
+        .filter_map(|o| o.next_attempt_at)
+        .min()
+        .map(instant_of)
+}
+
+/// The timer instant of a wall-clock time (now, when it is already past).
+fn instant_of(at: chrono::DateTime<chrono::Utc>) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    (at - chrono::Utc::now()).to_std().map_or(now, |wait| now + wait)
 }
 
 /// The deferral of a delivery whose destination already has its share of requests in flight.

@@ -19,14 +19,6 @@ pub enum IngestOutcome {
     Conflict(EventRow),
 }
 
-#[derive(QueryableByName)]
-struct InsertedEvent {
-    #[diesel(embed)]
-    event: EventRow,
-    #[diesel(sql_type = BigInt)]
-    deliveries: i64,
-}
-
 /// Inserts the event and one pending delivery per active subscription whose patterns select
 /// its type, in one statement (hence one transaction and one round trip). A repeated id creates
 /// nothing: the stored event is returned and compared with the new content (its traceparent is
@@ -36,72 +28,238 @@ pub async fn ingest(
     conn: &mut AsyncPgConnection,
     new: &NewEvent,
 ) -> Result<IngestOutcome, StoreError> {
-    let inserted: Option<InsertedEvent> = diesel::sql_query(
-        "WITH ev AS (
-             INSERT INTO events (id, event_type, source, data, traceparent)
-             VALUES ($1, $2, $3, $4, $6)
-             ON CONFLICT (id) DO NOTHING
-             RETURNING id, event_type, source, data, received_at, traceparent
-         ), dl AS (
-             INSERT INTO deliveries (event_id, subscription_id)
-             SELECT ev.id, s.id
-               FROM ev, subscriptions s
-              WHERE s.deleted_at IS NULL AND s.enabled AND s.event_types && $5
-             -- The key-share lock the foreign key takes anyway, taken while choosing: a
-             -- concurrent delete (which locks the row FOR UPDATE) either waits for this
-             -- ingestion and then cancels its deliveries, or commits first and is seen here.
-             FOR KEY SHARE OF s
-             RETURNING 1
-         )
-         SELECT ev.*, (SELECT count(*) FROM dl) AS deliveries FROM ev",
-    )
-    .bind::<Text, _>(new.id.as_str())
-    .bind::<Text, _>(new.event_type.as_str())
-    .bind::<Text, _>(new.source.as_str())
-    .bind::<Jsonb, _>(&new.data)
-    .bind::<Array<Text>, _>(new.event_type.matching_patterns())
-    .bind::<Nullable<Text>, _>(new.traceparent.as_deref())
-    .get_result(conn)
-    .await
-    .optional()?;
-
-    if let Some(row) = inserted {
-        return Ok(IngestOutcome::Created {
-            deliveries: row.deliveries,
-            event: row.event,
-        });
-    }
-    // Compared in SQL: jsonb equality compares numbers by value (1e17 = 100000000000000000),
-    // which a comparison of re-parsed JSON values would not.
-    let existing: StoredEvent = diesel::sql_query(
-        "SELECT id, event_type, source, data, received_at, traceparent,
-                (event_type = $2 AND source = $3 AND data = $4) AS same
-           FROM events WHERE id = $1",
-    )
-    .bind::<Text, _>(new.id.as_str())
-    .bind::<Text, _>(new.event_type.as_str())
-    .bind::<Text, _>(new.source.as_str())
-    .bind::<Jsonb, _>(&new.data)
-    .get_result(conn)
-    .await
-    .optional()?
-    .ok_or_else(|| StoreError::Corrupt {
-        what: "event",
-        reason: format!("{} conflicted on insert but cannot be read", new.id),
-    })?;
-    Ok(if existing.same {
-        IngestOutcome::Duplicate(existing.event)
-    } else {
-        IngestOutcome::Conflict(existing.event)
+    let outcome = ingest_group(conn, std::slice::from_ref(new))
+        .await?
+        .pop()
+        .ok_or_else(|| StoreError::Corrupt {
+            what: "ingestion",
+            reason: format!("{} was neither stored nor found", new.id),
+        })?;
+    Ok(match outcome {
+        Ingested::Created { event, deliveries } => IngestOutcome::Created {
+            event,
+            deliveries: i64::try_from(deliveries.len()).unwrap_or(i64::MAX),
+        },
+        Ingested::Duplicate(event) => IngestOutcome::Duplicate(event),
+        Ingested::Conflict(event) => IngestOutcome::Conflict(event),
     })
 }
 
+/// What ingesting one event of a group did, with the rows an answer shows.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ingested {
+    /// First receipt: the event and its new delivery rows (in creation order).
+    Created {
+        event: EventRow,
+        deliveries: Vec<DeliveryRow>,
+    },
+    /// Already stored (earlier, or by an earlier item of the group) with the same content.
+    Duplicate(EventRow),
+    /// Already stored with different content: nothing was changed.
+    Conflict(EventRow),
+}
+
+/// The columns of one created event, its place in the input, and its deliveries as JSON.
 #[derive(QueryableByName)]
-struct StoredEvent {
+struct GroupCreated {
+    #[diesel(sql_type = BigInt)]
+    idx: i64,
     #[diesel(embed)]
     event: EventRow,
-    #[diesel(sql_type = diesel::sql_types::Bool)]
-    same: bool,
+    #[diesel(sql_type = Nullable<Jsonb>)]
+    deliveries: Option<serde_json::Value>,
+}
+
+/// A delivery row as `to_jsonb` spells it.
+#[derive(serde::Deserialize)]
+struct DeliveryJson {
+    id: i64,
+    event_id: String,
+    subscription_id: String,
+    status: String,
+    attempts: i32,
+    next_attempt_at: chrono::DateTime<chrono::Utc>,
+    last_error: Option<String>,
+    created_at: chrono::DateTime<chrono::Utc>,
+    updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl From<DeliveryJson> for DeliveryRow {
+    fn from(d: DeliveryJson) -> Self {
+        Self {
+            id: d.id,
+            event_id: d.event_id,
+            subscription_id: d.subscription_id,
+            status: d.status,
+            attempts: d.attempts,
+            next_attempt_at: d.next_attempt_at,
+            last_error: d.last_error,
+            created_at: d.created_at,
+            updated_at: d.updated_at,
+        }
+    }
+}
+
+/// The events of a group, with their candidate patterns, as the array parameters `$1`–`$6` of
+/// [`INSERT_GROUP`].
+struct GroupColumns<'a> {
+    ids: Vec<&'a str>,
+    types: Vec<&'a str>,
+    sources: Vec<&'a str>,
+    data: Vec<&'a serde_json::Value>,
+    traceparents: Vec<Option<&'a str>>,
+    patterns: Vec<String>,
+}
+
+impl<'a> GroupColumns<'a> {
+    fn of(batch: &'a [NewEvent]) -> Self {
+        Self {
+            ids: batch.iter().map(|e| e.id.as_str()).collect(),
+            types: batch.iter().map(|e| e.event_type.as_str()).collect(),
+            sources: batch.iter().map(|e| e.source.as_str()).collect(),
+            data: batch.iter().map(|e| &e.data).collect(),
+            traceparents: batch.iter().map(|e| e.traceparent.as_deref()).collect(),
+            // Patterns contain no spaces, so each event's candidate patterns travel as one text.
+            patterns: batch
+                .iter()
+                .map(|e| e.event_type.matching_patterns().join(" "))
+                .collect(),
+        }
+    }
+}
+
+/// The common part of group and batch ingestion: the input (`$1`–`$6`) numbered from 1, the
+/// first item of each id, the events inserted (in id order, so two groups sharing ids wait for
+/// each other instead of deadlocking) and their deliveries. The caller appends its `SELECT`.
+const INSERT_GROUP: &str = "WITH input AS (
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[],
+                              $5::text[], $6::text[])
+             WITH ORDINALITY AS i(id, event_type, source, data, traceparent, patterns, idx)
+     ), first AS (
+         SELECT DISTINCT ON (id) * FROM input ORDER BY id, idx
+     ), ev AS (
+         INSERT INTO events (id, event_type, source, data, traceparent)
+         SELECT id, event_type, source, data, traceparent FROM first ORDER BY id
+         ON CONFLICT (id) DO NOTHING
+         RETURNING id, event_type, source, data, received_at, traceparent
+     ), dl AS (
+         INSERT INTO deliveries (event_id, subscription_id)
+         SELECT ev.id, s.id
+           FROM ev JOIN first f ON f.id = ev.id, subscriptions s
+          WHERE s.deleted_at IS NULL AND s.enabled
+            AND s.event_types && string_to_array(f.patterns, ' ')
+         -- The key-share lock the foreign key takes anyway, taken while choosing: a concurrent
+         -- delete (which locks the row FOR UPDATE) either waits for this ingestion and then
+         -- cancels its deliveries, or commits first and is seen here.
+         FOR KEY SHARE OF s
+         RETURNING *
+     )";
+
+/// Marks every item not created by [`INSERT_GROUP`] as a duplicate or a conflict, comparing
+/// with the stored event in SQL: jsonb equality compares numbers by value (1e17 =
+/// 100000000000000000), which a comparison of re-parsed JSON values would not. Needs no
+/// transaction: an id the insert skipped is committed by the time the insert returns (a
+/// concurrent insert of it was waited for), so this read sees it. With `rows`, the stored event
+/// comes back too.
+async fn compare_existing(
+    conn: &mut AsyncPgConnection,
+    columns: &GroupColumns<'_>,
+    created_idx: &[i64],
+) -> Result<Vec<BatchCompared>, StoreError> {
+    Ok(diesel::sql_query(
+        "SELECT i.idx, e.id, e.event_type, e.source, e.data, e.received_at, e.traceparent,
+                (e.event_type = i.event_type AND e.source = i.source AND e.data = i.data) AS same
+           FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[])
+                WITH ORDINALITY AS i(id, event_type, source, data, idx)
+           JOIN events e ON e.id = i.id
+          WHERE i.idx <> ALL($5::int8[])",
+    )
+    .bind::<Array<Text>, _>(&columns.ids)
+    .bind::<Array<Text>, _>(&columns.types)
+    .bind::<Array<Text>, _>(&columns.sources)
+    .bind::<Array<Jsonb>, _>(&columns.data)
+    .bind::<Array<BigInt>, _>(created_idx)
+    .load(conn)
+    .await?)
+}
+
+/// Puts each outcome in its input slot; an item with none is a broken invariant.
+fn in_order<T>(slots: Vec<Option<T>>) -> Result<Vec<T>, StoreError> {
+    slots
+        .into_iter()
+        .enumerate()
+        .map(|(i, o)| {
+            o.ok_or_else(|| StoreError::Corrupt {
+                what: "ingestion",
+                reason: format!("item {i} was neither stored nor found"),
+            })
+        })
+        .collect()
+}
+
+/// The slot of a 1-based `idx` among `len` items.
+fn slot(idx: i64, len: usize) -> Option<usize> {
+    usize::try_from(idx - 1).ok().filter(|&i| i < len)
+}
+
+/// Ingests a group of events, usually concurrent single-event requests committed together:
+/// events and all their deliveries in one statement (one round trip and one commit, atomic
+/// without an explicit transaction), then — only when some id already existed — one comparison.
+/// Returns one outcome per event, in order, with the rows an answer shows. The seed's
+/// idempotency holds per event, also between two items of the group (the first one counts).
+#[tracing::instrument(name = "db.ingest_group", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", events = batch.len()))]
+pub async fn ingest_group(
+    conn: &mut AsyncPgConnection,
+    batch: &[NewEvent],
+) -> Result<Vec<Ingested>, StoreError> {
+    if batch.is_empty() {
+        return Ok(Vec::new());
+    }
+    let columns = GroupColumns::of(batch);
+    let created: Vec<GroupCreated> = diesel::sql_query(format!(
+        "{INSERT_GROUP}
+         SELECT f.idx, ev.*, d.deliveries
+           FROM ev JOIN first f ON f.id = ev.id
+           LEFT JOIN (SELECT event_id, jsonb_agg(to_jsonb(dl) ORDER BY dl.id) AS deliveries
+                        FROM dl GROUP BY event_id) d ON d.event_id = ev.id"
+    ))
+    .bind::<Array<Text>, _>(&columns.ids)
+    .bind::<Array<Text>, _>(&columns.types)
+    .bind::<Array<Text>, _>(&columns.sources)
+    .bind::<Array<Jsonb>, _>(&columns.data)
+    .bind::<Array<Nullable<Text>>, _>(&columns.traceparents)
+    .bind::<Array<Text>, _>(&columns.patterns)
+    .load(conn)
+    .await?;
+    let mut outcomes: Vec<Option<Ingested>> = vec![None; batch.len()];
+    let created_idx: Vec<i64> = created.iter().map(|r| r.idx).collect();
+    for row in created {
+        let deliveries: Vec<DeliveryJson> = match row.deliveries {
+            None => Vec::new(),
+            Some(json) => serde_json::from_value(json).map_err(|e| StoreError::Corrupt {
+                what: "delivery",
+                reason: e.to_string(),
+            })?,
+        };
+        if let Some(i) = slot(row.idx, batch.len()) {
+            outcomes[i] = Some(Ingested::Created {
+                event: row.event,
+                deliveries: deliveries.into_iter().map(DeliveryRow::from).collect(),
+            });
+        }
+    }
+    if created_idx.len() < batch.len() {
+        for row in compare_existing(conn, &columns, &created_idx).await? {
+            if let Some(i) = slot(row.idx, batch.len()) {
+                outcomes[i] = Some(if row.same {
+                    Ingested::Duplicate(row.event)
+                } else {
+                    Ingested::Conflict(row.event)
+                });
+            }
+        }
+    }
+    in_order(outcomes)
 }
 
 #[tracing::instrument(name = "db.find_event", skip_all, fields(otel.kind = "client", db.system.name = "postgresql"))]
@@ -151,119 +309,57 @@ struct BatchCreated {
 struct BatchCompared {
     #[diesel(sql_type = BigInt)]
     idx: i64,
+    #[diesel(embed)]
+    event: EventRow,
     #[diesel(sql_type = diesel::sql_types::Bool)]
     same: bool,
 }
 
-/// Ingests many events in one transaction and two statements, whatever their number: the
-/// events and all their deliveries in one multi-row statement, then one comparison of every
-/// event that already existed. The seed's idempotency holds per event, also between two items
-/// of the same batch (the first one counts). Returns one outcome per event, in order.
+/// Ingests the events of `POST /events/batch` like [`ingest_group`], answering counts rather than
+/// rows: one statement stores every event and delivery atomically, then one comparison of
+/// every event that already existed. Returns one outcome per event, in order.
 #[tracing::instrument(name = "db.ingest_batch", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", events = batch.len()))]
 pub async fn ingest_batch(
     conn: &mut AsyncPgConnection,
     batch: &[NewEvent],
 ) -> Result<Vec<BatchOutcome>, StoreError> {
-    use diesel_async::AsyncConnection;
     if batch.is_empty() {
         return Ok(Vec::new());
     }
-    let ids: Vec<&str> = batch.iter().map(|e| e.id.as_str()).collect();
-    let types: Vec<&str> = batch.iter().map(|e| e.event_type.as_str()).collect();
-    let sources: Vec<&str> = batch.iter().map(|e| e.source.as_str()).collect();
-    let data: Vec<&serde_json::Value> = batch.iter().map(|e| &e.data).collect();
-    let traceparents: Vec<Option<&str>> = batch.iter().map(|e| e.traceparent.as_deref()).collect();
-    // Patterns contain no spaces, so each event's candidate patterns travel as one text.
-    let patterns: Vec<String> = batch
-        .iter()
-        .map(|e| e.event_type.matching_patterns().join(" "))
-        .collect();
-    conn.transaction::<_, StoreError, _>(async move |conn| {
-        let created: Vec<BatchCreated> = diesel::sql_query(
-            "WITH input AS (
-                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[],
-                                      $5::text[], $6::text[])
-                     WITH ORDINALITY AS i(id, event_type, source, data, traceparent, patterns, idx)
-             ), first AS (
-                 SELECT DISTINCT ON (id) * FROM input ORDER BY id, idx
-             ), ev AS (
-                 INSERT INTO events (id, event_type, source, data, traceparent)
-                 SELECT id, event_type, source, data, traceparent FROM first ORDER BY idx
-                 ON CONFLICT (id) DO NOTHING
-                 RETURNING id
-             ), dl AS (
-                 INSERT INTO deliveries (event_id, subscription_id)
-                 SELECT ev.id, s.id
-                   FROM ev JOIN first f ON f.id = ev.id, subscriptions s
-                  WHERE s.deleted_at IS NULL AND s.enabled
-                    AND s.event_types && string_to_array(f.patterns, ' ')
-                 -- As in single ingestion: a concurrent delete waits or is seen.
-                 FOR KEY SHARE OF s
-                 RETURNING event_id
-             )
-             SELECT f.idx, count(dl.event_id) AS deliveries
-               FROM ev JOIN first f ON f.id = ev.id LEFT JOIN dl ON dl.event_id = ev.id
-              GROUP BY f.idx",
-        )
-        .bind::<Array<Text>, _>(&ids)
-        .bind::<Array<Text>, _>(&types)
-        .bind::<Array<Text>, _>(&sources)
-        .bind::<Array<Jsonb>, _>(&data)
-        .bind::<Array<Nullable<Text>>, _>(&traceparents)
-        .bind::<Array<Text>, _>(&patterns)
-        .load(conn)
-        .await?;
-        let mut outcomes: Vec<Option<BatchOutcome>> = vec![None; ids.len()];
-        for row in &created {
-            if let Some(slot) = usize::try_from(row.idx - 1)
-                .ok()
-                .and_then(|i| outcomes.get_mut(i))
-            {
-                *slot = Some(BatchOutcome::Created {
-                    deliveries: row.deliveries,
-                });
-            }
+    let columns = GroupColumns::of(batch);
+    let created: Vec<BatchCreated> = diesel::sql_query(format!(
+        "{INSERT_GROUP}
+         SELECT f.idx, count(dl.event_id) AS deliveries
+           FROM ev JOIN first f ON f.id = ev.id LEFT JOIN dl ON dl.event_id = ev.id
+          GROUP BY f.idx"
+    ))
+    .bind::<Array<Text>, _>(&columns.ids)
+    .bind::<Array<Text>, _>(&columns.types)
+    .bind::<Array<Text>, _>(&columns.sources)
+    .bind::<Array<Jsonb>, _>(&columns.data)
+    .bind::<Array<Nullable<Text>>, _>(&columns.traceparents)
+    .bind::<Array<Text>, _>(&columns.patterns)
+    .load(conn)
+    .await?;
+    let mut outcomes: Vec<Option<BatchOutcome>> = vec![None; batch.len()];
+    for row in &created {
+        if let Some(i) = slot(row.idx, batch.len()) {
+            outcomes[i] = Some(BatchOutcome::Created {
+                deliveries: row.deliveries,
+            });
         }
-        let created_idx: Vec<i64> = created.iter().map(|r| r.idx).collect();
-        // Everything not created now already exists (or was created by an earlier item):
-        // compare in SQL, as single ingestion does.
-        let compared: Vec<BatchCompared> = diesel::sql_query(
-            "SELECT i.idx, (e.event_type = i.event_type AND e.source = i.source
-                            AND e.data = i.data) AS same
-               FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[])
-                    WITH ORDINALITY AS i(id, event_type, source, data, idx)
-               JOIN events e ON e.id = i.id
-              WHERE i.idx <> ALL($5::int8[])",
-        )
-        .bind::<Array<Text>, _>(&ids)
-        .bind::<Array<Text>, _>(&types)
-        .bind::<Array<Text>, _>(&sources)
-        .bind::<Array<Jsonb>, _>(&data)
-        .bind::<Array<BigInt>, _>(&created_idx)
-        .load(conn)
-        .await?;
-        for row in compared {
-            if let Some(slot) = usize::try_from(row.idx - 1)
-                .ok()
-                .and_then(|i| outcomes.get_mut(i))
-            {
-                *slot = Some(if row.same {
+    }
+    let created_idx: Vec<i64> = created.iter().map(|r| r.idx).collect();
+    if created_idx.len() < batch.len() {
+        for row in compare_existing(conn, &columns, &created_idx).await? {
+            if let Some(i) = slot(row.idx, batch.len()) {
+                outcomes[i] = Some(if row.same {
                     BatchOutcome::Duplicate
                 } else {
                     BatchOutcome::Conflict
                 });
             }
         }
-        outcomes
-            .into_iter()
-            .enumerate()
-            .map(|(i, o)| {
-                o.ok_or_else(|| StoreError::Corrupt {
-                    what: "batch ingestion",
-                    reason: format!("item {i} was neither stored nor found"),
-                })
-            })
-            .collect()
-    })
-    .await
+    }
+    in_order(outcomes)
 }
