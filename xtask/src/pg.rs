@@ -1,14 +1,13 @@
 //! Finding or starting PostgreSQL for `dev` and `test`: use `DATABASE_URL` when that server
 //! answers; otherwise start a private cluster from the machine's own `initdb`/`pg_ctl` on a free
-//! port (as the `postgres` OS user when we are root, because initdb refuses to run as root).
+//! port (`dispatch_test_support::cluster`, which the TLS tests use too).
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow};
 use dispatch_store::admin::{self, url_with_database};
+use dispatch_test_support::cluster::{self, Cluster};
 
 pub const DEFAULT_DATABASE_URL: &str =
     "postgres://postgres:postgres@localhost:5432/dispatch?sslmode=disable";
@@ -20,12 +19,6 @@ pub struct Postgres {
     /// URL of the maintenance database (`postgres`), for creating databases.
     pub admin_url: String,
     cluster: Option<Cluster>,
-}
-
-struct Cluster {
-    pg_ctl: PathBuf,
-    data_dir: PathBuf,
-    as_postgres_user: bool,
 }
 
 /// What the cluster is for: tests trade durability for speed, dev keeps it.
@@ -42,37 +35,10 @@ impl Postgres {
 
     /// Stops the private cluster, if we started one.
     pub fn stop(&mut self) {
-        if let Some(cluster) = self.cluster.take() {
-            let status = cluster
-                .command(&cluster.pg_ctl)
-                .arg("-D")
-                .arg(&cluster.data_dir)
-                .args(["-m", "fast", "-w", "stop"])
-                .status();
-            if !status.is_ok_and(|s| s.success()) {
-                eprintln!(
-                    "xtask: could not stop PostgreSQL in {}",
-                    cluster.data_dir.display()
-                );
-            }
-        }
-    }
-}
-
-impl Drop for Postgres {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-impl Cluster {
-    fn command(&self, program: &Path) -> Command {
-        if self.as_postgres_user {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(program);
-            c
-        } else {
-            Command::new(program)
+        if let Some(mut cluster) = self.cluster.take()
+            && let Err(e) = cluster.stop()
+        {
+            eprintln!("xtask: {e}");
         }
     }
 }
@@ -100,78 +66,14 @@ pub async fn find_or_start(workspace: &Path, purpose: Purpose) -> Result<Postgre
     start_private(workspace, purpose).await
 }
 
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
-
-/// Directories that may hold `initdb`, `pg_ctl` and `postgres`, best first.
-fn candidate_bin_dirs() -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect())
-        .unwrap_or_default();
-    let mut versioned: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let major = e.file_name().to_string_lossy().parse::<u32>().ok()?;
-            Some((major, e.path().join("bin")))
-        })
-        .collect();
-    versioned.sort_by_key(|v| std::cmp::Reverse(v.0));
-    dirs.extend(versioned.into_iter().map(|(_, p)| p));
-    dirs.push(PathBuf::from("/usr/local/pgsql/bin"));
-    dirs.push(PathBuf::from("/opt/homebrew/bin"));
-    dirs
-}
-
-fn find_server_binaries() -> Option<PathBuf> {
-    candidate_bin_dirs().into_iter().find(|d| {
-        ["initdb", "pg_ctl", "postgres"]
-            .iter()
-            .all(|b| d.join(b).is_file())
-    })
-}
-
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-fn run(mut command: Command, what: &str) -> Result<()> {
-    let output = command
-        .output()
-        .with_context(|| format!("running {what}"))?;
-    if !output.status.success() {
-        bail!(
-            "{what} failed ({}):\n{}{}",
-            output.status,
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    Ok(())
-}
-
 async fn start_private(workspace: &Path, purpose: Purpose) -> Result<Postgres> {
-    let Some(bin) = find_server_binaries() else {
-        bail!(
-            "PostgreSQL server binaries (initdb, pg_ctl, postgres) were not found.\n\
-             Install them, e.g. `apt-get install postgresql` (Debian/Ubuntu), \
-             `dnf install postgresql-server` (Fedora), `brew install postgresql@15` (macOS),\n\
-             or point DATABASE_URL at a running server."
-        );
-    };
-    let root = is_root();
     let name = match purpose {
         Purpose::Dev => "dev",
         Purpose::Test => "test",
     };
     // As root the cluster belongs to the `postgres` user, who must be able to reach it: a
     // clone under a private home or mktemp folder is not reachable, /tmp always is.
-    let base = if root {
+    let base = if cluster::is_root() {
         let mut hasher = std::hash::DefaultHasher::new();
         std::hash::Hash::hash(&workspace, &mut hasher);
         std::env::temp_dir().join(format!(
@@ -182,57 +84,21 @@ async fn start_private(workspace: &Path, purpose: Purpose) -> Result<Postgres> {
         workspace.join("target").join("dispatch-pg")
     };
     let data_dir = base.join(name);
-    std::fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
-    if root {
-        run(
-            {
-                let mut c = Command::new("chown");
-                c.arg("postgres:").arg(&base);
-                c
-            },
-            "chown of the cluster folder to the postgres user (is there a `postgres` OS user?)",
-        )?;
-    }
-    let cluster = Cluster {
-        pg_ctl: bin.join("pg_ctl"),
-        data_dir: data_dir.clone(),
-        as_postgres_user: root,
-    };
     if !data_dir.join("PG_VERSION").is_file() {
         eprintln!("xtask: initdb {}", data_dir.display());
-        let mut c = cluster.command(&bin.join("initdb"));
-        c.arg("-D").arg(&data_dir).args([
-            "-U",
-            "postgres",
-            "-A",
-            "trust",
-            "-E",
-            "UTF8",
-            "--no-sync",
-        ]);
-        run(c, "initdb")?;
     }
-    // A cluster left running by an interrupted run is stopped first (its port is unknown).
-    let mut stop = cluster.command(&cluster.pg_ctl);
-    stop.arg("-D")
-        .arg(&data_dir)
-        .args(["-m", "immediate", "stop"]);
-    let _ = stop.output();
-
-    let port = free_port()?;
-    let mut options =
-        format!("-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''");
-    if purpose == Purpose::Test {
-        options.push_str(" -c fsync=off -c synchronous_commit=off -c full_page_writes=off");
-    }
-    let mut start = cluster.command(&cluster.pg_ctl);
-    start
-        .arg("-D")
-        .arg(&data_dir)
-        .arg("-l")
-        .arg(base.join(format!("{name}.log")))
-        .args(["-w", "-t", "60", "-o", &options, "start"]);
-    run(start, "pg_ctl start")?;
+    let mut cluster = Cluster::init(&data_dir).map_err(|e| anyhow!(e))?;
+    let fast: &[&str] = match purpose {
+        Purpose::Test => &[
+            "fsync=off",
+            "synchronous_commit=off",
+            "full_page_writes=off",
+        ],
+        Purpose::Dev => &[],
+    };
+    let port = cluster
+        .start(&base.join(format!("{name}.log")), fast)
+        .map_err(|e| anyhow!(e))?;
     eprintln!(
         "xtask: PostgreSQL started on 127.0.0.1:{port} ({})",
         data_dir.display()

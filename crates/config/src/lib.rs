@@ -178,7 +178,9 @@ pub fn parse_addr(value: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("expected host:port or :port, got {value:?}"))
 }
 
-/// Checks a PostgreSQL URL: scheme, a database name, and an `sslmode` this build supports.
+/// Checks a PostgreSQL URL: scheme, a database name, an `sslmode` this build supports (libpq's,
+/// less `allow`) and, when `sslrootcert` names a CA file, that the file can be read. The store's
+/// `connect` module is what applies them.
 pub fn check_database_url(value: &str) -> Result<(), String> {
     let rest = value
         .strip_prefix("postgres://")
@@ -188,13 +190,25 @@ pub fn check_database_url(value: &str) -> Result<(), String> {
     if base.split_once('/').is_none_or(|(_, db)| db.is_empty()) {
         return Err("the URL must name a database, e.g. postgres://host:5432/dispatch".to_owned());
     }
-    match query.split('&').find_map(|kv| kv.strip_prefix("sslmode=")) {
-        None | Some("disable" | "prefer" | "allow") => Ok(()),
-        Some(other) => Err(format!(
-            "sslmode={other} is not supported yet: this build connects without TLS \
-             (use sslmode=disable or prefer)"
-        )),
+    for pair in query.split('&') {
+        match pair.split_once('=') {
+            Some(("sslmode", "disable" | "prefer" | "require" | "verify-ca" | "verify-full")) => {}
+            Some(("sslmode", other)) => {
+                return Err(format!(
+                    "sslmode={other} is not supported: use disable, prefer, require, verify-ca \
+                     or verify-full"
+                ));
+            }
+            Some(("sslrootcert", "")) => return Err("sslrootcert is empty".to_owned()),
+            Some(("sslrootcert", "system")) => {}
+            Some(("sslrootcert", path)) => {
+                std::fs::read(path)
+                    .map_err(|e| format!("sslrootcert={path}: the CA file cannot be read: {e}"))?;
+            }
+            _ => {}
+        }
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -219,7 +233,36 @@ mod tests {
         assert!(check_database_url("mysql://h/db").is_err());
         assert!(check_database_url("postgres://h:5432").is_err());
         assert!(check_database_url("postgres://h:5432/").is_err());
-        let err = check_database_url("postgres://h/db?sslmode=verify-full").expect_err("tls");
-        assert!(err.contains("sslmode=verify-full"));
+        for mode in ["disable", "prefer", "require", "verify-ca", "verify-full"] {
+            let url = format!("postgres://h/db?application_name=x&sslmode={mode}");
+            assert_eq!(check_database_url(&url), Ok(()), "{mode}");
+        }
+        for mode in ["allow", "verify_full", "REQUIRE", ""] {
+            let err = check_database_url(&format!("postgres://h/db?sslmode={mode}"))
+                .expect_err("unknown sslmode");
+            assert!(
+                err.contains(&format!("sslmode={mode} is not supported"))
+                    && err.contains("verify-full"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_ca_file_that_cannot_be_read_is_named() {
+        let err =
+            check_database_url("postgres://h/db?sslmode=verify-full&sslrootcert=/no/such/ca.pem")
+                .expect_err("missing CA file");
+        assert!(err.contains("sslrootcert=/no/such/ca.pem"), "{err}");
+        let readable = format!(
+            "postgres://h/db?sslmode=verify-ca&sslrootcert={}/Cargo.toml",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        assert_eq!(check_database_url(&readable), Ok(()));
+        assert_eq!(
+            check_database_url("postgres://h/db?sslrootcert=system"),
+            Ok(())
+        );
+        assert!(check_database_url("postgres://h/db?sslrootcert=").is_err());
     }
 }

@@ -3,15 +3,13 @@
 
 use diesel::QueryableByName;
 use diesel::sql_types::{BigInt, Bool, Text};
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use crate::StoreError;
 
-/// Opens a single connection (not pooled) to `url`.
+/// Opens a single connection (not pooled) to `url`, with TLS as its `sslmode` asks.
 pub async fn connect(url: &str) -> Result<AsyncPgConnection, StoreError> {
-    AsyncPgConnection::establish(url)
-        .await
-        .map_err(|e| StoreError::Unavailable(e.to_string()))
+    crate::connect::establish(url).await
 }
 
 /// Database names we create are plain identifiers; anything else is refused rather than quoted.

@@ -8,6 +8,9 @@ pub enum StoreError {
     /// The database is down, unreachable or shutting down; the caller may retry later.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// The database URL or a file it names (`sslrootcert`) is unusable: fix the configuration.
+    #[error("invalid database URL: {0}")]
+    InvalidUrl(String),
     /// A query failed for another reason (a bug or a broken invariant).
     #[error("database query failed")]
     Query(#[source] DieselError),

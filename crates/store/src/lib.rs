@@ -3,6 +3,7 @@
 //! `&mut AsyncPgConnection` to the query functions.
 
 pub mod admin;
+pub mod connect;
 pub mod error;
 pub mod migrations;
 pub mod models;

@@ -36,8 +36,9 @@ pub fn embedded_versions() -> Result<Vec<String>, StoreError> {
         .collect())
 }
 
-/// Runs a migration command on a blocking thread with a synchronous wrapper around the async
-/// connection (no libpq, and no `block_in_place`, so it works on any runtime).
+/// Runs a migration command on a blocking thread with a synchronous wrapper around an async
+/// connection opened here (TLS as the URL asks; no libpq, and no `block_in_place`, so it works
+/// on any runtime).
 async fn with_sync_connection<T, F>(database_url: &str, job: F) -> Result<T, StoreError>
 where
     T: Send + 'static,
@@ -45,11 +46,9 @@ where
         + Send
         + 'static,
 {
-    let url = database_url.to_owned();
+    let conn = crate::connect::establish(database_url).await?;
     tokio::task::spawn_blocking(move || {
-        use diesel::Connection;
-        let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::establish(&url)
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::from(conn);
         job(&mut conn)
     })
     .await

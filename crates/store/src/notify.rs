@@ -1,7 +1,7 @@
 //! Wake-ups between the API and the workers over LISTEN/NOTIFY. A notification is only a hint
 //! that work may be due; the rows are the truth, so a lost one costs at most a poll interval.
 
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use futures_util::{Stream, StreamExt};
 
 use crate::StoreError;
@@ -26,9 +26,7 @@ pub struct Listener {
 impl Listener {
     /// Connects and LISTENs.
     pub async fn connect(database_url: &str) -> Result<Self, StoreError> {
-        let mut conn = AsyncPgConnection::establish(database_url)
-            .await
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let mut conn = crate::connect::establish(database_url).await?;
         diesel::sql_query(format!("LISTEN {CHANNEL}"))
             .execute(&mut conn)
             .await?;

@@ -3,6 +3,7 @@
 //! name carries a hash of `migrations/`), guarded by an advisory lock because nextest runs tests
 //! as separate processes. Each database is dropped when its [`TestDb`] goes out of scope.
 
+pub mod cluster;
 pub mod faults;
 pub mod proxy;
 pub mod receiver;
