@@ -110,16 +110,16 @@ pub fn parse_url_tls(url: &str) -> Result<UrlTls, String> {
 pub fn load_root_certs(path: &Path) -> Result<RootCertStore, String> {
     let bytes = std::fs::read(path)
         .map_err(|e| format!("sslrootcert {}: cannot read: {e}", path.display()))?;
+    let certs = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("sslrootcert {}: not PEM: {e}", path.display()))?;
+    // A bundle (a system store, a provider's global bundle) may hold a certificate webpki cannot
+    // use as a root; like libpq, skip it rather than refuse the rest.
     let mut roots = RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(&bytes) {
-        let cert = cert.map_err(|e| format!("sslrootcert {}: not PEM: {e}", path.display()))?;
-        roots
-            .add(cert)
-            .map_err(|e| format!("sslrootcert {}: bad certificate: {e}", path.display()))?;
-    }
+    roots.add_parsable_certificates(certs);
     if roots.is_empty() {
         return Err(format!(
-            "sslrootcert {}: holds no PEM certificate",
+            "sslrootcert {}: holds no usable PEM certificate",
             path.display()
         ));
     }
@@ -355,7 +355,7 @@ mod tests {
         let empty = dir.join("empty.pem");
         std::fs::write(&empty, "not a certificate\n").expect("write");
         let err = load_root_certs(&empty).expect_err("no certificate");
-        assert!(err.contains("holds no PEM certificate"), "{err}");
+        assert!(err.contains("holds no usable PEM certificate"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -248,6 +248,13 @@ async fn require_with_a_root_certificate_checks_the_chain_as_libpq_does() {
 async fn verify_full_accepts_a_server_certified_by_the_given_ca_for_its_name() {
     let pg = TlsPostgres::start();
     assert_encrypted(&pg.verify_full_url("postgres")).await;
+    // A bundle of several CAs (a provider's global bundle) works as long as one signed it.
+    let bundle = pg.base.join("certs/bundle.pem");
+    let mut pem = std::fs::read(&pg.other_ca).unwrap();
+    pem.extend(std::fs::read(&pg.ca).unwrap());
+    std::fs::write(&bundle, pem).unwrap();
+    let params = format!("sslmode=verify-full&sslrootcert={}", bundle.display());
+    assert_encrypted(&pg.url("localhost", "postgres", &params)).await;
 }
 
 #[tokio::test]

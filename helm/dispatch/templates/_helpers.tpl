@@ -182,3 +182,26 @@ Call with (dict "ctx" $ "job" BOOL).
 checkov.io/skip{{ add1 $i }}: {{ $skip | quote }}
 {{- end }}
 {{- end }}
+
+{{/*
+The database CA bundle (database.caSecret, key ca.crt), mounted read-only at /etc/dispatch/db-ca
+for DATABASE_URL's sslrootcert=/etc/dispatch/db-ca/ca.crt. Nothing when caSecret is empty.
+*/}}
+{{- define "dispatch.dbCaMount" -}}
+{{- if .Values.database.caSecret }}
+- name: db-ca
+  mountPath: /etc/dispatch/db-ca
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "dispatch.dbCaVolume" -}}
+{{- if .Values.database.caSecret }}
+- name: db-ca
+  secret:
+    secretName: {{ .Values.database.caSecret }}
+    items:
+      - key: ca.crt
+        path: ca.crt
+{{- end }}
+{{- end }}
