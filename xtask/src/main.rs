@@ -3,6 +3,7 @@
 //! commands `replay`, `purge`, `stats` and `check-config` live in `ops`.
 
 mod bench;
+mod chaos;
 mod harness;
 mod openapi;
 mod ops;
@@ -79,6 +80,9 @@ enum Task {
     /// Benchmark Dispatch on 127.0.0.1 (fresh database, API, workers, a built-in receiver)
     /// against the ceiling of durable single-row inserts; prints a table and JSON lines.
     Bench(bench::Args),
+    /// Faults on 127.0.0.1 (worker killed, PostgreSQL restarted, misbehaving receivers,
+    /// SIGTERM, three workers) with every accepted event accounted for; prints a table.
+    Chaos(chaos::Args),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -149,6 +153,7 @@ async fn run(task: Task) -> Result<bool> {
         Task::Stats(args) => ops::stats(args).await,
         Task::CheckConfig(args) => ops::check_config(args),
         Task::Bench(args) => bench::run(args).await,
+        Task::Chaos(args) => chaos::run(args).await,
     }
 }
 
@@ -312,6 +317,7 @@ fn spawn_binary(name: &str, database_url: &str, addr: &str) -> Result<tokio::pro
         .env("DISPATCH_ADDR", addr)
         .env("DISPATCH_LOG_FORMAT", "text")
         .env("DISPATCH_API_KEYS", dev_api_key())
+        .env("DISPATCH_SECRET_KEYS", dev_secret_keys())
         // `cargo xtask sink` and other local receivers live on loopback.
         .env("DISPATCH_ALLOW_DESTINATIONS", "127.0.0.0/8,::1")
         .kill_on_drop(true)
@@ -327,6 +333,16 @@ fn dev_api_key() -> String {
 
 /// The development key the README's examples send. Never use it outside a laptop.
 const DEV_API_KEY: &str = "dev-key-change-me-0123";
+
+/// The keys `cargo xtask dev` seals subscription secrets with: `DISPATCH_DEV_SECRET_KEYS`, or
+/// [`DEV_SECRET_KEYS`]. The same every run, so a development database stays readable.
+fn dev_secret_keys() -> String {
+    std::env::var("DISPATCH_DEV_SECRET_KEYS").unwrap_or_else(|_| DEV_SECRET_KEYS.to_owned())
+}
+
+/// A development key for subscription secrets (`DISPATCH_SECRET_KEYS`), published here: never
+/// use it outside a laptop. `cargo xtask bench` and the other local harnesses use it too.
+pub(crate) const DEV_SECRET_KEYS: &str = "dev:iWiwm9xfOz0HBaXCssH2S9G/hiz6sRqUBSQ8IXLF9+Y=";
 
 /// Asks a child to stop with SIGTERM and waits for its graceful drain (then kills it).
 async fn terminate(child: &mut tokio::process::Child) {

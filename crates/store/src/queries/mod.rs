@@ -2,6 +2,7 @@
 
 pub mod attempts;
 pub mod bench;
+pub mod chaos;
 pub mod deliveries;
 pub mod events;
 pub mod health;

@@ -1,0 +1,561 @@
+//! `cargo xtask chaos`: faults injected into a running Dispatch, and an account of every
+//! accepted event afterwards.
+//!
+//! Each scenario runs the real binaries (`dispatch-api`, `dispatch-worker`, built as for
+//! `bench`) against a private PostgreSQL cluster of its own ([`postgres`], never the machine's
+//! shared server, since one scenario stops it) and the counting receiver of
+//! [`crate::harness::receiver`] on 127.0.0.1, in a fresh database. Events are POSTed by
+//! [`traffic`], which keeps each one's answer; then the fault (see [`scenarios`]); then a bounded
+//! wait until nothing is queued; then [`report::account`] checks every accepted event against
+//! what the receiver got and what the database says. docs/reliability.md describes the
+//! guarantees, the scenarios and the latest results.
+
+mod postgres;
+mod report;
+mod scenarios;
+mod traffic;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::ValueEnum;
+use dispatch_store::admin::{self, url_with_database};
+use dispatch_store::migrations;
+use dispatch_store::queries::bench::{self as bench_queries, SubscriptionSeed};
+use dispatch_store::queries::chaos as queries;
+use serde_json::{Map, json};
+
+use self::postgres::ChaosPostgres;
+use self::report::Row;
+use self::traffic::Producer;
+use crate::harness::git_revision;
+use crate::harness::http::{self, HttpClient};
+use crate::harness::processes::{self, Binaries, Launch, Service};
+use crate::harness::receiver::{self, Fault, Receiver};
+
+/// Prefix of every database the suite creates (then `<pid>_<scenario>`).
+const DB_PREFIX: &str = "dispatch_chaos_";
+/// How long a just-started API or worker gets to become ready.
+const READY_WITHIN: Duration = Duration::from_secs(60);
+/// After everything arrived: how long to keep listening for late duplicates.
+const SETTLE: Duration = Duration::from_secs(1);
+/// Requests in flight from the producer.
+const CONCURRENCY: usize = 32;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    /// `kill -9` of a worker in the middle of a busy backlog; a second worker finishes it.
+    KillWorker,
+    /// PostgreSQL stopped (fast, then as a crash) and started again under load.
+    PostgresRestart,
+    /// Receivers that answer 500, hang past the timeout, reset connections, trickle bytes.
+    BadReceivers,
+    /// Workers stopped with SIGTERM under load (a rolling restart): drained, no duplicates.
+    Sigterm,
+    /// Three workers on one backlog: every delivery exactly once.
+    ThreeWorkers,
+    /// Every scenario above, in that order.
+    All,
+}
+
+impl Scenario {
+    const EACH: [Scenario; 5] = [
+        Scenario::KillWorker,
+        Scenario::PostgresRestart,
+        Scenario::BadReceivers,
+        Scenario::Sigterm,
+        Scenario::ThreeWorkers,
+    ];
+
+    fn expand(self) -> Vec<Scenario> {
+        match self {
+            Scenario::All => Self::EACH.to_vec(),
+            one => vec![one],
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Scenario::KillWorker => "kill-worker",
+            Scenario::PostgresRestart => "postgres-restart",
+            Scenario::BadReceivers => "bad-receivers",
+            Scenario::Sigterm => "sigterm",
+            Scenario::ThreeWorkers => "three-workers",
+            Scenario::All => "all",
+        }
+    }
+
+    /// Events sent when `--events` is not given.
+    fn default_events(self, seconds: u64) -> u64 {
+        match self {
+            Scenario::KillWorker => 2_000,
+            // Paced: 150 events a second.
+            Scenario::PostgresRestart => 150 * seconds,
+            Scenario::BadReceivers => 300,
+            Scenario::Sigterm => 150 * seconds,
+            Scenario::ThreeWorkers => 1_500,
+            Scenario::All => 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Which scenario to run.
+    #[arg(long, value_enum, default_value_t = Scenario::All)]
+    pub scenario: Scenario,
+    /// Events per scenario (default: kill-worker 2000, bad-receivers 300, three-workers 1500;
+    /// postgres-restart and sigterm send 150 a second for --seconds).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(10..=100_000))]
+    pub events: Option<u64>,
+    /// How long the paced scenarios (postgres-restart, sigterm) send; also the longest wait
+    /// for the deliveries after sending (at least 30 s).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(5..=600))]
+    pub seconds: u64,
+    /// Use debug builds (quicker to build; the suite checks correctness, not speed).
+    #[arg(long)]
+    pub debug: bool,
+}
+
+impl Args {
+    fn events(&self, scenario: Scenario) -> u64 {
+        self.events
+            .unwrap_or_else(|| scenario.default_events(self.seconds))
+    }
+
+    /// How long to wait for deliveries once sending is over.
+    fn drain_within(&self) -> Duration {
+        Duration::from_secs(self.seconds.max(30))
+    }
+}
+
+/// What every scenario shares.
+pub struct Chaos {
+    args: Args,
+    binaries: Binaries,
+    pg: ChaosPostgres,
+    client: HttpClient,
+    api_key: String,
+    logs: PathBuf,
+}
+
+/// One scenario's database, receiver and subscriptions.
+pub struct Stage {
+    pub name: &'static str,
+    pub database_url: String,
+    pub receiver: Receiver,
+    /// (`sub-<n>`, n) of every subscription; each matches every event.
+    pub subscriptions: Vec<(String, u32)>,
+}
+
+/// A subscription to seed: its receiver fault, the share of requests it hits, a delay.
+#[derive(Debug, Clone, Copy)]
+pub struct Destination {
+    pub fault: Fault,
+    pub fail_permille: u32,
+    pub delay_ms: u64,
+}
+
+impl Destination {
+    pub const fn healthy(delay_ms: u64) -> Self {
+        Self {
+            fault: Fault::Status500,
+            fail_permille: 0,
+            delay_ms,
+        }
+    }
+}
+
+impl Chaos {
+    fn database_name(&self, scenario: &str) -> String {
+        format!(
+            "{DB_PREFIX}{}_{}",
+            std::process::id(),
+            scenario.replace('-', "_")
+        )
+    }
+
+    /// A fresh database with `destinations` subscribed (each to every event type).
+    async fn stage(&self, name: &'static str, destinations: &[Destination]) -> Result<Stage> {
+        let db = self.database_name(name);
+        let admin_url = self.pg.admin_url();
+        let mut conn = admin::connect(&admin_url).await?;
+        admin::drop_database(&mut conn, &db).await?;
+        admin::create_database(&mut conn, &db, None)
+            .await
+            .with_context(|| format!("creating database {db}"))?;
+        drop(conn);
+        let database_url = url_with_database(&admin_url, &db);
+        migrations::run_pending(&database_url)
+            .await
+            .with_context(|| format!("migrating {db}"))?;
+        let receiver = Receiver::start().await?;
+        let mut conn = admin::connect(&database_url).await?;
+        let mut subscriptions = Vec::new();
+        for (n, d) in (0u32..).zip(destinations) {
+            let suffix = Receiver::faulty_suffix(d.fault, d.fail_permille, d.delay_ms);
+            bench_queries::seed_subscriptions(
+                &mut conn,
+                &SubscriptionSeed {
+                    id_prefix: "sub-",
+                    url_prefix: &receiver.url_prefix(),
+                    url_suffix: &suffix,
+                    pattern: "*",
+                    pattern_per_index: false,
+                    first: i32::try_from(n)?,
+                    count: 1,
+                    secret: "chaos-secret",
+                    // High enough that the limiter never holds a scenario back.
+                    rate_limit_per_sec: 100_000.0,
+                    rate_limit_burst: 100_000,
+                },
+            )
+            .await?;
+            subscriptions.push((format!("sub-{n}"), n));
+        }
+        Ok(Stage {
+            name,
+            database_url,
+            receiver,
+            subscriptions,
+        })
+    }
+
+    async fn drop_database(&self, name: &str) {
+        let db = self.database_name(name);
+        let dropped = async {
+            let mut conn = admin::connect(&self.pg.admin_url()).await?;
+            admin::drop_database(&mut conn, &db).await
+        }
+        .await;
+        if let Err(e) = dropped {
+            eprintln!("chaos: could not drop database {db}: {e}");
+        }
+    }
+
+    /// How the scenario's children are started: `worker_env` and `api_env` on top of the
+    /// harness's own settings.
+    fn launch<'a>(
+        &'a self,
+        stage: &'a Stage,
+        api_env: &'a [(String, String)],
+        worker_env: &'a [(String, String)],
+    ) -> Launch<'a> {
+        Launch {
+            binaries: &self.binaries,
+            database_url: &stage.database_url,
+            logs: &self.logs,
+            label: stage.name,
+            api_key: &self.api_key,
+            api_env,
+            worker_env,
+        }
+    }
+
+    fn producer(&self, stage: &Stage, api: &Service) -> Producer {
+        Producer {
+            client: self.client.clone(),
+            url: format!("{}/events", api.base_url),
+            api_key: self.api_key.clone(),
+            id_prefix: format!("{}-", stage.name),
+            event_type: format!("chaos.{}", stage.name.replace('-', "_")),
+        }
+    }
+
+    async fn ready(&self, services: &mut [Service]) -> Result<()> {
+        processes::wait_ready(&self.client, services, READY_WITHIN).await
+    }
+
+    /// Waits until the database holds no queued delivery and the receiver has at least
+    /// `expected` pairs (or `within` passed); then a moment more for late duplicates. Returns
+    /// whether it drained.
+    async fn drain(&self, stage: &Stage, expected: u64, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        let mut last_report = Instant::now();
+        loop {
+            let queued = match admin::connect(&stage.database_url).await {
+                Ok(mut conn) => bench_queries::delivery_tally(&mut conn)
+                    .await
+                    .ok()
+                    .map(|t| t.pending + t.processing + t.retrying),
+                Err(_) => None,
+            };
+            let got = stage.receiver.unique();
+            if queued == Some(0) && got >= expected {
+                tokio::time::sleep(SETTLE).await;
+                return true;
+            }
+            if Instant::now() >= deadline {
+                eprintln!(
+                    "chaos:   gave up waiting: {got} of {expected} delivered, {queued:?} queued"
+                );
+                return false;
+            }
+            if last_report.elapsed() >= Duration::from_secs(10) {
+                eprintln!("chaos:   … {got} of {expected} delivered, {queued:?} queued");
+                last_report = Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The accounting of `accepted` after the scenario, and the figures every row carries.
+    async fn finish(
+        &self,
+        stage: &Stage,
+        row: &mut Row,
+        accepted: &[String],
+        started: Instant,
+    ) -> Result<()> {
+        let mut conn = admin::connect(&stage.database_url).await?;
+        let states = queries::delivery_states(&mut conn).await?;
+        let by_failure = queries::attempts_by_failure(&mut conn).await?;
+        drop(conn);
+        row.accepted = accepted.len() as u64;
+        row.accounting = report::account(
+            accepted,
+            &stage.subscriptions,
+            &stage.receiver.deliveries(),
+            &states,
+        );
+        row.elapsed_secs = started.elapsed().as_secs_f64();
+        let attempts: Map<String, serde_json::Value> = by_failure
+            .iter()
+            .map(|f| {
+                (
+                    f.error_code.clone().unwrap_or_else(|| "ok".to_owned()),
+                    json!(f.attempts),
+                )
+            })
+            .collect();
+        row.extra
+            .insert("attempts_by_outcome".to_owned(), attempts.into());
+        let r = stage.receiver.received();
+        row.extra.insert(
+            "receiver".to_owned(),
+            json!({
+                "answered_500": r.failed_answers,
+                "hung": r.hung,
+                "reset": r.reset,
+                "trickled": r.trickled,
+                "unreadable": r.unreadable,
+            }),
+        );
+        if row.accounting.unacknowledged_delivered > 0 {
+            row.notes.push(format!(
+                "{} delivered although their POST was not answered 2xx (stored, the answer lost)",
+                row.accounting.unacknowledged_delivered
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The worker configuration every scenario starts from: retries and circuits quick enough to
+/// settle within the scenario's bounds, a lease of 10 s (5 s request timeout + 5 s margin), a
+/// fast database connect timeout so an outage is noticed at once, a poll every 200 ms.
+pub fn worker_base_env() -> Vec<(String, String)> {
+    [
+        ("DISPATCH_REQUEST_TIMEOUT_MS", "5000"),
+        ("DISPATCH_LEASE_MARGIN_MS", "5000"),
+        ("DISPATCH_RETRY_INITIAL_DELAY_MS", "100"),
+        ("DISPATCH_RETRY_MAX_DELAY_SECS", "1"),
+        ("DISPATCH_RETRY_MAX_ATTEMPTS", "30"),
+        ("DISPATCH_BREAKER_OPEN_SECS", "1"),
+        ("DISPATCH_DB_CONNECT_TIMEOUT_MS", "1000"),
+        ("DISPATCH_SHUTDOWN_GRACE_SECS", "10"),
+        ("DISPATCH_POLL_INTERVAL_MS", "200"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+/// `base` with `overrides` replacing or adding keys.
+pub fn with_env(base: &[(String, String)], overrides: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = base
+        .iter()
+        .filter(|(k, _)| !overrides.iter().any(|(o, _)| o == k))
+        .cloned()
+        .collect();
+    out.extend(
+        overrides
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    out
+}
+
+pub async fn run(args: Args) -> Result<bool> {
+    let binaries = processes::build(args.debug)?;
+    let pg = ChaosPostgres::start(&crate::workspace_root())?;
+    let logs = crate::target_dir().join("chaos");
+    std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+    let chaos = Chaos {
+        args: args.clone(),
+        binaries,
+        pg,
+        client: http::client(CONCURRENCY + 8),
+        api_key: format!(
+            "chaos-{:x}-{:016x}",
+            std::process::id(),
+            receiver::unix_nanos()
+        ),
+        logs: logs.clone(),
+    };
+    let started = chrono::Utc::now();
+    let mut rows = Vec::new();
+    let mut errors = Vec::new();
+    for scenario in args.scenario.expand() {
+        let events = args.events(scenario);
+        eprintln!("chaos: {} ({events} events)", scenario.name());
+        let outcome = tokio::select! {
+            outcome = scenarios::run(&chaos, scenario, events) => outcome,
+            _ = tokio::signal::ctrl_c() => {
+                chaos.drop_database(scenario.name()).await;
+                bail!("interrupted");
+            }
+        };
+        chaos.drop_database(scenario.name()).await;
+        match outcome {
+            Ok(row) => {
+                eprintln!(
+                    "chaos: {}: {}/{} delivered, {} duplicates, {} lost: {}",
+                    row.scenario,
+                    row.accounting.delivered,
+                    row.accounting.expected,
+                    row.accounting.duplicates,
+                    row.accounting.lost,
+                    row.verdict()
+                );
+                for check in &row.failed_checks {
+                    eprintln!("chaos:   check failed: {check}");
+                }
+                rows.push(row);
+            }
+            Err(e) => errors.push(format!("{} could not run: {e:#}", scenario.name())),
+        }
+    }
+    let mut context = Map::new();
+    context.insert("git".to_owned(), json!(git_revision()));
+    context.insert("build".to_owned(), json!(chaos.binaries.profile));
+    context.insert(
+        "cpus".to_owned(),
+        json!(std::thread::available_parallelism().map_or(0, |n| n.get())),
+    );
+    context.insert(
+        "time".to_owned(),
+        json!(started.format("%Y-%m-%dT%H:%M:%SZ").to_string()),
+    );
+    println!();
+    print!("{}", report::table(&rows));
+    println!();
+    let mut lines = String::new();
+    for row in &rows {
+        let line = row.to_json(&context).to_string();
+        println!("{line}");
+        lines.push_str(&line);
+        lines.push('\n');
+    }
+    let file = logs.join(format!(
+        "results-{}.jsonl",
+        started.format("%Y%m%dT%H%M%SZ")
+    ));
+    match std::fs::write(&file, lines) {
+        Ok(()) => eprintln!(
+            "chaos: results in {}; process logs in {}",
+            file.display(),
+            logs.display()
+        ),
+        Err(e) => eprintln!("chaos: could not write {}: {e}", file.display()),
+    }
+    for e in &errors {
+        eprintln!("chaos: {e}");
+    }
+    Ok(errors.is_empty() && rows.iter().all(Row::passed))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn parse(argv: &[&str]) -> Result<Args, clap::Error> {
+        Cli::try_parse_from(std::iter::once("chaos").chain(argv.iter().copied())).map(|c| c.args)
+    }
+
+    #[test]
+    fn every_scenario_runs_by_default_with_bounded_sizes() {
+        let a = parse(&[]).expect("defaults");
+        assert_eq!(a.scenario, Scenario::All);
+        let names: Vec<&str> = a.scenario.expand().iter().map(|s| s.name()).collect();
+        assert_eq!(
+            names,
+            [
+                "kill-worker",
+                "postgres-restart",
+                "bad-receivers",
+                "sigterm",
+                "three-workers"
+            ]
+        );
+        assert_eq!(a.events(Scenario::PostgresRestart), 3000);
+        assert_eq!(a.drain_within(), Duration::from_secs(30));
+        let a = parse(&[
+            "--scenario",
+            "sigterm",
+            "--events",
+            "500",
+            "--seconds",
+            "60",
+        ])
+        .expect("valid");
+        assert_eq!(a.scenario.expand(), [Scenario::Sigterm]);
+        assert_eq!(a.events(Scenario::Sigterm), 500);
+        assert_eq!(a.drain_within(), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused() {
+        for bad in [
+            &["--events", "9"][..],
+            &["--events", "100001"],
+            &["--seconds", "4"],
+            &["--seconds", "601"],
+            &["--scenario", "kill_worker"],
+            &["--scenario", "steady"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn overrides_replace_base_settings() {
+        let base = worker_base_env();
+        let env = with_env(
+            &base,
+            &[
+                ("DISPATCH_REQUEST_TIMEOUT_MS", "1000"),
+                ("DISPATCH_POLL_INTERVAL_MS", "200"),
+            ],
+        );
+        let get = |k: &str| {
+            env.iter()
+                .filter(|(key, _)| key == k)
+                .map(|(_, v)| v.as_str())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(get("DISPATCH_REQUEST_TIMEOUT_MS"), ["1000"]);
+        assert_eq!(get("DISPATCH_POLL_INTERVAL_MS"), ["200"]);
+        assert_eq!(get("DISPATCH_LEASE_MARGIN_MS"), ["5000"]);
+        assert_eq!(env.len(), base.len());
+    }
+}

@@ -1,0 +1,279 @@
+//! The chaos suite's producer: POSTs events to the API (as fast as a number of requests in
+//! flight allow, or at a fixed rate) and keeps every event's answer and when it came, so that a
+//! scenario knows exactly which events were accepted and when the API refused or recovered.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::harness::http::{HttpClient, post_json};
+use crate::harness::receiver::unix_nanos;
+
+/// Longest wait for one answer of the API.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where events go and what they look like.
+#[derive(Clone)]
+pub struct Producer {
+    pub client: HttpClient,
+    /// `http://…/events`.
+    pub url: String,
+    pub api_key: String,
+    /// Event ids are this followed by the sequence number.
+    pub id_prefix: String,
+    pub event_type: String,
+}
+
+/// One POST and its answer.
+#[derive(Debug, Clone, Copy)]
+pub struct Answer {
+    pub seq: u64,
+    /// The status, or `None` when no answer came (connection error or timeout).
+    pub status: Option<u16>,
+    /// When it was sent and answered, from the start of sending.
+    pub sent_at: Duration,
+    pub answered_at: Duration,
+}
+
+impl Answer {
+    /// `202` (stored now) or `200` (stored before: a repeat of an accepted event).
+    pub fn accepted(&self) -> bool {
+        matches!(self.status, Some(200 | 202))
+    }
+}
+
+/// Every answer of one run of the producer.
+#[derive(Debug, Clone, Default)]
+pub struct Sent {
+    pub answers: Vec<Answer>,
+    /// Paced sending: sends that waited for a free slot past their time.
+    pub late: u64,
+}
+
+impl Sent {
+    pub fn sent(&self) -> u64 {
+        self.answers.len() as u64
+    }
+
+    /// The ids of the accepted events.
+    pub fn accepted_ids(&self, producer: &Producer) -> Vec<String> {
+        self.answers
+            .iter()
+            .filter(|a| a.accepted())
+            .map(|a| format!("{}{}", producer.id_prefix, a.seq))
+            .collect()
+    }
+
+    /// Answers other than 200/202, by status.
+    pub fn refused(&self) -> BTreeMap<u16, u64> {
+        let mut out = BTreeMap::new();
+        for a in &self.answers {
+            if let Some(status) = a.status.filter(|_| !a.accepted()) {
+                *out.entry(status).or_insert(0) += 1;
+            }
+        }
+        out
+    }
+
+    pub fn unanswered(&self) -> u64 {
+        self.answers.iter().filter(|a| a.status.is_none()).count() as u64
+    }
+
+    /// Answers (not accepted, or none at all) that came within `[from, to]`.
+    pub fn failures_between(&self, from: Duration, to: Duration) -> (u64, u64) {
+        let within = |a: &&Answer| a.answered_at >= from && a.answered_at <= to;
+        let refused = self
+            .answers
+            .iter()
+            .filter(within)
+            .filter(|a| a.status.is_some() && !a.accepted())
+            .count() as u64;
+        let unanswered = self
+            .answers
+            .iter()
+            .filter(within)
+            .filter(|a| a.status.is_none())
+            .count() as u64;
+        (refused, unanswered)
+    }
+
+    /// When the first event sent at or after `since` was accepted.
+    pub fn first_accepted_after(&self, since: Duration) -> Option<Duration> {
+        self.answers
+            .iter()
+            .filter(|a| a.accepted() && a.sent_at >= since)
+            .map(|a| a.answered_at)
+            .min()
+    }
+}
+
+fn body(producer: &Producer, seq: u64) -> String {
+    format!(
+        r#"{{"id":"{}{seq}","type":"{}","source":"chaos","data":{{"seq":{seq},"sent_at_ns":"{}"}}}}"#,
+        producer.id_prefix,
+        producer.event_type,
+        unix_nanos()
+    )
+}
+
+async fn send(producer: &Producer, seq: u64, start: Instant) -> Answer {
+    let sent_at = start.elapsed();
+    let status = post_json(
+        &producer.client,
+        &producer.url,
+        &producer.api_key,
+        body(producer, seq),
+        REQUEST_TIMEOUT,
+    )
+    .await
+    .map(|s| s.as_u16());
+    Answer {
+        seq,
+        status,
+        sent_at,
+        answered_at: start.elapsed(),
+    }
+}
+
+impl Producer {
+    /// Sends `events` events with `concurrency` requests in flight, each as soon as a previous
+    /// one was answered; stops early after `limit`.
+    pub async fn closed(&self, events: u64, concurrency: usize, limit: Duration) -> Result<Sent> {
+        let start = Instant::now();
+        let next = Arc::new(AtomicU64::new(0));
+        let mut tasks = JoinSet::new();
+        for _ in 0..concurrency.max(1) {
+            let (producer, next) = (self.clone(), next.clone());
+            tasks.spawn(async move {
+                let mut mine = Vec::new();
+                loop {
+                    let seq = next.fetch_add(1, Ordering::Relaxed);
+                    if seq >= events || start.elapsed() >= limit {
+                        break;
+                    }
+                    mine.push(send(&producer, seq, start).await);
+                }
+                mine
+            });
+        }
+        let mut sent = Sent::default();
+        while let Some(joined) = tasks.join_next().await {
+            sent.answers
+                .extend(joined.context("a producer task panicked")?);
+        }
+        sent.answers.sort_by_key(|a| a.seq);
+        Ok(sent)
+    }
+
+    /// Sends `per_sec` events a second for `seconds`, at most `max_in_flight` at once (a send
+    /// whose time has come waits for a free slot: it is counted late).
+    pub async fn paced(&self, per_sec: u64, seconds: u64, max_in_flight: usize) -> Result<Sent> {
+        let start = Instant::now();
+        let events = per_sec.saturating_mul(seconds);
+        let period = Duration::from_secs(1) / u32::try_from(per_sec.max(1)).unwrap_or(u32::MAX);
+        let slots = Arc::new(tokio::sync::Semaphore::new(max_in_flight.max(1)));
+        let mut tasks = JoinSet::new();
+        let mut sent = Sent::default();
+        for seq in 0..events {
+            tokio::time::sleep_until(start + period * u32::try_from(seq).unwrap_or(u32::MAX)).await;
+            let permit = match slots.clone().try_acquire_owned() {
+                Ok(p) => p,
+                Err(_) => {
+                    sent.late += 1;
+                    slots
+                        .clone()
+                        .acquire_owned()
+                        .await
+                        .context("semaphore closed")?
+                }
+            };
+            let producer = self.clone();
+            tasks.spawn(async move {
+                let answer = send(&producer, seq, start).await;
+                drop(permit);
+                answer
+            });
+            while let Some(joined) = tasks.try_join_next() {
+                sent.answers
+                    .push(joined.context("a producer task panicked")?);
+            }
+        }
+        while let Some(joined) = tasks.join_next().await {
+            sent.answers
+                .push(joined.context("a producer task panicked")?);
+        }
+        sent.answers.sort_by_key(|a| a.seq);
+        Ok(sent)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(seq: u64, status: Option<u16>, sent: u64, answered: u64) -> Answer {
+        Answer {
+            seq,
+            status,
+            sent_at: Duration::from_millis(sent),
+            answered_at: Duration::from_millis(answered),
+        }
+    }
+
+    #[test]
+    fn answers_are_summed_up_by_kind_and_time() {
+        let producer = Producer {
+            client: crate::harness::http::client(1),
+            url: String::new(),
+            api_key: String::new(),
+            id_prefix: "c-".to_owned(),
+            event_type: "chaos.t".to_owned(),
+        };
+        let sent = Sent {
+            answers: vec![
+                answer(0, Some(202), 0, 5),
+                answer(1, Some(503), 10, 20),
+                answer(2, None, 15, 1000),
+                answer(3, Some(503), 30, 40),
+                answer(4, Some(200), 50, 60),
+                answer(5, Some(202), 45, 70),
+            ],
+            late: 0,
+        };
+        assert_eq!(sent.sent(), 6);
+        assert_eq!(sent.accepted_ids(&producer), ["c-0", "c-4", "c-5"]);
+        assert_eq!(sent.refused(), BTreeMap::from([(503, 2)]));
+        assert_eq!(sent.unanswered(), 1);
+        assert_eq!(
+            sent.failures_between(Duration::from_millis(10), Duration::from_millis(40)),
+            (2, 0)
+        );
+        assert_eq!(
+            sent.first_accepted_after(Duration::from_millis(40)),
+            Some(Duration::from_millis(60))
+        );
+        assert_eq!(sent.first_accepted_after(Duration::from_millis(51)), None);
+    }
+
+    #[test]
+    fn an_event_body_carries_its_id_type_and_send_time() {
+        let producer = Producer {
+            client: crate::harness::http::client(1),
+            url: String::new(),
+            api_key: String::new(),
+            id_prefix: "kill-".to_owned(),
+            event_type: "chaos.kill".to_owned(),
+        };
+        let b = body(&producer, 7);
+        let v: serde_json::Value = serde_json::from_str(&b).expect("JSON");
+        assert_eq!(v["id"], "kill-7");
+        assert_eq!(v["type"], "chaos.kill");
+        assert_eq!(v["data"]["seq"], 7);
+        assert!(crate::harness::receiver::sent_at_ns(b.as_bytes()).is_some());
+    }
+}
