@@ -1,4 +1,5 @@
-//! Attempts that get no answer: timeouts, refused and dropped connections.
+//! Attempts that get no (complete) answer: timeouts, refused, dropped and reset connections,
+//! answers trickled past the timeout.
 
 use dispatch_test_support::receiver::Reply;
 use serde_json::json;
@@ -68,6 +69,56 @@ async fn a_connection_closed_without_an_answer_is_a_connection_failure() {
     assert_eq!(attempts[0].status_code, None);
 
     // The next attempt, on a fresh connection, gets the default 200.
+    h.make_due().await;
+    assert_eq!(worker.run_once().await.unwrap(), 1);
+    assert_eq!(h.delivery("evt_1", "sub_1").await.status, "delivered");
+}
+
+#[tokio::test]
+async fn a_reset_connection_is_a_connection_failure_and_the_retry_delivers() {
+    let h = Harness::new().await;
+    h.receiver.script("/reset", [Reply::reset()]);
+    h.subscribe("sub_1", "/reset", None).await;
+    h.ingest("evt_1", "order.created", json!({})).await;
+    let worker = h.worker(&[]);
+
+    let step = tokio::time::timeout(PATIENCE, worker.run_once()).await;
+    assert_eq!(step.expect("the attempt ends").unwrap(), 1);
+    let delivery = h.delivery("evt_1", "sub_1").await;
+    assert_eq!(delivery.status, "retrying");
+    let attempts = h.attempts_of(delivery.id).await;
+    assert_eq!(attempts[0].error_code.as_deref(), Some("connection"));
+    assert_eq!(attempts[0].status_code, None);
+
+    h.make_due().await;
+    assert_eq!(worker.run_once().await.unwrap(), 1);
+    assert_eq!(h.delivery("evt_1", "sub_1").await.status, "delivered");
+    assert_eq!(h.receiver.requests("/reset").len(), 2);
+}
+
+#[tokio::test]
+async fn an_answer_trickled_past_the_timeout_is_a_timeout_even_with_a_200_status() {
+    let h = Harness::new().await;
+    // 200 and its headers at once, then 64 bytes at 50 ms each: 3.2 s, past the 300 ms timeout.
+    h.receiver.script(
+        "/slow",
+        [Reply::ok().trickle(std::time::Duration::from_millis(50))],
+    );
+    h.subscribe("sub_1", "/slow", None).await;
+    h.ingest("evt_1", "order.created", json!({})).await;
+    let worker = h.worker(&[("DISPATCH_REQUEST_TIMEOUT_MS", "300")]);
+
+    let step = tokio::time::timeout(PATIENCE, worker.run_once()).await;
+    assert_eq!(step.expect("the attempt gives up").unwrap(), 1);
+    let delivery = h.delivery("evt_1", "sub_1").await;
+    assert_eq!(
+        delivery.status, "retrying",
+        "a 200 without its body is no delivery"
+    );
+    let attempts = h.attempts_of(delivery.id).await;
+    assert_eq!(attempts[0].error_code.as_deref(), Some("timeout"));
+    assert_eq!(attempts[0].status_code, None);
+
     h.make_due().await;
     assert_eq!(worker.run_once().await.unwrap(), 1);
     assert_eq!(h.delivery("evt_1", "sub_1").await.status, "delivered");

@@ -11,6 +11,7 @@ mod helpers;
 mod leases;
 mod metrics;
 mod outage;
+mod processes;
 mod resilience;
 mod retries;
 mod shutdown;
