@@ -163,6 +163,21 @@ impl Connector {
         })
     }
 
+    /// Sessions opened from now on commit without waiting for the WAL flush
+    /// (`synchronous_commit = off`): what they write may be lost if PostgreSQL itself crashes
+    /// within the last fraction of a second, but never corrupted. Only for writes that are safe
+    /// to lose (see [`crate::pool::Durability::Relaxed`]).
+    pub fn relaxed(mut self) -> Self {
+        let options = match self.config.get_options() {
+            Some(existing) if !existing.trim().is_empty() => {
+                format!("{existing} -c synchronous_commit=off")
+            }
+            _ => "-c synchronous_commit=off".to_owned(),
+        };
+        self.config.options(&options);
+        self
+    }
+
     /// Opens one connection (TLS as configured) and hands it to diesel-async.
     pub async fn connect(&self) -> Result<AsyncPgConnection, ConnectionError> {
         let (client, connection) = self
@@ -198,8 +213,16 @@ pub async fn establish(url: &str) -> Result<AsyncPgConnection, StoreError> {
 /// The pool's connection recipe: `url` is parsed and its CA file read once, here; if that fails,
 /// every connection attempt reports why (the pool is built without touching the database, and
 /// configuration checks at start-up have already refused such a URL).
-pub fn manager_config(url: &str) -> ManagerConfig<AsyncPgConnection> {
-    let connector = Connector::from_url(url).map_err(|e| e.to_string());
+pub fn manager_config(
+    url: &str,
+    durability: crate::pool::Durability,
+) -> ManagerConfig<AsyncPgConnection> {
+    let connector = Connector::from_url(url)
+        .map(|c| match durability {
+            crate::pool::Durability::Durable => c,
+            crate::pool::Durability::Relaxed => c.relaxed(),
+        })
+        .map_err(|e| e.to_string());
     let mut config = ManagerConfig::default();
     config.custom_setup = Box::new(move |_url| {
         let connector = connector.clone();
@@ -341,7 +364,7 @@ mod tests {
         let err = Connector::from_url(url).expect_err("missing file");
         assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
         // The pool reports it on every attempt, without trying the network.
-        let pool_err = (manager_config(url).custom_setup)(url)
+        let pool_err = (manager_config(url, crate::pool::Durability::Durable).custom_setup)(url)
             .await
             .map(|_| ())
             .expect_err("missing file");

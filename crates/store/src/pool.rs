@@ -23,12 +23,44 @@ pub struct DatabaseSettings {
     pub connect_timeout: Duration,
 }
 
+/// Whether a pool's commits wait for the WAL to reach the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Every commit is on disk before it returns: for anything that must survive a crash of
+    /// PostgreSQL, above all an accepted event (the API's pool).
+    #[default]
+    Durable,
+    /// Commits return before the WAL flush (`synchronous_commit = off`). A crash of PostgreSQL
+    /// (not of a worker) may forget the last fraction of a second of them. For the delivery
+    /// queue's bookkeeping only: a forgotten claim or outcome puts the delivery back as it was,
+    /// so it is sent again (at least once, as after any crash); a delivery is never lost.
+    Relaxed,
+}
+
+impl std::str::FromStr for Durability {
+    type Err = String;
+
+    /// PostgreSQL's own words for it: `on` is durable, `off` relaxed.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "on" | "true" => Ok(Self::Durable),
+            "off" | "false" => Ok(Self::Relaxed),
+            other => Err(format!("expected on or off, got {other:?}")),
+        }
+    }
+}
+
 /// Builds the pool without touching the database: a server that is down now is not an error
-/// until a request needs a connection.
+/// until a request needs a connection. Commits are durable.
 pub fn build_pool(settings: &DatabaseSettings) -> Pool {
+    build_pool_with(settings, Durability::Durable)
+}
+
+/// [`build_pool`] with the given commit durability.
+pub fn build_pool_with(settings: &DatabaseSettings, durability: Durability) -> Pool {
     let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
         settings.url.clone(),
-        crate::connect::manager_config(&settings.url),
+        crate::connect::manager_config(&settings.url, durability),
     );
     bb8::Pool::builder()
         .max_size(settings.max_connections)

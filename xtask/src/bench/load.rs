@@ -11,9 +11,10 @@ use anyhow::{Context, Result};
 use hyper::StatusCode;
 use tokio::task::JoinSet;
 
-use crate::harness::http::post_json;
 pub use crate::harness::http::{HttpClient, client};
+use crate::harness::http::{post_json, post_json_answer};
 use crate::harness::receiver::unix_nanos;
+use hyper::body::Bytes;
 
 /// Longest wait for one answer of the API.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -42,6 +43,18 @@ pub enum Pace {
     Closed { events: u64 },
     /// `per_sec` events a second for `seconds`, at most `concurrency` in flight.
     Rate { per_sec: u64, seconds: u64 },
+    /// `events` events in `POST /events/batch` requests of `size`, closed loop.
+    Batches { events: u64, size: u64 },
+}
+
+impl Pace {
+    /// The route this pace sends to.
+    pub fn path(&self) -> &'static str {
+        match self {
+            Self::Batches { .. } => "/events/batch",
+            _ => "/events",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -92,6 +105,52 @@ impl LoadResult {
         self.last_refusal = other.last_refusal.or(self.last_refusal);
     }
 
+    /// Counts the `items` events of one batch by the per-item results of a `200`; any other
+    /// answer refuses them all.
+    fn count_batch(
+        &mut self,
+        items: usize,
+        answer: Option<(StatusCode, Bytes)>,
+        round_trip: Duration,
+    ) {
+        let items = items as u64;
+        self.sent += items;
+        let Some((status, body)) = answer else {
+            self.errors += items;
+            return;
+        };
+        self.round_trips_ns
+            .push(u64::try_from(round_trip.as_nanos()).unwrap_or(u64::MAX));
+        let results = (status == StatusCode::OK)
+            .then(|| serde_json::from_slice::<serde_json::Value>(&body).ok())
+            .flatten();
+        let statuses: Vec<String> = results
+            .as_ref()
+            .and_then(|r| r["results"].as_array())
+            .map(|items| {
+                items
+                    .iter()
+                    .map(|i| i["status"].as_str().unwrap_or("").to_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if statuses.len() as u64 != items {
+            self.refused += items;
+            self.last_refusal = Some(status.as_u16());
+            return;
+        }
+        for item in statuses {
+            match item.as_str() {
+                "accepted" => self.accepted += 1,
+                "replayed" => self.repeated += 1,
+                _ => {
+                    self.refused += 1;
+                    self.last_refusal = Some(status.as_u16());
+                }
+            }
+        }
+    }
+
     fn count(&mut self, answer: Option<StatusCode>, round_trip: Duration) {
         self.sent += 1;
         match answer {
@@ -140,6 +199,9 @@ pub async fn run(client: &HttpClient, plan: &LoadPlan) -> Result<LoadResult> {
         Pace::Rate { per_sec, seconds } => {
             open_loop(client, &plan, per_sec, seconds, deadline).await?
         }
+        Pace::Batches { events, size } => {
+            batch_loop(client, &plan, events, size.max(1), deadline).await?
+        }
     };
     result.elapsed = started.elapsed();
     Ok(result)
@@ -166,6 +228,49 @@ async fn closed_loop(
                     break;
                 }
                 send_one(&client, &plan, seq, &mut mine).await;
+            }
+            mine
+        });
+    }
+    let mut total = LoadResult::default();
+    while let Some(joined) = tasks.join_next().await {
+        total.absorb(joined.context("a load task panicked")?);
+    }
+    total.cut_short = total.sent < events;
+    Ok(total)
+}
+
+/// Like [`closed_loop`], each request a batch of up to `size` events; every item is counted by
+/// the result the API gave it.
+async fn batch_loop(
+    client: &HttpClient,
+    plan: &Arc<LoadPlan>,
+    events: u64,
+    size: u64,
+    deadline: Instant,
+) -> Result<LoadResult> {
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = JoinSet::new();
+    for _ in 0..plan.concurrency.max(1) {
+        let (client, plan, next) = (client.clone(), plan.clone(), next.clone());
+        tasks.spawn(async move {
+            let mut mine = LoadResult::default();
+            while Instant::now() < deadline {
+                let first = next.fetch_add(size, Ordering::Relaxed);
+                if first >= events {
+                    break;
+                }
+                let seqs = first..(first + size).min(events);
+                let items: Vec<String> = seqs
+                    .clone()
+                    .map(|seq| event_body(&plan.id_prefix, &plan.types.of(seq), seq))
+                    .collect();
+                let body = format!(r#"{{"events":[{}]}}"#, items.join(","));
+                let started = Instant::now();
+                let answer =
+                    post_json_answer(&client, &plan.url, &plan.api_key, body, REQUEST_TIMEOUT)
+                        .await;
+                mine.count_batch(seqs.count(), answer, started.elapsed());
             }
             mine
         });
@@ -269,5 +374,24 @@ mod tests {
         );
         assert_eq!(r.round_trips_ns.len(), 3);
         assert_eq!(r.last_refusal, Some(503));
+    }
+
+    #[test]
+    fn batch_items_count_by_their_own_results() {
+        let mut r = LoadResult::default();
+        let body = r#"{"results":[{"status":"accepted"},{"status":"replayed"},
+                      {"status":"conflict"},{"status":"accepted"}]}"#;
+        let ms = Duration::from_millis(1);
+        r.count_batch(4, Some((StatusCode::OK, Bytes::from(body))), ms);
+        assert_eq!((r.sent, r.accepted, r.repeated, r.refused), (4, 2, 1, 1));
+        // Results that do not match the items sent refuse them all.
+        r.count_batch(3, Some((StatusCode::OK, Bytes::from(body))), ms);
+        assert_eq!((r.sent, r.refused), (7, 4));
+        // An error answer or none at all.
+        r.count_batch(2, Some((StatusCode::SERVICE_UNAVAILABLE, Bytes::new())), ms);
+        r.count_batch(5, None, ms);
+        assert_eq!((r.sent, r.accepted, r.refused, r.errors), (14, 2, 6, 5));
+        assert_eq!(r.last_refusal, Some(503));
+        assert_eq!(r.round_trips_ns.len(), 3);
     }
 }

@@ -39,6 +39,7 @@ const DB_PREFIX: &str = "dispatch_bench_";
 const CEILING_SECS: u64 = 5;
 /// Events each scenario sends unless `--events` says otherwise.
 const STEADY_EVENTS: u64 = 5_000;
+const BATCH_EVENTS: u64 = 50_000;
 const FANOUT_EVENTS: u64 = 100;
 const FANOUT_SUBSCRIPTIONS: u32 = 100;
 const MANY_EVENTS: u64 = 10_000;
@@ -67,6 +68,8 @@ pub enum Scenario {
     Steady,
     /// A fixed 200 events/s for 30 s to one subscription: latency.
     Light,
+    /// N events in `POST /events/batch` requests of 500, to one subscription.
+    Batch,
     /// N events, each to 100 subscriptions.
     Fanout,
     /// 10 000 subscriptions, each event matching one of them.
@@ -82,9 +85,10 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    const EACH: [Scenario; 7] = [
+    const EACH: [Scenario; 8] = [
         Scenario::Steady,
         Scenario::Light,
+        Scenario::Batch,
         Scenario::Fanout,
         Scenario::ManyDestinations,
         Scenario::Backlog,
@@ -103,6 +107,7 @@ impl Scenario {
         match self {
             Scenario::Steady => "steady",
             Scenario::Light => "light",
+            Scenario::Batch => "batch",
             Scenario::Fanout => "fanout",
             Scenario::ManyDestinations => "many-destinations",
             Scenario::Backlog => "backlog",
@@ -118,9 +123,9 @@ pub struct Args {
     /// Which scenario to run.
     #[arg(long, value_enum, default_value_t = Scenario::Steady)]
     pub scenario: Scenario,
-    /// Events per scenario (default: steady 5000, fanout 100 (x100 subscriptions),
-    /// many-destinations 10000, backlog 100000, mixed 5000, scale 20000). `light` always sends
-    /// 200 events/s for its time.
+    /// Events per scenario (default: steady 5000, batch 50000, fanout 100
+    /// (x100 subscriptions), many-destinations 10000, backlog 100000, mixed 5000, scale
+    /// 20000). `light` always sends 200 events/s for its time.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub events: Option<u64>,
     /// Requests in flight from the load generator, and connections of the ceiling measurement.
@@ -129,6 +134,9 @@ pub struct Args {
     /// Workers to run (`scale` always compares 1 with 3).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=16))]
     pub workers: u32,
+    /// Events per request of the `batch` scenario.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub batch_size: u64,
     /// Time limit of each phase: sending stops after it, and deliveries still missing after
     /// it more are reported as missing. `light` sends for min(30, this) seconds.
     #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(5..=3600))]
@@ -258,6 +266,17 @@ impl Args {
                     pace: Pace::Rate {
                         per_sec: LIGHT_RATE,
                         seconds: LIGHT_SECS.min(self.seconds),
+                    },
+                    healthy_per_event: 1,
+                },
+            )],
+            Scenario::Batch => vec![spec(
+                vec![one("bench.*")],
+                Work::Ingest {
+                    types: EventTypes::Fixed("bench.batch".to_owned()),
+                    pace: Pace::Batches {
+                        events: self.events_or(BATCH_EVENTS),
+                        size: self.batch_size,
                     },
                     healthy_per_event: 1,
                 },
@@ -624,7 +643,7 @@ impl Bench {
                 processes::wait_ready(&self.client, &mut services, READY_WITHIN).await?;
                 let before = Snapshot::take(&services, url).await;
                 let plan = LoadPlan {
-                    url: format!("{}/events", services[0].base_url),
+                    url: format!("{}{}", services[0].base_url, pace.path()),
                     id_prefix: format!("{}-", launch.label),
                     types: types.clone(),
                     pace: *pace,
@@ -648,6 +667,9 @@ impl Bench {
                 }
                 if sent.late > 0 {
                     row.extra.insert("sends_late".to_owned(), json!(sent.late));
+                }
+                if let Pace::Batches { size, .. } = pace {
+                    row.extra.insert("batch_size".to_owned(), json!(size));
                 }
                 let expected = (sent.accepted + sent.repeated) * healthy_per_event;
                 let arrived = self
@@ -1026,6 +1048,7 @@ mod tests {
         for name in [
             "steady",
             "light",
+            "batch",
             "fanout",
             "many-destinations",
             "backlog",
@@ -1036,7 +1059,7 @@ mod tests {
             let a = parse(&["--scenario", name]).expect(name);
             assert_eq!(a.scenario.name(), name);
         }
-        assert!(parse(&["--scenario", "batch"]).is_err());
+        assert!(parse(&["--scenario", "batches"]).is_err());
         assert!(parse(&["--scenario", "many_destinations"]).is_err());
     }
 
@@ -1052,6 +1075,8 @@ mod tests {
             &["--workers", "0"],
             &["--workers", "17"],
             &["--seconds", "4"],
+            &["--batch-size", "0"],
+            &["--batch-size", "1001"],
             &["--seconds", "3601"],
             &["--unknown"],
         ] {
@@ -1125,6 +1150,7 @@ mod tests {
             [
                 "steady",
                 "light",
+                "batch",
                 "fanout",
                 "many-destinations",
                 "backlog",
@@ -1133,6 +1159,18 @@ mod tests {
                 "scale/3w"
             ]
         );
+        // The batch scenario posts batches of --batch-size.
+        let a = parse(&["--scenario", "batch", "--events", "10", "--batch-size", "4"]).expect("ok");
+        assert!(matches!(
+            a.specs(Scenario::Batch)[0].work,
+            Work::Ingest {
+                pace: Pace::Batches {
+                    events: 10,
+                    size: 4
+                },
+                ..
+            }
+        ));
         let light = &a.specs(Scenario::Light)[0];
         assert!(matches!(
             light.work,

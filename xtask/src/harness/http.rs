@@ -42,6 +42,35 @@ async fn status_of(
     Some(status)
 }
 
+/// A `POST url` of a JSON `body` with `Authorization: Bearer <api_key>`.
+fn json_post(url: &str, api_key: &str, body: String) -> Option<Request<Full<Bytes>>> {
+    Request::builder()
+        .method(Method::POST)
+        .uri(url)
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {api_key}"))
+        .body(Full::new(Bytes::from(body)))
+        .ok()
+}
+
+/// Like [`post_json`], with the answer's body too.
+pub async fn post_json_answer(
+    client: &HttpClient,
+    url: &str,
+    api_key: &str,
+    body: String,
+    timeout: Duration,
+) -> Option<(StatusCode, Bytes)> {
+    let req = json_post(url, api_key, body)?;
+    let answer = async {
+        let res = client.request(req).await.ok()?;
+        let status = res.status();
+        let body = res.into_body().collect().await.ok()?.to_bytes();
+        Some((status, body))
+    };
+    tokio::time::timeout(timeout, answer).await.ok()?
+}
+
 /// `POST url` with a JSON `body` and `Authorization: Bearer <api_key>`: the answer's status, or
 /// `None` when no answer came within `timeout` (or the connection failed).
 pub async fn post_json(
@@ -51,12 +80,6 @@ pub async fn post_json(
     body: String,
     timeout: Duration,
 ) -> Option<StatusCode> {
-    let req = Request::builder()
-        .method(Method::POST)
-        .uri(url)
-        .header("content-type", "application/json")
-        .header("authorization", format!("Bearer {api_key}"))
-        .body(Full::new(Bytes::from(body)))
-        .ok()?;
+    let req = json_post(url, api_key, body)?;
     status_of(client, req, timeout).await
 }
