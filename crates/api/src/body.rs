@@ -1,5 +1,6 @@
-//! Reading and parsing request bodies: size limit, content type, JSON syntax, then field-by-field
-//! extraction so every missing or invalid field is named in the error.
+//! Reading and parsing request bodies: size limit, content type, strict JSON syntax (see
+//! [`crate::json`]), then field-by-field extraction so every missing or invalid field is named in
+//! the error.
 
 use actix_web::HttpRequest;
 use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
@@ -8,6 +9,7 @@ use futures_util::StreamExt;
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
+use crate::json::JsonError;
 
 /// Reads the whole body, refusing more than `limit` bytes (early, from Content-Length, when the
 /// client declares it) and any declared content type other than JSON.
@@ -44,7 +46,10 @@ pub async fn read_json_body(
         }
         body.extend_from_slice(&chunk);
     }
-    serde_json::from_slice(&body).map_err(|e| ApiError::MalformedJson(e.to_string()))
+    crate::json::parse(&body).map_err(|e| match e {
+        JsonError::Syntax(message) => ApiError::MalformedJson(message),
+        JsonError::DuplicateKey(path) => ApiError::DuplicateKey(path),
+    })
 }
 
 /// A JSON object whose fields are taken one by one; whatever is left is an unknown field.
@@ -119,10 +124,12 @@ pub const MAX_JSON_DEPTH: usize = 64;
 pub const MAX_NUMBER_MAGNITUDE: f64 = 1e300;
 
 /// Checks what PostgreSQL's jsonb (and our own limits) cannot take: NUL characters in strings or
-/// keys, numbers too large to read back, nesting deeper than [`MAX_JSON_DEPTH`].
+/// keys, numbers too large to read back, more than [`MAX_JSON_DEPTH`] arrays/objects nested in
+/// one another.
 pub fn check_storable_json(value: &Value) -> Result<(), String> {
+    /// `depth`: how many arrays/objects enclose `value`.
     fn walk(value: &Value, depth: usize) -> Result<(), String> {
-        if depth > MAX_JSON_DEPTH {
+        if matches!(value, Value::Array(_) | Value::Object(_)) && depth >= MAX_JSON_DEPTH {
             return Err(format!("is nested deeper than {MAX_JSON_DEPTH} levels"));
         }
         match value {
@@ -162,5 +169,21 @@ mod tests {
             deep = json!([deep]);
         }
         assert!(check_storable_json(&deep).is_err());
+        // 64 arrays/objects are accepted, 65 are not, whatever is (or is not) inside: an empty
+        // innermost array used to slip through one level deeper.
+        for inner in [json!([]), json!({}), json!("x")] {
+            let mut deep = inner.clone();
+            let wraps = if inner.is_string() { 64 } else { 63 };
+            for i in 0..wraps {
+                deep = if i % 2 == 0 {
+                    json!([deep])
+                } else {
+                    json!({"k": deep})
+                };
+            }
+            assert!(check_storable_json(&deep).is_ok(), "64 levels: {deep}");
+            let deeper = json!([deep]);
+            assert!(check_storable_json(&deeper).is_err(), "65 levels: {deeper}");
+        }
     }
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use dispatch_config::{Checker, layer};
 pub use dispatch_config::{ConfigError, Key, parse_addr};
+use dispatch_domain::destination::DestinationPolicy;
 use dispatch_store::DatabaseSettings;
 use dispatch_telemetry::LogFormat;
 use serde::Deserialize;
@@ -36,6 +37,9 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Who may call the API.
     pub auth: crate::auth::Auth,
+    /// Where subscriptions may point: public addresses plus `allow_destinations` (the same key
+    /// and rule as the worker's).
+    pub destinations: DestinationPolicy,
 }
 
 /// The raw values as layered, before validation.
@@ -53,6 +57,7 @@ struct Raw {
     log_format: String,
     api_keys: String,
     auth_disabled: String,
+    allow_destinations: String,
 }
 
 /// Every key the API reads: the table the README documents.
@@ -128,6 +133,12 @@ pub const KEYS: &[Key] = &[
         env: "DISPATCH_AUTH_DISABLED",
         default: "false",
         help: "true lets anyone call the API without a key (development only)",
+    },
+    Key {
+        name: "allow_destinations",
+        env: "DISPATCH_ALLOW_DESTINATIONS",
+        default: "",
+        help: "comma-separated CIDR ranges subscriptions may point to although private, etc.",
     },
 ];
 
@@ -210,6 +221,9 @@ impl Settings {
             (Some(false), Some(keys)) => Some(crate::auth::Auth::Keys(keys)),
             _ => None,
         };
+        let destinations = DestinationPolicy::parse(&raw.allow_destinations)
+            .map_err(|e| c.problem("allow_destinations", e))
+            .ok();
         let settings = (|| {
             Some(Settings {
                 addr: addr?,
@@ -225,6 +239,7 @@ impl Settings {
                 notify_interval: notify_interval?,
                 log_format: log_format?,
                 auth: auth?,
+                destinations: destinations?,
             })
         })();
         c.finish(settings)
@@ -273,6 +288,37 @@ mod tests {
         let err = Settings::load_from(None, &env(&[("DISPATCH_API_KEYS", "short")]))
             .expect_err("too short");
         assert!(err.to_string().contains("entry 1"), "{err}");
+    }
+
+    #[test]
+    fn allowed_destinations_are_read_with_the_workers_rule_and_bad_ranges_are_named() {
+        let s = Settings::load_from(None, &env(&[])).expect("defaults are valid");
+        assert_eq!(s.destinations, DestinationPolicy::default());
+        let s = Settings::load_from(
+            None,
+            &env(&[("DISPATCH_ALLOW_DESTINATIONS", "127.0.0.0/8, ::1")]),
+        )
+        .expect("valid ranges");
+        assert!(
+            s.destinations
+                .check("127.0.0.9".parse().expect("ip"))
+                .is_ok()
+        );
+        assert!(
+            s.destinations
+                .check("10.0.0.1".parse().expect("ip"))
+                .is_err()
+        );
+        let err = Settings::load_from(
+            None,
+            &env(&[("DISPATCH_ALLOW_DESTINATIONS", "10.0.0.0/8,not-a-range")]),
+        )
+        .expect_err("a bad range");
+        assert!(
+            err.to_string()
+                .contains("allow_destinations (DISPATCH_ALLOW_DESTINATIONS)"),
+            "{err}"
+        );
     }
 
     #[test]

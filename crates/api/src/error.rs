@@ -11,9 +11,18 @@ pub enum ApiError {
     /// The body is not JSON (400).
     #[error("request body is not valid JSON: {0}")]
     MalformedJson(String),
+    /// An object in the body has the same key twice (400); the path of the repeated key.
+    #[error("request body has the key {0} twice: keys must be unique within each JSON object")]
+    DuplicateKey(String),
+    /// The request's headers are too many or too large (431).
+    #[error("{0}")]
+    HeadersTooLarge(String),
     /// A field is missing or invalid (422).
     #[error("{field}: {message}")]
     InvalidField { field: String, message: String },
+    /// The destination URL's host is, or resolves to, an address webhooks may not reach (422).
+    #[error("{0}")]
+    DestinationRefused(String),
     /// A query parameter is invalid (422).
     #[error("query parameter {param}: {message}")]
     InvalidParam { param: String, message: String },
@@ -57,8 +66,9 @@ pub struct ErrorBody<'a> {
     pub code: &'a str,
     /// For humans; wording may change.
     pub message: String,
-    /// Only for `invalid_field` (the body field, `body`, or `event_types[i]`) and
-    /// `invalid_parameter` (`limit`, `cursor` or `query`).
+    /// Only for `invalid_field` (the body field, `body`, or `event_types[i]`),
+    /// `invalid_parameter` (`limit`, `cursor` or `query`), `duplicate_key` (the repeated key's
+    /// path, such as `data.items[2].sku`) and `destination_refused` (`url`).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub field: Option<&'a str>,
@@ -76,6 +86,9 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::MalformedJson(_) => "malformed_json",
+            Self::DuplicateKey(_) => "duplicate_key",
+            Self::HeadersTooLarge(_) => "headers_too_large",
+            Self::DestinationRefused(_) => "destination_refused",
             Self::InvalidField { .. } => "invalid_field",
             Self::InvalidParam { .. } => "invalid_parameter",
             Self::PayloadTooLarge { .. } => "payload_too_large",
@@ -106,8 +119,9 @@ impl From<StoreError> for ApiError {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            Self::MalformedJson(_) => StatusCode::BAD_REQUEST,
-            Self::InvalidField { .. } | Self::InvalidParam { .. } => {
+            Self::MalformedJson(_) | Self::DuplicateKey(_) => StatusCode::BAD_REQUEST,
+            Self::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::InvalidField { .. } | Self::InvalidParam { .. } | Self::DestinationRefused(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -128,6 +142,8 @@ impl ResponseError for ApiError {
         let field = match self {
             Self::InvalidField { field, .. } => Some(field.as_str()),
             Self::InvalidParam { param, .. } => Some(param.as_str()),
+            Self::DuplicateKey(path) => Some(path.as_str()),
+            Self::DestinationRefused(_) => Some("url"),
             _ => None,
         };
         let mut response = HttpResponse::build(self.status_code());

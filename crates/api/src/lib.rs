@@ -5,7 +5,12 @@ pub mod auth;
 pub mod body;
 pub mod cli;
 pub mod config;
+pub mod destination;
 pub mod error;
+#[cfg(test)]
+mod fuzz;
+pub mod headers;
+pub mod json;
 pub mod openapi;
 pub mod routes;
 pub mod startup;

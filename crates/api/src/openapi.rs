@@ -279,13 +279,22 @@ pub enum AttemptErrorCode {
 #[derive(ToSchema)]
 #[schema(rename_all = "snake_case")]
 pub enum ErrorCode {
-    /// 400: the body is not valid JSON.
+    /// 400: the body is not valid JSON: a syntax error, data after the value, bytes that are
+    /// not UTF-8, a lone surrogate escape, a byte order mark, or nesting deeper than 128 levels.
     MalformedJson,
+    /// 400: an object in the body has the same key twice; `field` is the repeated key's path.
+    DuplicateKey,
     /// 422: a body field is missing, of the wrong type, invalid or unknown; or the body is not
     /// an object.
     InvalidField,
     /// 422: a query parameter is invalid.
     InvalidParameter,
+    /// 422: the subscription's `url` host is, or resolves to, a loopback, private, link-local,
+    /// CGNAT, multicast, unspecified, documentation, benchmarking or reserved address that
+    /// `allow_destinations` does not allow.
+    DestinationRefused,
+    /// 431: more than 64 request headers, or more than 32 KiB of them.
+    HeadersTooLarge,
     /// 413: the body exceeds `max_body_bytes`.
     PayloadTooLarge,
     /// 415: `Content-Type` is present and not JSON.
@@ -324,7 +333,7 @@ pub struct NewBatchRequest {
 #[allow(dead_code)] // documentation only: never constructed
 pub struct NewEventRequest {
     /// Chosen by the producer; the idempotency key. 1–128 characters from
-    /// `A-Z a-z 0-9 _ - . :`.
+    /// `A-Z a-z 0-9 _ - . :`, other than `.` and `..` (URLs treat those as path steps).
     #[schema(
         min_length = 1,
         max_length = 128,
@@ -444,11 +453,14 @@ mod tests {
         use crate::error::ApiError;
         let every = [
             ApiError::MalformedJson(String::new()),
+            ApiError::DuplicateKey(String::new()),
             ApiError::invalid("f", "m"),
             ApiError::InvalidParam {
                 param: String::new(),
                 message: String::new(),
             },
+            ApiError::DestinationRefused(String::new()),
+            ApiError::HeadersTooLarge(String::new()),
             ApiError::PayloadTooLarge { limit: 1 },
             ApiError::UnsupportedMediaType(String::new()),
             ApiError::Unauthorized,

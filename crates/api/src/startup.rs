@@ -4,9 +4,10 @@ use std::net::TcpListener;
 use std::time::Instant;
 
 use actix_web::dev::{Server, Service};
-use actix_web::{App, HttpServer, web};
+use actix_web::{App, HttpServer, ResponseError, web};
 use dispatch_store::pool::build_pool;
 use futures_util::FutureExt;
+use futures_util::future::{Either, ready};
 
 use crate::Settings;
 use crate::error::ApiError;
@@ -35,6 +36,7 @@ impl Application {
             max_body_bytes: settings.max_body_bytes,
             max_batch_body_bytes: settings.max_batch_body_bytes,
             auth: settings.auth.clone(),
+            destinations: settings.destinations.clone(),
         });
         let mut server = HttpServer::new(move || {
             App::new()
@@ -46,6 +48,13 @@ impl Application {
                     }
                     .into()
                 }))
+                // Inside the metrics wrapper below, so refused requests are counted too.
+                .wrap_fn(|req, srv| match crate::headers::check(req.headers()) {
+                    Ok(()) => Either::Left(srv.call(req)),
+                    Err(error) => {
+                        Either::Right(ready(Ok(req.into_response(error.error_response()))))
+                    }
+                })
                 .wrap_fn(|req, srv| {
                     let started = Instant::now();
                     let method = req.method().clone();

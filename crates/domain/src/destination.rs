@@ -39,6 +39,19 @@ impl Refusal {
     }
 }
 
+impl Refusal {
+    /// "a loopback address", "an unspecified address".
+    pub fn an_address(self) -> String {
+        let reason = self.as_str();
+        let article = if reason.starts_with(['a', 'e', 'i', 'o', 'u']) {
+            "an"
+        } else {
+            "a"
+        };
+        format!("{article} {reason} address")
+    }
+}
+
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -157,6 +170,19 @@ impl FromStr for Cidr {
     }
 }
 
+/// An address the policy refuses, and why: "10.0.0.1 is a private address".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefusedAddress {
+    pub address: IpAddr,
+    pub reason: Refusal,
+}
+
+impl fmt::Display for RefusedAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} is {}", self.address, self.reason.an_address())
+    }
+}
+
 /// Where webhooks may go: public addresses, plus the ranges an operator allowed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DestinationPolicy {
@@ -185,6 +211,19 @@ impl DestinationPolicy {
             return Ok(());
         }
         classify(ip).map_or(Ok(()), Err)
+    }
+
+    /// The first of `addresses` that may not be reached, if any: a host is refused when any
+    /// address it resolves to is.
+    pub fn first_refused(
+        &self,
+        addresses: impl IntoIterator<Item = IpAddr>,
+    ) -> Option<RefusedAddress> {
+        addresses.into_iter().find_map(|address| {
+            self.check(address)
+                .err()
+                .map(|reason| RefusedAddress { address, reason })
+        })
     }
 }
 
@@ -250,6 +289,20 @@ mod tests {
         assert!(policy.check(ip("fd99::1")).is_ok());
         assert_eq!(policy.check(ip("::1")), Err(Refusal::Loopback));
         assert!(DestinationPolicy::default().check(ip("8.8.8.8")).is_ok());
+    }
+
+    #[test]
+    fn the_first_refused_address_of_a_host_is_named() {
+        let policy = DestinationPolicy::parse("127.0.0.0/8").expect("valid");
+        let resolved = [ip("8.8.8.8"), ip("127.0.0.1"), ip("10.0.0.7"), ip("::1")];
+        let refused = policy.first_refused(resolved).expect("10.0.0.7 is refused");
+        assert_eq!(refused.address, ip("10.0.0.7"));
+        assert_eq!(refused.reason, Refusal::Private);
+        assert_eq!(refused.to_string(), "10.0.0.7 is a private address");
+        assert_eq!(policy.first_refused([ip("8.8.8.8"), ip("127.0.0.2")]), None);
+        assert_eq!(policy.first_refused([]), None);
+        let unspecified = policy.first_refused([ip("0.0.0.0")]).expect("refused");
+        assert_eq!(unspecified.to_string(), "0.0.0.0 is an unspecified address");
     }
 
     #[test]

@@ -21,6 +21,13 @@ fn validate_id(value: &str) -> Result<(), ParseError> {
             allowed: ID_ALLOWED,
         });
     }
+    if value == "." || value == ".." {
+        // Clients resolve them as path steps: `/events/..` is `/`, so such a resource could
+        // never be read.
+        return Err(ParseError::Invalid(format!(
+            "{value:?} is not an id: URLs treat it as a path step, so it could never be read back"
+        )));
+    }
     Ok(())
 }
 
@@ -32,7 +39,7 @@ macro_rules! string_id {
         pub struct $name(String);
 
         impl $name {
-            /// Parses an identifier: 1–128 characters from `[A-Za-z0-9_.:-]`.
+            /// Parses an identifier: 1–128 characters from `[A-Za-z0-9_.:-]`, not `.` or `..`.
             pub fn parse(value: &str) -> Result<Self, ParseError> {
                 validate_id(value)?;
                 Ok(Self(value.to_owned()))
@@ -107,6 +114,14 @@ mod tests {
             })
         ));
         assert!(SubscriptionId::parse("sub/1").is_err());
+        // Found by fuzzing: an event "." was accepted, then unreadable (`/events/.` is
+        // `/events/` to every client).
+        for dots in [".", ".."] {
+            assert!(matches!(EventId::parse(dots), Err(ParseError::Invalid(_))));
+            assert!(SubscriptionId::parse(dots).is_err());
+        }
+        assert!(EventId::parse("...").is_ok());
+        assert!(EventId::parse(".a").is_ok());
         assert!(SubscriptionId::parse("é").is_err());
     }
 

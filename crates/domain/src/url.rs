@@ -1,6 +1,7 @@
 //! A subscription's destination: an absolute http(s) URL with a host.
 
 use std::fmt;
+use std::net::IpAddr;
 
 use crate::error::{ParseError, check_length};
 
@@ -37,6 +38,30 @@ impl DestinationUrl {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The host: an IP address when the URL names one (in any spelling the URL standard
+    /// accepts, such as `http://2130706433/` for 127.0.0.1), otherwise a domain name.
+    pub fn host(&self) -> Host {
+        match ::url::Url::parse(&self.0)
+            .ok()
+            .as_ref()
+            .and_then(::url::Url::host)
+        {
+            Some(::url::Host::Ipv4(ip)) => Host::Ip(IpAddr::V4(ip)),
+            Some(::url::Host::Ipv6(ip)) => Host::Ip(IpAddr::V6(ip)),
+            Some(::url::Host::Domain(name)) => Host::Name(name.to_owned()),
+            // Unreachable: `parse` checked the URL and its host, and stored it normalised.
+            None => Host::Name(String::new()),
+        }
+    }
+}
+
+/// A destination URL's host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Host {
+    Ip(IpAddr),
+    /// A domain name, lower-cased (internationalised names in their ASCII form).
+    Name(String),
 }
 
 impl fmt::Display for DestinationUrl {
@@ -57,6 +82,37 @@ mod tests {
     }
 
     #[test]
+    fn the_host_is_an_address_in_any_spelling_or_a_lower_cased_name() {
+        for (url, host) in [
+            (
+                "http://127.0.0.1:9000/hook",
+                Host::Ip("127.0.0.1".parse().expect("ip")),
+            ),
+            (
+                "http://2130706433/",
+                Host::Ip("127.0.0.1".parse().expect("ip")),
+            ),
+            ("http://0x7f.1/", Host::Ip("127.0.0.1".parse().expect("ip"))),
+            ("http://[::1]/", Host::Ip("::1".parse().expect("ip"))),
+            (
+                "http://[::ffff:10.0.0.1]/",
+                Host::Ip("::ffff:10.0.0.1".parse().expect("ip")),
+            ),
+            (
+                "https://Hooks.Example.COM./x",
+                Host::Name("hooks.example.com.".to_owned()),
+            ),
+            (
+                "https://bücher.example/",
+                Host::Name("xn--bcher-kva.example".to_owned()),
+            ),
+        ] {
+            let parsed = DestinationUrl::parse(url).expect("valid");
+            assert_eq!(parsed.host(), host, "{url}");
+        }
+    }
+
+    #[test]
     fn refuses_other_schemes_relative_urls_and_fragments() {
         for bad in [
             "",
@@ -72,6 +128,8 @@ mod tests {
             );
         }
         let long = format!("https://example.com/{}", "a".repeat(MAX_URL_LEN));
+        let longest = format!("https://example.com/{}", "a".repeat(MAX_URL_LEN - 20));
+        assert!(DestinationUrl::parse(&longest).is_ok());
         assert!(matches!(
             DestinationUrl::parse(&long),
             Err(ParseError::TooLong { .. })

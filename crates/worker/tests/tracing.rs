@@ -253,6 +253,8 @@ fn start_api(db: &TestDb) -> (String, reqwest::Client) {
         ("DISPATCH_SHUTDOWN_TIMEOUT_SECS", "1"),
         ("DISPATCH_LOG_FORMAT", "text"),
         ("DISPATCH_API_KEYS", "tracing-test-key-0123456789"),
+        // The receiver is on loopback, which the API refuses as a destination by default.
+        ("DISPATCH_ALLOW_DESTINATIONS", "127.0.0.0/8"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))

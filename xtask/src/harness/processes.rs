@@ -127,6 +127,9 @@ impl Launch<'_> {
                 ("DISPATCH_SHUTDOWN_TIMEOUT_SECS", "5".to_owned()),
                 ("DISPATCH_API_KEYS", self.api_key.to_owned()),
                 ("DISPATCH_SECRET_KEYS", crate::DEV_SECRET_KEYS.to_owned()),
+                // Subscriptions point at the built-in receiver on loopback, which the API's SSRF
+                // check refuses by default.
+                ("DISPATCH_ALLOW_DESTINATIONS", "127.0.0.0/8".to_owned()),
             ],
             self.api_env,
         )

@@ -91,7 +91,7 @@ fn invalid(index: usize, error: &ApiError) -> BatchItemResult {
     ),
     responses(
         (status = 200, description = "The batch was processed: one result per event, in order.", body = BatchResponse),
-        (status = 400, description = "`malformed_json`.", body = ErrorBody),
+        (status = 400, description = "`malformed_json`: the body is not valid JSON (an empty body, data after the value, bytes that are not UTF-8 and a byte order mark are not). `duplicate_key`: an object has the same key twice (`field` is its path).", body = ErrorBody),
         (status = 413, description = "`payload_too_large`: the body exceeds `max_batch_body_bytes`.", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
         (status = 422, description = "`invalid_field`: the body is not `{\"events\": [...]}` with 1 to 1000 items.", body = ErrorBody),

@@ -95,7 +95,7 @@ async fn view(
     responses(
         (status = 202, description = "New event: stored with one pending delivery per matching subscription.", body = EventView),
         (status = 200, description = "The event was already stored with the same type, source and data; nothing is created. The stored event as it stands now.", body = EventView),
-        (status = 400, description = "`malformed_json`: the body is not valid JSON (an empty body is not).", body = ErrorBody),
+        (status = 400, description = "`malformed_json`: the body is not valid JSON (an empty body, data after the value, bytes that are not UTF-8 and a byte order mark are not). `duplicate_key`: an object has the same key twice (`field` is its path).", body = ErrorBody),
         (status = 409, description = "`event_conflict`: the id was already received with different content.", body = ErrorBody),
         (status = 413, description = "`payload_too_large`: the body exceeds `max_body_bytes`.", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: `Content-Type` is present and not JSON.", body = ErrorBody),

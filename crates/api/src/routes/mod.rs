@@ -21,6 +21,8 @@ pub struct AppState {
     pub max_batch_body_bytes: usize,
     pub auth: crate::auth::Auth,
     pub waker: crate::wake::Waker,
+    /// Where subscriptions may point (checked at creation).
+    pub destinations: dispatch_domain::destination::DestinationPolicy,
 }
 
 /// `405` with the JSON error body and, as RFC 9110 requires, an `Allow` header naming the

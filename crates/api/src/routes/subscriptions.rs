@@ -161,11 +161,11 @@ pub fn parse_new_subscription(body: Value) -> Result<NewSubscription, ApiError> 
     responses(
         (status = 201, description = "Created; `secret` is shown this once.", body = SubscriptionView,
             headers(("Location" = String, description = "`/subscriptions/{id}`"))),
-        (status = 400, description = "`malformed_json`: the body is not valid JSON (an empty body is not).", body = ErrorBody),
+        (status = 400, description = "`malformed_json`: the body is not valid JSON (an empty body, data after the value, bytes that are not UTF-8 and a byte order mark are not). `duplicate_key`: an object has the same key twice (`field` is its path).", body = ErrorBody),
         (status = 409, description = "`subscription_exists`: the id is taken, possibly by a deleted subscription (ids are never reused).", body = ErrorBody),
         (status = 413, description = "`payload_too_large`: the body exceeds `max_body_bytes`.", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: `Content-Type` is present and not JSON.", body = ErrorBody),
-        (status = 422, description = "`invalid_field`: the body is not an object, or a field (named in `field`) is missing, invalid or unknown.", body = ErrorBody),
+        (status = 422, description = "`invalid_field`: the body is not an object, or a field (named in `field`) is missing, invalid or unknown. `destination_refused` (`field`: `url`): the URL's host is, or resolves to, a loopback, private, link-local, CGNAT, multicast, unspecified, documentation or reserved address not in `allow_destinations`.", body = ErrorBody),
         (status = 500, description = "`internal`: anything unexpected.", body = ErrorBody),
         (status = 503, description = "`database_unavailable`: retry later.", body = ErrorBody,
             headers(("Retry-After" = String, description = "Always `1` (seconds)."))),
@@ -179,6 +179,7 @@ pub async fn create(
 ) -> Result<HttpResponse, ApiError> {
     let body = read_json_body(&req, payload, state.max_body_bytes).await?;
     let new = parse_new_subscription(body)?;
+    crate::destination::check(&state.destinations, &new.url).await?;
     let mut conn = pool::connection(&state.pool).await?;
     let row = subscriptions::insert(&mut conn, &new)
         .await?

@@ -27,6 +27,8 @@ pub fn settings_for(database: dispatch_store::DatabaseSettings) -> Settings {
         ("DISPATCH_SHUTDOWN_TIMEOUT_SECS", "1"),
         ("DISPATCH_LOG_FORMAT", "text"),
         ("DISPATCH_API_KEYS", TEST_API_KEY),
+        // Test receivers live on loopback, which the SSRF check refuses by default.
+        ("DISPATCH_ALLOW_DESTINATIONS", "127.0.0.0/8,::1"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))

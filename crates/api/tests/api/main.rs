@@ -3,10 +3,13 @@
 
 mod auth;
 mod batch;
+mod destinations;
 mod errors;
 mod events;
+mod fuzz;
 mod health;
 mod helpers;
+mod hostile;
 mod metrics;
 mod openapi;
 mod outage;
