@@ -254,13 +254,12 @@ impl Chaos {
     }
 
     fn producer(&self, stage: &Stage, api: &Service) -> Producer {
-        Producer {
-            client: self.client.clone(),
-            url: format!("{}/events", api.base_url),
-            api_key: self.api_key.clone(),
-            id_prefix: format!("{}-", stage.name),
-            event_type: format!("chaos.{}", stage.name.replace('-', "_")),
-        }
+        Producer::new(
+            self.client.clone(),
+            format!("{}/events", api.base_url),
+            self.api_key.clone(),
+            format!("{}-", stage.name),
+        )
     }
 
     async fn ready(&self, services: &mut [Service]) -> Result<()> {

@@ -447,10 +447,11 @@ async fn bad_receivers(chaos: &Chaos, events: u64) -> Result<Row> {
 }
 
 /// A rolling restart under a steady stream of events: worker-1 runs; at a third of the time
-/// worker-2 starts and worker-1 gets SIGTERM; at two thirds worker-3 starts and worker-2 gets
-/// SIGTERM. Every receiver request takes 100 ms, so each SIGTERM lands with deliveries in
-/// flight: they must finish and be recorded (or be handed back) — never sent twice — and each
-/// worker must exit 0 by itself.
+/// worker-2 starts and worker-1 gets SIGTERM; half way the API is replaced the same way (the
+/// producer moves to a second API, the first gets SIGTERM with requests in flight); at two
+/// thirds worker-3 starts and worker-2 gets SIGTERM. Every receiver request takes 100 ms, so
+/// each worker's SIGTERM lands with deliveries in flight: they must finish and be recorded (or
+/// be handed back) — never sent twice — and each process must exit 0 by itself.
 async fn sigterm(chaos: &Chaos, events: u64) -> Result<Row> {
     let stage = chaos.stage("sigterm", &[Destination::healthy(100)]).await?;
     let api_env = Vec::new();
@@ -471,6 +472,7 @@ async fn sigterm(chaos: &Chaos, events: u64) -> Result<Row> {
     });
     let total = Duration::from_secs(seconds);
     let mut stops = Vec::new();
+    let mut api_stop = None;
     for (next, at) in [(2, 1.0 / 3.0), (3, 2.0 / 3.0)] {
         tokio::time::sleep_until((started + total.mul_f64(at)).into()).await;
         let mut successor = launch.worker(next, MAX_IN_FLIGHT)?;
@@ -480,6 +482,17 @@ async fn sigterm(chaos: &Chaos, events: u64) -> Result<Row> {
         let status = current.terminate(DRAIN_LIMIT).await;
         stops.push((current.name.clone(), in_flight, status, asked.elapsed()));
         current = successor;
+        if next == 2 {
+            // Half way: the API too, handing the producer over to a second one first.
+            tokio::time::sleep_until((started + total.mul_f64(0.5)).into()).await;
+            let mut successor = launch.api_named("api-2")?;
+            chaos.ready(std::slice::from_mut(&mut successor)).await?;
+            producer.retarget(format!("{}/events", successor.base_url));
+            let asked = Instant::now();
+            let status = api.terminate(DRAIN_LIMIT).await;
+            api_stop = Some((api.name.clone(), status, asked.elapsed()));
+            api = successor;
+        }
     }
     let sent = load.await??;
     let accepted = sent.accepted_ids(&producer);
@@ -503,9 +516,19 @@ async fn sigterm(chaos: &Chaos, events: u64) -> Result<Row> {
             .and_then(|s| s.code())
             .map_or_else(|| "killed".to_owned(), |c| format!("exit {c}"));
         said.push(format!(
-            "{name} {exit} in {:.1}s ({in_flight} in flight)",
+            "{name} {exit} in {:.1}s ({in_flight} processing at the signal)",
             took.as_secs_f64()
         ));
+        if !status.is_some_and(|s| s.success()) {
+            row.failed_checks
+                .push(format!("{name} did not exit 0 after SIGTERM ({exit})"));
+        }
+    }
+    if let Some((name, status, took)) = api_stop {
+        let exit = status
+            .and_then(|s| s.code())
+            .map_or_else(|| "killed".to_owned(), |c| format!("exit {c}"));
+        said.push(format!("{name} {exit} in {:.1}s", took.as_secs_f64()));
         if !status.is_some_and(|s| s.success()) {
             row.failed_checks
                 .push(format!("{name} did not exit 0 after SIGTERM ({exit})"));

@@ -3,8 +3,8 @@
 //! scenario knows exactly which events were accepted and when the API refused or recovered.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -21,8 +21,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone)]
 pub struct Producer {
     pub client: HttpClient,
-    /// `http://…/events`.
-    pub url: String,
+    /// `http://…/events`; [`Producer::retarget`] moves the next sends to another API.
+    pub url: Arc<RwLock<String>>,
     pub api_key: String,
     /// Event ids are this followed by the sequence number.
     pub id_prefix: String,
@@ -123,9 +123,14 @@ fn body(producer: &Producer, seq: u64) -> String {
 
 async fn send(producer: &Producer, seq: u64, start: Instant) -> Answer {
     let sent_at = start.elapsed();
+    let url = producer
+        .url
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
     let status = post_json(
         &producer.client,
-        &producer.url,
+        &url,
         &producer.api_key,
         body(producer, seq),
         REQUEST_TIMEOUT,
@@ -141,6 +146,25 @@ async fn send(producer: &Producer, seq: u64, start: Instant) -> Answer {
 }
 
 impl Producer {
+    pub fn new(client: HttpClient, url: String, api_key: String, id_prefix: String) -> Self {
+        let event_type = format!(
+            "chaos.{}",
+            id_prefix.trim_end_matches('-').replace('-', "_")
+        );
+        Self {
+            client,
+            url: Arc::new(RwLock::new(url)),
+            api_key,
+            id_prefix,
+            event_type,
+        }
+    }
+
+    /// Sends from now on go to `url` (requests in flight finish where they are).
+    pub fn retarget(&self, url: String) {
+        *self.url.write().unwrap_or_else(PoisonError::into_inner) = url;
+    }
+
     /// Sends `events` events with `concurrency` requests in flight, each as soon as a previous
     /// one was answered; stops early after `limit`.
     pub async fn closed(&self, events: u64, concurrency: usize, limit: Duration) -> Result<Sent> {
@@ -227,13 +251,12 @@ mod tests {
 
     #[test]
     fn answers_are_summed_up_by_kind_and_time() {
-        let producer = Producer {
-            client: crate::harness::http::client(1),
-            url: String::new(),
-            api_key: String::new(),
-            id_prefix: "c-".to_owned(),
-            event_type: "chaos.t".to_owned(),
-        };
+        let producer = Producer::new(
+            crate::harness::http::client(1),
+            String::new(),
+            String::new(),
+            "c-".to_owned(),
+        );
         let sent = Sent {
             answers: vec![
                 answer(0, Some(202), 0, 5),
@@ -262,17 +285,21 @@ mod tests {
 
     #[test]
     fn an_event_body_carries_its_id_type_and_send_time() {
-        let producer = Producer {
-            client: crate::harness::http::client(1),
-            url: String::new(),
-            api_key: String::new(),
-            id_prefix: "kill-".to_owned(),
-            event_type: "chaos.kill".to_owned(),
-        };
+        let producer = Producer::new(
+            crate::harness::http::client(1),
+            "http://127.0.0.1:1/events".to_owned(),
+            String::new(),
+            "kill-worker-".to_owned(),
+        );
         let b = body(&producer, 7);
         let v: serde_json::Value = serde_json::from_str(&b).expect("JSON");
-        assert_eq!(v["id"], "kill-7");
-        assert_eq!(v["type"], "chaos.kill");
+        assert_eq!(v["id"], "kill-worker-7");
+        assert_eq!(v["type"], "chaos.kill_worker");
+        producer.retarget("http://127.0.0.1:2/events".to_owned());
+        assert_eq!(
+            *producer.url.read().expect("lock"),
+            "http://127.0.0.1:2/events"
+        );
         assert_eq!(v["data"]["seq"], 7);
         assert!(crate::harness::receiver::sent_at_ns(b.as_bytes()).is_some());
     }

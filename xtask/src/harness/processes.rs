@@ -120,9 +120,15 @@ impl Launch<'_> {
     }
 
     pub fn api(&self) -> Result<Service> {
+        self.api_named("api")
+    }
+
+    /// An API process called `name` (its log is `<label>-<name>.log`), e.g. a second one to
+    /// hand over to while the first drains.
+    pub fn api_named(&self, name: &str) -> Result<Service> {
         self.spawn(
             "dispatch-api",
-            "api",
+            name,
             &[
                 ("DISPATCH_SHUTDOWN_TIMEOUT_SECS", "5".to_owned()),
                 ("DISPATCH_API_KEYS", self.api_key.to_owned()),
