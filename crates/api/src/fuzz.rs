@@ -90,7 +90,7 @@ proptest! {
         let theirs = serde_json::from_str::<Value>(&text);
         match (&ours, &theirs) {
             (Ok(value), Ok(expected)) => prop_assert_eq!(value, expected),
-            (Ok(_), Err(e)) => prop_assert!(false, "accepted what serde_json refuses ({e}): {text}"),
+            (Ok(_), Err(e)) => prop_assert!(false, "accepted, serde_json refuses ({e}): {text}"),
             (Err(JsonError::DuplicateKey(path)), Ok(_)) => {
                 prop_assert!(!path.is_empty(), "{text}");
             }
