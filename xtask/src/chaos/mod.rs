@@ -389,6 +389,13 @@ pub fn with_env(base: &[(String, String)], overrides: &[(&str, &str)]) -> Vec<(S
 pub async fn run(args: Args) -> Result<bool> {
     let binaries = processes::build(args.debug)?;
     let pg = ChaosPostgres::start(&crate::workspace_root())?;
+    // The cluster is the suite's own: whatever an interrupted run left in it can go.
+    let mut conn = admin::connect(&pg.admin_url()).await?;
+    for name in admin::databases_with_prefix(&mut conn, DB_PREFIX).await? {
+        eprintln!("chaos: dropping {name}, left by an interrupted run");
+        admin::drop_database(&mut conn, &name).await?;
+    }
+    drop(conn);
     let logs = crate::target_dir().join("chaos");
     std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
     let chaos = Chaos {
