@@ -174,6 +174,9 @@ refuse "DISPATCH_MAX_IN_FLIGHT" --set api.config.DISPATCH_MAX_IN_FLIGHT=10
 refuse "DISPATCH_API_KEYS" --set api.config.DISPATCH_API_KEYS=a-secret-in-a-configmap
 refuse "apiKeys.value goes into the chart's Secret" \
   --set database.existingSecret=db --set apiKeys.value=key-0123456789abcdef
+refuse "DISPATCH_SECRET_KEYS" --set worker.config.DISPATCH_SECRET_KEYS=k1:a-key-in-a-configmap
+refuse "secretKeys.value goes into the chart's Secret" \
+  --set database.existingSecret=db --set secretKeys.value=k1:AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=
 refuse "set targetCPUUtilizationPercentage or enable backlog" \
   --set worker.autoscaling.enabled=true --set worker.autoscaling.targetCPUUtilizationPercentage=null
 log "the chart refuses unknown settings, secrets in ConfigMaps and grace periods shorter than" \

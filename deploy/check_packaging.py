@@ -76,11 +76,14 @@ def code_keys(binary: str) -> set[str]:
 # Variables the chart and Compose set besides DISPATCH_* settings, and those set elsewhere.
 NON_CONFIG_ENV = {"ADDR", "DATABASE_URL", "RUST_LOG"}
 SET_BY_CHART = {"DISPATCH_ADDR", "DISPATCH_DATABASE_URL", "DISPATCH_LOG_FORMAT"}
-# Secrets: set from Secrets (values.yaml apiKeys), never in a ConfigMap or api.config.
-SECRET_KEYS = {"DISPATCH_API_KEYS"}
+# Secrets: set from Secrets (values.yaml apiKeys, secretKeys), never in a ConfigMap or *.config.
+SECRET_KEYS = {"DISPATCH_API_KEYS", "DISPATCH_SECRET_KEYS"}
 # What dispatch-api says when it has no key (and DISPATCH_AUTH_DISABLED is not true).
 NO_API_KEY = "DISPATCH_API_KEYS"
 PLACEHOLDER_API_KEY = "placeholder-api-key-0123456789"
+# What both binaries say without the keys sealing subscription secrets, and a stand-in for them.
+NO_SECRET_KEYS = "DISPATCH_SECRET_KEYS"
+PLACEHOLDER_SECRET_KEYS = "placeholder:AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA="
 
 
 # --- Manifests -------------------------------------------------------------------------------
@@ -735,7 +738,7 @@ def run_config(label: str, bin_dir: pathlib.Path, argv: list[str], env: dict[str
 
 
 def refuse_without_key(label: str, bin_dir: pathlib.Path, argv: list[str],
-                       env: dict[str, str]) -> None:
+                       env: dict[str, str], name: str = NO_API_KEY) -> None:
     env = {**env, "PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": "/nonexistent",
            "DATABASE_URL": "postgres://dispatch@127.0.0.1:9/dispatch?sslmode=disable",
            "ADDR": f"127.0.0.1:{free_port()}"}
@@ -744,11 +747,11 @@ def refuse_without_key(label: str, bin_dir: pathlib.Path, argv: list[str],
         result = subprocess.run([str(bin_dir / argv[0]), *argv[1:]], env=env,
                                 capture_output=True, text=True, timeout=30)
     except subprocess.TimeoutExpired:
-        error(f"live {label}: without an API key `{' '.join(argv)}` did not stop")
+        error(f"live {label}: without {name} `{' '.join(argv)}` did not stop")
         return
-    if result.returncode == 0 or NO_API_KEY not in result.stderr:
-        error(f"live {label}: without an API key `{' '.join(argv)}` should stop naming "
-              f"{NO_API_KEY}; it exited {result.returncode}: {result.stderr.strip()[-500:]}")
+    if result.returncode == 0 or name not in result.stderr:
+        error(f"live {label}: without {name} `{' '.join(argv)}` should stop naming "
+              f"{name}; it exited {result.returncode}: {result.stderr.strip()[-500:]}")
 
 
 def live(bin_dir: pathlib.Path, rendered: dict[str, list[dict]]) -> None:
@@ -773,7 +776,9 @@ def live(bin_dir: pathlib.Path, rendered: dict[str, list[dict]]) -> None:
                         if ref["name"] in secrets:
                             env[var["name"]] = secrets[ref["name"]][ref["key"]]
                         elif not ref.get("optional"):  # an optional key may be absent
-                            env[var["name"]] = "placeholder-secret-value"
+                            env[var["name"]] = (PLACEHOLDER_SECRET_KEYS
+                                                if var["name"] == NO_SECRET_KEYS
+                                                else "placeholder-secret-value")
                     elif "fieldRef" in var.get("valueFrom", {}):
                         env[var["name"]] = "pod-name"
                 argv = c.get("command", []) + c.get("args", [])
@@ -786,6 +791,12 @@ def live(bin_dir: pathlib.Path, rendered: dict[str, list[dict]]) -> None:
                     refuse_without_key(label, bin_dir, argv, env)
                     keyless += 1
                     env["DISPATCH_API_KEYS"] = PLACEHOLDER_API_KEY
+                if NO_SECRET_KEYS not in env:
+                    # Both binaries need the secret keys (an optional Secret key left out): they
+                    # must refuse to start and say why; then check the rest with some.
+                    refuse_without_key(label, bin_dir, argv, env, NO_SECRET_KEYS)
+                    keyless += 1
+                    env[NO_SECRET_KEYS] = PLACEHOLDER_SECRET_KEYS
                 run_config(label, bin_dir, argv, env, serves=serves, healthcheck=None)
                 runs += 1
     model = load_compose({})
@@ -800,7 +811,8 @@ def live(bin_dir: pathlib.Path, rendered: dict[str, list[dict]]) -> None:
     if len(errors) == problems_before:
         log(f"live: {runs} container configurations accepted by the binaries; their health "
             "checks pass, and /readyz fails without a database; the "
-            f"{keyless} dispatch-api ones without an API key refuse to start, naming it")
+            f"{keyless} without an API key (dispatch-api) or secret keys refuse to start, "
+            "naming them")
 
 
 # --- Main ----------------------------------------------------------------------------------------

@@ -70,6 +70,8 @@ def main() -> int:
         "DISPATCH_LOG_FORMAT": "json",
         # The API refuses to start without a key; /metrics itself needs none.
         "DISPATCH_API_KEYS": "scrape-check-key-0123456789",
+        # Both binaries refuse to start without the keys that seal subscription secrets.
+        "DISPATCH_SECRET_KEYS": "scrape:AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=",
         "DISPATCH_DB_CONNECT_TIMEOUT_MS": "300",
         "RUST_LOG": "error",
     })

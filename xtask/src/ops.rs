@@ -531,6 +531,11 @@ fn api_values(s: &dispatch_api::Settings) -> Vec<(&'static str, String)> {
             s.shutdown_timeout.as_secs().to_string(),
         ),
         ("notify_interval_ms", millis(s.notify_interval)),
+        (
+            "ingest_group_max_events",
+            s.ingest_groups.max_events.to_string(),
+        ),
+        ("ingest_committers", s.ingest_groups.committers.to_string()),
         ("log_format", lowercase_debug(&s.log_format)),
         (
             "auth",
@@ -539,7 +544,27 @@ fn api_values(s: &dispatch_api::Settings) -> Vec<(&'static str, String)> {
                 dispatch_api::auth::Auth::Keys(keys) => format!("{} API key(s)", keys.len()),
             },
         ),
+        ("secret_keys", key_ids(&s.secret_keys)),
+        (
+            "secret_rotation_overlap_secs",
+            s.secret_rotation_overlap.as_secs().to_string(),
+        ),
     ]
+}
+
+/// The ids of the secret keys, never the keys: `k2 (seals), k1`.
+fn key_ids(keys: &dispatch_domain::sealing::Keyring) -> String {
+    keys.ids()
+        .enumerate()
+        .map(|(i, id)| {
+            if i == 0 {
+                format!("{id} (seals)")
+            } else {
+                id.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The worker's effective values, keyed as in its configuration table.
@@ -556,6 +581,14 @@ fn worker_values(s: &dispatch_worker::Settings) -> Vec<(&'static str, String)> {
         ("database_url", redact_url(&s.database.url)),
         ("db_max_connections", s.database.max_connections.to_string()),
         ("db_connect_timeout_ms", millis(s.database.connect_timeout)),
+        (
+            "synchronous_commit",
+            match s.synchronous_commit {
+                dispatch_store::pool::Durability::Durable => "on",
+                dispatch_store::pool::Durability::Relaxed => "off",
+            }
+            .to_owned(),
+        ),
         ("worker_id", s.worker_id.clone()),
         ("max_in_flight", s.max_in_flight.to_string()),
         ("poll_interval_ms", millis(s.poll_interval)),
@@ -601,6 +634,7 @@ fn worker_values(s: &dispatch_worker::Settings) -> Vec<(&'static str, String)> {
             "shutdown_grace_secs",
             s.shutdown_grace.as_secs().to_string(),
         ),
+        ("secret_keys", key_ids(&s.secret_keys)),
         ("log_format", lowercase_debug(&s.log_format)),
     ]
 }
@@ -915,6 +949,11 @@ mod tests {
             ("DATABASE_URL", "postgres://app:s3cret@db:5432/dispatch"),
             ("DISPATCH_WORKER_ID", "worker-7"),
             ("DISPATCH_API_KEYS", "an-api-key-not-to-print"),
+            (
+                "DISPATCH_SECRET_KEYS",
+                "k2:AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=,\
+                 k1:ZWZnaGlqa2xtbm9wcXJzdHV2d3h5ent8fX5/gIGCg4Q=",
+            ),
         ]);
         let (ok, text) = config_report(
             "dispatch-api",
@@ -929,10 +968,17 @@ mod tests {
             text.contains("postgres://app:***@db:5432/dispatch"),
             "{text}"
         );
-        assert!(text.contains("max_body_bytes         262144"), "{text}");
+        assert!(
+            text.lines()
+                .any(|l| l.trim_start().starts_with("max_body_bytes ")
+                    && l.trim_end().ends_with(" 262144")),
+            "{text}"
+        );
         assert!(!text.contains("s3cret"), "{text}");
         assert!(text.contains("1 API key(s)"), "{text}");
         assert!(!text.contains("an-api-key-not-to-print"), "{text}");
+        assert!(text.contains("k2 (seals), k1"), "{text}");
+        assert!(!text.contains("AQIDBAUG"), "{text}");
 
         let (ok, text) = config_report(
             "dispatch-worker",

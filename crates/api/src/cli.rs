@@ -1,4 +1,5 @@
-//! The `dispatch-api` command line: `serve` (default), `migrate up|down|status` and `openapi`.
+//! The `dispatch-api` command line: `serve` (default), `migrate up|down|status`,
+//! `secrets status|reseal` and `openapi`.
 
 use std::path::PathBuf;
 
@@ -27,8 +28,29 @@ pub enum Command {
         #[arg(value_enum)]
         action: MigrateAction,
     },
+    /// Count the stored subscription secrets by key, or re-seal them under the active key of
+    /// secret_keys (docs/operations.md, "Rotating the secret keys").
+    Secrets {
+        #[command(subcommand)]
+        action: SecretsAction,
+    },
     /// Print the OpenAPI document (the content of docs/openapi.json) and exit.
     Openapi,
+}
+
+#[derive(Debug, Clone, Copy, Subcommand)]
+pub enum SecretsAction {
+    /// Count stored secrets by slot (current, previous) and key id, and those still in
+    /// plaintext; warn about key ids missing from secret_keys.
+    Status,
+    /// Re-seal every secret not sealed under the first key of secret_keys (plaintext ones
+    /// included, which are then cleared) and drop expired previous secrets. Safe while Dispatch
+    /// runs; exits 1 if a secret could not be opened.
+    Reseal {
+        /// Subscriptions read per batch.
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(i64).range(1..=100_000))]
+        batch_size: i64,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -73,6 +95,98 @@ pub async fn migrate(database_url: &str, action: MigrateAction) -> anyhow::Resul
     Ok(())
 }
 
+/// Runs a `secrets` action against the API's database with its keyring, printing what it found
+/// or did (key ids and counts only, never a secret or a key).
+pub async fn secrets(settings: &Settings, action: SecretsAction) -> anyhow::Result<()> {
+    use dispatch_store::pool::{build_pool, connection};
+    use dispatch_store::queries::subscriptions;
+
+    let keys = &settings.secret_keys;
+    let pool = build_pool(&settings.database);
+    let mut conn = connection(&pool)
+        .await
+        .context("connecting to the database")?;
+    match action {
+        SecretsAction::Status => {
+            let usage = subscriptions::secret_usage(&mut conn)
+                .await
+                .context("counting the stored secrets")?;
+            println!(
+                "secret_keys: {}",
+                keys.ids()
+                    .enumerate()
+                    .map(|(i, id)| if i == 0 {
+                        format!("{id} (seals)")
+                    } else {
+                        id.to_owned()
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            if usage.is_empty() {
+                println!("no stored secrets");
+            }
+            for u in &usage {
+                println!(
+                    "{:<9}  {:<32}  {}",
+                    u.slot,
+                    u.key_id.as_deref().unwrap_or("-"),
+                    u.subscriptions
+                );
+            }
+            let missing: Vec<&str> = usage
+                .iter()
+                .filter_map(|u| u.key_id.as_deref())
+                .filter(|id| !keys.ids().any(|k| k == *id))
+                .collect();
+            if !missing.is_empty() {
+                println!(
+                    "warning: secrets sealed with {} cannot be opened: that key is not in \
+                     secret_keys (their deliveries fail with secret_unavailable)",
+                    missing.join(", ")
+                );
+            }
+            let stale = usage
+                .iter()
+                .filter(|u| u.key_id.as_deref() != Some(keys.active_id()))
+                .map(|u| u.subscriptions)
+                .sum::<i64>();
+            if stale > 0 {
+                println!(
+                    "{stale} stored secret(s) are not sealed under {:?}: run `dispatch-api secrets \
+                     reseal`",
+                    keys.active_id()
+                );
+            }
+        }
+        SecretsAction::Reseal { batch_size } => {
+            let report = subscriptions::reseal(&mut conn, keys, batch_size)
+                .await
+                .context("re-sealing the stored secrets")?;
+            println!(
+                "re-sealed {} subscription(s) under key {:?} ({} from plaintext); dropped {} \
+                 expired previous secret(s); {} changed meanwhile (left as they were)",
+                report.rewritten,
+                keys.active_id(),
+                report.from_plaintext,
+                report.expired_dropped,
+                report.changed_meanwhile
+            );
+            for (id, error) in &report.failed {
+                println!("cannot re-seal subscription {id:?}: {error}");
+            }
+            if !report.failed.is_empty() {
+                anyhow::bail!(
+                    "{} subscription(s) could not be re-sealed: put the key they name back into \
+                     secret_keys and run again",
+                    report.failed.len()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let action = match cli.command.unwrap_or(Command::Serve) {
         // Needs no configuration: the document depends on the code only.
@@ -82,6 +196,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Serve => None,
         Command::Migrate { action } => Some(action),
+        Command::Secrets { action } => {
+            let settings = Settings::load(cli.config.as_deref())?;
+            let _telemetry = dispatch_telemetry::init("dispatch-api", settings.log_format);
+            return secrets(&settings, action).await;
+        }
     };
     let settings = Settings::load(cli.config.as_deref())?;
     // Held until the server stopped: dropping it flushes the spans still buffered.

@@ -109,12 +109,14 @@ async fn commit(pool: &Pool, waker: &Waker, group: Vec<Job>) {
         Err(e) => {
             tracing::warn!(error = %e, events = events.len(), "storing a group failed; storing its events one by one");
             for (event, reply) in events.iter().zip(replies) {
-                let outcome = store(pool, std::slice::from_ref(event)).await.and_then(|mut o| {
-                    o.pop().ok_or_else(|| StoreError::Corrupt {
-                        what: "ingestion",
-                        reason: format!("{} was neither stored nor found", event.id),
-                    })
-                });
+                let outcome = store(pool, std::slice::from_ref(event))
+                    .await
+                    .and_then(|mut o| {
+                        o.pop().ok_or_else(|| StoreError::Corrupt {
+                            what: "ingestion",
+                            reason: format!("{} was neither stored nor found", event.id),
+                        })
+                    });
                 answer(waker, [(reply, outcome)]);
             }
         }
@@ -138,7 +140,8 @@ fn answer(
 ) {
     let mut wake = false;
     for (reply, outcome) in answers {
-        wake |= matches!(&outcome, Ok(Ingested::Created { deliveries, .. }) if !deliveries.is_empty());
+        wake |=
+            matches!(&outcome, Ok(Ingested::Created { deliveries, .. }) if !deliveries.is_empty());
         // A request that went away (client disconnected) no longer needs its answer; its event
         // is stored all the same.
         let _ = reply.send(outcome);

@@ -34,9 +34,16 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     /// Shortest gap between two wake-up NOTIFYs sent to the workers.
     pub notify_interval: Duration,
+    /// How `POST /events` requests are grouped into commits.
+    pub ingest_groups: crate::committer::GroupSettings,
     pub log_format: LogFormat,
     /// Who may call the API.
     pub auth: crate::auth::Auth,
+    /// Seals subscription secrets (the first key) and opens them (every key).
+    pub secret_keys: dispatch_domain::sealing::Keyring,
+    /// How long a rotated-out secret keeps signing when `POST /subscriptions/{id}/rotate-secret`
+    /// does not say.
+    pub secret_rotation_overlap: Duration,
     /// Where subscriptions may point: public addresses plus `allow_destinations` (the same key
     /// and rule as the worker's).
     pub destinations: DestinationPolicy,
@@ -54,9 +61,13 @@ struct Raw {
     http_workers: String,
     shutdown_timeout_secs: String,
     notify_interval_ms: String,
+    ingest_group_max_events: String,
+    ingest_committers: String,
     log_format: String,
     api_keys: String,
     auth_disabled: String,
+    secret_keys: String,
+    secret_rotation_overlap_secs: String,
     allow_destinations: String,
 }
 
@@ -113,8 +124,20 @@ pub const KEYS: &[Key] = &[
     Key {
         name: "notify_interval_ms",
         env: "DISPATCH_NOTIFY_INTERVAL_MS",
-        default: "20",
+        default: "2",
         help: "shortest gap between wake-ups sent to workers",
+    },
+    Key {
+        name: "ingest_group_max_events",
+        env: "DISPATCH_INGEST_GROUP_MAX_EVENTS",
+        default: "256",
+        help: "most concurrent POST /events requests stored in one commit",
+    },
+    Key {
+        name: "ingest_committers",
+        env: "DISPATCH_INGEST_COMMITTERS",
+        default: "2",
+        help: "groups of POST /events requests stored at the same time",
     },
     Key {
         name: "log_format",
@@ -133,6 +156,19 @@ pub const KEYS: &[Key] = &[
         env: "DISPATCH_AUTH_DISABLED",
         default: "false",
         help: "true lets anyone call the API without a key (development only)",
+    },
+    Key {
+        name: "secret_keys",
+        env: "DISPATCH_SECRET_KEYS",
+        default: "",
+        help: "required: comma-separated <id>:<base64 of 32 bytes> keys sealing subscription \
+               secrets at rest; the first seals, all open",
+    },
+    Key {
+        name: "secret_rotation_overlap_secs",
+        env: "DISPATCH_SECRET_ROTATION_OVERLAP_SECS",
+        default: "86400",
+        help: "default time a rotated-out secret keeps signing (0 to 2592000)",
     },
     Key {
         name: "allow_destinations",
@@ -193,6 +229,20 @@ impl Settings {
             "seconds",
         );
         let notify_interval = c.millis("notify_interval_ms", &raw.notify_interval_ms, 0, 10_000);
+        let group_max = c.number(
+            "ingest_group_max_events",
+            &raw.ingest_group_max_events,
+            1usize,
+            1000,
+            "events",
+        );
+        let committers = c.number(
+            "ingest_committers",
+            &raw.ingest_committers,
+            1usize,
+            64,
+            "committers",
+        );
         let log_format = c.parse::<LogFormat>("log_format", &raw.log_format);
         let auth_disabled = match raw.auth_disabled.trim().to_ascii_lowercase().as_str() {
             "true" | "1" | "yes" => Some(true),
@@ -224,6 +274,16 @@ impl Settings {
         let destinations = DestinationPolicy::parse(&raw.allow_destinations)
             .map_err(|e| c.problem("allow_destinations", e))
             .ok();
+        let secret_keys = dispatch_domain::sealing::Keyring::parse(&raw.secret_keys)
+            .map_err(|e| c.problem("secret_keys", e))
+            .ok();
+        let overlap = c.number(
+            "secret_rotation_overlap_secs",
+            &raw.secret_rotation_overlap_secs,
+            0u64,
+            crate::routes::secrets::MAX_OVERLAP_SECS,
+            "seconds",
+        );
         let settings = (|| {
             Some(Settings {
                 addr: addr?,
@@ -237,8 +297,14 @@ impl Settings {
                 http_workers: http_workers?,
                 shutdown_timeout: Duration::from_secs(shutdown?),
                 notify_interval: notify_interval?,
+                ingest_groups: crate::committer::GroupSettings {
+                    max_events: group_max?,
+                    committers: committers?,
+                },
                 log_format: log_format?,
                 auth: auth?,
+                secret_keys: secret_keys?,
+                secret_rotation_overlap: Duration::from_secs(overlap?),
                 destinations: destinations?,
             })
         })();
@@ -258,7 +324,74 @@ mod tests {
             .collect();
         env.entry("DISPATCH_API_KEYS".to_owned())
             .or_insert_with(|| "a-test-key-of-some-length".to_owned());
+        env.entry("DISPATCH_SECRET_KEYS".to_owned())
+            .or_insert_with(|| TEST_SECRET_KEYS.to_owned());
         env
+    }
+
+    const TEST_SECRET_KEYS: &str = "new:AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=,\
+                                    old:ZWZnaGlqa2xtbm9wcXJzdHV2d3h5ent8fX5/gIGCg4Q=";
+
+    #[test]
+    fn secret_keys_are_required_and_checked_and_the_overlap_is_bounded() {
+        let s = Settings::load_from(None, &env(&[])).expect("valid");
+        assert_eq!(s.secret_keys.active_id(), "new");
+        assert_eq!(s.secret_keys.ids().collect::<Vec<_>>(), ["new", "old"]);
+        assert_eq!(s.secret_rotation_overlap, Duration::from_secs(86_400));
+        assert!(
+            !format!("{s:?}").contains("AQIDBAUG"),
+            "no key material in Debug"
+        );
+
+        let err =
+            Settings::load_from(None, &env(&[("DISPATCH_SECRET_KEYS", "")])).expect_err("required");
+        assert!(
+            err.to_string()
+                .contains("secret_keys (DISPATCH_SECRET_KEYS): at least one key is required"),
+            "{err}"
+        );
+        let short = "k1:AAECAwQFBgcICQoLDA0ODw==";
+        for (bad, expected) in [
+            ("k1:not base64!", "standard base64 of exactly 32 bytes"),
+            (short, "exactly 32 bytes (got 16)"),
+            ("k/1:AAAA", "the key id must be"),
+            ("just-a-key", "must be `<id>:<base64 of 32 bytes>`"),
+        ] {
+            let err =
+                Settings::load_from(None, &env(&[("DISPATCH_SECRET_KEYS", bad)])).expect_err(bad);
+            let text = err.to_string();
+            assert!(
+                text.contains("secret_keys (DISPATCH_SECRET_KEYS)"),
+                "{text}"
+            );
+            assert!(text.contains(expected), "{bad}: {text}");
+            assert!(!text.contains("AAECAwQF"), "key material in: {text}");
+        }
+        let twice = "a:AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=,\
+                     a:ZWZnaGlqa2xtbm9wcXJzdHV2d3h5ent8fX5/gIGCg4Q=";
+        let err = Settings::load_from(None, &env(&[("DISPATCH_SECRET_KEYS", twice)]))
+            .expect_err("duplicate id");
+        assert!(
+            err.to_string()
+                .contains("entry 2: the key id \"a\" is listed twice")
+        );
+
+        let s = Settings::load_from(
+            None,
+            &env(&[("DISPATCH_SECRET_ROTATION_OVERLAP_SECS", "0")]),
+        )
+        .expect("zero is allowed");
+        assert_eq!(s.secret_rotation_overlap, Duration::ZERO);
+        let err = Settings::load_from(
+            None,
+            &env(&[("DISPATCH_SECRET_ROTATION_OVERLAP_SECS", "2592001")]),
+        )
+        .expect_err("above 30 days");
+        assert!(
+            err.to_string()
+                .contains("secret_rotation_overlap_secs (DISPATCH_SECRET_ROTATION_OVERLAP_SECS)"),
+            "{err}"
+        );
     }
 
     #[test]

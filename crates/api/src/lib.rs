@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod body;
 pub mod cli;
+pub mod committer;
 pub mod config;
 pub mod destination;
 pub mod error;

@@ -21,7 +21,7 @@ use crate::error::ErrorBody;
 use crate::routes;
 use crate::views::{
     AttemptView, CircuitView, DeliveryView, EventView, HealthView, List, Page, RateLimitView,
-    SubscriptionView,
+    SecretRotationView, SubscriptionView,
 };
 
 /// The OpenAPI document of `dispatch-api`.
@@ -47,6 +47,7 @@ use crate::views::{
         routes::subscriptions::list,
         routes::subscriptions::get,
         routes::subscriptions::delete,
+        routes::secrets::rotate,
         routes::health::healthz,
         routes::health::readyz,
         routes::health::metrics,
@@ -68,6 +69,8 @@ use crate::views::{
         RateLimitView,
         CircuitView,
         Page<SubscriptionView>,
+        routes::secrets::RotateSecretRequest,
+        SecretRotationView,
         HealthView,
         ErrorBody,
         ErrorCode,
@@ -262,8 +265,10 @@ pub enum CircuitState {
 
 /// Why an attempt failed: `timeout` (no complete answer in time), `connection` (not made, or
 /// broken before an answer), `tls`, `http_status` (a non-2xx answer), `request` (the request
-/// could not be built or sent otherwise) or `destination_refused` (the destination resolves to a
-/// private, loopback, link-local, … address that is not allowed; nothing was sent).
+/// could not be built or sent otherwise), `destination_refused` (the destination resolves to a
+/// private, loopback, link-local, … address that is not allowed; nothing was sent) or
+/// `secret_unavailable` (the subscription's secret could not be opened to sign with: a key
+/// missing from the worker's `secret_keys`, or a damaged value; nothing was sent).
 #[derive(ToSchema)]
 #[schema(rename_all = "snake_case")]
 pub enum AttemptErrorCode {
@@ -273,6 +278,7 @@ pub enum AttemptErrorCode {
     HttpStatus,
     Request,
     DestinationRefused,
+    SecretUnavailable,
 }
 
 /// The stable, machine-readable error code. Program against this, not the message.

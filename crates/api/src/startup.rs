@@ -10,6 +10,7 @@ use futures_util::FutureExt;
 use futures_util::future::{Either, ready};
 
 use crate::Settings;
+use crate::committer::Committer;
 use crate::error::ApiError;
 use crate::routes::{self, AppState};
 use crate::wake::Waker;
@@ -30,12 +31,16 @@ impl Application {
         dispatch_telemetry::metrics::install();
         dispatch_telemetry::metrics::register_api_series();
         let pool = build_pool(&settings.database);
+        let waker = Waker::spawn(pool.clone(), settings.notify_interval);
         let state = web::Data::new(AppState {
-            waker: Waker::spawn(pool.clone(), settings.notify_interval),
+            committer: Committer::spawn(pool.clone(), waker.clone(), settings.ingest_groups),
+            waker,
             pool,
             max_body_bytes: settings.max_body_bytes,
             max_batch_body_bytes: settings.max_batch_body_bytes,
             auth: settings.auth.clone(),
+            secret_keys: settings.secret_keys.clone(),
+            secret_rotation_overlap: settings.secret_rotation_overlap,
             destinations: settings.destinations.clone(),
         });
         let mut server = HttpServer::new(move || {

@@ -196,7 +196,7 @@ impl SubscriptionView {
                 open_until: open,
                 changed_at: row.circuit_changed_at,
             },
-            has_secret: row.secret.is_some(),
+            has_secret: row.has_secret,
             id: row.id,
             url: row.url,
             event_types: row.event_types,
@@ -206,14 +206,29 @@ impl SubscriptionView {
         }
     }
 
-    /// The creation response: the only time the secret is returned.
-    pub fn created(row: SubscriptionRow) -> Self {
-        let secret = row.secret.clone();
+    /// The creation response: the only time the secret (as given or generated, before it was
+    /// sealed) is returned.
+    pub fn created(row: SubscriptionRow, secret: Option<String>) -> Self {
         Self {
             secret,
             ..Self::public(row)
         }
     }
+}
+
+/// The answer to `POST /subscriptions/{id}/rotate-secret`: the new secret, shown this once.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SecretRotationView {
+    /// The subscription's id.
+    #[schema(example = "sub_123")]
+    pub id: String,
+    /// The new signing secret, given or generated. Never shown again.
+    #[schema(example = "whsec_Q2hhbmdlZCBzZWNyZXQgZm9yIHN1Yl8xMjM=")]
+    pub secret: String,
+    /// Until when the previous secret still signs next to the new one (deliveries carry both
+    /// signatures); null when it stopped at once (`overlap_secs` 0, or there was none).
+    #[schema(required = true)]
+    pub previous_secret_expires_at: Option<DateTime<Utc>>,
 }
 
 /// A page of a list: `data` and the cursor to pass as `?cursor=` for the next page (null at the

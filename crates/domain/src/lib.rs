@@ -1,5 +1,6 @@
 //! Dispatch's domain: validated identifiers, event types and subscription patterns, destination
-//! URLs and the delivery lifecycle. Pure types and rules — no I/O, no async, no SQL.
+//! URLs, the delivery lifecycle, signatures and sealed secrets. Pure types and rules — no I/O,
+//! no async, no SQL (the only system call is ring's random generator, for secrets and nonces).
 //!
 //! Every type here is "parse, don't validate": a value that exists is valid, so the store and the
 //! API never re-check what a constructor already checked.
@@ -12,6 +13,7 @@ pub mod event_type;
 pub mod id;
 pub mod lifecycle;
 pub mod retry;
+pub mod sealing;
 pub mod signature;
 pub mod text;
 pub mod url;

@@ -50,6 +50,10 @@ pub enum FailureCode {
     Request,
     /// The destination resolves to an address webhooks may not be sent to (SSRF guard).
     DestinationRefused,
+    /// The subscription's secret could not be used to sign: it is sealed with a key missing
+    /// from the worker's `secret_keys`, does not open (altered, or other key material under that
+    /// id), or is unusable. Nothing was sent; retried, so an operator can restore the key.
+    SecretUnavailable,
 }
 
 impl FailureCode {
@@ -61,6 +65,7 @@ impl FailureCode {
             Self::HttpStatus => "http_status",
             Self::Request => "request",
             Self::DestinationRefused => "destination_refused",
+            Self::SecretUnavailable => "secret_unavailable",
         }
     }
 }

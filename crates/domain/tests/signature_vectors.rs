@@ -1,7 +1,10 @@
 //! Golden vectors computed outside Dispatch (Python's hmac and the standardwebhooks library):
-//! both signature forms must match them byte for byte.
+//! both signature forms must match them byte for byte, and the verification helpers must accept
+//! them (also as one of several signatures, as sent during a secret rotation).
 
-use dispatch_domain::signature::SigningKey;
+use dispatch_domain::signature::{
+    SigningKey, verify_dispatch_signature, verify_standard_signature,
+};
 use serde_json::Value;
 
 #[test]
@@ -28,5 +31,24 @@ fn both_signature_forms_match_the_externally_computed_vectors() {
             field("secret_kind"),
             field("webhook_id")
         );
+        let other = SigningKey::from_secret("another-secret").expect("secret");
+        let dispatch = format!(
+            "{} {}",
+            other.dispatch_signature(body),
+            field("x_dispatch_signature")
+        );
+        assert!(verify_dispatch_signature(&key, &dispatch, body));
+        let standard = format!(
+            "{} {}",
+            other.standard_signature(field("webhook_id"), timestamp, body),
+            field("webhook_signature")
+        );
+        assert!(verify_standard_signature(
+            &key,
+            &standard,
+            field("webhook_id"),
+            timestamp,
+            body
+        ));
     }
 }

@@ -17,6 +17,13 @@ pub enum StoreError {
     /// A stored value does not satisfy the domain's rules (the row was written by something else).
     #[error("stored {what} is invalid: {reason}")]
     Corrupt { what: &'static str, reason: String },
+    /// A subscription's secret could not be sealed (or, re-sealing, opened) with the keyring.
+    #[error("the secret of subscription {subscription_id:?} could not be sealed")]
+    Seal {
+        subscription_id: String,
+        #[source]
+        source: dispatch_domain::sealing::SealError,
+    },
 }
 
 /// Messages PostgreSQL sends when it is shutting down, starting up or killed the session.

@@ -5,7 +5,13 @@ diesel::table! {
         id -> Text,
         url -> Text,
         event_types -> Array<Text>,
+        /// Legacy plaintext secret (rows written before migration 000005); never written now.
         secret -> Nullable<Text>,
+        /// The current secret, sealed (`dispatch_domain::sealing`).
+        sealed_secret -> Nullable<Text>,
+        /// The secret being rotated out, sealed; signs too until `previous_secret_expires_at`.
+        previous_sealed_secret -> Nullable<Text>,
+        previous_secret_expires_at -> Nullable<Timestamptz>,
         enabled -> Bool,
         created_at -> Timestamptz,
         deleted_at -> Nullable<Timestamptz>,

@@ -18,6 +18,7 @@ use dispatch_store::queries::events::IngestOutcome;
 use dispatch_store::queries::{attempts, events, health, subscriptions};
 use dispatch_store::schema::{deliveries, subscriptions as subscriptions_table};
 use dispatch_store::{AsyncPgConnection, DatabaseSettings, Pool, StoreError, admin, migrations};
+use dispatch_test_support::secrets::test_keyring;
 use dispatch_test_support::{TEST_DB_PREFIX, TestDb, admin_url};
 use serde_json::{Value, json};
 
@@ -49,7 +50,7 @@ fn new_event(id: &str, event_type: &str, data: Value) -> NewEvent {
 }
 
 async fn add_sub(conn: &mut AsyncPgConnection, id: &str, patterns: &[&str]) {
-    subscriptions::insert(conn, &new_sub(id, patterns))
+    subscriptions::insert(conn, &new_sub(id, patterns), &test_keyring())
         .await
         .unwrap()
         .unwrap_or_else(|| panic!("subscription {id} should be new"));
@@ -591,7 +592,7 @@ async fn inserting_a_subscription_stores_and_returns_it() {
     let mut conn = connection(&pool).await.unwrap();
 
     let mut new = new_sub("sub_1", &["order.*", "invoice.paid"]);
-    let row = subscriptions::insert(&mut conn, &new)
+    let row = subscriptions::insert(&mut conn, &new, &test_keyring())
         .await
         .unwrap()
         .unwrap();
@@ -602,7 +603,7 @@ async fn inserting_a_subscription_stores_and_returns_it() {
         ["order.*", "invoice.paid"],
         "patterns keep their order"
     );
-    assert_eq!(row.secret.as_deref(), Some("secret-of-sub_1"));
+    assert!(row.has_secret);
     assert!(row.enabled);
     assert_eq!(
         subscriptions::find_active(&mut conn, "sub_1")
@@ -613,11 +614,11 @@ async fn inserting_a_subscription_stores_and_returns_it() {
 
     new.id = SubscriptionId::parse("sub_2").unwrap();
     new.secret = None;
-    let row = subscriptions::insert(&mut conn, &new)
+    let row = subscriptions::insert(&mut conn, &new, &test_keyring())
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(row.secret, None);
+    assert!(!row.has_secret);
 }
 
 #[tokio::test]
@@ -625,14 +626,16 @@ async fn a_taken_subscription_id_is_refused_even_after_deletion() {
     let db = TestDb::new().await;
     let pool = db.pool();
     let mut conn = connection(&pool).await.unwrap();
-    let original = subscriptions::insert(&mut conn, &new_sub("sub_1", &["*"]))
+    let original = subscriptions::insert(&mut conn, &new_sub("sub_1", &["*"]), &test_keyring())
         .await
         .unwrap()
         .unwrap();
 
     let clash = new_sub("sub_1", &["order.created"]);
     assert_eq!(
-        subscriptions::insert(&mut conn, &clash).await.unwrap(),
+        subscriptions::insert(&mut conn, &clash, &test_keyring())
+            .await
+            .unwrap(),
         None
     );
     assert_eq!(
@@ -648,7 +651,9 @@ async fn a_taken_subscription_id_is_refused_even_after_deletion() {
         Some(0)
     );
     assert_eq!(
-        subscriptions::insert(&mut conn, &clash).await.unwrap(),
+        subscriptions::insert(&mut conn, &clash, &test_keyring())
+            .await
+            .unwrap(),
         None,
         "ids of deleted subscriptions are never reused"
     );
@@ -1239,7 +1244,14 @@ async fn migrations_apply_revert_and_reapply_on_a_fresh_database() {
     {
         let pool = pool_with(&url, 1, Duration::from_secs(5));
         let mut conn = connection(&pool).await.unwrap();
-        add_sub(&mut conn, "s_1", &["*"]).await;
+        // Without a secret: reverting the secret-sealing migration refuses while a
+        // subscription holds only a sealed secret (tested on its own below).
+        let mut unsigned = new_sub("s_1", &["*"]);
+        unsigned.secret = None;
+        subscriptions::insert(&mut conn, &unsigned, &test_keyring())
+            .await
+            .unwrap()
+            .unwrap();
         let (_, n) = ingest_created(&mut conn, &new_event("e_1", "a", json!({}))).await;
         assert_eq!(n, 1);
     }
@@ -1574,7 +1586,7 @@ async fn claims_skip_every_delivery_of_a_destination_whose_circuit_is_open() {
         per_second: 2.5,
         burst: 4,
     };
-    subscriptions::insert(&mut conn, &limited)
+    subscriptions::insert(&mut conn, &limited, &test_keyring())
         .await
         .unwrap()
         .unwrap();
@@ -1597,6 +1609,22 @@ async fn claims_skip_every_delivery_of_a_destination_whose_circuit_is_open() {
     .await;
     let until = Utc::now() + chrono::Duration::minutes(5);
     publish(&mut conn, &[("s_open", "open", Some(until))]).await;
+    // Its waiting deliveries were put off until the circuit half-opens, without an attempt;
+    // the other destination's and the leased one were not touched.
+    for (event, sub, put_off) in [
+        ("e_pending", "s_open", true),
+        ("e_retrying", "s_open", true),
+        ("e_expired", "s_open", false),
+        ("e_pending", "s_ok", false),
+    ] {
+        let d = delivery(&mut conn, event, sub).await;
+        assert_eq!(
+            same_instant(Some(d.next_attempt_at), until),
+            put_off,
+            "{d:?}"
+        );
+        assert!(d.attempts <= 2, "{d:?}");
+    }
 
     let claimed = claim(&mut conn, "w", 100, Duration::from_secs(60))
         .await
@@ -1613,11 +1641,18 @@ async fn claims_skip_every_delivery_of_a_destination_whose_circuit_is_open() {
             .all(|c| (c.rate_limit_per_sec, c.rate_limit_burst) == (100.0, 10))
     );
 
-    // Once its time is up, they are claimable again, with the destination's limits.
+    // Once its time is up, they are claimable again, with the destination's limits. (Time
+    // passes: the circuit's end and the deliveries put off until it move into the past.)
     raw(
         &mut conn,
         "UPDATE subscriptions SET circuit_open_until = now() - interval '1 second'
           WHERE id = 's_open'",
+    )
+    .await;
+    raw(
+        &mut conn,
+        "UPDATE deliveries SET next_attempt_at = now() - interval '1 second'
+          WHERE subscription_id = 's_open' AND status <> 'processing'",
     )
     .await;
     let claimed = claim(&mut conn, "w", 100, Duration::from_secs(60))
@@ -1712,4 +1747,116 @@ async fn heartbeats_count_the_live_workers_and_a_worker_that_leaves_is_no_longer
     leave(&mut conn, "w_2").await.unwrap();
     assert_eq!(heartbeat(&mut conn, "w_1", 20).await.unwrap(), 1);
     assert_eq!(worker_rows(&mut conn).await, set(&["w_1"]));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Group ingestion (the API's group commit)
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_group_stores_each_event_with_its_delivery_rows_and_judges_repeats_in_order() {
+    use dispatch_store::queries::events::Ingested;
+    let db = TestDb::new().await;
+    let pool = db.pool();
+    let mut conn = connection(&pool).await.unwrap();
+    add_sub(&mut conn, "sub_orders", &["order.*"]).await;
+    add_sub(&mut conn, "sub_all", &["*"]).await;
+    ingest_created(
+        &mut conn,
+        &new_event("evt_old", "order.created", json!({"n": 0})),
+    )
+    .await;
+
+    let group = [
+        new_event("evt_b", "order.created", json!({"n": 1})),
+        new_event("evt_old", "order.created", json!({"n": 0})),
+        new_event("evt_a", "user.created", json!({"n": 2})),
+        // The same id twice in one group: the first item counts.
+        new_event("evt_b", "order.created", json!({"n": 1})),
+        new_event("evt_b", "order.created", json!({"n": 99})),
+        new_event("evt_old", "order.created", json!({"n": "changed"})),
+    ];
+    let outcomes = events::ingest_group(&mut conn, &group).await.unwrap();
+    assert_eq!(outcomes.len(), group.len());
+
+    let Ingested::Created { event, deliveries } = &outcomes[0] else {
+        panic!("evt_b is new: {:?}", outcomes[0]);
+    };
+    assert_eq!(event.id, "evt_b");
+    assert_eq!(event.data, json!({"n": 1}));
+    // The rows answered are the rows stored, in creation order.
+    assert_eq!(deliveries, &deliveries_of(&mut conn, "evt_b").await);
+    assert_eq!(
+        subscription_ids(deliveries),
+        set(&["sub_orders", "sub_all"])
+    );
+    assert!(
+        deliveries
+            .iter()
+            .all(|d| d.status == "pending" && d.attempts == 0)
+    );
+
+    assert!(matches!(&outcomes[1], Ingested::Duplicate(e) if e.id == "evt_old"));
+    let Ingested::Created { deliveries, .. } = &outcomes[2] else {
+        panic!("evt_a is new: {:?}", outcomes[2]);
+    };
+    assert_eq!(subscription_ids(deliveries), set(&["sub_all"]));
+    assert!(matches!(&outcomes[3], Ingested::Duplicate(e) if e.id == "evt_b"));
+    assert!(matches!(&outcomes[4], Ingested::Conflict(e) if e.data == json!({"n": 1})));
+    assert!(matches!(&outcomes[5], Ingested::Conflict(e) if e.data == json!({"n": 0})));
+    // Nothing but the two new events' deliveries was created.
+    assert_eq!(delivery_count(&mut conn).await, 2 + 3);
+}
+
+#[tokio::test]
+async fn a_group_of_events_matching_nothing_is_stored_without_deliveries() {
+    use dispatch_store::queries::events::Ingested;
+    let db = TestDb::new().await;
+    let pool = db.pool();
+    let mut conn = connection(&pool).await.unwrap();
+    let group: Vec<NewEvent> = (0..50)
+        .map(|n| new_event(&format!("evt_{n:02}"), "order.created", json!({"n": n})))
+        .collect();
+    let outcomes = events::ingest_group(&mut conn, &group).await.unwrap();
+    for (n, outcome) in outcomes.iter().enumerate() {
+        match outcome {
+            Ingested::Created { event, deliveries } => {
+                assert_eq!(
+                    event.id,
+                    format!("evt_{n:02}"),
+                    "answers stay in input order"
+                );
+                assert!(deliveries.is_empty());
+            }
+            other => panic!("{n}: {other:?}"),
+        }
+    }
+    assert_eq!(delivery_count(&mut conn).await, 0);
+}
+
+#[tokio::test]
+async fn a_relaxed_pool_commits_without_waiting_for_the_wal_and_a_durable_one_waits() {
+    use dispatch_store::pool::{Durability, build_pool_with};
+    #[derive(diesel::QueryableByName)]
+    struct Setting {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        synchronous_commit: String,
+    }
+    let db = TestDb::new().await;
+    for (durability, expected) in [(Durability::Relaxed, "off"), (Durability::Durable, "on")] {
+        let pool = build_pool_with(&db.settings(), durability);
+        let mut conn = connection(&pool).await.unwrap();
+        let row: Setting = diesel::sql_query("SHOW synchronous_commit")
+            .get_result(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(row.synchronous_commit, expected, "{durability:?}");
+    }
+    assert_eq!("OFF".parse::<Durability>(), Ok(Durability::Relaxed));
+    assert_eq!("on".parse::<Durability>(), Ok(Durability::Durable));
+    let err = "sometimes".parse::<Durability>().unwrap_err();
+    assert!(
+        err.contains("on or off") && err.contains("sometimes"),
+        "{err}"
+    );
 }

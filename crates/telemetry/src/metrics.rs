@@ -159,10 +159,7 @@ pub fn install() -> &'static PrometheusHandle {
                 b.set_buckets_for_metric(Matcher::Full(CLAIM_BATCH_SIZE.to_owned()), BATCH_BUCKETS)
             })
             .and_then(|b| {
-                b.set_buckets_for_metric(
-                    Matcher::Full(INGEST_GROUP_SIZE.to_owned()),
-                    BATCH_BUCKETS,
-                )
+                b.set_buckets_for_metric(Matcher::Full(INGEST_GROUP_SIZE.to_owned()), BATCH_BUCKETS)
             });
         // A gauge not updated for 15 minutes is dropped: a destination forgotten as idle (or
         // deleted) does not keep reporting its last circuit state for ever.

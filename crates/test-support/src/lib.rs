@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod faults;
 pub mod proxy;
 pub mod receiver;
+pub mod secrets;
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};

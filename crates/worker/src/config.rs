@@ -12,7 +12,9 @@ pub use dispatch_config::{ConfigError, Key};
 use dispatch_domain::breaker::BreakerSettings;
 use dispatch_domain::destination::DestinationPolicy;
 use dispatch_domain::retry::RetryPolicy;
+use dispatch_domain::sealing::Keyring;
 use dispatch_store::DatabaseSettings;
+use dispatch_store::pool::Durability;
 use dispatch_telemetry::LogFormat;
 use serde::Deserialize;
 
@@ -27,6 +29,8 @@ pub struct Settings {
     /// Where `/healthz` and `/readyz` are served.
     pub addr: SocketAddr,
     pub database: DatabaseSettings,
+    /// Whether the queue's bookkeeping (claims, outcomes, attempts) waits for the WAL flush.
+    pub synchronous_commit: Durability,
     /// This worker's name on the leases it holds.
     pub worker_id: String,
     /// Most deliveries in flight at once.
@@ -47,6 +51,8 @@ pub struct Settings {
     pub retry: RetryPolicy,
     /// Where webhooks may go: public addresses plus `allow_destinations`.
     pub destinations: DestinationPolicy,
+    /// Opens the subscriptions' sealed secrets (every key that may still be in use).
+    pub secret_keys: Keyring,
     /// Circuit breakers, per-destination in-flight caps, idle stack eviction.
     pub resilience: ResilienceSettings,
     /// How long in-flight deliveries may take to finish on SIGTERM.
@@ -60,6 +66,7 @@ struct Raw {
     database_url: String,
     db_max_connections: String,
     db_connect_timeout_ms: String,
+    synchronous_commit: String,
     worker_id: String,
     max_in_flight: String,
     poll_interval_ms: String,
@@ -74,6 +81,7 @@ struct Raw {
     retry_jitter_percent: String,
     permanent_statuses: String,
     allow_destinations: String,
+    secret_keys: String,
     breaker_failure_percent: String,
     breaker_min_requests: String,
     breaker_window_secs: String,
@@ -110,6 +118,12 @@ pub const KEYS: &[Key] = &[
         env: "DISPATCH_DB_CONNECT_TIMEOUT_MS",
         default: "5000",
         help: "wait for a pooled connection",
+    },
+    Key {
+        name: "synchronous_commit",
+        env: "DISPATCH_SYNCHRONOUS_COMMIT",
+        default: "on",
+        help: "off: claims and outcomes do not wait for the WAL flush (events are always durable)",
     },
     Key {
         name: "worker_id",
@@ -194,6 +208,13 @@ pub const KEYS: &[Key] = &[
         env: "DISPATCH_ALLOW_DESTINATIONS",
         default: "",
         help: "comma-separated CIDR ranges webhooks may reach although private/loopback/etc.",
+    },
+    Key {
+        name: "secret_keys",
+        env: "DISPATCH_SECRET_KEYS",
+        default: "",
+        help: "required: comma-separated <id>:<base64 of 32 bytes> keys that open the \
+               subscriptions' sealed secrets (the API's, every key still in use)",
     },
     Key {
         name: "breaker_failure_percent",
@@ -306,6 +327,8 @@ impl Settings {
             100,
             600_000,
         );
+        let synchronous_commit =
+            c.parse::<Durability>("synchronous_commit", &raw.synchronous_commit);
         let worker_id = match raw.worker_id.trim() {
             "" => Some(default_worker_id()),
             id if id.len() <= 200 && !id.chars().any(char::is_control) => Some(id.to_owned()),
@@ -421,6 +444,9 @@ impl Settings {
         let destinations = DestinationPolicy::parse(&raw.allow_destinations)
             .map_err(|e| c.problem("allow_destinations", e))
             .ok();
+        let secret_keys = Keyring::parse(&raw.secret_keys)
+            .map_err(|e| c.problem("secret_keys", e))
+            .ok();
         let grace = c.number(
             "shutdown_grace_secs",
             &raw.shutdown_grace_secs,
@@ -446,6 +472,7 @@ impl Settings {
                     max_connections: max_connections?,
                     connect_timeout: db_timeout?,
                 },
+                synchronous_commit: synchronous_commit?,
                 worker_id: worker_id?,
                 max_in_flight: max_in_flight?,
                 poll_interval: poll?,
@@ -462,6 +489,7 @@ impl Settings {
                     permanent_statuses: permanent?,
                 },
                 destinations: destinations?,
+                secret_keys: secret_keys?,
                 resilience: ResilienceSettings {
                     breaker: BreakerSettings {
                         failure_ratio: f64::from(failure_percent?) / 100.0,
@@ -485,11 +513,48 @@ impl Settings {
 mod tests {
     use super::*;
 
+    const KEYS: &str = "k1:AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=";
+
+    /// The given variables, plus secret keys unless they set them themselves.
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
+        let mut env: HashMap<String, String> = pairs
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
+            .collect();
+        env.entry("DISPATCH_SECRET_KEYS".to_owned())
+            .or_insert_with(|| KEYS.to_owned());
+        env
+    }
+
+    #[test]
+    fn secret_keys_are_required_and_every_bad_entry_is_named() {
+        let err =
+            Settings::load_from(None, &env(&[("DISPATCH_SECRET_KEYS", "")])).expect_err("no key");
+        assert!(
+            err.to_string()
+                .contains("secret_keys (DISPATCH_SECRET_KEYS): at least one key is required"),
+            "{err}"
+        );
+        for (bad, expected) in [
+            ("k1", "entry 1 must be `<id>:<base64 of 32 bytes>`"),
+            ("k1:AAAA", "exactly 32 bytes (got 3)"),
+            ("k1:***", "exactly 32 bytes"),
+            ("bad id:AAAA", "entry 1: the key id must be"),
+        ] {
+            let err =
+                Settings::load_from(None, &env(&[("DISPATCH_SECRET_KEYS", bad)])).expect_err(bad);
+            assert!(err.to_string().contains(expected), "{bad}: {err}");
+        }
+        let twice = format!("{KEYS},{KEYS}");
+        let err = Settings::load_from(None, &env(&[("DISPATCH_SECRET_KEYS", &twice)]))
+            .expect_err("duplicate");
+        assert!(err.to_string().contains("listed twice"), "{err}");
+        let s = Settings::load_from(None, &env(&[])).expect("valid");
+        assert_eq!(s.secret_keys.active_id(), "k1");
+        assert!(
+            !format!("{s:?}").contains("AQIDBAUG"),
+            "Debug never shows key material"
+        );
     }
 
     #[test]
@@ -501,6 +566,7 @@ mod tests {
         assert_eq!(s.retry, RetryPolicy::default());
         assert_eq!(s.resilience, ResilienceSettings::default());
         assert!(!s.worker_id.is_empty());
+        assert_eq!(s.synchronous_commit, Durability::Durable);
     }
 
     #[test]
@@ -529,6 +595,7 @@ mod tests {
                 ("DISPATCH_REQUEST_TIMEOUT_MS", "soon"),
                 ("DISPATCH_RETRY_INITIAL_DELAY_MS", "7200000"),
                 ("DISPATCH_RETRY_MAX_DELAY_SECS", "3600"),
+                ("DISPATCH_SYNCHRONOUS_COMMIT", "sometimes"),
             ]),
         )
         .expect_err("must be refused");
@@ -538,6 +605,7 @@ mod tests {
             "permanent_statuses (DISPATCH_PERMANENT_STATUSES)",
             "request_timeout_ms (DISPATCH_REQUEST_TIMEOUT_MS)",
             "retry_initial_delay_ms (DISPATCH_RETRY_INITIAL_DELAY_MS)",
+            "synchronous_commit (DISPATCH_SYNCHRONOUS_COMMIT)",
         ] {
             assert!(text.contains(key), "{key} missing from:\n{text}");
         }

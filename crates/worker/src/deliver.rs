@@ -5,6 +5,7 @@
 use chrono::{DateTime, Utc};
 use dispatch_domain::DeliveryStatus;
 use dispatch_domain::retry::{AttemptResult, Decision, FailureCode, RetryPolicy};
+use dispatch_domain::sealing::Keyring;
 use dispatch_store::queries::deliveries::{ClaimedDelivery, Outcome};
 use ring::rand::{SecureRandom, SystemRandom};
 use tracing::Instrument;
@@ -43,13 +44,15 @@ pub fn deferral(delivery: &ClaimedDelivery, until: DateTime<Utc>) -> Outcome {
     }
 }
 
-/// Makes one attempt at `delivery` through `destination` and returns the outcome to record.
+/// Makes one attempt at `delivery` through `destination` and returns the outcome to record;
+/// `keyring` opens the subscription's sealed secrets.
 ///
 /// The attempt runs in a `deliver` span continuing the event's trace (its stored
 /// `traceparent`); the webhook request carries this span as its own `traceparent`.
 pub async fn attempt(
     destination: &Destination,
     policy: &RetryPolicy,
+    keyring: &Keyring,
     delivery: &ClaimedDelivery,
 ) -> Outcome {
     let attempt_number = u32::try_from(delivery.attempts)
@@ -68,9 +71,16 @@ pub async fn attempt(
         otel.status_code = tracing::field::Empty,
     );
     dispatch_telemetry::set_remote_parent(&span, delivery.traceparent.as_deref());
-    attempt_in(destination, policy, delivery, attempt_number, &span)
-        .instrument(span.clone())
-        .await
+    attempt_in(
+        destination,
+        policy,
+        keyring,
+        delivery,
+        attempt_number,
+        &span,
+    )
+    .instrument(span.clone())
+    .await
 }
 
 /// The trace id for the log line: the `deliver` span's, or with no tracing installed the one
@@ -88,12 +98,13 @@ fn trace_id(span: &tracing::Span, delivery: &ClaimedDelivery) -> Option<String> 
 async fn attempt_in(
     destination: &Destination,
     policy: &RetryPolicy,
+    keyring: &Keyring,
     delivery: &ClaimedDelivery,
     attempt_number: u32,
     span: &tracing::Span,
 ) -> Outcome {
     let now_wall = Utc::now();
-    let sent = match request::build(delivery, now_wall) {
+    let sent = match request::build(delivery, keyring, now_wall) {
         Ok(req) => match destination.call(req).await {
             Ok(sent) => sent,
             Err(throttled) => {
@@ -101,6 +112,22 @@ async fn attempt_in(
                 return deferred(delivery, throttled);
             }
         },
+        Err(e) if e.is_secret() => {
+            // An operator's problem (a key missing from secret_keys, or a damaged row), not the
+            // destination's: said loudly, once per attempt. The message never holds a secret.
+            tracing::error!(
+                event.id = %delivery.event_id,
+                subscription.id = %delivery.subscription_id,
+                error = %e,
+                "cannot sign the delivery: nothing sent"
+            );
+            Sent {
+                result: AttemptResult::Failed(FailureCode::SecretUnavailable),
+                latency: std::time::Duration::ZERO,
+                body: None,
+                error: Some(e.to_string()),
+            }
+        }
         Err(e) => Sent {
             result: AttemptResult::Failed(FailureCode::Request),
             latency: std::time::Duration::ZERO,

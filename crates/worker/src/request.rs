@@ -2,7 +2,10 @@
 //! forms (see docs/spec.md, "Delivery contract").
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use dispatch_domain::signature::SigningKey;
+use dispatch_domain::sealing::{Keyring, SealError};
+use dispatch_domain::signature::{
+    SigningKey, dispatch_signature_header, standard_signature_header,
+};
 use dispatch_store::queries::deliveries::ClaimedDelivery;
 use http::{HeaderValue, Method, Request};
 use hyper::body::Bytes;
@@ -44,6 +47,12 @@ pub enum BuildError {
     Envelope(#[from] serde_json::Error),
     #[error("the subscription's secret is unusable: {0}")]
     Secret(String),
+    #[error("the subscription's {which} secret cannot be opened: {source}")]
+    Sealed {
+        which: &'static str,
+        #[source]
+        source: SealError,
+    },
     #[error("the request could not be built: {0}")]
     Http(#[from] http::Error),
 }
@@ -64,11 +73,48 @@ fn traceparent(delivery: &ClaimedDelivery) -> Option<String> {
     })
 }
 
-/// Builds the signed POST for one attempt made at `now`, within the attempt's span.
+impl BuildError {
+    /// Whether the subscription's secret is at fault (the attempt fails with
+    /// `secret_unavailable`, and nothing is sent).
+    pub fn is_secret(&self) -> bool {
+        matches!(self, Self::Secret(_) | Self::Sealed { .. })
+    }
+}
+
+/// The keys a delivery is signed with, opened with `keyring`: the current secret (sealed, or a
+/// legacy plaintext one), then the previous one while its rotation overlap lasts. Empty for a
+/// subscription without a secret.
+pub fn signing_keys(
+    delivery: &ClaimedDelivery,
+    keyring: &Keyring,
+) -> Result<Vec<SigningKey>, BuildError> {
+    let open = |which: &'static str, sealed: &str| -> Result<SigningKey, BuildError> {
+        let secret = keyring
+            .open(&delivery.subscription_id, sealed)
+            .map_err(|source| BuildError::Sealed { which, source })?;
+        SigningKey::from_secret(&secret).map_err(|e| BuildError::Secret(e.to_string()))
+    };
+    let mut keys = Vec::with_capacity(2);
+    match (&delivery.sealed_secret, &delivery.legacy_secret) {
+        (Some(sealed), _) => keys.push(open("current", sealed)?),
+        (None, Some(plain)) => keys
+            .push(SigningKey::from_secret(plain).map_err(|e| BuildError::Secret(e.to_string()))?),
+        (None, None) => {}
+    }
+    if let Some(previous) = &delivery.previous_sealed_secret {
+        keys.push(open("previous", previous)?);
+    }
+    Ok(keys)
+}
+
+/// Builds the signed POST for one attempt made at `now`, within the attempt's span. During a
+/// secret rotation both signature headers carry two signatures, the new secret's first.
 pub fn build(
     delivery: &ClaimedDelivery,
+    keyring: &Keyring,
     now: DateTime<Utc>,
 ) -> Result<Request<http_body_util::Full<Bytes>>, BuildError> {
+    let keys = signing_keys(delivery, keyring)?;
     let body = envelope(delivery)?;
     let timestamp = now.timestamp();
     let mut request = Request::builder()
@@ -84,16 +130,20 @@ pub fn build(
     if let Some(traceparent) = traceparent(delivery) {
         request = request.header(dispatch_telemetry::TRACEPARENT, header(&traceparent)?);
     }
-    if let Some(secret) = &delivery.secret {
-        let key = SigningKey::from_secret(secret).map_err(|e| BuildError::Secret(e.to_string()))?;
+    if !keys.is_empty() {
         request = request
             .header(
                 "X-Dispatch-Signature",
-                header(&key.dispatch_signature(&body))?,
+                header(&dispatch_signature_header(&keys, &body))?,
             )
             .header(
                 "webhook-signature",
-                header(&key.standard_signature(&delivery.event_id, timestamp, &body))?,
+                header(&standard_signature_header(
+                    &keys,
+                    &delivery.event_id,
+                    timestamp,
+                    &body,
+                ))?,
             );
     }
     Ok(request.body(http_body_util::Full::new(Bytes::from(body)))?)
@@ -116,7 +166,9 @@ mod tests {
             data: serde_json::json!({"n": 1}),
             received_at: Utc::now(),
             url: "http://127.0.0.1:9/hook".to_owned(),
-            secret: None,
+            sealed_secret: None,
+            legacy_secret: None,
+            previous_sealed_secret: None,
             leased_until: Utc::now(),
             rate_limit_per_sec: 100.0,
             rate_limit_burst: 10,
@@ -125,14 +177,62 @@ mod tests {
         }
     }
 
+    fn keyring() -> Keyring {
+        Keyring::parse("k1:AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=").unwrap()
+    }
+
     #[test]
     fn without_tracing_installed_the_stored_traceparent_is_sent_as_it_is() {
         let stored = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        let request = build(&delivery(Some(stored)), Utc::now()).unwrap();
+        let keys = keyring();
+        let request = build(&delivery(Some(stored)), &keys, Utc::now()).unwrap();
         assert_eq!(request.headers()["traceparent"], stored);
-        let request = build(&delivery(None), Utc::now()).unwrap();
+        let request = build(&delivery(None), &keys, Utc::now()).unwrap();
         assert!(request.headers().get("traceparent").is_none());
-        let request = build(&delivery(Some("not-a-traceparent")), Utc::now()).unwrap();
+        let request = build(&delivery(Some("not-a-traceparent")), &keys, Utc::now()).unwrap();
         assert!(request.headers().get("traceparent").is_none());
+    }
+
+    #[test]
+    fn the_current_then_the_previous_secret_sign_and_an_unopenable_one_is_a_secret_error() {
+        let keys = keyring();
+        let mut d = delivery(None);
+        d.sealed_secret = Some(keys.seal("sub_1", "new-secret").unwrap());
+        d.previous_sealed_secret = Some(keys.seal("sub_1", "old-secret").unwrap());
+        let request = build(&d, &keys, Utc::now()).unwrap();
+        let body = envelope(&d).unwrap();
+        let new = SigningKey::from_secret("new-secret").unwrap();
+        let old = SigningKey::from_secret("old-secret").unwrap();
+        assert_eq!(
+            request.headers()["x-dispatch-signature"],
+            format!(
+                "{} {}",
+                new.dispatch_signature(&body),
+                old.dispatch_signature(&body)
+            )
+            .as_str()
+        );
+        let standard = request.headers()["webhook-signature"].to_str().unwrap();
+        assert_eq!(standard.split(' ').count(), 2);
+
+        // A legacy plaintext secret still signs, alone.
+        let mut legacy = delivery(None);
+        legacy.legacy_secret = Some("old-secret".to_owned());
+        let request = build(&legacy, &keys, Utc::now()).unwrap();
+        assert_eq!(
+            request.headers()["x-dispatch-signature"],
+            old.dispatch_signature(&envelope(&legacy).unwrap()).as_str()
+        );
+
+        // Sealed for another subscription, or with a key this worker does not have.
+        let mut swapped = delivery(None);
+        swapped.sealed_secret = Some(keys.seal("sub_2", "new-secret").unwrap());
+        let err = build(&swapped, &keys, Utc::now()).unwrap_err();
+        assert!(err.is_secret(), "{err}");
+        assert!(!err.to_string().contains("new-secret"), "{err}");
+        let other = Keyring::parse("k9:AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=").unwrap();
+        let err = build(&d, &other, Utc::now()).unwrap_err();
+        assert!(err.is_secret());
+        assert!(err.to_string().contains("\"k1\""), "{err}");
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use dispatch_domain::DeliveryStatus;
 use dispatch_domain::retry::RetryPolicy;
 use dispatch_store::notify::Listener;
-use dispatch_store::pool::{self, build_pool};
+use dispatch_store::pool::{self, build_pool_with};
 use dispatch_store::queries::deliveries::{self, ClaimedDelivery, Outcome};
 use dispatch_store::{Pool, StoreError};
 use tokio::sync::Notify;
@@ -73,7 +73,7 @@ impl Worker {
         Ok(Self {
             inner: Arc::new(Inner {
                 id: settings.worker_id.clone(),
-                pool: build_pool(&settings.database),
+                pool: build_pool_with(&settings.database, settings.synchronous_commit),
                 database_url: settings.database.url.clone(),
                 destinations: Destinations::new(client, settings.resilience.clone()),
                 policy: settings.retry.clone(),
@@ -218,7 +218,13 @@ impl Worker {
         }
         let mut outcomes = futures_util::future::join_all(started.iter().map(
             |(destination, delivery)| async move {
-                let outcome = deliver::attempt(destination, &self.inner.policy, &self.inner.keyring, delivery).await;
+                let outcome = deliver::attempt(
+                    destination,
+                    &self.inner.policy,
+                    &self.inner.keyring,
+                    delivery,
+                )
+                .await;
                 destination.finish();
                 outcome
             },
@@ -253,7 +259,8 @@ impl Worker {
                     &worker.inner.policy,
                     &worker.inner.keyring,
                     &delivery,
-                ).await;
+                )
+                .await;
                 destination.finish();
                 outcome
             })
@@ -435,7 +442,9 @@ fn earliest_retry(outcomes: &[Outcome]) -> Option<tokio::time::Instant> {
 /// The timer instant of a wall-clock time (now, when it is already past).
 fn instant_of(at: chrono::DateTime<chrono::Utc>) -> tokio::time::Instant {
     let now = tokio::time::Instant::now();
-    (at - chrono::Utc::now()).to_std().map_or(now, |wait| now + wait)
+    (at - chrono::Utc::now())
+        .to_std()
+        .map_or(now, |wait| now + wait)
 }
 
 /// The deferral of a delivery whose destination already has its share of requests in flight.

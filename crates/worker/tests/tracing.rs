@@ -19,6 +19,7 @@ use dispatch_store::queries::events;
 use dispatch_telemetry::{LogFormat, TelemetryGuard, TraceParent};
 use dispatch_test_support::TestDb;
 use dispatch_test_support::receiver::Receiver;
+use dispatch_test_support::secrets::TEST_SECRET_KEYS;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
@@ -253,6 +254,7 @@ fn start_api(db: &TestDb) -> (String, reqwest::Client) {
         ("DISPATCH_SHUTDOWN_TIMEOUT_SECS", "1"),
         ("DISPATCH_LOG_FORMAT", "text"),
         ("DISPATCH_API_KEYS", "tracing-test-key-0123456789"),
+        ("DISPATCH_SECRET_KEYS", TEST_SECRET_KEYS),
         // The receiver is on loopback, which the API refuses as a destination by default.
         ("DISPATCH_ALLOW_DESTINATIONS", "127.0.0.0/8"),
     ]
@@ -286,6 +288,7 @@ fn worker(db: &TestDb) -> dispatch_worker::Worker {
         ("DISPATCH_DB_MAX_CONNECTIONS", "2"),
         ("DISPATCH_REQUEST_TIMEOUT_MS", "10000"),
         ("DISPATCH_ALLOW_DESTINATIONS", "127.0.0.0/8"),
+        ("DISPATCH_SECRET_KEYS", TEST_SECRET_KEYS),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))

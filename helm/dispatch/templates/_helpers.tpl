@@ -106,18 +106,24 @@ Call with (dict "ctx" $ "component" "api").
 {{- end }}
 
 {{/*
-The database URL and, where asked, the API keys, from Secrets. Call with (dict "ctx" $
-"secret" NAME "apiKeys" BOOL): NAME is the chart's Secret (or the migration hook's) and is used
-unless database.existingSecret / apiKeys.existingSecret name others. The API keys come from
-apiKeys.existingSecret, else database.existingSecret (optional there: a missing key makes
-dispatch-api stop at start-up naming DISPATCH_API_KEYS, unless DISPATCH_AUTH_DISABLED), else the
-chart's Secret when apiKeys.value is set.
+The database URL, the secret keys and, where asked, the API keys, from Secrets. Call with (dict
+"ctx" $ "secret" NAME "apiKeys" BOOL): NAME is the chart's Secret (or the migration hook's) and
+is used unless database.existingSecret / apiKeys.existingSecret / secretKeys.existingSecret name
+others. The API keys come from apiKeys.existingSecret, else database.existingSecret (optional
+there: a missing key makes dispatch-api stop at start-up naming DISPATCH_API_KEYS, unless
+DISPATCH_AUTH_DISABLED), else the chart's Secret when apiKeys.value is set. The secret keys
+(DISPATCH_SECRET_KEYS, which both binaries need) come the same way from secretKeys.*; without
+them both binaries stop at start-up naming DISPATCH_SECRET_KEYS.
 */}}
 {{- define "dispatch.secretEnv" -}}
 {{- $v := .ctx.Values -}}
 {{- $ak := $v.apiKeys -}}
+{{- $sk := $v.secretKeys -}}
 {{- if and $v.database.existingSecret $ak.value (not $ak.existingSecret) }}
 {{- fail "apiKeys.value goes into the chart's Secret, which is not created when database.existingSecret is set: put the keys in that Secret (key apiKeys.existingSecretKey) or name another Secret in apiKeys.existingSecret" }}
+{{- end }}
+{{- if and $v.database.existingSecret $sk.value (not $sk.existingSecret) }}
+{{- fail "secretKeys.value goes into the chart's Secret, which is not created when database.existingSecret is set: put the keys in that Secret (key secretKeys.existingSecretKey) or name another Secret in secretKeys.existingSecret" }}
 {{- end }}
 - name: DATABASE_URL
   valueFrom:
@@ -145,6 +151,26 @@ chart's Secret when apiKeys.value is set.
       name: {{ .secret }}
       key: DISPATCH_API_KEYS
 {{- end }}
+{{- end }}
+{{- if $sk.existingSecret }}
+- name: DISPATCH_SECRET_KEYS
+  valueFrom:
+    secretKeyRef:
+      name: {{ $sk.existingSecret }}
+      key: {{ $sk.existingSecretKey }}
+{{- else if $v.database.existingSecret }}
+- name: DISPATCH_SECRET_KEYS
+  valueFrom:
+    secretKeyRef:
+      name: {{ $v.database.existingSecret }}
+      key: {{ $sk.existingSecretKey }}
+      optional: true
+{{- else if $sk.value }}
+- name: DISPATCH_SECRET_KEYS
+  valueFrom:
+    secretKeyRef:
+      name: {{ .secret }}
+      key: DISPATCH_SECRET_KEYS
 {{- end }}
 {{- end }}
 

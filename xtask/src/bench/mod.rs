@@ -1160,9 +1160,9 @@ mod tests {
             ]
         );
         // The batch scenario posts batches of --batch-size.
-        let a = parse(&["--scenario", "batch", "--events", "10", "--batch-size", "4"]).expect("ok");
+        let b = parse(&["--scenario", "batch", "--events", "10", "--batch-size", "4"]).expect("ok");
         assert!(matches!(
-            a.specs(Scenario::Batch)[0].work,
+            b.specs(Scenario::Batch)[0].work,
             Work::Ingest {
                 pace: Pace::Batches {
                     events: 10,

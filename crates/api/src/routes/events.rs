@@ -4,7 +4,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use dispatch_domain::{EventId, EventType, Source};
 use dispatch_store::models::NewEvent;
 use dispatch_store::queries::attempts as attempt_queries;
-use dispatch_store::queries::events::{self, IngestOutcome};
+use dispatch_store::queries::events::{self, Ingested};
 use dispatch_store::{AsyncPgConnection, pool};
 use tracing::Instrument;
 
@@ -157,34 +157,35 @@ async fn ingest(
     // with no tracing installed, the caller's own traceparent is kept as it came.
     new.traceparent =
         dispatch_telemetry::traceparent_of(&span).or_else(|| caller.map(|c| c.to_string()));
-    let mut conn = pool::connection(&state.pool).await?;
-    match events::ingest(&mut conn, &new).await? {
-        IngestOutcome::Created { event, deliveries } => {
+    let (id, event_type) = (new.id.clone(), new.event_type.clone());
+    let stored = state
+        .committer
+        .ingest(new)
+        .instrument(tracing::info_span!(
+            "db.ingest",
+            otel.kind = "client",
+            db.system.name = "postgresql"
+        ))
+        .await?;
+    match stored {
+        Ingested::Created { event, deliveries } => {
             tracing::info!(
-                event.id = %new.id,
-                event.type = %new.event_type,
-                deliveries,
+                event.id = %id,
+                event.type = %event_type,
+                deliveries = deliveries.len(),
                 trace_id = dispatch_telemetry::trace_id_of(&span),
                 "event accepted"
             );
             metrics::counter!(dispatch_telemetry::metrics::EVENTS_RECEIVED).increment(1);
-            if deliveries > 0 {
-                state.waker.wake();
-            }
-            let view = if deliveries == 0 {
-                EventView::new(event, Vec::new())?
-            } else {
-                view(&mut conn, event).await?
-            };
-            Ok(HttpResponse::Accepted().json(view))
+            Ok(HttpResponse::Accepted().json(EventView::new(event, deliveries)?))
         }
-        IngestOutcome::Duplicate(event) => {
-            tracing::info!(event.id = %new.id, "event already received; nothing created");
+        Ingested::Duplicate(event) => {
+            tracing::info!(event.id = %id, "event already received; nothing created");
+            let mut conn = pool::connection(&state.pool).await?;
             Ok(HttpResponse::Ok().json(view(&mut conn, event).await?))
         }
-        IngestOutcome::Conflict(_) => Err(ApiError::EventConflict(format!(
-            "event {} was already received with different content",
-            new.id
+        Ingested::Conflict(_) => Err(ApiError::EventConflict(format!(
+            "event {id} was already received with different content"
         ))),
     }
 }

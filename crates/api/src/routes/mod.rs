@@ -5,6 +5,7 @@
 pub(crate) mod batch;
 pub(crate) mod events;
 pub(crate) mod health;
+pub(crate) mod secrets;
 pub(crate) mod subscriptions;
 
 use actix_web::http::Method;
@@ -20,7 +21,13 @@ pub struct AppState {
     pub max_body_bytes: usize,
     pub max_batch_body_bytes: usize,
     pub auth: crate::auth::Auth,
+    /// Seals subscription secrets before they are stored.
+    pub secret_keys: dispatch_domain::sealing::Keyring,
+    /// The default overlap of `POST /subscriptions/{id}/rotate-secret`.
+    pub secret_rotation_overlap: std::time::Duration,
     pub waker: crate::wake::Waker,
+    /// Stores `POST /events` requests in groups.
+    pub committer: crate::committer::Committer,
     /// Where subscriptions may point (checked at creation).
     pub destinations: dispatch_domain::destination::DestinationPolicy,
 }
@@ -69,6 +76,9 @@ pub const ROUTES: &[Route] = &[
     route("GET", "/subscriptions/{id}", |r| r.to(subscriptions::get)),
     route("DELETE", "/subscriptions/{id}", |r| {
         r.to(subscriptions::delete)
+    }),
+    route("POST", "/subscriptions/{id}/rotate-secret", |r| {
+        r.to(secrets::rotate)
     }),
     route("GET", "/healthz", |r| r.to(health::healthz)),
     route("GET", "/readyz", |r| r.to(health::readyz)),

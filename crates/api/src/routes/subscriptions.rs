@@ -108,6 +108,19 @@ fn parse_rate_limit(value: Value) -> Result<RateLimit, ApiError> {
     Ok(limit)
 }
 
+/// Checks a signing secret a caller gave (for a new subscription or a rotation): no control
+/// characters, and the domain's rules.
+pub(crate) fn check_secret(secret: String) -> Result<String, ApiError> {
+    if secret.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            "secret",
+            "must not contain control characters",
+        ));
+    }
+    validate_secret(&secret).map_err(|e| ApiError::invalid("secret", e.to_string()))?;
+    Ok(secret)
+}
+
 /// Turns a request body into a valid new subscription, naming the first field at fault.
 pub fn parse_new_subscription(body: Value) -> Result<NewSubscription, ApiError> {
     let mut fields = Fields::from_body(body)?;
@@ -121,16 +134,7 @@ pub fn parse_new_subscription(body: Value) -> Result<NewSubscription, ApiError> 
     let url = DestinationUrl::parse(&url).map_err(|e| ApiError::invalid("url", e.to_string()))?;
     let event_types = parse_patterns(fields.required("event_types")?)?;
     let secret = match fields.optional_str("secret")? {
-        Some(secret) => {
-            if secret.chars().any(char::is_control) {
-                return Err(ApiError::invalid(
-                    "secret",
-                    "must not contain control characters",
-                ));
-            }
-            validate_secret(&secret).map_err(|e| ApiError::invalid("secret", e.to_string()))?;
-            secret
-        }
+        Some(secret) => check_secret(secret)?,
         // Every subscription is signed: one created without a secret gets a generated one,
         // returned once in the create response.
         None => generate_secret().map_err(|e| ApiError::Internal(anyhow::anyhow!(e)))?,
@@ -181,7 +185,8 @@ pub async fn create(
     let new = parse_new_subscription(body)?;
     crate::destination::check(&state.destinations, &new.url).await?;
     let mut conn = pool::connection(&state.pool).await?;
-    let row = subscriptions::insert(&mut conn, &new)
+    // The secret is sealed with the active key on its way into the table.
+    let row = subscriptions::insert(&mut conn, &new, &state.secret_keys)
         .await?
         .ok_or_else(|| {
             ApiError::SubscriptionExists(format!(
@@ -192,7 +197,8 @@ pub async fn create(
     tracing::info!(subscription.id = %row.id, "subscription created");
     Ok(HttpResponse::Created()
         .insert_header(("Location", format!("/subscriptions/{}", row.id)))
-        .json(SubscriptionView::created(row)))
+        .insert_header(("Cache-Control", "no-store"))
+        .json(SubscriptionView::created(row, new.secret)))
 }
 
 #[derive(Debug, Deserialize)]

@@ -19,6 +19,7 @@ async fn every_protected_route_answers_401_without_a_valid_key() {
         ("GET", "/subscriptions"),
         ("GET", "/subscriptions/sub_1"),
         ("DELETE", "/subscriptions/sub_1"),
+        ("POST", "/subscriptions/sub_1/rotate-secret"),
     ];
     for (method, path) in cases {
         for authorization in [

@@ -768,3 +768,84 @@ async fn a_number_too_large_to_read_back_is_a_422_and_a_large_one_is_stored_exac
     assert_eq!(response.status(), StatusCode::ACCEPTED);
     assert_eq!(app.event("evt_big").await["data"]["x"], json!(1e300));
 }
+
+// --- POST /events: group commit -----------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_events_stored_in_groups_each_get_their_own_answer() {
+    let app = TestApp::spawn_with(|s| {
+        // One committer: whatever arrives while it stores a group waits for the next one.
+        s.ingest_groups.committers = 1;
+        s.ingest_groups.max_events = 8;
+    })
+    .await;
+    app.subscribe("sub_all", &["*"]).await;
+
+    let mut bodies = Vec::new();
+    for n in 0..20 {
+        // Every id twice with the same content: one 202 and one 200, whichever comes first.
+        bodies.push(event(&format!("evt_{n}"), "order.created"));
+        bodies.push(event(&format!("evt_{n}"), "order.created"));
+    }
+    for n in 0..5 {
+        // One id five times with different content: one 202, four 409s.
+        let mut body = event("evt_x", "order.created");
+        body["data"] = json!({ "variant": n });
+        bodies.push(body);
+    }
+    let requests = bodies.len();
+    let answers = futures_util::future::join_all(bodies.iter().map(|body| async {
+        let (status, json) = json_of(app.post_event(body).await).await;
+        (body["id"].as_str().expect("an id").to_owned(), status, json)
+    }))
+    .await;
+
+    let mut per_id: std::collections::BTreeMap<String, Vec<StatusCode>> = Default::default();
+    for (id, status, json) in &answers {
+        per_id.entry(id.clone()).or_default().push(*status);
+        match *status {
+            StatusCode::ACCEPTED | StatusCode::OK => {
+                assert_eq!(json["id"], id.as_str(), "{json}");
+                assert_eq!(subscription_ids(json), set(&["sub_all"]), "{json}");
+                assert_eq!(delivery(json, "sub_all")["attempts"], 0);
+            }
+            StatusCode::CONFLICT => assert_eq!(json["code"], "event_conflict", "{json}"),
+            other => panic!("{id}: unexpected {other}: {json}"),
+        }
+    }
+    for (id, mut statuses) in per_id {
+        statuses.sort();
+        let expected = if id == "evt_x" {
+            vec![
+                StatusCode::ACCEPTED,
+                StatusCode::CONFLICT,
+                StatusCode::CONFLICT,
+                StatusCode::CONFLICT,
+                StatusCode::CONFLICT,
+            ]
+        } else {
+            vec![StatusCode::OK, StatusCode::ACCEPTED]
+        };
+        assert_eq!(statuses, expected, "{id}");
+        // Stored once, with exactly one delivery.
+        let stored = app.event(&id).await;
+        assert_eq!(
+            stored["deliveries"].as_array().map(Vec::len),
+            Some(1),
+            "{stored}"
+        );
+    }
+
+    // Every request went through exactly one group.
+    let metrics = app
+        .get("/metrics")
+        .await
+        .text()
+        .await
+        .expect("metrics text");
+    let sum = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("dispatch_ingest_group_size_sum "))
+        .unwrap_or_else(|| panic!("no group size sum in\n{metrics}"));
+    assert_eq!(sum.trim().parse::<f64>().ok(), Some(requests as f64));
+}

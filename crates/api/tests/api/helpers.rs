@@ -9,6 +9,7 @@ use dispatch_store::models::NewAttempt;
 use dispatch_store::pool;
 use dispatch_store::queries::{attempts, events};
 use dispatch_test_support::TestDb;
+use dispatch_test_support::secrets::TEST_SECRET_KEYS;
 use reqwest::{Client, Response, StatusCode};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -27,6 +28,7 @@ pub fn settings_for(database: dispatch_store::DatabaseSettings) -> Settings {
         ("DISPATCH_SHUTDOWN_TIMEOUT_SECS", "1"),
         ("DISPATCH_LOG_FORMAT", "text"),
         ("DISPATCH_API_KEYS", TEST_API_KEY),
+        ("DISPATCH_SECRET_KEYS", TEST_SECRET_KEYS),
         // Test receivers live on loopback, which the SSRF check refuses by default.
         ("DISPATCH_ALLOW_DESTINATIONS", "127.0.0.0/8,::1"),
     ]

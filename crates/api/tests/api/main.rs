@@ -13,4 +13,5 @@ mod hostile;
 mod metrics;
 mod openapi;
 mod outage;
+mod secrets;
 mod subscriptions;

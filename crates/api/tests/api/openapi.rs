@@ -409,6 +409,23 @@ async fn real_answers_match_their_documented_schemas() {
     assert_eq!(status, StatusCode::OK);
     assert_conforms(&document, "GET", "/subscriptions/{id}", 200, &one);
 
+    // A rotated secret, shown once.
+    let path = "/subscriptions/{id}/rotate-secret";
+    let (status, rotated) = json_of(
+        app.post_json(
+            "/subscriptions/sub_schema/rotate-secret",
+            &json!({"overlap_secs": 60}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{rotated}");
+    assert_conforms(&document, "POST", path, 200, &rotated);
+    assert_eq!(
+        keys(&rotated),
+        property_names(response_schema(&document, "POST", path, 200))
+    );
+
     // Errors: 422 with a field, 422 invalid_parameter, 404 and 409 without.
     let (status, invalid) = json_of(app.post_event(&json!({"id": "evt_x"})).await).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);

@@ -12,7 +12,11 @@ pub struct SubscriptionRow {
     pub id: String,
     pub url: String,
     pub event_types: Vec<String>,
-    pub secret: Option<String>,
+    /// Whether the subscription has a secret (sealed, or a legacy plaintext one). The secret
+    /// itself is never read into a row: only the worker's claim opens it.
+    #[diesel(select_expression = subscriptions::sealed_secret.is_not_null().or(subscriptions::secret.is_not_null()))]
+    #[diesel(select_expression_type = HasSecret)]
+    pub has_secret: bool,
     pub enabled: bool,
     pub created_at: DateTime<Utc>,
     pub rate_limit_per_sec: f64,
@@ -23,14 +27,33 @@ pub struct SubscriptionRow {
     pub circuit_changed_at: Option<DateTime<Utc>>,
 }
 
+type HasSecret = diesel::dsl::Or<
+    diesel::dsl::IsNotNull<subscriptions::sealed_secret>,
+    diesel::dsl::IsNotNull<subscriptions::secret>,
+>;
+
 /// A subscription as accepted by the API, about to be stored.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NewSubscription {
     pub id: SubscriptionId,
     pub url: DestinationUrl,
     pub event_types: Vec<Pattern>,
+    /// The signing secret in the clear, as accepted; `queries::subscriptions::insert` seals it
+    /// before it reaches the database.
     pub secret: Option<String>,
     pub rate_limit: RateLimit,
+}
+
+impl std::fmt::Debug for NewSubscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewSubscription")
+            .field("id", &self.id)
+            .field("url", &self.url)
+            .field("event_types", &self.event_types)
+            .field("secret", &self.secret.as_ref().map(|_| ".."))
+            .field("rate_limit", &self.rate_limit)
+            .finish()
+    }
 }
 
 /// A destination's rate limit: `per_second` on average, `burst` at once (seed: 100/s, 10).

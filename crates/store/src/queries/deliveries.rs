@@ -31,8 +31,18 @@ pub struct ClaimedDelivery {
     pub received_at: DateTime<Utc>,
     #[diesel(sql_type = Text)]
     pub url: String,
+    /// The subscription's secret, sealed (`v1:<key id>:…`); the worker opens it with its
+    /// keyring.
     #[diesel(sql_type = Nullable<Text>)]
-    pub secret: Option<String>,
+    pub sealed_secret: Option<String>,
+    /// A plaintext secret stored before secrets were sealed (only when `sealed_secret` is null
+    /// and `dispatch-api secrets reseal` has not run yet).
+    #[diesel(sql_type = Nullable<Text>)]
+    pub legacy_secret: Option<String>,
+    /// The secret being rotated out, sealed, while its overlap window lasts (else null): it
+    /// signs too.
+    #[diesel(sql_type = Nullable<Text>)]
+    pub previous_sealed_secret: Option<String>,
     #[diesel(sql_type = Timestamptz)]
     pub leased_until: DateTime<Utc>,
     /// The destination's rate limit.
@@ -77,7 +87,7 @@ pub async fn claim(
                 AND NOT EXISTS (SELECT 1 FROM subscriptions s
                                  WHERE s.id = deliveries.subscription_id
                                    AND s.circuit_open_until > now())
-              ORDER BY next_attempt_at
+              ORDER BY next_attempt_at, id
               LIMIT greatest($2 / 2, 1)
               FOR UPDATE SKIP LOCKED
          ), fresh AS MATERIALIZED (
@@ -86,7 +96,7 @@ pub async fn claim(
                 AND NOT EXISTS (SELECT 1 FROM subscriptions s
                                  WHERE s.id = deliveries.subscription_id
                                    AND s.circuit_open_until > now())
-              ORDER BY next_attempt_at
+              ORDER BY next_attempt_at, id
               LIMIT $2 - (SELECT count(*) FROM retry)
               FOR UPDATE SKIP LOCKED
          ), expired AS MATERIALIZED (
@@ -104,10 +114,16 @@ pub async fn claim(
          UPDATE deliveries d
             SET status = 'processing', leased_by = $1, leased_until = now() + $3,
                 updated_at = now()
-           FROM due, events e, subscriptions s
-          WHERE d.id = due.id AND e.id = d.event_id AND s.id = d.subscription_id
+           FROM events e, subscriptions s
+          -- `= ANY (ARRAY(...))`, not a join with `due`: the planner cannot estimate the
+          -- computed LIMITs and would hash-join a sequential scan of every delivery.
+          WHERE d.id = ANY (ARRAY(SELECT id FROM due))
+            AND e.id = d.event_id AND s.id = d.subscription_id
          RETURNING d.id, d.event_id, d.subscription_id, d.attempts, e.event_type, e.source,
-                   e.data, e.received_at, s.url, s.secret, d.leased_until,
+                   e.data, e.received_at, s.url, s.sealed_secret, s.secret AS legacy_secret,
+                   CASE WHEN s.previous_secret_expires_at > now()
+                        THEN s.previous_sealed_secret END AS previous_sealed_secret,
+                   d.leased_until,
                    s.rate_limit_per_sec, s.rate_limit_burst, s.circuit_open_until,
                    e.traceparent",
     )
@@ -259,8 +275,14 @@ pub async fn next_due_at(
 ) -> Result<Option<DateTime<Utc>>, StoreError> {
     let row: NextDue = diesel::sql_query(
         "SELECT least(
+             -- One scan per status, each along its own partial index.
              (SELECT min(d.next_attempt_at) FROM deliveries d
-               WHERE d.status IN ('pending', 'retrying')
+               WHERE d.status = 'pending'
+                 AND NOT EXISTS (SELECT 1 FROM subscriptions s
+                                  WHERE s.id = d.subscription_id
+                                    AND s.circuit_open_until > now())),
+             (SELECT min(d.next_attempt_at) FROM deliveries d
+               WHERE d.status = 'retrying'
                  AND NOT EXISTS (SELECT 1 FROM subscriptions s
                                   WHERE s.id = d.subscription_id
                                     AND s.circuit_open_until > now())),

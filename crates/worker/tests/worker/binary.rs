@@ -28,6 +28,10 @@ async fn the_binary_logs_json_delivery_lines_without_secrets_and_exits_cleanly_o
         .env("ADDR", "127.0.0.1:0")
         .env("DISPATCH_LOG_FORMAT", "json")
         .env("DISPATCH_ALLOW_DESTINATIONS", "127.0.0.0/8")
+        .env(
+            "DISPATCH_SECRET_KEYS",
+            dispatch_test_support::secrets::TEST_SECRET_KEYS,
+        )
         .env("RUST_LOG", "info")
         .env("DISPATCH_SHUTDOWN_GRACE_SECS", "5")
         .stdout(Stdio::null())

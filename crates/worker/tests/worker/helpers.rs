@@ -19,6 +19,7 @@ use dispatch_store::schema::{attempts, deliveries};
 use dispatch_store::{Pool, PooledConnection};
 use dispatch_test_support::TestDb;
 use dispatch_test_support::receiver::Receiver;
+use dispatch_test_support::secrets::{TEST_SECRET_KEYS, test_keyring};
 use dispatch_worker::{RunSummary, Settings, Worker};
 use serde_json::Value;
 use tokio::sync::watch;
@@ -60,6 +61,7 @@ impl Harness {
             ("DISPATCH_REQUEST_TIMEOUT_MS", "10000"),
             // The receivers run on 127.0.0.1, which the SSRF guard refuses by default.
             ("DISPATCH_ALLOW_DESTINATIONS", "127.0.0.0/8"),
+            ("DISPATCH_SECRET_KEYS", TEST_SECRET_KEYS),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -106,7 +108,7 @@ impl Harness {
             secret: secret.map(str::to_owned),
             rate_limit,
         };
-        subscriptions::insert(&mut *self.conn().await, &new)
+        subscriptions::insert(&mut *self.conn().await, &new, &test_keyring())
             .await
             .expect("the subscription is stored")
             .unwrap_or_else(|| panic!("subscription {id} should be new"));

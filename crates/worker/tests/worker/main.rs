@@ -14,6 +14,7 @@ mod outage;
 mod processes;
 mod resilience;
 mod retries;
+mod rotation;
 mod shutdown;
 mod signing;
 mod ssrf;

@@ -203,7 +203,13 @@ async fn a_worker_that_never_saw_the_failures_adopts_an_open_circuit_from_its_cl
     assert_eq!(destination.circuit_state(), CircuitState::Open);
 
     // Delivering through it defers until the circuit's end, without a request or an attempt.
-    let outcome = deliver::attempt(&destination, &RetryPolicy::default(), &open).await;
+    let outcome = deliver::attempt(
+        &destination,
+        &RetryPolicy::default(),
+        &dispatch_test_support::secrets::test_keyring(),
+        &open,
+    )
+    .await;
     assert!(!outcome.attempted, "{outcome:?}");
     assert_eq!(outcome.status, DeliveryStatus::Pending);
     let next = outcome.next_attempt_at.expect("a deferral has a time");

@@ -29,11 +29,16 @@ fn key_of(secret: &str) -> Vec<u8> {
     }
 }
 
-fn expected_dispatch_signature(secret: &str, body: &[u8]) -> String {
+pub(crate) fn expected_dispatch_signature(secret: &str, body: &[u8]) -> String {
     format!("sha256={}", lower_hex(&hmac_sha256(&key_of(secret), body)))
 }
 
-fn expected_standard_signature(secret: &str, id: &str, timestamp: &str, body: &[u8]) -> String {
+pub(crate) fn expected_standard_signature(
+    secret: &str,
+    id: &str,
+    timestamp: &str,
+    body: &[u8],
+) -> String {
     let mut signed = format!("{id}.{timestamp}.").into_bytes();
     signed.extend_from_slice(body);
     format!(
