@@ -9,6 +9,7 @@ pub mod migrations;
 pub mod models;
 pub mod notify;
 pub mod pool;
+pub mod prepared;
 pub mod queries;
 pub mod schema;
 

@@ -11,7 +11,7 @@ pub const CHANNEL: &str = "dispatch_deliveries";
 
 /// Sends one wake-up on [`CHANNEL`].
 pub async fn notify(conn: &mut AsyncPgConnection) -> Result<(), StoreError> {
-    diesel::sql_query("SELECT pg_notify($1, '')")
+    crate::prepared::prepared("SELECT pg_notify($1, '')")
         .bind::<diesel::sql_types::Text, _>(CHANNEL)
         .execute(conn)
         .await?;

@@ -1860,3 +1860,36 @@ async fn a_relaxed_pool_commits_without_waiting_for_the_wal_and_a_durable_one_wa
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn hot_statements_are_prepared_once_per_connection() {
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    async fn prepared_ingests(conn: &mut AsyncPgConnection) -> i64 {
+        diesel::sql_query(
+            "SELECT count(*) AS n FROM pg_prepared_statements
+              WHERE statement LIKE '%INSERT INTO events%'
+                AND statement NOT LIKE '%pg_prepared_statements%'",
+        )
+        .get_result::<Count>(conn)
+        .await
+        .unwrap()
+        .n
+    }
+    let db = TestDb::new().await;
+    let pool = db.pool();
+    let mut conn = connection(&pool).await.unwrap();
+    add_sub(&mut conn, "sub_all", &["*"]).await;
+    for n in 0..5 {
+        ingest_created(
+            &mut conn,
+            &new_event(&format!("evt_{n}"), "a.b", json!({"n": n})),
+        )
+        .await;
+    }
+    // Five ingestions, one prepared statement: each later execution is a single round trip.
+    assert_eq!(prepared_ingests(&mut conn).await, 1);
+}

@@ -80,7 +80,7 @@ pub async fn claim(
     if limit <= 0 {
         return Ok(Vec::new());
     }
-    let rows = diesel::sql_query(
+    let rows = crate::prepared::prepared(
         "WITH retry AS MATERIALIZED (
              SELECT id FROM deliveries
               WHERE status = 'retrying' AND next_attempt_at <= now()
@@ -191,7 +191,7 @@ pub async fn record_outcomes(
         .iter()
         .map(|o| o.response_body.as_deref())
         .collect();
-    let rows: Vec<Recorded> = diesel::sql_query(
+    let rows: Vec<Recorded> = crate::prepared::prepared(
         "WITH o AS (
              SELECT * FROM unnest($2::bigint[], $3::text[], $4::timestamptz[], $5::int4[],
                                   $6::int4[], $7::text[], $8::text[], $9::text[],
@@ -249,7 +249,7 @@ pub async fn release(
     if ids.is_empty() {
         return Ok(0);
     }
-    Ok(diesel::sql_query(
+    Ok(crate::prepared::prepared(
         "UPDATE deliveries
             SET status = CASE WHEN attempts = 0 THEN 'pending' ELSE 'retrying' END,
                 leased_by = NULL, leased_until = NULL, next_attempt_at = now(), updated_at = now()
@@ -273,7 +273,7 @@ struct NextDue {
 pub async fn next_due_at(
     conn: &mut AsyncPgConnection,
 ) -> Result<Option<DateTime<Utc>>, StoreError> {
-    let row: NextDue = diesel::sql_query(
+    let row: NextDue = crate::prepared::prepared(
         "SELECT least(
              -- One scan per status, each along its own partial index.
              (SELECT min(d.next_attempt_at) FROM deliveries d
@@ -308,7 +308,7 @@ pub struct Backlog {
 /// Counts due deliveries (pending or retrying with `next_attempt_at` reached) and the age of the
 /// oldest, from the due index.
 pub async fn backlog(conn: &mut AsyncPgConnection) -> Result<Backlog, StoreError> {
-    Ok(diesel::sql_query(
+    Ok(crate::prepared::prepared(
         "SELECT count(*) AS due,
                 coalesce(extract(epoch FROM now() - min(next_attempt_at)), 0)::float8
                     AS oldest_due_age_secs

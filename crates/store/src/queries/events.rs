@@ -166,7 +166,7 @@ async fn compare_existing(
     columns: &GroupColumns<'_>,
     created_idx: &[i64],
 ) -> Result<Vec<BatchCompared>, StoreError> {
-    Ok(diesel::sql_query(
+    Ok(crate::prepared::prepared(
         "SELECT i.idx, e.id, e.event_type, e.source, e.data, e.received_at, e.traceparent,
                 (e.event_type = i.event_type AND e.source = i.source AND e.data = i.data) AS same
            FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[])
@@ -216,7 +216,7 @@ pub async fn ingest_group(
         return Ok(Vec::new());
     }
     let columns = GroupColumns::of(batch);
-    let created: Vec<GroupCreated> = diesel::sql_query(format!(
+    let created: Vec<GroupCreated> = crate::prepared::prepared(format!(
         "{INSERT_GROUP}
          SELECT f.idx, ev.*, d.deliveries
            FROM ev JOIN first f ON f.id = ev.id
@@ -327,7 +327,7 @@ pub async fn ingest_batch(
         return Ok(Vec::new());
     }
     let columns = GroupColumns::of(batch);
-    let created: Vec<BatchCreated> = diesel::sql_query(format!(
+    let created: Vec<BatchCreated> = crate::prepared::prepared(format!(
         "{INSERT_GROUP}
          SELECT f.idx, count(dl.event_id) AS deliveries
            FROM ev JOIN first f ON f.id = ev.id LEFT JOIN dl ON dl.event_id = ev.id

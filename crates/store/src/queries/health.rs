@@ -6,6 +6,6 @@ use crate::{StoreError, migrations};
 
 /// Whether the database answers and has every embedded migration applied.
 pub async fn check_ready(conn: &mut AsyncPgConnection) -> Result<bool, StoreError> {
-    diesel::sql_query("SELECT 1").execute(conn).await?;
+    crate::prepared::prepared("SELECT 1").execute(conn).await?;
     migrations::is_up_to_date(conn).await
 }

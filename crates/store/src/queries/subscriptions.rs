@@ -464,7 +464,7 @@ pub async fn publish_circuits(
     let states: Vec<&str> = updates.iter().map(|u| u.state).collect();
     let until: Vec<Option<chrono::DateTime<chrono::Utc>>> =
         updates.iter().map(|u| u.open_until).collect();
-    diesel::sql_query(
+    crate::prepared::prepared(
         "WITH changed AS (
              UPDATE subscriptions s
                 SET circuit_state = u.state,

@@ -20,7 +20,7 @@ pub async fn heartbeat(
     worker: &str,
     alive_for_secs: i64,
 ) -> Result<i64, StoreError> {
-    let row: Live = diesel::sql_query(
+    let row: Live = crate::prepared::prepared(
         "WITH up AS (
              INSERT INTO workers (id, seen_at) VALUES ($1, now())
              ON CONFLICT (id) DO UPDATE SET seen_at = now()
@@ -39,7 +39,7 @@ pub async fn heartbeat(
 
 /// Removes `worker` from the registry (on graceful shutdown).
 pub async fn leave(conn: &mut AsyncPgConnection, worker: &str) -> Result<(), StoreError> {
-    diesel::sql_query("DELETE FROM workers WHERE id = $1")
+    crate::prepared::prepared("DELETE FROM workers WHERE id = $1")
         .bind::<Text, _>(worker)
         .execute(conn)
         .await?;

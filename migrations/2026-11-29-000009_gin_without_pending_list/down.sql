@@ -1,0 +1,1 @@
+ALTER INDEX subscriptions_active_event_types SET (fastupdate = on);
