@@ -136,7 +136,7 @@ pub const KEYS: &[Key] = &[
     Key {
         name: "ingest_committers",
         env: "DISPATCH_INGEST_COMMITTERS",
-        default: "2",
+        default: "1",
         help: "groups of POST /events requests stored at the same time",
     },
     Key {
