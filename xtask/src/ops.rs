@@ -421,11 +421,21 @@ fn stats_text(stats: &Stats) -> String {
         age_text(stats.backlog.oldest_due_age_secs)
     ));
     out.push_str(&format!(
-        "Attempts ({window}): {}, failed {}, failure rate {}\n\n",
+        "Attempts ({window}): {}, failed {}, failure rate {}\n",
         stats.attempts,
         stats.failed_attempts,
         rate_text(stats)
     ));
+    out.push_str(&format!(
+        "Hot queue: {} live rows, {} dead, autovacuum {}\n",
+        stats.queue.live_rows,
+        stats.queue.dead_rows,
+        if stats.queue.autovacuum { "on" } else { "off" }
+    ));
+    for warning in stats.queue.warnings() {
+        out.push_str(&format!("WARNING: {warning}\n"));
+    }
+    out.push('\n');
     let statuses: Vec<Vec<String>> = stats
         .by_status
         .iter()
@@ -494,6 +504,12 @@ fn stats_json(stats: &Stats) -> serde_json::Value {
             "oldest_due_age_secs": stats.backlog.oldest_due_age_secs,
         },
         "deliveries_by_status": by_status,
+        "queue": {
+            "live_rows": stats.queue.live_rows,
+            "dead_rows": stats.queue.dead_rows,
+            "autovacuum": stats.queue.autovacuum,
+            "warnings": stats.queue.warnings(),
+        },
         "window_secs": stats.window.as_secs(),
         "attempts": stats.attempts,
         "failed_attempts": stats.failed_attempts,
@@ -705,6 +721,7 @@ mod tests {
     use clap::error::ErrorKind;
     use dispatch_domain::DeliveryStatus;
     use dispatch_store::queries::deliveries::Backlog;
+    use dispatch_store::queries::health::QueueHealth;
     use dispatch_store::queries::ops::SubscriptionStats;
 
     use super::*;
@@ -1066,6 +1083,13 @@ mod tests {
             window: STATS_WINDOW,
             attempts: 5,
             failed_attempts: 3,
+            queue: QueueHealth {
+                live_rows: 5,
+                dead_rows: 120_000,
+                autovacuum: false,
+                last_vacuum_age_secs: None,
+                can_vacuum: true,
+            },
             subscriptions: vec![
                 SubscriptionStats {
                     id: "sub_payments".to_owned(),
@@ -1093,6 +1117,9 @@ mod tests {
         let expected = "\
 Backlog: 3 due, oldest waiting 3m 20s
 Attempts (last hour): 5, failed 3, failure rate 60.0 %
+Hot queue: 5 live rows, 120000 dead, autovacuum off
+WARNING: autovacuum is off for the hot queue (server setting or table option): claims slow down as dead rows pile up unless the workers vacuum it (queue_vacuum_secs > 0 and a role that owns delivery_queue)
+WARNING: the hot queue is bloated: 120000 dead rows for 5 live; vacuum is falling behind
 
 STATUS      DELIVERIES
 pending              2
@@ -1134,6 +1161,10 @@ s_b           closed                           1                     1          
                 "attempts": 5,
                 "failed_attempts": 3,
                 "failure_rate": 0.6,
+                "queue": {
+                    "live_rows": 5, "dead_rows": 120000, "autovacuum": false,
+                    "warnings": sample().queue.warnings(),
+                },
                 "subscriptions": [
                     {"id": "sub_payments", "circuit_state": "open",
                      "circuit_open_until": "2026-12-01T08:00:30Z",

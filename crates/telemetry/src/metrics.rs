@@ -30,6 +30,9 @@ pub const HTTP_REQUESTS: &str = "dispatch_http_requests_total";
 pub const HTTP_REQUEST_DURATION: &str = "dispatch_http_request_duration_seconds";
 pub const DB_POOL_CONNECTIONS: &str = "dispatch_db_pool_connections";
 pub const WORKER_LISTENING: &str = "dispatch_worker_listening";
+pub const QUEUE_ROWS: &str = "dispatch_queue_rows";
+pub const QUEUE_AUTOVACUUM: &str = "dispatch_queue_autovacuum_enabled";
+pub const QUEUE_VACUUMS: &str = "dispatch_queue_vacuums_total";
 
 // Label keys.
 pub const SUBSCRIPTION_ID: &str = "subscription_id";
@@ -109,6 +112,18 @@ fn describe() {
         OLDEST_DUE_AGE,
         Unit::Seconds,
         "How long the oldest due delivery has been waiting."
+    );
+    describe_gauge!(
+        QUEUE_ROWS,
+        "Rows of the hot queue (unfinished deliveries), by state: live, or dead awaiting vacuum."
+    );
+    describe_gauge!(
+        QUEUE_AUTOVACUUM,
+        "1 when autovacuum looks after the hot queue (server setting and table option), else 0."
+    );
+    describe_counter!(
+        QUEUE_VACUUMS,
+        "Times this worker vacuumed the hot queue because dead rows piled up."
     );
     describe_histogram!(CLAIM_BATCH_SIZE, "Deliveries returned per claim.");
     describe_histogram!(

@@ -57,6 +57,9 @@ pub struct Settings {
     pub resilience: ResilienceSettings,
     /// How long in-flight deliveries may take to finish on SIGTERM.
     pub shutdown_grace: Duration,
+    /// How often at most this worker vacuums the hot queue when dead rows pile up (`None`:
+    /// never; autovacuum alone).
+    pub queue_vacuum_every: Option<Duration>,
     pub log_format: LogFormat,
 }
 
@@ -90,6 +93,7 @@ struct Raw {
     max_in_flight_per_destination: String,
     destination_idle_secs: String,
     shutdown_grace_secs: String,
+    queue_vacuum_secs: String,
     log_format: String,
 }
 
@@ -249,14 +253,20 @@ pub const KEYS: &[Key] = &[
     Key {
         name: "max_in_flight_per_destination",
         env: "DISPATCH_MAX_IN_FLIGHT_PER_DESTINATION",
-        default: "16",
-        help: "requests in flight to one destination from one worker",
+        default: "64",
+        help: "most requests in flight to one destination from one worker (the ceiling of its adaptive limit)",
     },
     Key {
         name: "destination_idle_secs",
         env: "DISPATCH_DESTINATION_IDLE_SECS",
         default: "600",
         help: "forget a destination's stack after this long unused",
+    },
+    Key {
+        name: "queue_vacuum_secs",
+        env: "DISPATCH_QUEUE_VACUUM_SECS",
+        default: "1",
+        help: "vacuum the hot queue at most this often when dead rows pile up (0: never, autovacuum only)",
     },
     Key {
         name: "shutdown_grace_secs",
@@ -454,6 +464,13 @@ impl Settings {
             3600,
             "seconds",
         );
+        let queue_vacuum = c.number(
+            "queue_vacuum_secs",
+            &raw.queue_vacuum_secs,
+            0u64,
+            3600,
+            "seconds",
+        );
         let log_format = c.parse::<LogFormat>("log_format", &raw.log_format);
         if let (Some(initial), Some(max)) = (initial, max_delay)
             && initial > Duration::from_secs(max)
@@ -502,6 +519,10 @@ impl Settings {
                     idle_after: Duration::from_secs(idle?),
                 },
                 shutdown_grace: Duration::from_secs(grace?),
+                queue_vacuum_every: match queue_vacuum? {
+                    0 => None,
+                    secs => Some(Duration::from_secs(secs)),
+                },
                 log_format: log_format?,
             })
         })();

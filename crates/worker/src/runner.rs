@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use dispatch_domain::DeliveryStatus;
-use dispatch_domain::retry::RetryPolicy;
+use dispatch_domain::retry::{FailureCode, RetryPolicy};
 use dispatch_store::notify::Listener;
 use dispatch_store::pool::{self, build_pool_with};
 use dispatch_store::queries::deliveries::{self, ClaimedDelivery, Outcome};
@@ -21,6 +21,7 @@ use crate::client::WebhookClient;
 use crate::config::Settings;
 use crate::deliver;
 use crate::resilience::Destinations;
+use crate::resilience::concurrency::Signal;
 
 /// How long a delivery waits when its destination already has its share of requests in flight.
 const BUSY_DESTINATION_WAIT: Duration = Duration::from_secs(1);
@@ -57,6 +58,7 @@ struct Inner {
     poll_interval: Duration,
     lease: Duration,
     shutdown_grace: Duration,
+    queue_vacuum_every: Option<Duration>,
     listening: AtomicBool,
 }
 
@@ -82,6 +84,7 @@ impl Worker {
                 poll_interval: settings.poll_interval,
                 lease: settings.lease,
                 shutdown_grace: settings.shutdown_grace,
+                queue_vacuum_every: settings.queue_vacuum_every,
                 listening: AtomicBool::new(false),
             }),
         })
@@ -130,11 +133,12 @@ impl Worker {
         use dispatch_telemetry::metrics as names;
         let mut conn = pool::connection(&self.inner.pool).await?;
         let started = std::time::Instant::now();
-        let claimed = deliveries::claim(
+        let claimed = deliveries::claim_within(
             &mut conn,
             &self.inner.id,
             i64::try_from(limit).unwrap_or(i64::MAX),
             self.inner.lease,
+            &self.inner.destinations.allowances(),
         )
         .await?;
         metrics::histogram!(names::CLAIM_DURATION).record(started.elapsed().as_secs_f64());
@@ -161,6 +165,36 @@ impl Worker {
         metrics::gauge!(names::DELIVERIES_DUE).set(backlog.due as f64);
         metrics::gauge!(names::OLDEST_DUE_AGE).set(backlog.oldest_due_age_secs);
         Ok(())
+    }
+
+    /// Looks after the hot queue: publishes its live and dead rows and whether autovacuum
+    /// covers it, and vacuums it when dead rows pile up (`queue_vacuum_secs`; one worker of
+    /// the fleet at a time), so a claim keeps walking only what is due even where autovacuum is
+    /// off or behind. Returns whether this call vacuumed.
+    pub async fn maintain_queue(&self) -> Result<bool, StoreError> {
+        use dispatch_store::queries::health;
+        use dispatch_telemetry::metrics as names;
+        let mut conn = pool::connection(&self.inner.pool).await?;
+        let queue = health::queue_health(&mut conn).await?;
+        metrics::gauge!(names::QUEUE_ROWS, names::STATE => "live").set(queue.live_rows as f64);
+        metrics::gauge!(names::QUEUE_ROWS, names::STATE => "dead").set(queue.dead_rows as f64);
+        metrics::gauge!(names::QUEUE_AUTOVACUUM).set(if queue.autovacuum { 1.0 } else { 0.0 });
+        if self.inner.queue_vacuum_every.is_none() || !queue.worth_vacuum() {
+            return Ok(false);
+        }
+        if !queue.can_vacuum {
+            tracing::debug!(
+                dead_rows = queue.dead_rows,
+                "the hot queue needs a vacuum this role may not run (it does not own delivery_queue)"
+            );
+            return Ok(false);
+        }
+        let vacuumed = health::vacuum_queue(&mut conn).await?;
+        if vacuumed {
+            metrics::counter!(names::QUEUE_VACUUMS).increment(1);
+            tracing::debug!(dead_rows = queue.dead_rows, "vacuumed the hot queue");
+        }
+        Ok(vacuumed)
     }
 
     /// Records outcomes and publishes circuit changes; returns (attempts, deferrals) written.
@@ -196,75 +230,51 @@ impl Worker {
         due.map_or(poll, |at| poll.min(instant_of(at)))
     }
 
-    /// One step: claim up to the in-flight limit, deliver them all concurrently (deferring what
-    /// a busy, throttled or open destination cannot take now), record every outcome in one
-    /// statement. Returns how many deliveries were claimed.
+    /// One step, the one the production loop is made of: claim what can start now (at most
+    /// the in-flight limit, no more of a destination than its room), attempt them all
+    /// concurrently, record every outcome in one statement. Returns how many deliveries were
+    /// claimed. [`Worker::run`] performs the same three parts, overlapping the attempts of one
+    /// claim with the next claims.
     pub async fn run_once(&self) -> Result<usize, StoreError> {
         let claimed = self.claim(self.inner.max_in_flight).await?;
-        let cap = self
-            .inner
-            .destinations
-            .settings()
-            .max_in_flight_per_destination;
-        let mut deferred = Vec::new();
-        let mut started = Vec::new();
-        for delivery in &claimed {
-            let destination = self.inner.destinations.get(delivery);
-            if destination.try_start(cap) {
-                started.push((destination, delivery));
-            } else {
-                deferred.push(busy(delivery));
+        let count = claimed.len();
+        let mut attempts = Vec::new();
+        let mut outcomes = Vec::new();
+        for delivery in claimed {
+            match self.start(delivery) {
+                Ok(attempt) => attempts.push(attempt),
+                Err(deferral) => outcomes.push(deferral),
             }
         }
-        let mut outcomes = futures_util::future::join_all(started.iter().map(
-            |(destination, delivery)| async move {
-                let outcome = deliver::attempt(
-                    destination,
-                    &self.inner.policy,
-                    &self.inner.keyring,
-                    delivery,
-                )
-                .await;
-                destination.finish();
-                outcome
-            },
-        ))
-        .await;
-        outcomes.extend(deferred);
+        outcomes.extend(futures_util::future::join_all(attempts).await);
         self.record(&outcomes).await?;
-        Ok(claimed.len())
+        Ok(count)
     }
 
-    /// Starts the attempt in the set, or returns the deferral when the destination already has
-    /// its share of requests in flight.
-    fn spawn_attempt(
+    /// Starts the attempt at a claimed delivery: takes one of its destination's slots and
+    /// returns the attempt, which frees the slot and adapts the destination's limit when it
+    /// ends. Returns the deferral instead when the destination has no room (the claim takes
+    /// only what fits, so this happens only if a limit shrank in between).
+    fn start(
         &self,
-        set: &mut JoinSet<Outcome>,
         delivery: ClaimedDelivery,
-    ) -> Result<tokio::task::Id, Outcome> {
+    ) -> Result<impl Future<Output = Outcome> + Send + 'static, Outcome> {
         let destination = self.inner.destinations.get(&delivery);
-        let cap = self
-            .inner
-            .destinations
-            .settings()
-            .max_in_flight_per_destination;
-        if !destination.try_start(cap) {
+        if !destination.try_start() {
             return Err(busy(&delivery));
         }
         let worker = self.clone();
-        Ok(set
-            .spawn(async move {
-                let outcome = deliver::attempt(
-                    &destination,
-                    &worker.inner.policy,
-                    &worker.inner.keyring,
-                    &delivery,
-                )
-                .await;
-                destination.finish();
-                outcome
-            })
-            .id())
+        Ok(async move {
+            let outcome = deliver::attempt(
+                &destination,
+                &worker.inner.policy,
+                &worker.inner.keyring,
+                &delivery,
+            )
+            .await;
+            destination.finish(signal_of(&outcome));
+            outcome
+        })
     }
 
     /// Writes buffered outcomes; on a database error they stay buffered for the next try.
@@ -304,6 +314,26 @@ impl Worker {
                 }
             }
         });
+        let maintenance = tokio::spawn({
+            let worker = self.clone();
+            async move {
+                let mut warned = false;
+                let every = worker.inner.queue_vacuum_every.unwrap_or(HEARTBEAT_EVERY);
+                let mut every = tokio::time::interval(every);
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    every.tick().await;
+                    match worker.maintain_queue().await {
+                        Ok(_) => {}
+                        Err(e) if !warned => {
+                            warned = true;
+                            tracing::warn!(error = %e, "could not look after the hot queue");
+                        }
+                        Err(_) => {}
+                    }
+                }
+            }
+        });
         let mut in_flight: JoinSet<Outcome> = JoinSet::new();
         let mut ids: HashMap<tokio::task::Id, i64> = HashMap::new();
         let mut buffer: Vec<Outcome> = Vec::new();
@@ -336,9 +366,9 @@ impl Worker {
                             refresh_look = false;
                             for delivery in batch {
                                 let delivery_id = delivery.id;
-                                match self.spawn_attempt(&mut in_flight, delivery) {
-                                    Ok(task) => {
-                                        ids.insert(task, delivery_id);
+                                match self.start(delivery) {
+                                    Ok(attempt) => {
+                                        ids.insert(in_flight.spawn(attempt).id(), delivery_id);
                                     }
                                     Err(deferral) => buffer.push(deferral),
                                 }
@@ -416,6 +446,7 @@ impl Worker {
         }
         listener.abort();
         heartbeat.abort();
+        maintenance.abort();
         self.inner.listening.store(false, Ordering::Relaxed);
         if let Err(e) = self.leave().await {
             tracing::warn!(error = %e, "could not leave the worker registry; the entry will age out");
@@ -445,6 +476,15 @@ fn instant_of(at: chrono::DateTime<chrono::Utc>) -> tokio::time::Instant {
     (at - chrono::Utc::now())
         .to_std()
         .map_or(now, |wait| now + wait)
+}
+
+/// What an attempt's outcome tells its destination's concurrency limit.
+fn signal_of(outcome: &Outcome) -> Signal {
+    match (outcome.attempted, outcome.error_code.as_deref()) {
+        (false, _) => Signal::NotSent,
+        (true, Some(code)) if code == FailureCode::Timeout.as_str() => Signal::TimedOut,
+        (true, _) => Signal::Answered,
+    }
 }
 
 /// The deferral of a delivery whose destination already has its share of requests in flight.

@@ -64,74 +64,140 @@ fn interval(d: std::time::Duration) -> diesel::pg::data_types::PgInterval {
     )
 }
 
+/// How many deliveries one claim may hand each destination: what the worker can start now, so
+/// nothing is claimed only to be written back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allowances {
+    /// Destinations (subscription ids) with their own allowance (≤ 0: none this time).
+    pub per_subscription: Vec<(String, i32)>,
+    /// The allowance of every other destination.
+    pub otherwise: i32,
+}
+
+impl Allowances {
+    /// No per-destination limit: any destination may take the whole claim.
+    pub fn unlimited() -> Self {
+        Self {
+            per_subscription: Vec::new(),
+            otherwise: i32::MAX,
+        }
+    }
+}
+
 /// Claims up to `limit` due deliveries for `worker`, marking them `processing` with a lease of
-/// `lease`. Due means: pending or retrying with `next_attempt_at` reached, or processing with an
-/// expired lease (its worker died) — unless the destination's circuit is open, which every
-/// worker's claim respects. Retries take at most half of every batch (at least one), so a
-/// storm of retries cannot starve new events; expired leases come last. Each candidate set is materialised
-/// with its own LIMIT, so the statement never locks more rows than it returns.
-#[tracing::instrument(name = "db.claim", skip_all, fields(otel.kind = "client", db.system.name = "postgresql"))]
+/// `lease`, with no per-destination limit (see [`claim_within`]).
 pub async fn claim(
     conn: &mut AsyncPgConnection,
     worker: &str,
     limit: i64,
     lease: std::time::Duration,
 ) -> Result<Vec<ClaimedDelivery>, StoreError> {
+    claim_within(conn, worker, limit, lease, &Allowances::unlimited()).await
+}
+
+/// The claim statement of [`claim_within`]: `$1` worker, `$2` limit, `$3` lease, `$4`
+/// candidate window per kind, `$5`/`$6` subscriptions and their allowances, `$7` the allowance
+/// of every other subscription. Public so tests and the benchmark can `EXPLAIN` it.
+pub const CLAIM_SQL: &str = "WITH cand AS MATERIALIZED (
+         (SELECT q.delivery_id, q.subscription_id, q.due_at, true AS retry
+            FROM delivery_queue q
+           WHERE q.retry AND q.due_at <= now()
+           ORDER BY q.due_at, q.delivery_id
+           LIMIT $4)
+         UNION ALL
+         (SELECT q.delivery_id, q.subscription_id, q.due_at, false AS retry
+            FROM delivery_queue q
+           WHERE NOT q.retry AND q.due_at <= now()
+           ORDER BY q.due_at, q.delivery_id
+           LIMIT $4)
+     ), ranked AS (
+         SELECT c.delivery_id, c.due_at, c.retry,
+                row_number() OVER (PARTITION BY c.subscription_id
+                                   ORDER BY c.due_at, c.delivery_id) AS nth,
+                row_number() OVER (PARTITION BY c.retry
+                                   ORDER BY c.due_at, c.delivery_id) AS kth,
+                coalesce(a.allowed, $7) AS allowed
+           FROM cand c
+           LEFT JOIN unnest($5::text[], $6::int4[]) AS a(subscription_id, allowed)
+                  ON a.subscription_id = c.subscription_id
+     ), chosen AS (
+         SELECT delivery_id FROM ranked
+          WHERE nth <= allowed AND NOT (retry AND kth > greatest($2 / 2, 1))
+          ORDER BY due_at, delivery_id
+          LIMIT $2
+     ), locked AS MATERIALIZED (
+         SELECT q.delivery_id FROM delivery_queue q
+          WHERE q.delivery_id = ANY (ARRAY(SELECT delivery_id FROM chosen))
+            -- Still due once locked (another claim may have just taken it). `IS TRUE` keeps
+            -- the planner on the primary key: along the due index it would read every due row.
+            AND (q.due_at <= now()) IS TRUE
+            -- Checked on the chosen rows only: when a circuit opens, its waiting deliveries
+            -- are put off until it half-opens (`publish_circuits`), so few ever get this far.
+            AND NOT EXISTS (SELECT 1 FROM subscriptions s
+                             WHERE s.id = q.subscription_id
+                               AND s.circuit_open_until > now())
+          FOR UPDATE OF q SKIP LOCKED
+     )
+     UPDATE deliveries d
+        SET status = 'processing', leased_by = $1, leased_until = now() + $3,
+            updated_at = now()
+       FROM events e, subscriptions s
+      -- `= ANY (ARRAY(...))`, not a join: the planner cannot estimate the computed LIMITs
+      -- and would hash-join a sequential scan of every delivery.
+      WHERE d.id = ANY (ARRAY(SELECT delivery_id FROM locked))
+        AND d.status IN ('pending', 'retrying', 'processing')
+        AND e.id = d.event_id AND s.id = d.subscription_id
+     RETURNING d.id, d.event_id, d.subscription_id, d.attempts, e.event_type, e.source,
+               e.data, e.received_at, s.url, s.sealed_secret, s.secret AS legacy_secret,
+               CASE WHEN s.previous_secret_expires_at > now()
+                    THEN s.previous_sealed_secret END AS previous_sealed_secret,
+               d.leased_until,
+               s.rate_limit_per_sec, s.rate_limit_burst, s.circuit_open_until,
+               e.traceparent";
+
+/// Claims up to `limit` due deliveries for `worker`, marking them `processing` with a lease of
+/// `lease`, and no more of one destination than its allowance. Due means a row of the hot
+/// `delivery_queue` (unfinished deliveries only) whose `due_at` has come: a waiting delivery
+/// whose time has come, or a processing one whose lease expired (its worker died) — unless the
+/// destination's circuit is open, which every worker's claim respects.
+///
+/// The candidates are the earliest due rows of the queue, read along its `(due_at,
+/// delivery_id)` index without locks, a window of twice the batch of each kind (retries and
+/// first tries);
+/// among them the claim takes, in due order, what the allowances let through, with retries at
+/// most half of the batch (at least one) so a storm of retries cannot starve new events. Only
+/// the chosen rows are locked (`SKIP LOCKED`, re-checked as still due), so the statement never
+/// locks more than it returns; a destination at its allowance keeps its rows in the queue
+/// untouched. The queue's triggers move the claimed rows' `due_at` to the end of their lease.
+#[tracing::instrument(name = "db.claim", skip_all, fields(otel.kind = "client", db.system.name = "postgresql"))]
+pub async fn claim_within(
+    conn: &mut AsyncPgConnection,
+    worker: &str,
+    limit: i64,
+    lease: std::time::Duration,
+    allowances: &Allowances,
+) -> Result<Vec<ClaimedDelivery>, StoreError> {
     if limit <= 0 {
         return Ok(Vec::new());
     }
-    let rows = crate::prepared::prepared(
-        "WITH retry AS MATERIALIZED (
-             SELECT id FROM deliveries
-              WHERE status = 'retrying' AND next_attempt_at <= now()
-                AND NOT EXISTS (SELECT 1 FROM subscriptions s
-                                 WHERE s.id = deliveries.subscription_id
-                                   AND s.circuit_open_until > now())
-              ORDER BY next_attempt_at, id
-              LIMIT greatest($2 / 2, 1)
-              FOR UPDATE SKIP LOCKED
-         ), fresh AS MATERIALIZED (
-             SELECT id FROM deliveries
-              WHERE status = 'pending' AND next_attempt_at <= now()
-                AND NOT EXISTS (SELECT 1 FROM subscriptions s
-                                 WHERE s.id = deliveries.subscription_id
-                                   AND s.circuit_open_until > now())
-              ORDER BY next_attempt_at, id
-              LIMIT $2 - (SELECT count(*) FROM retry)
-              FOR UPDATE SKIP LOCKED
-         ), expired AS MATERIALIZED (
-             SELECT id FROM deliveries
-              WHERE status = 'processing' AND leased_until < now()
-                AND NOT EXISTS (SELECT 1 FROM subscriptions s
-                                 WHERE s.id = deliveries.subscription_id
-                                   AND s.circuit_open_until > now())
-              ORDER BY leased_until
-              LIMIT $2 - (SELECT count(*) FROM retry) - (SELECT count(*) FROM fresh)
-              FOR UPDATE SKIP LOCKED
-         ), due AS (
-             SELECT id FROM retry UNION ALL SELECT id FROM fresh UNION ALL SELECT id FROM expired
-         )
-         UPDATE deliveries d
-            SET status = 'processing', leased_by = $1, leased_until = now() + $3,
-                updated_at = now()
-           FROM events e, subscriptions s
-          -- `= ANY (ARRAY(...))`, not a join with `due`: the planner cannot estimate the
-          -- computed LIMITs and would hash-join a sequential scan of every delivery.
-          WHERE d.id = ANY (ARRAY(SELECT id FROM due))
-            AND e.id = d.event_id AND s.id = d.subscription_id
-         RETURNING d.id, d.event_id, d.subscription_id, d.attempts, e.event_type, e.source,
-                   e.data, e.received_at, s.url, s.sealed_secret, s.secret AS legacy_secret,
-                   CASE WHEN s.previous_secret_expires_at > now()
-                        THEN s.previous_sealed_secret END AS previous_sealed_secret,
-                   d.leased_until,
-                   s.rate_limit_per_sec, s.rate_limit_burst, s.circuit_open_until,
-                   e.traceparent",
-    )
-    .bind::<Text, _>(worker)
-    .bind::<BigInt, _>(limit)
-    .bind::<Interval, _>(interval(lease))
-    .load(conn)
-    .await?;
+    // Candidates of each kind: enough that a few busy destinations at the head of the queue
+    // do not hide the others, few enough that reading them costs about as much as the batch.
+    let window = limit.saturating_mul(2).max(32);
+    let (subs, allowed): (Vec<&str>, Vec<i32>) = allowances
+        .per_subscription
+        .iter()
+        .map(|(s, n)| (s.as_str(), *n))
+        .unzip();
+    let rows = crate::prepared::prepared(CLAIM_SQL)
+        .bind::<Text, _>(worker)
+        .bind::<BigInt, _>(limit)
+        .bind::<Interval, _>(interval(lease))
+        .bind::<BigInt, _>(window)
+        .bind::<Array<Text>, _>(subs)
+        .bind::<Array<Int4>, _>(allowed)
+        .bind::<Int4, _>(allowances.otherwise)
+        .load(conn)
+        .await?;
     Ok(rows)
 }
 
@@ -198,6 +264,14 @@ pub async fn record_outcomes(
                                   $10::timestamptz[], $11::bool[])
                  AS o(id, status, next_at, status_code, latency_ms, error_code, error, body,
                       lease, attempted)
+         ), queued AS MATERIALIZED (
+             -- The queue rows first, in id order, as a claim locks them: a claim of the same
+             -- rows (their lease just expired) then waits for this or is skipped, and never
+             -- deadlocks with the queue's trigger below.
+             SELECT q.delivery_id FROM delivery_queue q
+              WHERE q.delivery_id = ANY ($2::bigint[])
+              ORDER BY q.delivery_id
+              FOR UPDATE
          ), upd AS (
              UPDATE deliveries d
                 SET status = o.status,
@@ -210,6 +284,7 @@ pub async fn record_outcomes(
                FROM o
               WHERE d.id = o.id AND d.status = 'processing' AND d.leased_by = $1
                 AND d.leased_until = o.lease
+                AND d.id IN (SELECT delivery_id FROM queued)
              RETURNING d.id, d.event_id, d.subscription_id, d.attempts
          ), recorded AS (
          INSERT INTO attempts (delivery_id, event_id, subscription_id, attempt, status_code,
@@ -250,10 +325,17 @@ pub async fn release(
         return Ok(0);
     }
     Ok(crate::prepared::prepared(
-        "UPDATE deliveries
+        "WITH queued AS MATERIALIZED (
+             SELECT q.delivery_id FROM delivery_queue q
+              WHERE q.delivery_id = ANY ($2::bigint[])
+              ORDER BY q.delivery_id
+              FOR UPDATE
+         )
+         UPDATE deliveries
             SET status = CASE WHEN attempts = 0 THEN 'pending' ELSE 'retrying' END,
                 leased_by = NULL, leased_until = NULL, next_attempt_at = now(), updated_at = now()
-          WHERE id = ANY($2) AND status = 'processing' AND leased_by = $1",
+          WHERE id IN (SELECT delivery_id FROM queued) AND status = 'processing'
+            AND leased_by = $1",
     )
     .bind::<Text, _>(worker)
     .bind::<Array<BigInt>, _>(ids)
@@ -275,20 +357,12 @@ pub async fn next_due_at(
 ) -> Result<Option<DateTime<Utc>>, StoreError> {
     let row: NextDue = crate::prepared::prepared(
         "SELECT least(
-             -- One scan per status, each along its own partial index.
-             (SELECT min(d.next_attempt_at) FROM deliveries d
-               WHERE d.status = 'pending'
-                 AND NOT EXISTS (SELECT 1 FROM subscriptions s
-                                  WHERE s.id = d.subscription_id
-                                    AND s.circuit_open_until > now())),
-             (SELECT min(d.next_attempt_at) FROM deliveries d
-               WHERE d.status = 'retrying'
-                 AND NOT EXISTS (SELECT 1 FROM subscriptions s
-                                  WHERE s.id = d.subscription_id
+             (SELECT min(q.due_at) FROM delivery_queue q
+               WHERE NOT EXISTS (SELECT 1 FROM subscriptions s
+                                  WHERE s.id = q.subscription_id
                                     AND s.circuit_open_until > now())),
              -- Deliveries held by an open circuit fall due when it half-opens.
-             (SELECT min(circuit_open_until) FROM subscriptions WHERE circuit_open_until > now()),
-             (SELECT min(leased_until) FROM deliveries WHERE status = 'processing')
+             (SELECT min(circuit_open_until) FROM subscriptions WHERE circuit_open_until > now())
          ) AS at",
     )
     .get_result(conn)
@@ -305,15 +379,15 @@ pub struct Backlog {
     pub oldest_due_age_secs: f64,
 }
 
-/// Counts due deliveries (pending or retrying with `next_attempt_at` reached) and the age of the
-/// oldest, from the due index.
+/// Counts due deliveries (waiting with their time reached, or with an expired lease) and the
+/// age of the oldest, from the queue's due index.
 pub async fn backlog(conn: &mut AsyncPgConnection) -> Result<Backlog, StoreError> {
     Ok(crate::prepared::prepared(
         "SELECT count(*) AS due,
-                coalesce(extract(epoch FROM now() - min(next_attempt_at)), 0)::float8
+                coalesce(extract(epoch FROM now() - min(due_at)), 0)::float8
                     AS oldest_due_age_secs
-           FROM deliveries
-          WHERE status IN ('pending', 'retrying') AND next_attempt_at <= now()",
+           FROM delivery_queue
+          WHERE due_at <= now()",
     )
     .get_result(conn)
     .await?)

@@ -364,6 +364,8 @@ pub struct Stats {
     pub failed_attempts: i64,
     /// Every subscription that is not deleted: most due first, then most failures, then id.
     pub subscriptions: Vec<SubscriptionStats>,
+    /// The hot queue's dead rows and vacuum coverage.
+    pub queue: crate::queries::health::QueueHealth,
 }
 
 impl Stats {
@@ -424,8 +426,8 @@ pub async fn stats(
                 coalesce(due.n, 0) AS due, coalesce(a.attempts, 0) AS attempts,
                 coalesce(a.failures, 0) AS failures
            FROM subscriptions s
-           LEFT JOIN (SELECT subscription_id, count(*) AS n FROM deliveries
-                       WHERE status IN ('pending', 'retrying') AND next_attempt_at <= now()
+           LEFT JOIN (SELECT subscription_id, count(*) AS n FROM delivery_queue
+                       WHERE due_at <= now()
                        GROUP BY subscription_id) due ON due.subscription_id = s.id
            LEFT JOIN (SELECT subscription_id, count(*) AS attempts,
                              count(*) FILTER (WHERE error_code IS NOT NULL) AS failures
@@ -437,7 +439,9 @@ pub async fn stats(
     .bind::<Interval, _>(interval(window))
     .load(conn)
     .await?;
+    let queue = crate::queries::health::queue_health(conn).await?;
     Ok(Stats {
+        queue,
         backlog,
         by_status,
         window,

@@ -8,12 +8,11 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Interval, Nullable, Text, Timestamptz};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use dispatch_domain::DeliveryStatus;
 use dispatch_domain::sealing::{Keyring, SealError};
 
 use crate::StoreError;
 use crate::models::{NewSubscription, SubscriptionRow};
-use crate::schema::{deliveries, subscriptions};
+use crate::schema::subscriptions;
 
 fn seal(keyring: &Keyring, subscription_id: &str, secret: &str) -> Result<String, StoreError> {
     keyring
@@ -119,22 +118,24 @@ pub async fn delete(conn: &mut AsyncPgConnection, id: &str) -> Result<Option<usi
         if deleted == 0 {
             return Ok(None);
         }
-        let unfinished = [
-            DeliveryStatus::Pending.as_str(),
-            DeliveryStatus::Processing.as_str(),
-            DeliveryStatus::Retrying.as_str(),
-        ];
-        let cancelled = diesel::update(deliveries::table)
-            .filter(deliveries::subscription_id.eq(&id))
-            .filter(deliveries::status.eq_any(unfinished))
-            .set((
-                deliveries::status.eq(DeliveryStatus::Cancelled.as_str()),
-                deliveries::leased_by.eq(None::<String>),
-                deliveries::leased_until.eq(None::<chrono::DateTime<chrono::Utc>>),
-                deliveries::updated_at.eq(diesel::dsl::now),
-            ))
-            .execute(conn)
-            .await?;
+        // Along the hot queue (unfinished deliveries only), its rows locked first as a claim
+        // locks them, so this and a concurrent claim never deadlock.
+        let cancelled = crate::prepared::prepared(
+            "WITH queued AS MATERIALIZED (
+                 SELECT q.delivery_id FROM delivery_queue q
+                  WHERE q.subscription_id = $1
+                  ORDER BY q.delivery_id
+                  FOR UPDATE
+             )
+             UPDATE deliveries
+                SET status = 'cancelled', leased_by = NULL, leased_until = NULL,
+                    updated_at = now()
+              WHERE id IN (SELECT delivery_id FROM queued)
+                AND status IN ('pending', 'processing', 'retrying')",
+        )
+        .bind::<diesel::sql_types::Text, _>(&id)
+        .execute(conn)
+        .await?;
         Ok(Some(cancelled))
     })
     .await
@@ -477,14 +478,19 @@ pub async fn publish_circuits(
                 AND (u.state = 'open' OR s.circuit_open_until IS NULL
                      OR s.circuit_open_until <= now())
              RETURNING s.id, s.circuit_open_until
+         ), held AS MATERIALIZED (
+             -- Along the hot queue; rows a claim holds right now are left as they are.
+             SELECT q.delivery_id, c.circuit_open_until
+               FROM delivery_queue q JOIN changed c ON c.id = q.subscription_id
+              WHERE c.circuit_open_until IS NOT NULL AND q.due_at < c.circuit_open_until
+              FOR UPDATE OF q SKIP LOCKED
          )
          UPDATE deliveries d
-            SET next_attempt_at = c.circuit_open_until, updated_at = now()
-           FROM changed c
-          WHERE c.circuit_open_until IS NOT NULL
-            AND d.subscription_id = c.id
+            SET next_attempt_at = h.circuit_open_until, updated_at = now()
+           FROM held h
+          WHERE d.id = h.delivery_id
             AND d.status IN ('pending', 'retrying')
-            AND d.next_attempt_at < c.circuit_open_until",
+            AND d.next_attempt_at < h.circuit_open_until",
     )
     .bind::<Array<Text>, _>(ids)
     .bind::<Array<Text>, _>(states)

@@ -4,13 +4,13 @@
 //! destination's in-flight requests and collects circuit changes to publish.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use dispatch_domain::breaker::{BreakerSettings, CircuitBreaker, CircuitState};
 use dispatch_domain::bucket::TokenBucket;
-use dispatch_store::queries::deliveries::ClaimedDelivery;
+use dispatch_store::queries::deliveries::{Allowances, ClaimedDelivery};
 use dispatch_store::queries::subscriptions::CircuitUpdate;
 use http::Request;
 use http_body_util::Full;
@@ -21,6 +21,7 @@ use tower::{ServiceBuilder, ServiceExt};
 use dispatch_telemetry::metrics as names;
 
 use super::breaker::SharedBreaker;
+use super::concurrency::{Concurrency, INITIAL_LIMIT, Signal};
 use super::{BreakerLayer, RateLimitLayer, Throttled, now};
 use crate::client::{Sent, WebhookClient};
 
@@ -30,8 +31,9 @@ type Stack = BoxCloneSyncService<Request<Full<Bytes>>, Sent, Throttled>;
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResilienceSettings {
     pub breaker: BreakerSettings,
-    /// Most requests in flight to one destination from this worker; the rest wait their turn
-    /// (deferred, not holding slots), so one slow destination cannot take every slot.
+    /// Most requests in flight to one destination from this worker (the ceiling of its
+    /// adaptive limit, see [`super::concurrency`]); the claim takes no more than a destination
+    /// can start, so the rest wait in the queue.
     pub max_in_flight_per_destination: usize,
     /// A destination unused this long is forgotten (its stack and counters dropped).
     pub idle_after: Duration,
@@ -41,7 +43,7 @@ impl Default for ResilienceSettings {
     fn default() -> Self {
         Self {
             breaker: BreakerSettings::default(),
-            max_in_flight_per_destination: 16,
+            max_in_flight_per_destination: 64,
             idle_after: Duration::from_secs(600),
         }
     }
@@ -55,7 +57,7 @@ pub struct Destination {
     built_for: (f64, i32, i64),
     /// Shared with the stacks this one replaces, so requests started on an older stack free
     /// their slot here when they finish.
-    in_flight: Arc<AtomicUsize>,
+    concurrency: Arc<Concurrency>,
     /// The claim showed a published circuit (open, or open until a time now past): publish
     /// this worker's view at the next chance so a stale `open` does not linger.
     saw_published_circuit: std::sync::atomic::AtomicBool,
@@ -80,17 +82,19 @@ impl Destination {
         lock(&self.breaker).state(now())
     }
 
-    /// Takes an in-flight slot unless the destination already has `cap` requests in flight.
-    pub fn try_start(&self, cap: usize) -> bool {
-        self.in_flight
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < cap).then_some(n + 1)
-            })
-            .is_ok()
+    /// Requests in flight and the adaptive limit.
+    pub fn concurrency(&self) -> &Concurrency {
+        &self.concurrency
     }
 
-    pub fn finish(&self) {
-        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    /// Takes an in-flight slot unless the destination is at its limit.
+    pub fn try_start(&self) -> bool {
+        self.concurrency.try_start()
+    }
+
+    /// Frees the slot and adapts the limit to what the request showed.
+    pub fn finish(&self, signal: Signal) {
+        self.concurrency.finish(signal);
     }
 }
 
@@ -142,7 +146,7 @@ impl Destinations {
         burst: i32,
         fleet: i64,
         breaker: SharedBreaker,
-        in_flight: Arc<AtomicUsize>,
+        concurrency: Arc<Concurrency>,
     ) -> Destination {
         let (rate_share, burst_share) = share(rate, burst, fleet);
         let bucket = Arc::new(Mutex::new(TokenBucket::new(rate_share, burst_share, now())));
@@ -158,7 +162,7 @@ impl Destinations {
             stack: BoxCloneSyncService::new(stack),
             breaker,
             built_for: (rate, burst, fleet),
-            in_flight,
+            concurrency,
             saw_published_circuit: std::sync::atomic::AtomicBool::new(false),
             last_used: Mutex::new(now()),
             published: Mutex::new(CircuitState::Closed),
@@ -186,11 +190,13 @@ impl Destinations {
                         now(),
                     )))
                 });
-                let in_flight = existing
-                    .map(|d| d.in_flight.clone())
-                    .unwrap_or_else(|| Arc::new(AtomicUsize::new(0)));
+                let concurrency = existing.map(|d| d.concurrency.clone()).unwrap_or_else(|| {
+                    Arc::new(Concurrency::new(
+                        self.settings.max_in_flight_per_destination,
+                    ))
+                });
                 let rebuilt =
-                    Arc::new(self.build(wanted.0, wanted.1, wanted.2, breaker, in_flight));
+                    Arc::new(self.build(wanted.0, wanted.1, wanted.2, breaker, concurrency));
                 if let Some(old) = existing {
                     *lock(&rebuilt.published) = *lock(&old.published);
                     *lock(&rebuilt.counted_trips) = *lock(&old.counted_trips);
@@ -218,7 +224,7 @@ impl Destinations {
         let mut map = lock(&self.map);
         let before = map.len();
         map.retain(|_, d| {
-            d.in_flight.load(Ordering::Acquire) > 0
+            d.concurrency.in_flight() > 0
                 || t.duration_since(*lock(&d.last_used)) < self.settings.idle_after
         });
         before - map.len()
@@ -226,6 +232,26 @@ impl Destinations {
 
     pub fn len(&self) -> usize {
         lock(&self.map).len()
+    }
+
+    /// What one claim may hand each destination: the room under its limit for the destinations
+    /// with requests in flight or a limit below the start, [`Allowances::otherwise`] the
+    /// starting limit for the rest.
+    pub fn allowances(&self) -> Allowances {
+        let start = INITIAL_LIMIT.min(self.settings.max_in_flight_per_destination.max(1));
+        let map = lock(&self.map);
+        let per_subscription = map
+            .iter()
+            .filter(|(_, d)| d.concurrency.in_flight() > 0 || d.concurrency.limit() < start)
+            .map(|(id, d)| {
+                let room = i32::try_from(d.concurrency.room()).unwrap_or(i32::MAX);
+                (id.clone(), room)
+            })
+            .collect();
+        Allowances {
+            per_subscription,
+            otherwise: i32::try_from(start).unwrap_or(i32::MAX),
+        }
     }
 
     pub fn is_empty(&self) -> bool {

@@ -3,6 +3,7 @@
 //! time to come back, so a throttled delivery is deferred instead of occupying a worker's slot.
 
 pub mod breaker;
+pub mod concurrency;
 pub mod destinations;
 pub mod limit;
 
