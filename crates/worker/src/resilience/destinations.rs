@@ -234,6 +234,13 @@ impl Destinations {
         lock(&self.map).len()
     }
 
+    /// The current concurrency limit of a destination this worker knows (`None`: unknown).
+    pub fn limit_of(&self, subscription_id: &str) -> Option<usize> {
+        lock(&self.map)
+            .get(subscription_id)
+            .map(|d| d.concurrency.limit())
+    }
+
     /// What one claim may hand each destination: the room under its limit for the destinations
     /// with requests in flight or a limit below the start, [`Allowances::otherwise`] the
     /// starting limit for the rest.

@@ -12,6 +12,7 @@ mod leases;
 mod metrics;
 mod outage;
 mod processes;
+mod queue;
 mod resilience;
 mod retries;
 mod rotation;
