@@ -1,4 +1,4 @@
--- The hot queue apart from history (ADR 006). `deliveries` keeps every delivery for as long as
+-- The hot queue apart from history (ADR 007). `deliveries` keeps every delivery for as long as
 -- retention allows; `delivery_queue` holds one small row per *unfinished* delivery (pending,
 -- processing or retrying) and nothing else, so a claim walks an index whose size is the backlog,
 -- however many finished deliveries there are, and the table can be vacuumed in milliseconds.

@@ -14,7 +14,7 @@ use dispatch_domain::DeliveryStatus;
 use dispatch_store::AsyncPgConnection;
 use dispatch_store::pool::connection;
 use dispatch_store::queries::deliveries::{
-    self, Allowances, CLAIM_SQL, ClaimedDelivery, Outcome, claim, claim_within,
+    self, Allowance, Allowances, CLAIM_SQL, ClaimedDelivery, Outcome, claim, claim_within,
 };
 use dispatch_store::queries::health;
 use dispatch_test_support::TestDb;
@@ -218,8 +218,9 @@ async fn a_claim_takes_no_more_of_a_destination_than_its_allowance_and_leaves_th
     .await;
 
     let allowances = Allowances {
-        per_subscription: vec![("s_busy".to_owned(), 3), ("s_full".to_owned(), 0)],
+        known: vec![allowance("s_busy", 3, true), allowance("s_full", 0, true)],
         otherwise: 5,
+        unproven_budget: 64,
     };
     let claimed = claim_within(&mut conn, "w", 64, LEASE, &allowances)
         .await
@@ -245,6 +246,87 @@ async fn a_claim_takes_no_more_of_a_destination_than_its_allowance_and_leaves_th
     // Without per-destination limits, one destination may take the whole claim.
     let rest = claim(&mut conn, "w", 64, LEASE).await.unwrap();
     assert_eq!(rest.len(), 64);
+}
+
+fn allowance(sub: &str, room: i32, proven: bool) -> Allowance {
+    Allowance {
+        subscription_id: sub.to_owned(),
+        room,
+        proven,
+    }
+}
+
+#[tokio::test]
+async fn destinations_not_proven_take_at_most_their_budget_and_proven_ones_the_rest() {
+    let db = TestDb::new().await;
+    let pool = db.pool();
+    let mut conn = connection(&pool).await.unwrap();
+    subscribe(&mut conn, &["s_new1", "s_new2", "s_unproven", "s_proven"]).await;
+    for sub in ["s_new1", "s_new2", "s_unproven", "s_proven"] {
+        pending(&mut conn, sub, sub, 10).await;
+    }
+    let allowances = Allowances {
+        known: vec![
+            allowance("s_unproven", 5, false),
+            allowance("s_proven", 5, true),
+        ],
+        otherwise: 5,
+        unproven_budget: 4,
+    };
+    let claimed = claim_within(&mut conn, "w", 64, LEASE, &allowances)
+        .await
+        .unwrap();
+    let proven = claimed
+        .iter()
+        .filter(|c| c.subscription_id == "s_proven")
+        .count();
+    assert_eq!(
+        (claimed.len() - proven, proven),
+        (4, 5),
+        "the budget holds across new and known destinations that are not proven: {claimed:?}"
+    );
+}
+
+#[tokio::test]
+async fn parking_puts_off_a_stalled_destinations_due_deliveries_so_others_reach_the_window() {
+    let db = TestDb::new().await;
+    let pool = db.pool();
+    let mut conn = connection(&pool).await.unwrap();
+    subscribe(&mut conn, &["s_stalled", "s_ok"]).await;
+    pending(&mut conn, "stalled", "s_stalled", 100).await;
+    pending(&mut conn, "ok", "s_ok", 100).await;
+    let allowances = Allowances {
+        known: vec![allowance("s_stalled", 0, false)],
+        otherwise: 10,
+        unproven_budget: 64,
+    };
+    // Its 100 deliveries are due first and fill the candidate window: nothing to claim.
+    let claimed = claim_within(&mut conn, "w", 10, LEASE, &allowances)
+        .await
+        .unwrap();
+    assert!(claimed.is_empty(), "{claimed:?}");
+    let untouched = "SELECT count(*) AS n FROM deliveries
+                      WHERE status = 'pending' AND next_attempt_at < now()";
+    assert_eq!(
+        count(&mut conn, untouched).await,
+        200,
+        "and nothing was written"
+    );
+
+    let parked = deliveries::park(&mut conn, &["s_stalled"], Duration::from_secs(30), 1_000)
+        .await
+        .unwrap();
+    assert_eq!(parked, 100);
+    let put_off = "SELECT count(*) AS n FROM deliveries
+                    WHERE subscription_id = 's_stalled' AND status = 'pending' AND attempts = 0
+                      AND next_attempt_at > now() + interval '29 seconds'";
+    assert_eq!(count(&mut conn, put_off).await, 100, "no attempt spent");
+    assert_eq!(disagreements(&mut conn).await, 0);
+    let claimed = claim_within(&mut conn, "w", 10, LEASE, &allowances)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 10);
+    assert!(claimed.iter().all(|c| c.subscription_id == "s_ok"));
 }
 
 #[tokio::test]
@@ -299,6 +381,8 @@ async fn claim_buffers(conn: &mut AsyncPgConnection, limit: i64) -> (i64, usize)
     .bind::<BigInt, _>(128i64)
     .bind::<Array<Text>, _>(Vec::<String>::new())
     .bind::<Array<Int4>, _>(Vec::<i32>::new())
+    .bind::<Array<Bool>, _>(Vec::<bool>::new())
+    .bind::<Int4, _>(i32::MAX)
     .bind::<Int4, _>(i32::MAX)
     .get_result(conn)
     .await

@@ -98,7 +98,7 @@ fn describe() {
     );
     describe_counter!(
         DELIVERIES_DEFERRED,
-        "Deliveries put back without an attempt, by reason (rate_limited, circuit_open, busy)."
+        "Deliveries put back without an attempt, by reason (rate_limited, circuit_open, busy, stalled)."
     );
     describe_gauge!(
         DELIVERIES_IN_FLIGHT,

@@ -209,7 +209,8 @@ fn record_metrics(
     metrics::histogram!(names::DELIVERY_DURATION).record(latency.as_secs_f64());
 }
 
-/// Counts a delivery put back without an attempt (`reason`: rate_limited, circuit_open, busy).
+/// Counts a delivery put back without an attempt (`reason`: rate_limited, circuit_open, busy;
+/// `stalled` is counted by the claim, which parks them in bulk).
 pub fn count_deferral(reason: &'static str, subscription_id: &str) {
     use dispatch_telemetry::metrics as names;
     metrics::counter!(names::DELIVERIES_DEFERRED, names::REASON => reason).increment(1);

@@ -21,10 +21,16 @@ use crate::client::WebhookClient;
 use crate::config::Settings;
 use crate::deliver;
 use crate::resilience::Destinations;
-use crate::resilience::concurrency::Signal;
+use crate::resilience::concurrency::{SLOW_ANSWER, Signal};
 
-/// How long a delivery waits when its destination already has its share of requests in flight.
+/// How long a delivery waits when its destination already has its share of requests in flight
+/// (a fallback: the claim takes only what fits), and how long a slow or silent destination's
+/// blocked deliveries are parked.
 const BUSY_DESTINATION_WAIT: Duration = Duration::from_secs(1);
+/// The longest a stalled destination's deliveries are put off at once.
+const MAX_PARK: Duration = Duration::from_secs(30);
+/// Most deliveries one claim puts off for stalled destinations.
+const PARK_AT_MOST: i64 = 10_000;
 /// How often a running worker reports in (and learns the fleet's size).
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
 /// A worker not heard from for this long no longer counts towards the fleet.
@@ -59,6 +65,8 @@ struct Inner {
     lease: Duration,
     shutdown_grace: Duration,
     queue_vacuum_every: Option<Duration>,
+    /// How long the due deliveries of a stalled destination are put off.
+    park_for: Duration,
     listening: AtomicBool,
 }
 
@@ -85,6 +93,9 @@ impl Worker {
                 lease: settings.lease,
                 shutdown_grace: settings.shutdown_grace,
                 queue_vacuum_every: settings.queue_vacuum_every,
+                park_for: settings
+                    .request_timeout
+                    .clamp(BUSY_DESTINATION_WAIT, MAX_PARK),
                 listening: AtomicBool::new(false),
             }),
         })
@@ -133,12 +144,25 @@ impl Worker {
         use dispatch_telemetry::metrics as names;
         let mut conn = pool::connection(&self.inner.pool).await?;
         let started = std::time::Instant::now();
+        let (allowances, stalled) = self.inner.destinations.allowances(self.inner.max_in_flight);
+        if !stalled.is_empty() {
+            // Their deliveries cannot go before a slot frees, a timeout away: out of the way of
+            // the claim's candidates until then.
+            let subs: Vec<&str> = stalled.iter().map(String::as_str).collect();
+            let parked =
+                deliveries::park(&mut conn, &subs, self.inner.park_for, PARK_AT_MOST).await?;
+            if parked > 0 {
+                metrics::counter!(dispatch_telemetry::metrics::DELIVERIES_DEFERRED,
+                    dispatch_telemetry::metrics::REASON => "stalled")
+                .increment(parked as u64);
+            }
+        }
         let claimed = deliveries::claim_within(
             &mut conn,
             &self.inner.id,
             i64::try_from(limit).unwrap_or(i64::MAX),
             self.inner.lease,
-            &self.inner.destinations.allowances(),
+            &allowances,
         )
         .await?;
         metrics::histogram!(names::CLAIM_DURATION).record(started.elapsed().as_secs_f64());
@@ -344,6 +368,7 @@ impl Worker {
         let mut shutdown = std::pin::pin!(shutdown);
         // `backlog`: more work is probably due than we could take; claim again as slots free up.
         let (mut claim_now, mut backlog) = (true, true);
+        let mut waiting_for_room = false;
         // Whether the next claim that leaves work unclaimed should ask when more falls due.
         let mut refresh_look = true;
 
@@ -357,10 +382,16 @@ impl Worker {
                     match self.claim(free).await {
                         Ok(batch) => {
                             backlog = batch.len() == free;
+                            // A short claim while a destination has no room: its deliveries
+                            // may be waiting, due now, for one of its requests to finish;
+                            // claim again when one does, rather than asking when work is due
+                            // (now, for them) and spinning.
+                            waiting_for_room =
+                                !backlog && self.inner.destinations.any_without_room();
                             // Asking the database when work falls due costs a transaction:
                             // only after the poll timer fired. Retries and deferrals of this
                             // worker's own outcomes are known without asking (below).
-                            if !backlog && refresh_look {
+                            if !backlog && !waiting_for_room && refresh_look {
                                 next_look = self.next_look().await;
                             }
                             refresh_look = false;
@@ -398,7 +429,7 @@ impl Worker {
                         next_look = next_look.min(due);
                     }
                     self.flush(&mut buffer, &mut summary).await;
-                    claim_now = backlog;
+                    claim_now = backlog || waiting_for_room;
                 }
                 () = wake.notified() => { claim_now = true; backlog = true; }
                 () = tokio::time::sleep_until(next_look) => {
@@ -483,7 +514,17 @@ fn signal_of(outcome: &Outcome) -> Signal {
     match (outcome.attempted, outcome.error_code.as_deref()) {
         (false, _) => Signal::NotSent,
         (true, Some(code)) if code == FailureCode::Timeout.as_str() => Signal::TimedOut,
-        (true, _) => Signal::Answered,
+        // A connection that hung until its own timeout is no answer either.
+        (true, Some(code))
+            if code == FailureCode::Connection.as_str()
+                && u64::try_from(outcome.latency_ms).unwrap_or(0)
+                    >= u64::try_from(SLOW_ANSWER.as_millis()).unwrap_or(u64::MAX) =>
+        {
+            Signal::TimedOut
+        }
+        (true, _) => Signal::Answered(Duration::from_millis(
+            u64::try_from(outcome.latency_ms).unwrap_or(0),
+        )),
     }
 }
 

@@ -64,22 +64,37 @@ fn interval(d: std::time::Duration) -> diesel::pg::data_types::PgInterval {
     )
 }
 
+/// What one claim may hand one destination the worker knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allowance {
+    pub subscription_id: String,
+    /// How many more requests it can start now (≤ 0: none this time).
+    pub room: i32,
+    /// It answers, and fast: its deliveries do not count against
+    /// [`Allowances::unproven_budget`].
+    pub proven: bool,
+}
+
 /// How many deliveries one claim may hand each destination: what the worker can start now, so
 /// nothing is claimed only to be written back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Allowances {
-    /// Destinations (subscription ids) with their own allowance (≤ 0: none this time).
-    pub per_subscription: Vec<(String, i32)>,
-    /// The allowance of every other destination.
+    /// Destinations with an allowance of their own.
+    pub known: Vec<Allowance>,
+    /// The room of every other destination (unproven: new to this worker).
     pub otherwise: i32,
+    /// Most deliveries of destinations that are not proven in this claim, so some slots stay
+    /// for destinations that answer however many others hang.
+    pub unproven_budget: i32,
 }
 
 impl Allowances {
     /// No per-destination limit: any destination may take the whole claim.
     pub fn unlimited() -> Self {
         Self {
-            per_subscription: Vec::new(),
+            known: Vec::new(),
             otherwise: i32::MAX,
+            unproven_budget: i32::MAX,
         }
     }
 }
@@ -96,8 +111,9 @@ pub async fn claim(
 }
 
 /// The claim statement of [`claim_within`]: `$1` worker, `$2` limit, `$3` lease, `$4`
-/// candidate window per kind, `$5`/`$6` subscriptions and their allowances, `$7` the allowance
-/// of every other subscription. Public so tests and the benchmark can `EXPLAIN` it.
+/// candidate window per kind, `$5`–`$7` the known destinations (subscription, room, proven),
+/// `$8` the room of every other destination, `$9` the unproven budget. Public so tests and the
+/// benchmark can `EXPLAIN` it.
 pub const CLAIM_SQL: &str = "WITH cand AS MATERIALIZED (
          (SELECT q.delivery_id, q.subscription_id, q.due_at, true AS retry
             FROM delivery_queue q
@@ -114,15 +130,25 @@ pub const CLAIM_SQL: &str = "WITH cand AS MATERIALIZED (
          SELECT c.delivery_id, c.due_at, c.retry,
                 row_number() OVER (PARTITION BY c.subscription_id
                                    ORDER BY c.due_at, c.delivery_id) AS nth,
-                row_number() OVER (PARTITION BY c.retry
-                                   ORDER BY c.due_at, c.delivery_id) AS kth,
-                coalesce(a.allowed, $7) AS allowed
+                coalesce(a.room, $8) AS room,
+                coalesce(a.proven, false) AS proven
            FROM cand c
-           LEFT JOIN unnest($5::text[], $6::int4[]) AS a(subscription_id, allowed)
+           LEFT JOIN unnest($5::text[], $6::int4[], $7::bool[])
+                  AS a(subscription_id, room, proven)
                   ON a.subscription_id = c.subscription_id
+     ), fits AS (
+         SELECT delivery_id, due_at, retry, proven,
+                row_number() OVER (PARTITION BY retry ORDER BY due_at, delivery_id) AS kth
+           FROM ranked
+          WHERE nth <= room
+     ), allowed AS (
+         SELECT delivery_id, due_at, proven,
+                row_number() OVER (PARTITION BY proven ORDER BY due_at, delivery_id) AS pth
+           FROM fits
+          WHERE NOT (retry AND kth > greatest($2 / 2, 1))
      ), chosen AS (
-         SELECT delivery_id FROM ranked
-          WHERE nth <= allowed AND NOT (retry AND kth > greatest($2 / 2, 1))
+         SELECT delivery_id FROM allowed
+          WHERE proven OR pth <= $9
           ORDER BY due_at, delivery_id
           LIMIT $2
      ), locked AS MATERIALIZED (
@@ -165,10 +191,12 @@ pub const CLAIM_SQL: &str = "WITH cand AS MATERIALIZED (
 /// delivery_id)` index without locks, a window of twice the batch of each kind (retries and
 /// first tries);
 /// among them the claim takes, in due order, what the allowances let through, with retries at
-/// most half of the batch (at least one) so a storm of retries cannot starve new events. Only
-/// the chosen rows are locked (`SKIP LOCKED`, re-checked as still due), so the statement never
-/// locks more than it returns; a destination at its allowance keeps its rows in the queue
-/// untouched. The queue's triggers move the claimed rows' `due_at` to the end of their lease.
+/// most half of the batch (at least one) so a storm of retries cannot starve new events, and
+/// deliveries of destinations that are not proven at most `unproven_budget`, so slots stay for
+/// destinations that answer. Only the chosen rows are locked (`SKIP LOCKED`, re-checked as
+/// still due), so the statement never locks more than it returns; a destination at its
+/// allowance keeps its rows in the queue untouched (see [`park`] for a destination that is
+/// slow or silent, whose rows would otherwise hold the head of the queue). The queue's triggers move the claimed rows' `due_at` to the end of their lease.
 #[tracing::instrument(name = "db.claim", skip_all, fields(otel.kind = "client", db.system.name = "postgresql"))]
 pub async fn claim_within(
     conn: &mut AsyncPgConnection,
@@ -183,22 +211,61 @@ pub async fn claim_within(
     // Candidates of each kind: enough that a few busy destinations at the head of the queue
     // do not hide the others, few enough that reading them costs about as much as the batch.
     let window = limit.saturating_mul(2).max(32);
-    let (subs, allowed): (Vec<&str>, Vec<i32>) = allowances
-        .per_subscription
+    let subs: Vec<&str> = allowances
+        .known
         .iter()
-        .map(|(s, n)| (s.as_str(), *n))
-        .unzip();
+        .map(|a| a.subscription_id.as_str())
+        .collect();
+    let rooms: Vec<i32> = allowances.known.iter().map(|a| a.room).collect();
+    let proven: Vec<bool> = allowances.known.iter().map(|a| a.proven).collect();
     let rows = crate::prepared::prepared(CLAIM_SQL)
         .bind::<Text, _>(worker)
         .bind::<BigInt, _>(limit)
         .bind::<Interval, _>(interval(lease))
         .bind::<BigInt, _>(window)
         .bind::<Array<Text>, _>(subs)
-        .bind::<Array<Int4>, _>(allowed)
+        .bind::<Array<Int4>, _>(rooms)
+        .bind::<Array<diesel::sql_types::Bool>, _>(proven)
         .bind::<Int4, _>(allowances.otherwise)
+        .bind::<Int4, _>(allowances.unproven_budget)
         .load(conn)
         .await?;
     Ok(rows)
+}
+
+/// Puts off by `wait` (without an attempt) up to `limit` due deliveries, oldest first, of the
+/// destinations `subscriptions` — destinations at their limit that hang or answer slowly —
+/// so they stop holding the head of the queue, where every claim's candidates come from, for
+/// the destinations behind them. Rows a claim holds are skipped. Returns how many were put
+/// off; `limit` of them means more may wait.
+#[tracing::instrument(name = "db.park", skip_all, fields(otel.kind = "client", db.system.name = "postgresql"))]
+pub async fn park(
+    conn: &mut AsyncPgConnection,
+    subscriptions: &[&str],
+    wait: std::time::Duration,
+    limit: i64,
+) -> Result<usize, StoreError> {
+    if subscriptions.is_empty() || limit <= 0 {
+        return Ok(0);
+    }
+    Ok(crate::prepared::prepared(
+        "WITH blocked AS MATERIALIZED (
+             SELECT q.delivery_id FROM delivery_queue q
+              WHERE q.due_at <= now() AND q.subscription_id = ANY ($1::text[])
+              ORDER BY q.due_at, q.delivery_id
+              LIMIT $3
+              FOR UPDATE SKIP LOCKED
+         )
+         UPDATE deliveries d
+            SET next_attempt_at = now() + $2, updated_at = now()
+          WHERE d.id = ANY (ARRAY(SELECT delivery_id FROM blocked))
+            AND d.status IN ('pending', 'retrying')",
+    )
+    .bind::<Array<Text>, _>(subscriptions)
+    .bind::<Interval, _>(interval(wait))
+    .bind::<BigInt, _>(limit)
+    .execute(conn)
+    .await?)
 }
 
 /// How one claim ended (an attempt, or a deferral), to be written by [`record_outcomes`].

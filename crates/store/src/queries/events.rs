@@ -143,8 +143,10 @@ const INSERT_GROUP: &str = "WITH input AS (
          ON CONFLICT (id) DO NOTHING
          RETURNING id, event_type, source, data, received_at, traceparent
      ), dl AS (
-         INSERT INTO deliveries (event_id, subscription_id)
-         SELECT ev.id, s.id
+         -- A delivery to a destination whose circuit is open is due when it half-opens, so
+         -- it never sits at the head of the queue where claims pick their candidates.
+         INSERT INTO deliveries (event_id, subscription_id, next_attempt_at)
+         SELECT ev.id, s.id, greatest(now(), s.circuit_open_until)
            FROM ev JOIN first f ON f.id = ev.id, subscriptions s
           WHERE s.deleted_at IS NULL AND s.enabled
             AND s.event_types && string_to_array(f.patterns, ' ')

@@ -25,7 +25,8 @@ pub struct QueueHealth {
     /// were reset).
     #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Double>)]
     pub last_vacuum_age_secs: Option<f64>,
-    /// This role owns the table (or is a superuser), so `VACUUM` will do something.
+    /// This role owns the table (or inherits from its owner, or is a superuser), so `VACUUM`
+    /// will do something.
     #[diesel(sql_type = diesel::sql_types::Bool)]
     pub can_vacuum: bool,
 }
@@ -78,7 +79,7 @@ pub async fn queue_health(conn: &mut AsyncPgConnection) -> Result<QueueHealth, S
                     AS autovacuum,
                 extract(epoch FROM now() - greatest(s.last_vacuum, s.last_autovacuum))::float8
                     AS last_vacuum_age_secs,
-                pg_has_role(c.relowner, 'MEMBER')
+                pg_has_role(c.relowner, 'USAGE')
                   OR coalesce((SELECT r.rolsuper FROM pg_roles r
                                 WHERE r.rolname = current_user), false) AS can_vacuum
            FROM pg_class c

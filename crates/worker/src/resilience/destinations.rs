@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use dispatch_domain::breaker::{BreakerSettings, CircuitBreaker, CircuitState};
 use dispatch_domain::bucket::TokenBucket;
-use dispatch_store::queries::deliveries::{Allowances, ClaimedDelivery};
+use dispatch_store::queries::deliveries::{Allowance, Allowances, ClaimedDelivery};
 use dispatch_store::queries::subscriptions::CircuitUpdate;
 use http::Request;
 use http_body_util::Full;
@@ -241,24 +241,51 @@ impl Destinations {
             .map(|d| d.concurrency.limit())
     }
 
-    /// What one claim may hand each destination: the room under its limit for the destinations
-    /// with requests in flight or a limit below the start, [`Allowances::otherwise`] the
-    /// starting limit for the rest.
-    pub fn allowances(&self) -> Allowances {
+    /// What one claim may hand each destination, for a worker of `max_in_flight` slots: the
+    /// room under its limit for the destinations with requests in flight (or a limit below the
+    /// start), the starting limit for the rest; deliveries of destinations not proven at most
+    /// three quarters of the slots less what those already hold, so a quarter stays for
+    /// destinations that answer. Also the destinations with no room that are stalled
+    /// (unproven, nothing finished lately), whose due deliveries should be parked.
+    pub fn allowances(&self, max_in_flight: usize) -> (Allowances, Vec<String>) {
         let start = INITIAL_LIMIT.min(self.settings.max_in_flight_per_destination.max(1));
+        let to_i32 = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+        let t = now();
         let map = lock(&self.map);
-        let per_subscription = map
-            .iter()
-            .filter(|(_, d)| d.concurrency.in_flight() > 0 || d.concurrency.limit() < start)
-            .map(|(id, d)| {
-                let room = i32::try_from(d.concurrency.room()).unwrap_or(i32::MAX);
-                (id.clone(), room)
-            })
-            .collect();
-        Allowances {
-            per_subscription,
-            otherwise: i32::try_from(start).unwrap_or(i32::MAX),
+        let mut unproven_in_flight = 0;
+        let mut known = Vec::new();
+        let mut stalled = Vec::new();
+        for (id, d) in map.iter() {
+            let c = &d.concurrency;
+            let proven = c.proven();
+            if !proven {
+                unproven_in_flight += c.in_flight();
+            }
+            if c.in_flight() > 0 || c.limit() < start {
+                if c.room() == 0 && c.stalled(t) {
+                    stalled.push(id.clone());
+                }
+                known.push(Allowance {
+                    subscription_id: id.clone(),
+                    room: to_i32(c.room()),
+                    proven,
+                });
+            }
         }
+        let unproven_slots = max_in_flight - max_in_flight / 4;
+        let allowances = Allowances {
+            known,
+            otherwise: to_i32(start),
+            unproven_budget: to_i32(unproven_slots.saturating_sub(unproven_in_flight)),
+        };
+        (allowances, stalled)
+    }
+
+    /// Whether some destination has requests in flight and no room for more.
+    pub fn any_without_room(&self) -> bool {
+        lock(&self.map)
+            .values()
+            .any(|d| d.concurrency.in_flight() > 0 && d.concurrency.room() == 0)
     }
 
     pub fn is_empty(&self) -> bool {

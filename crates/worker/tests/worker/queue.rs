@@ -107,3 +107,118 @@ async fn the_worker_vacuums_the_queue_when_dead_rows_pile_up_unless_told_not_to(
         "nothing left worth a vacuum"
     );
 }
+
+/// `hanging` destinations that never answer (within the test) and one that answers at once,
+/// every event going to all of them; the healthy one's deliveries all arrive while the hanging
+/// requests are still in flight.
+async fn healthy_flows_beside(hanging: usize) {
+    let h = Harness::new().await;
+    for i in 0..hanging {
+        let path = format!("/hang{i}");
+        h.receiver.set_default(&path, Reply::hang());
+        h.subscribe(&format!("sub_hang{i}"), &path, None).await;
+    }
+    h.subscribe("sub_ok", "/ok", None).await;
+    ingest_many(&h, 40).await;
+    let worker = h.worker(&[
+        // Far longer than the test: the hanging requests stay in flight throughout.
+        ("DISPATCH_REQUEST_TIMEOUT_MS", "600000"),
+        ("DISPATCH_SHUTDOWN_GRACE_SECS", "0"),
+    ]);
+    let running = Running::start(&worker);
+    eventually(
+        &format!("all 40 healthy deliveries arrive beside {hanging} hanging destinations"),
+        PATIENCE * 2,
+        || async { h.receiver.requests("/ok").len() == 40 },
+    )
+    .await;
+    let hanging_now = (0..hanging)
+        .map(|i| h.receiver.requests(&format!("/hang{i}")).len())
+        .sum::<usize>();
+    assert!(
+        hanging_now <= 48,
+        "destinations that never answered hold at most three quarters of the 64 slots: \
+         {hanging_now}"
+    );
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_destination_flows_beside_one_that_hangs() {
+    healthy_flows_beside(1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_destination_flows_beside_four_that_hang() {
+    healthy_flows_beside(4).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_destination_flows_beside_sixteen_that_hang() {
+    healthy_flows_beside(16).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_of_a_destination_that_hangs_does_not_hold_the_head_of_the_queue() {
+    let h = Harness::new().await;
+    h.receiver.set_default("/hang", Reply::hang());
+    h.subscribe("sub_hang", "/hang", None).await;
+    // 400 due deliveries to the hanging destination first, then the healthy one subscribes.
+    h.execute(
+        "WITH ev AS (
+             INSERT INTO events (id, event_type, source, data)
+             SELECT 'old_' || i, 'order.created', 'test', '{}' FROM generate_series(1, 400) i
+             RETURNING id
+         )
+         INSERT INTO deliveries (event_id, subscription_id, next_attempt_at)
+         SELECT id, 'sub_hang', now() - interval '1 minute' FROM ev",
+    )
+    .await;
+    h.subscribe("sub_ok", "/ok", None).await;
+    for i in 0..20 {
+        h.ingest(&format!("evt_{i}"), "audit.logged", json!({"n": i}))
+            .await;
+    }
+    let worker = h.worker(&[
+        ("DISPATCH_REQUEST_TIMEOUT_MS", "600000"),
+        ("DISPATCH_SHUTDOWN_GRACE_SECS", "0"),
+    ]);
+    let running = Running::start(&worker);
+    eventually(
+        "the healthy destination's 20 deliveries arrive behind 400 that hang",
+        PATIENCE * 2,
+        || async { h.receiver.requests("/ok").len() == 20 },
+    )
+    .await;
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_waiting_for_a_destination_to_have_room_does_not_spin() {
+    let h = Harness::new().await;
+    h.receiver.set_default("/hang", Reply::hang());
+    h.subscribe("sub_hang", "/hang", None).await;
+    ingest_many(&h, 5).await;
+    crate::resilience::count_claims(&h).await;
+    // Nothing else would wake it for an hour; one request at a time to the destination.
+    let worker = h.worker(&[
+        ("DISPATCH_POLL_INTERVAL_MS", "3600000"),
+        ("DISPATCH_REQUEST_TIMEOUT_MS", "600000"),
+        ("DISPATCH_MAX_IN_FLIGHT_PER_DESTINATION", "1"),
+        ("DISPATCH_SHUTDOWN_GRACE_SECS", "0"),
+    ]);
+    let running = Running::start(&worker);
+    h.receiver.wait_for("/hang", 1, PATIENCE).await;
+
+    // Four deliveries are due and cannot go until the hanging request ends: the worker waits
+    // for that (this only ever lowers the count on a slow machine), not in a loop of claims.
+    let before = crate::resilience::claims(&h).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let looked = crate::resilience::claims(&h).await - before;
+    running.stop().await;
+    assert!(
+        looked <= 10,
+        "{looked} claims in 2 s by a worker whose only destination has no room"
+    );
+    assert_eq!(h.receiver.requests("/hang").len(), 1);
+}
