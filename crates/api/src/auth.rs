@@ -85,12 +85,11 @@ impl Auth {
             Self::Disabled => return true,
             Self::Keys(keys) => keys,
         };
+        // The scheme is case-insensitive (RFC 9110, section 11.1): `Bearer`, `bearer`, `BEARER`.
         let Some(presented) = authorization
-            .and_then(|h| {
-                h.strip_prefix("Bearer ")
-                    .or_else(|| h.strip_prefix("bearer "))
-            })
-            .map(str::trim)
+            .and_then(|h| h.trim_start().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, key)| key.trim())
             .filter(|k| !k.is_empty())
         else {
             return false;
@@ -156,6 +155,14 @@ mod tests {
             assert!(!auth.allows(Some(plain)), "the Bearer scheme is required");
             assert!(!auth.allows(None));
             assert!(!auth.allows(Some("Bearer ")));
+            for scheme in ["bearer", "BEARER", "BeArEr"] {
+                assert!(
+                    auth.allows(Some(&format!("{scheme} {plain}"))),
+                    "the scheme is case-insensitive: {scheme}"
+                );
+            }
+            assert!(!auth.allows(Some(&format!("Basic {plain}"))));
+            assert!(!auth.allows(Some(&format!("Bearerx {plain}"))));
         }
     }
 

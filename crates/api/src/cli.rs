@@ -188,38 +188,43 @@ pub async fn secrets(settings: &Settings, action: SecretsAction) -> anyhow::Resu
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let action = match cli.command.unwrap_or(Command::Serve) {
+    match cli.command.unwrap_or(Command::Serve) {
         // Needs no configuration: the document depends on the code only.
         Command::Openapi => {
             print!("{}", crate::openapi::pretty_json());
-            return Ok(());
+            Ok(())
         }
-        Command::Serve => None,
-        Command::Migrate { action } => Some(action),
+        // Needs only the database: a migration job carries no API or sealing keys.
+        Command::Migrate { action } => {
+            let (url, log_format) =
+                Settings::load_for_migrations(cli.config.as_deref(), &std::env::vars().collect())?;
+            let _telemetry = dispatch_telemetry::init("dispatch-api", log_format);
+            migrate(&url, action).await
+        }
         Command::Secrets { action } => {
             let settings = Settings::load(cli.config.as_deref())?;
             let _telemetry = dispatch_telemetry::init("dispatch-api", settings.log_format);
-            return secrets(&settings, action).await;
+            secrets(&settings, action).await
         }
-    };
-    let settings = Settings::load(cli.config.as_deref())?;
+        Command::Serve => serve(cli.config.as_deref()).await,
+    }
+}
+
+/// Runs the API until SIGTERM/SIGINT.
+async fn serve(config: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let settings = Settings::load(config)?;
     // Held until the server stopped: dropping it flushes the spans still buffered.
     let _telemetry = dispatch_telemetry::init("dispatch-api", settings.log_format);
-    match action {
-        None => {
-            let app = Application::build(&settings)
-                .with_context(|| format!("binding {}", settings.addr))?;
-            tracing::info!(addr = %settings.addr, port = app.port(), "dispatch-api listening");
-            if settings.auth == crate::auth::Auth::Disabled {
-                tracing::warn!(
-                    "authentication is disabled (DISPATCH_AUTH_DISABLED=true): anyone who can \
-                     reach this port may call the API"
-                );
-            }
-            app.run_until_stopped().await?;
-            tracing::info!("dispatch-api stopped");
-            Ok(())
-        }
-        Some(action) => migrate(&settings.database.url, action).await,
+    let app =
+        Application::build(&settings).with_context(|| format!("binding {}", settings.addr))?;
+    tracing::info!(addr = %settings.addr, port = app.port(), "dispatch-api listening");
+    if settings.auth == crate::auth::Auth::Disabled {
+        tracing::warn!(
+            "authentication is disabled (DISPATCH_AUTH_DISABLED=true): anyone who can reach \
+             this port may call the API"
+        );
     }
+    app.run_until_stopped().await?;
+    tracing::info!("dispatch-api stopped");
+    Ok(())
 }

@@ -184,6 +184,20 @@ impl Settings {
         Self::load_from(file, &std::env::vars().collect())
     }
 
+    /// What `migrate` needs: the database URL and the log format, from the same layers; the
+    /// API's keys, which a migration does not use, are neither required nor checked.
+    pub fn load_for_migrations(
+        file: Option<&Path>,
+        env: &HashMap<String, String>,
+    ) -> Result<(String, LogFormat), ConfigError> {
+        let raw: Raw = layer(KEYS, file, env)?;
+        let mut c = Checker::new(KEYS);
+        let url = c.database_url("database_url", &raw.database_url);
+        let log_format = c.parse::<LogFormat>("log_format", &raw.log_format);
+        let settings = url.zip(log_format);
+        c.finish(settings)
+    }
+
     /// Loads from the given environment (tests pass their own map; nothing global is touched).
     pub fn load_from(
         file: Option<&Path>,
@@ -526,5 +540,29 @@ mod tests {
         let err = Settings::load_from(Some(Path::new("/nonexistent/dispatch.toml")), &env(&[]))
             .expect_err("missing file");
         assert!(err.to_string().contains("does not exist"));
+    }
+
+    #[test]
+    fn migrations_need_only_the_database_url() {
+        let env: HashMap<String, String> = [
+            ("DATABASE_URL", "postgres://u@db.example:5432/dispatch"),
+            ("DISPATCH_API_KEYS", ""),
+            ("DISPATCH_SECRET_KEYS", ""),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        assert!(
+            Settings::load_from(None, &env).is_err(),
+            "serving needs keys"
+        );
+        let (url, _) = Settings::load_for_migrations(None, &env).expect("no keys needed");
+        assert_eq!(url, "postgres://u@db.example:5432/dispatch");
+        let bad: HashMap<String, String> = [("DATABASE_URL", "mysql://x/y")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        let err = Settings::load_for_migrations(None, &bad).expect_err("a bad URL still fails");
+        assert!(err.to_string().contains("database_url"), "{err}");
     }
 }

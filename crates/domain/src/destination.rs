@@ -1,7 +1,8 @@
 //! Outbound safety: which addresses a webhook may be sent to. Loopback, private, link-local
 //! (cloud metadata included), shared (CGNAT), multicast, unspecified, documentation, benchmarking
-//! and reserved addresses are refused, for IPv4 and IPv6 (IPv4-mapped and NAT64 addresses are
-//! judged by the IPv4 address inside), unless an operator allows a range explicitly.
+//! and reserved addresses are refused, for IPv4 and IPv6 (IPv4-mapped, NAT64 and 6to4 addresses
+//! are judged by the IPv4 address inside; Teredo is refused), unless an operator allows a range
+//! explicitly.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -69,7 +70,8 @@ fn classify_v4(ip: Ipv4Addr) -> Option<Refusal> {
         (224..=239, _, _) => Refusal::Multicast,
         (192, 0, 2) | (198, 51, 100) | (203, 0, 113) => Refusal::Documentation,
         (198, 18..=19, _) => Refusal::Benchmarking,
-        (192, 0, 0) | (240..=255, _, _) => Refusal::Reserved,
+        // 192.88.99.0/24: the deprecated 6to4 relay anycast prefix (RFC 7526).
+        (192, 0, 0) | (192, 88, 99) | (240..=255, _, _) => Refusal::Reserved,
         _ => return None,
     })
 }
@@ -88,6 +90,15 @@ fn classify_v6(ip: Ipv6Addr) -> Option<Refusal> {
             s[7] as u8,
         ));
     }
+    // 6to4 (2002::/16) carries an IPv4 address in bits 16–47: refused when that one is.
+    if s[0] == 0x2002 {
+        return classify_v4(Ipv4Addr::new(
+            (s[1] >> 8) as u8,
+            s[1] as u8,
+            (s[2] >> 8) as u8,
+            s[2] as u8,
+        ));
+    }
     Some(if ip.is_unspecified() {
         Refusal::Unspecified
     } else if ip.is_loopback() {
@@ -100,6 +111,12 @@ fn classify_v6(ip: Ipv6Addr) -> Option<Refusal> {
         Refusal::Private
     } else if s[0] == 0x2001 && s[1] == 0x0db8 {
         Refusal::Documentation
+    } else if s[0] == 0x2001 && s[1] == 0x0002 && s[2] == 0 {
+        // 2001:2::/48 (RFC 5180).
+        Refusal::Benchmarking
+    } else if s[0] == 0x2001 && s[1] == 0 {
+        // Teredo (2001::/32) tunnels to an obfuscated IPv4 address that cannot be judged.
+        Refusal::Reserved
     } else if s[0] & 0xe000 != 0x2000 {
         // Everything outside 2000::/3 (global unicast) is reserved or special.
         Refusal::Reserved
@@ -260,6 +277,13 @@ mod tests {
             ("::ffff:127.0.0.1", Refusal::Loopback),
             ("::ffff:169.254.169.254", Refusal::LinkLocal),
             ("64:ff9b::a00:1", Refusal::Private),
+            ("192.88.99.1", Refusal::Reserved),
+            ("2002:7f00:1::1", Refusal::Loopback),
+            ("2002:a00:1::", Refusal::Private),
+            ("2002:a9fe:a9fe::1", Refusal::LinkLocal),
+            ("2001::1", Refusal::Reserved),
+            ("2001:0:4136:e378:8000:63bf:3fff:fdd2", Refusal::Reserved),
+            ("2001:2::1", Refusal::Benchmarking),
         ] {
             assert_eq!(classify(ip(address)), Some(why), "{address}");
         }
@@ -274,6 +298,9 @@ mod tests {
             "100.128.0.1",
             "2606:4700::1111",
             "::ffff:8.8.8.8",
+            "2002:808:808::1",
+            "2001:4860:4860::8888",
+            "2001:2:1::1",
         ] {
             assert_eq!(classify(ip(address)), None, "{address}");
         }

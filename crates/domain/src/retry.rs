@@ -90,7 +90,7 @@ pub enum Decision {
     Delivered,
     /// Try again after `delay`.
     Retry { delay: Duration, code: FailureCode },
-    /// No more attempts (exhausted, or a permanent status).
+    /// No more attempts (exhausted, a permanent status, or a refused destination).
     GiveUp { code: FailureCode },
 }
 
@@ -128,6 +128,14 @@ impl RetryPolicy {
                     .then_some(*retry_after)
                     .flatten();
                 (FailureCode::HttpStatus, honoured)
+            }
+            // The destination resolves to an address webhooks may not go to: retrying for
+            // hours cannot change that, only the operator's allowlist can (and then a replay
+            // sends it).
+            AttemptResult::Failed(FailureCode::DestinationRefused) => {
+                return Decision::GiveUp {
+                    code: FailureCode::DestinationRefused,
+                };
             }
             AttemptResult::Failed(code) => (*code, None),
         };
@@ -269,5 +277,20 @@ mod tests {
             let p = RetryPolicy::default();
             prop_assert!(p.delay_after(n + 1, 0.0) >= p.delay_after(n, 0.0));
         }
+    }
+
+    #[test]
+    fn a_refused_destination_fails_at_once_and_other_failures_retry() {
+        let p = RetryPolicy::default();
+        assert_eq!(
+            p.decide(1, &AttemptResult::Failed(FailureCode::DestinationRefused), 0.0),
+            Decision::GiveUp {
+                code: FailureCode::DestinationRefused
+            }
+        );
+        assert!(matches!(
+            p.decide(1, &AttemptResult::Failed(FailureCode::Connection), 0.0),
+            Decision::Retry { .. }
+        ));
     }
 }

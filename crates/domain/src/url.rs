@@ -27,6 +27,13 @@ impl DestinationUrl {
         if parsed.host_str().is_none_or(str::is_empty) {
             return Err(ParseError::Invalid("must name a host".to_owned()));
         }
+        if !parsed.username().is_empty() || parsed.password().is_some() {
+            return Err(ParseError::Invalid(
+                "must not contain credentials ('user:password@'): they would be stored and \
+                 shown in plain text; have the receiver check the signature instead"
+                    .to_owned(),
+            ));
+        }
         if parsed.fragment().is_some() {
             return Err(ParseError::Invalid(
                 "must not contain a fragment ('#...'); it is never sent".to_owned(),
@@ -110,6 +117,19 @@ mod tests {
             let parsed = DestinationUrl::parse(url).expect("valid");
             assert_eq!(parsed.host(), host, "{url}");
         }
+    }
+
+    #[test]
+    fn refuses_credentials_in_the_url_and_says_why() {
+        for bad in [
+            "https://user:pass@example.com/hook",
+            "https://user@example.com/hook",
+            "https://:secret@example.com/hook",
+        ] {
+            let err = DestinationUrl::parse(bad).expect_err(bad).to_string();
+            assert!(err.contains("must not contain credentials"), "{bad}: {err}");
+        }
+        assert!(DestinationUrl::parse("https://example.com/u@x").is_ok());
     }
 
     #[test]

@@ -182,3 +182,29 @@ async fn with_the_database_unreachable_the_api_starts_readyz_is_503_and_writes_a
     )
     .await;
 }
+
+#[tokio::test]
+async fn the_binary_migrates_with_only_a_database_url() {
+    let bare = BareDb::create().await;
+    let run = |action: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_dispatch-api"))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("DATABASE_URL", bare.url())
+            .args(["migrate", action])
+            .output()
+            .expect("dispatch-api runs")
+    };
+    // No DISPATCH_API_KEYS, no DISPATCH_SECRET_KEYS: a migration job has neither.
+    let up = run("up");
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let status = run("status");
+    let listed = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success(), "{listed}");
+    assert!(listed.lines().count() >= 10, "{listed}");
+    assert!(listed.lines().all(|l| l.starts_with("[x]")), "{listed}");
+}

@@ -174,6 +174,8 @@ async fn an_invalid_subscription_is_a_422_naming_the_field_at_fault() {
         ("url", json!("not a url"), "url"),
         ("url", json!("example.com/hook"), "url"),
         ("url", json!("https://example.com/hook#part"), "url"),
+        ("url", json!("https://user:pass@example.com/hook"), "url"),
+        ("url", json!("https://token@example.com/hook"), "url"),
         ("url", json!("mailto:ops@example.com"), "url"),
         ("url", json!(""), "url"),
         ("url", json!(42), "url"),

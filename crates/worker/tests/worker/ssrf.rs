@@ -1,5 +1,7 @@
 //! Outbound safety: without an explicit allowance, a destination on loopback (by IP literal or
-//! by a name that resolves there) is refused before any byte is sent, with a stable failure code.
+//! by a name that resolves there) is refused before any byte is sent, with a stable failure code,
+//! and the delivery fails at once (retrying cannot change the answer; a replay after the
+//! allowlist changes can).
 
 use serde_json::json;
 
@@ -25,7 +27,11 @@ async fn loopback_destinations_are_refused_unless_allowed() {
     );
     for sub in ["sub_literal", "sub_named"] {
         let delivery = h.delivery("evt_1", sub).await;
-        assert_eq!(delivery.status, "retrying", "{sub}");
+        assert_eq!(
+            (delivery.status.as_str(), delivery.attempts),
+            ("failed", 1),
+            "{sub}: failed at once, not retried for hours"
+        );
         let attempts = h.attempts_of(delivery.id).await;
         assert_eq!(attempts.len(), 1, "{sub}");
         assert_eq!(
@@ -38,8 +44,16 @@ async fn loopback_destinations_are_refused_unless_allowed() {
         assert!(error.contains("loopback"), "{sub}: {error}");
     }
 
-    // Allowed explicitly, the same deliveries go through.
-    h.make_due().await;
+    // Allowed explicitly, the same deliveries go through once replayed.
+    for sub in ["sub_literal", "sub_named"] {
+        let replayed = dispatch_store::queries::ops::replay(
+            &mut *h.conn().await,
+            &dispatch_store::queries::ops::ReplaySelector::Subscription(sub.to_owned()),
+        )
+        .await
+        .unwrap();
+        assert_eq!(replayed, 1);
+    }
     let allowed = h.worker(&[("DISPATCH_ALLOW_DESTINATIONS", "127.0.0.0/8,::1")]);
     allowed.run_once().await.unwrap();
     assert_eq!(h.delivery("evt_1", "sub_literal").await.status, "delivered");
