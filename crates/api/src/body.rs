@@ -11,7 +11,10 @@ use serde_json::{Map, Value};
 use crate::error::ApiError;
 use crate::json::JsonError;
 
-/// Reads the whole body, refusing more than `limit` bytes (early, from Content-Length, when the
+/// How long a body may take when no application state says otherwise.
+const DEFAULT_BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Reads the whole body within the body-read timeout, refusing more than `limit` bytes (early, from Content-Length, when the
 /// client declares it) and any declared content type other than JSON.
 pub async fn read_json_body(
     req: &HttpRequest,
@@ -38,14 +41,24 @@ pub async fn read_json_body(
     if declared.is_some_and(|len| len > limit) {
         return Err(ApiError::PayloadTooLarge { limit });
     }
-    let mut body = BytesMut::with_capacity(declared.unwrap_or(1024).min(limit));
-    while let Some(chunk) = payload.next().await {
-        let chunk: Bytes = chunk.map_err(|e| ApiError::MalformedJson(e.to_string()))?;
-        if body.len() + chunk.len() > limit {
-            return Err(ApiError::PayloadTooLarge { limit });
+    let timeout = req
+        .app_data::<actix_web::web::Data<crate::routes::AppState>>()
+        .map_or(DEFAULT_BODY_READ_TIMEOUT, |state| state.body_read_timeout);
+    let read = async {
+        let mut body = BytesMut::with_capacity(declared.unwrap_or(1024).min(limit));
+        while let Some(chunk) = payload.next().await {
+            let chunk: Bytes = chunk.map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+            if body.len() + chunk.len() > limit {
+                return Err(ApiError::PayloadTooLarge { limit });
+            }
+            body.extend_from_slice(&chunk);
         }
-        body.extend_from_slice(&chunk);
-    }
+        Ok(body)
+    };
+    // A body trickled in (or never finished) must not hold a connection and a handler.
+    let body = tokio::time::timeout(timeout, read)
+        .await
+        .map_err(|_| ApiError::RequestTimeout(timeout))??;
     crate::json::parse(&body).map_err(|e| match e {
         JsonError::Syntax(message) => ApiError::MalformedJson(message),
         JsonError::DuplicateKey(path) => ApiError::DuplicateKey(path),

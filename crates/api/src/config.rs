@@ -32,6 +32,8 @@ pub struct Settings {
     pub http_workers: usize,
     /// How long in-flight requests may take to finish on shutdown.
     pub shutdown_timeout: Duration,
+    /// Longest a client may take to send a request body once its head has arrived (408).
+    pub body_read_timeout: Duration,
     /// Shortest gap between two wake-up NOTIFYs sent to the workers.
     pub notify_interval: Duration,
     /// How `POST /events` requests are grouped into commits.
@@ -60,6 +62,7 @@ struct Raw {
     db_connect_timeout_ms: String,
     http_workers: String,
     shutdown_timeout_secs: String,
+    body_read_timeout_ms: String,
     notify_interval_ms: String,
     ingest_group_max_events: String,
     ingest_committers: String,
@@ -114,6 +117,12 @@ pub const KEYS: &[Key] = &[
         env: "DISPATCH_HTTP_WORKERS",
         default: "0",
         help: "HTTP worker threads (0 = one per CPU)",
+    },
+    Key {
+        name: "body_read_timeout_ms",
+        env: "DISPATCH_BODY_READ_TIMEOUT_MS",
+        default: "10000",
+        help: "longest a client may take to send a request body (408 request_timeout after)",
     },
     Key {
         name: "shutdown_timeout_secs",
@@ -235,6 +244,13 @@ impl Settings {
             600_000,
         );
         let http_workers = c.number("http_workers", &raw.http_workers, 0usize, 1024, "threads");
+        let body_read_timeout = c.number(
+            "body_read_timeout_ms",
+            &raw.body_read_timeout_ms,
+            100u64,
+            600_000,
+            "milliseconds",
+        );
         let shutdown = c.number(
             "shutdown_timeout_secs",
             &raw.shutdown_timeout_secs,
@@ -310,6 +326,7 @@ impl Settings {
                 max_batch_body_bytes: max_batch_body_bytes?,
                 http_workers: http_workers?,
                 shutdown_timeout: Duration::from_secs(shutdown?),
+                body_read_timeout: Duration::from_millis(body_read_timeout?),
                 notify_interval: notify_interval?,
                 ingest_groups: crate::committer::GroupSettings {
                     max_events: group_max?,

@@ -47,6 +47,9 @@ pub enum ApiError {
     /// The subscription id is taken (409).
     #[error("{0}")]
     SubscriptionExists(String),
+    /// The body did not arrive in time (408).
+    #[error("the request body did not arrive within {} ms", .0.as_millis())]
+    RequestTimeout(std::time::Duration),
     /// The database cannot be reached (503); the caller should retry.
     #[error("the database is unavailable; retry later")]
     DatabaseUnavailable,
@@ -98,6 +101,7 @@ impl ApiError {
             Self::MethodNotAllowed => "method_not_allowed",
             Self::EventConflict(_) => "event_conflict",
             Self::SubscriptionExists(_) => "subscription_exists",
+            Self::RequestTimeout(_) => "request_timeout",
             Self::DatabaseUnavailable => "database_unavailable",
             Self::NotReady(_) => "not_ready",
             Self::Internal(_) => "internal",
@@ -130,6 +134,7 @@ impl ResponseError for ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::EventConflict(_) | Self::SubscriptionExists(_) => StatusCode::CONFLICT,
+            Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::DatabaseUnavailable | Self::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

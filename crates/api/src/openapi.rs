@@ -315,6 +315,8 @@ pub enum ErrorCode {
     EventConflict,
     /// 409: the subscription id is taken, possibly by a deleted subscription.
     SubscriptionExists,
+    /// 408: the request body did not arrive within `body_read_timeout_ms`.
+    RequestTimeout,
     /// 503: no database connection; retrying is safe (sent with `Retry-After: 1`).
     DatabaseUnavailable,
     /// 503: `/readyz` only.
@@ -474,6 +476,7 @@ mod tests {
             ApiError::MethodNotAllowed,
             ApiError::EventConflict(String::new()),
             ApiError::SubscriptionExists(String::new()),
+            ApiError::RequestTimeout(std::time::Duration::ZERO),
             ApiError::DatabaseUnavailable,
             ApiError::NotReady(String::new()),
             ApiError::Internal(anyhow::anyhow!("x")),

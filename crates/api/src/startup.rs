@@ -16,6 +16,9 @@ use crate::routes::{self, AppState};
 use crate::wake::Waker;
 use dispatch_telemetry::metrics as names;
 
+/// Connections one actix worker thread serves at once; more wait in the listen backlog.
+pub const MAX_CONNECTIONS_PER_WORKER: usize = 4096;
+
 pub struct Application {
     port: u16,
     server: Server,
@@ -38,6 +41,7 @@ impl Application {
             pool,
             max_body_bytes: settings.max_body_bytes,
             max_batch_body_bytes: settings.max_batch_body_bytes,
+            body_read_timeout: settings.body_read_timeout,
             auth: settings.auth.clone(),
             secret_keys: settings.secret_keys.clone(),
             secret_rotation_overlap: settings.secret_rotation_overlap,
@@ -99,6 +103,12 @@ impl Application {
                 })
                 .configure(routes::configure)
         })
+        // A client gets 5 s to send a request's head (else 408 and the connection closed) and
+        // `body_read_timeout` for its body; each worker thread holds at most
+        // MAX_CONNECTIONS_PER_WORKER connections and leaves the rest in the listen backlog.
+        .client_request_timeout(std::time::Duration::from_secs(5))
+        .client_disconnect_timeout(std::time::Duration::from_secs(1))
+        .max_connections(MAX_CONNECTIONS_PER_WORKER)
         .listen(listener)?
         .shutdown_timeout(settings.shutdown_timeout.as_secs());
         if settings.http_workers > 0 {

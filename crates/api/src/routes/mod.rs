@@ -20,6 +20,8 @@ pub struct AppState {
     pub pool: Pool,
     pub max_body_bytes: usize,
     pub max_batch_body_bytes: usize,
+    /// Longest a body may take to arrive.
+    pub body_read_timeout: std::time::Duration,
     pub auth: crate::auth::Auth,
     /// Seals subscription secrets before they are stored.
     pub secret_keys: dispatch_domain::sealing::Keyring,

@@ -418,3 +418,32 @@ async fn the_ids_dot_and_dot_dot_are_refused_because_they_could_never_be_read() 
     assert_eq!(body["results"][1]["status"], "accepted", "{body}");
     assert_eq!(app.event("...").await["id"], "...");
 }
+
+#[tokio::test]
+async fn a_body_that_never_finishes_arriving_gets_a_408_and_stores_nothing() {
+    let app = TestApp::spawn_with(|s| {
+        s.body_read_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let authority = app.base.trim_start_matches("http://").to_owned();
+    // The head promises 200 bytes of body; 20 come, then the client goes quiet.
+    let head = format!(
+        "POST /events HTTP/1.1\r\nHost: {authority}\r\nAuthorization: Bearer {TEST_API_KEY}\r\n\
+         Content-Type: application/json\r\nContent-Length: 200\r\n\r\n{{\"id\": \"evt_slow\", "
+    );
+    let status = raw_exchange(&app.base, head.as_bytes()).await;
+    assert!(
+        status.as_deref().is_some_and(|line| line.contains(" 408 ")),
+        "{status:?}"
+    );
+    assert_not_stored(&app, "evt_slow").await;
+    // And the server carries on.
+    let response = app
+        .client
+        .get(app.url("/subscriptions"))
+        .bearer_auth(TEST_API_KEY)
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(response.status(), reqwest::StatusCode::OK);
+}
