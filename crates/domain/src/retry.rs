@@ -283,7 +283,11 @@ mod tests {
     fn a_refused_destination_fails_at_once_and_other_failures_retry() {
         let p = RetryPolicy::default();
         assert_eq!(
-            p.decide(1, &AttemptResult::Failed(FailureCode::DestinationRefused), 0.0),
+            p.decide(
+                1,
+                &AttemptResult::Failed(FailureCode::DestinationRefused),
+                0.0
+            ),
             Decision::GiveUp {
                 code: FailureCode::DestinationRefused
             }

@@ -382,19 +382,6 @@ impl Worker {
                     match self.claim(free).await {
                         Ok(batch) => {
                             backlog = batch.len() == free;
-                            // A short claim while a destination has no room: its deliveries
-                            // may be waiting, due now, for one of its requests to finish;
-                            // claim again when one does, rather than asking when work is due
-                            // (now, for them) and spinning.
-                            waiting_for_room =
-                                !backlog && self.inner.destinations.any_without_room();
-                            // Asking the database when work falls due costs a transaction:
-                            // only after the poll timer fired. Retries and deferrals of this
-                            // worker's own outcomes are known without asking (below).
-                            if !backlog && !waiting_for_room && refresh_look {
-                                next_look = self.next_look().await;
-                            }
-                            refresh_look = false;
                             for delivery in batch {
                                 let delivery_id = delivery.id;
                                 match self.start(delivery) {
@@ -404,6 +391,19 @@ impl Worker {
                                     Err(deferral) => buffer.push(deferral),
                                 }
                             }
+                            // A short claim while a destination has no room (counting what was
+                            // just started): its deliveries may be waiting, due now, for one of
+                            // its requests to finish; claim again when one does, rather than
+                            // asking when work is due (now, for them) and spinning.
+                            waiting_for_room =
+                                !backlog && self.inner.destinations.any_without_room();
+                            // Asking the database when work falls due costs a transaction:
+                            // only after the poll timer fired. Retries and deferrals of this
+                            // worker's own outcomes are known without asking (below).
+                            if !backlog && !waiting_for_room && refresh_look {
+                                next_look = self.next_look().await;
+                            }
+                            refresh_look = false;
                             if let Some(due) = earliest_retry(&buffer) {
                                 next_look = next_look.min(due);
                             }
