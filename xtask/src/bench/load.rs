@@ -88,6 +88,8 @@ pub struct LoadResult {
     pub cut_short: bool,
     /// Request round trips of the answered requests, ns.
     pub round_trips_ns: Vec<u64>,
+    /// When each single-event request answered `202` or `200` (batches are not recorded).
+    pub accepted_at: Vec<Instant>,
     pub elapsed: Duration,
     /// The last refusal's status, to show what went wrong.
     pub last_refusal: Option<u16>,
@@ -102,6 +104,7 @@ impl LoadResult {
         self.errors += other.errors;
         self.late += other.late;
         self.round_trips_ns.extend(other.round_trips_ns);
+        self.accepted_at.extend(other.accepted_at);
         self.last_refusal = other.last_refusal.or(self.last_refusal);
     }
 
@@ -158,8 +161,14 @@ impl LoadResult {
                 self.round_trips_ns
                     .push(u64::try_from(round_trip.as_nanos()).unwrap_or(u64::MAX));
                 match status {
-                    StatusCode::ACCEPTED => self.accepted += 1,
-                    StatusCode::OK => self.repeated += 1,
+                    StatusCode::ACCEPTED => {
+                        self.accepted += 1;
+                        self.accepted_at.push(Instant::now());
+                    }
+                    StatusCode::OK => {
+                        self.repeated += 1;
+                        self.accepted_at.push(Instant::now());
+                    }
                     other => {
                         self.refused += 1;
                         self.last_refusal = Some(other.as_u16());

@@ -3,6 +3,7 @@
 use dispatch_store::queries::bench::DeliveryTally;
 use serde_json::{Map, Value, json};
 
+use super::soak::{self, Window};
 use super::stats::{Latency, ratio};
 
 #[derive(Debug, Clone, Default)]
@@ -35,6 +36,7 @@ pub struct Row {
     /// The largest peak RSS among the workers, MiB.
     pub worker_peak_rss_mib: f64,
     pub api_peak_rss_mib: Option<f64>,
+    /// The ceiling the rates are compared with: pgbench's prepared-statement figure.
     pub ceiling_tps: f64,
     pub elapsed_secs: f64,
     /// A deadline passed: sending was cut short or deliveries were still missing.
@@ -44,6 +46,8 @@ pub struct Row {
     pub log_lines: usize,
     /// Scenario-specific figures (e.g. `healthy_vs_steady`, `speedup_vs_1_worker`).
     pub extra: Map<String, Value>,
+    /// Per-window figures (soak).
+    pub windows: Vec<Window>,
 }
 
 fn round(x: f64, digits: i32) -> f64 {
@@ -132,6 +136,9 @@ impl Row {
             );
         }
         if let Some(obj) = out.as_object_mut() {
+            if !self.windows.is_empty() {
+                obj.insert("windows".to_owned(), soak::to_json(&self.windows));
+            }
             for (k, v) in &self.extra {
                 obj.insert(k.clone(), v.clone());
             }

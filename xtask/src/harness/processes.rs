@@ -1,5 +1,6 @@
 //! Building `dispatch-api` and `dispatch-worker` and running them as child processes on free
-//! ports of 127.0.0.1, each logging (JSON, `warn` and above) to a file of its own.
+//! ports of 127.0.0.1, each logging to a file of its own: with the shipped defaults
+//! (`*_as_shipped`, for `bench`) or with the harness's quieter settings (for `chaos`).
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -72,6 +73,18 @@ pub struct Service {
     child: tokio::process::Child,
 }
 
+/// What a child needs to run here at all, and nothing else: its database and address, the API
+/// key the load generator presents, the keys that open the subscriptions' sealed secrets,
+/// loopback destinations allowed (the receiver listens there; the SSRF guard refuses it by
+/// default) and each worker's name on its leases.
+pub const REQUIRED_SETTINGS: &str = "DISPATCH_DATABASE_URL, DISPATCH_ADDR, DISPATCH_API_KEYS \
+     (generated), DISPATCH_SECRET_KEYS (dev keys), DISPATCH_ALLOW_DESTINATIONS=127.0.0.0/8 (the \
+     receiver), DISPATCH_WORKER_ID";
+
+/// The harness's own choices for `chaos` (not for `bench`, which measures the shipped
+/// defaults): JSON logs at `warn`, short shutdown grace periods.
+const QUIET: [(&str, &str); 2] = [("DISPATCH_LOG_FORMAT", "json"), ("RUST_LOG", "warn")];
+
 impl Launch<'_> {
     fn spawn(
         &self,
@@ -89,7 +102,7 @@ impl Launch<'_> {
         // Nothing from the caller's shell may change what is measured.
         for (key, _) in std::env::vars_os() {
             let key = key.to_string_lossy();
-            if key.starts_with("DISPATCH_") || key.starts_with("OTEL_") {
+            if key.starts_with("DISPATCH_") || key.starts_with("OTEL_") || key == "RUST_LOG" {
                 command.env_remove(key.as_ref());
             }
         }
@@ -98,8 +111,6 @@ impl Launch<'_> {
             .env("DISPATCH_DATABASE_URL", self.database_url)
             .env("ADDR", &addr)
             .env("DISPATCH_ADDR", &addr)
-            .env("DISPATCH_LOG_FORMAT", "json")
-            .env("RUST_LOG", "warn")
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .envs(overrides.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
@@ -119,50 +130,74 @@ impl Launch<'_> {
         })
     }
 
-    pub fn api(&self) -> Result<Service> {
-        self.api_named("api")
+    /// The API's part of [`REQUIRED_SETTINGS`].
+    fn required_api(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("DISPATCH_API_KEYS", self.api_key.to_owned()),
+            ("DISPATCH_SECRET_KEYS", crate::DEV_SECRET_KEYS.to_owned()),
+            ("DISPATCH_ALLOW_DESTINATIONS", "127.0.0.0/8".to_owned()),
+        ]
     }
 
-    /// An API process called `name` (its log is `<label>-<name>.log`), e.g. a second one to
-    /// hand over to while the first drains.
-    pub fn api_named(&self, name: &str) -> Result<Service> {
-        self.spawn(
-            "dispatch-api",
-            name,
-            &[
-                ("DISPATCH_SHUTDOWN_TIMEOUT_SECS", "5".to_owned()),
-                ("DISPATCH_API_KEYS", self.api_key.to_owned()),
-                ("DISPATCH_SECRET_KEYS", crate::DEV_SECRET_KEYS.to_owned()),
-                // Subscriptions point at the built-in receiver on loopback, which the API's SSRF
-                // check refuses by default.
-                ("DISPATCH_ALLOW_DESTINATIONS", "127.0.0.0/8".to_owned()),
-            ],
-            self.api_env,
-        )
+    /// A worker's part of [`REQUIRED_SETTINGS`].
+    fn required_worker(&self, index: usize) -> Vec<(&'static str, String)> {
+        vec![
+            ("DISPATCH_WORKER_ID", format!("{}-{index}", self.label)),
+            ("DISPATCH_ALLOW_DESTINATIONS", "127.0.0.0/8".to_owned()),
+            ("DISPATCH_SECRET_KEYS", crate::DEV_SECRET_KEYS.to_owned()),
+        ]
     }
 
-    /// Worker `index` (1-based). One destination may use every slot of the worker
-    /// (`max_in_flight_per_destination` = `max_in_flight`), so a single subscription can be
-    /// measured at the worker's full concurrency.
-    pub fn worker(&self, index: usize, max_in_flight: usize) -> Result<Service> {
+    fn quiet(mut env: Vec<(&'static str, String)>) -> Vec<(&'static str, String)> {
+        env.extend(QUIET.iter().map(|(k, v)| (*k, (*v).to_owned())));
+        env
+    }
+
+    /// The API with the shipped defaults: only [`REQUIRED_SETTINGS`], then `--api-env`.
+    pub fn api_as_shipped(&self) -> Result<Service> {
+        self.spawn("dispatch-api", "api", &self.required_api(), self.api_env)
+    }
+
+    /// Worker `index` (1-based) with the shipped defaults: only [`REQUIRED_SETTINGS`], then
+    /// `--worker-env`.
+    pub fn worker_as_shipped(&self, index: usize) -> Result<Service> {
         let name = format!("worker-{index}");
         self.spawn(
             "dispatch-worker",
             &name,
-            &[
-                ("DISPATCH_WORKER_ID", format!("{}-{index}", self.label)),
-                ("DISPATCH_MAX_IN_FLIGHT", max_in_flight.to_string()),
-                (
-                    "DISPATCH_MAX_IN_FLIGHT_PER_DESTINATION",
-                    max_in_flight.to_string(),
-                ),
-                ("DISPATCH_SHUTDOWN_GRACE_SECS", "5".to_owned()),
-                // The built-in receiver is on loopback, which the SSRF guard refuses by default.
-                ("DISPATCH_ALLOW_DESTINATIONS", "127.0.0.0/8".to_owned()),
-                ("DISPATCH_SECRET_KEYS", crate::DEV_SECRET_KEYS.to_owned()),
-            ],
+            &self.required_worker(index),
             self.worker_env,
         )
+    }
+
+    /// The API as `chaos` runs it ([`QUIET`], a 5 s shutdown timeout).
+    pub fn api(&self) -> Result<Service> {
+        self.api_named("api")
+    }
+
+    /// Like [`Launch::api`], called `name` (its log is `<label>-<name>.log`), e.g. a second one
+    /// to hand over to while the first drains.
+    pub fn api_named(&self, name: &str) -> Result<Service> {
+        let mut env = Self::quiet(self.required_api());
+        env.push(("DISPATCH_SHUTDOWN_TIMEOUT_SECS", "5".to_owned()));
+        self.spawn("dispatch-api", name, &env, self.api_env)
+    }
+
+    /// Worker `index` (1-based) as `chaos` runs it ([`QUIET`], a 5 s shutdown grace): one
+    /// destination may use every slot of the worker (`max_in_flight_per_destination` =
+    /// `max_in_flight`).
+    pub fn worker(&self, index: usize, max_in_flight: usize) -> Result<Service> {
+        let name = format!("worker-{index}");
+        let mut env = Self::quiet(self.required_worker(index));
+        env.extend([
+            ("DISPATCH_MAX_IN_FLIGHT", max_in_flight.to_string()),
+            (
+                "DISPATCH_MAX_IN_FLIGHT_PER_DESTINATION",
+                max_in_flight.to_string(),
+            ),
+            ("DISPATCH_SHUTDOWN_GRACE_SECS", "5".to_owned()),
+        ]);
+        self.spawn("dispatch-worker", &name, &env, self.worker_env)
     }
 }
 
@@ -216,12 +251,26 @@ impl Service {
         let _ = self.child.kill().await;
     }
 
-    /// Lines the process logged (every line is `warn` or worse, given `RUST_LOG=warn`).
+    /// Lines the process logged at `WARN` or `ERROR` (JSON or text format), read line by line
+    /// (the log of a long run at the default `info` level is large).
     pub fn log_lines(&self) -> usize {
-        std::fs::read_to_string(&self.log)
-            .map(|t| t.lines().filter(|l| !l.trim().is_empty()).count())
-            .unwrap_or(0)
+        use std::io::BufRead;
+        let Ok(file) = std::fs::File::open(&self.log) else {
+            return 0;
+        };
+        std::io::BufReader::new(file)
+            .lines()
+            .map_while(Result::ok)
+            .filter(|l| is_warning(l))
+            .count()
     }
+}
+
+/// Whether a log line is at `WARN` or `ERROR` (`"level":"WARN"` in JSON, ` WARN ` in text).
+fn is_warning(line: &str) -> bool {
+    ["WARN", "ERROR"].iter().any(|level| {
+        line.contains(&format!("\"level\":\"{level}\"")) || line.contains(&format!(" {level} "))
+    })
 }
 
 fn tail(path: &Path, lines: usize) -> String {
@@ -265,4 +314,26 @@ pub async fn wait_ready(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warnings_are_told_from_other_lines() {
+        assert!(is_warning(
+            r#"{"timestamp":"t","level":"WARN","fields":{"message":"slow"}}"#
+        ));
+        assert!(is_warning(r#"{"level":"ERROR","fields":{}}"#));
+        assert!(is_warning(
+            "2026-12-05T10:00:00Z  WARN dispatch_worker: slow"
+        ));
+        assert!(!is_warning(
+            r#"{"level":"INFO","fields":{"message":"delivery attempt"}}"#
+        ));
+        assert!(!is_warning(
+            "2026-12-05T10:00:00Z  INFO dispatch_api: listening"
+        ));
+    }
 }

@@ -9,6 +9,8 @@ pub struct ProcSample {
     pub cpu_ticks: u64,
     /// Peak resident set size so far (`VmHWM`), KiB.
     pub peak_rss_kib: u64,
+    /// Resident set size now (`VmRSS`), KiB.
+    pub rss_kib: u64,
 }
 
 /// The host's CPU counters (all CPUs), in clock ticks.
@@ -77,6 +79,7 @@ pub fn sample(pid: u32) -> Option<ProcSample> {
     Some(ProcSample {
         cpu_ticks: parse_stat_cpu_ticks(&stat)?,
         peak_rss_kib: parse_status_kib(&status, "VmHWM").unwrap_or(0),
+        rss_kib: parse_status_kib(&status, "VmRSS").unwrap_or(0),
     })
 }
 
@@ -151,6 +154,7 @@ mod tests {
     fn this_process_can_be_sampled() {
         let s = sample(std::process::id()).expect("/proc is readable on Linux");
         assert!(s.peak_rss_kib > 0);
+        assert!(s.rss_kib > 0 && s.rss_kib <= s.peak_rss_kib);
         assert!(clock_ticks_per_sec() > 0);
         assert!(host_cpu().is_some_and(|h| h.total > 0));
     }

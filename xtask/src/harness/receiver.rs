@@ -112,6 +112,8 @@ struct Record {
     delivered: HashMap<(u32, Box<str>), u32>,
     /// Latency of each pair's first 200, ns.
     latencies_ns: Vec<u64>,
+    /// Arrival and latency (ns) of each pair's first 200, in arrival order.
+    timeline: Vec<(Instant, u64)>,
     /// Requests answered 500 (the failing destinations' attempts).
     failed_answers: u64,
     /// Requests held unanswered, reset, answered with a trickle.
@@ -137,6 +139,8 @@ pub struct Received {
     pub trickled: u64,
     pub unreadable: u64,
     pub latencies_ns: Vec<u64>,
+    /// Arrival and latency (ns) of each pair's first 200, in arrival order.
+    pub timeline: Vec<(Instant, u64)>,
     /// Arrival of the latest first receipt.
     pub last: Option<Instant>,
 }
@@ -224,6 +228,12 @@ impl Receiver {
         self.state.lock().delivered.len() as u64
     }
 
+    /// Forgets everything received so far (between runs that share one set of subscriptions;
+    /// nothing may be in flight).
+    pub fn reset(&self) {
+        *self.state.lock() = Record::default();
+    }
+
     pub fn received(&self) -> Received {
         let record = self.state.lock();
         Received {
@@ -239,6 +249,7 @@ impl Receiver {
             trickled: record.trickled,
             unreadable: record.unreadable,
             latencies_ns: record.latencies_ns.clone(),
+            timeline: record.timeline.clone(),
             last: record.last,
         }
     }
@@ -340,7 +351,11 @@ async fn handle(
     *times += 1;
     if *times == 1 {
         match sent {
-            Some(sent) => record.latencies_ns.push(arrived_ns.saturating_sub(sent)),
+            Some(sent) => {
+                let latency = arrived_ns.saturating_sub(sent);
+                record.latencies_ns.push(latency);
+                record.timeline.push((arrived, latency));
+            }
             None => record.unreadable += 1,
         }
         // First receipts only: a late duplicate does not stretch the delivery window.

@@ -1,6 +1,7 @@
 //! The benchmark's queries, behind `cargo xtask bench`: the "ceiling" table (durable single-row
-//! inserts, the yardstick every result is compared with), seeding subscriptions and due
-//! deliveries in bulk, and counting what was delivered. Never used by the services; meant for a
+//! inserts by `pgbench`, the yardstick every result is compared with), seeding subscriptions, due
+//! deliveries and finished history in bulk, autovacuum switches and tuple counts, and counting
+//! what was delivered. Never used by the services; meant for a
 //! throw-away database created for one benchmark run.
 
 use diesel::QueryableByName;
@@ -19,30 +20,49 @@ struct Count {
 // Ceiling
 // ---------------------------------------------------------------------------------------------
 
-/// Creates `bench_ceiling`: a tiny table with a text key and a `jsonb` column, logged like any
-/// other table (so its inserts are as durable as the events').
+/// Creates `bench_ceiling`, a scratch table shaped like `events` (a text key, a type, a source, a
+/// small `jsonb` document, a receive time), logged like any other table so that its inserts are
+/// as durable as the events'. `cargo xtask bench` points `pgbench` at it to measure the ceiling.
 pub async fn create_ceiling_table(conn: &mut AsyncPgConnection) -> Result<(), StoreError> {
     diesel::sql_query(
-        "CREATE TABLE IF NOT EXISTS bench_ceiling (k text PRIMARY KEY, v jsonb NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS bench_ceiling (
+             id          text        PRIMARY KEY,
+             event_type  text        NOT NULL,
+             source      text        NOT NULL,
+             data        jsonb       NOT NULL,
+             received_at timestamptz NOT NULL DEFAULT now()
+         )",
     )
     .execute(conn)
     .await?;
     Ok(())
 }
 
-/// One single-row insert, in its own (autocommit) transaction. `value` is JSON text.
+/// One single-row insert, in its own (autocommit) transaction: the statement the ceiling's
+/// `pgbench` script repeats (see [`CEILING_PGBENCH_SCRIPT`]). `value` is JSON text.
 pub async fn ceiling_insert(
     conn: &mut AsyncPgConnection,
     key: &str,
     value: &str,
 ) -> Result<(), StoreError> {
-    diesel::sql_query("INSERT INTO bench_ceiling (k, v) VALUES ($1, $2::jsonb)")
-        .bind::<Text, _>(key)
-        .bind::<Text, _>(value)
-        .execute(conn)
-        .await?;
+    diesel::sql_query(
+        "INSERT INTO bench_ceiling (id, event_type, source, data)
+         VALUES ($1, 'bench.ceiling', 'bench', $2::jsonb)",
+    )
+    .bind::<Text, _>(key)
+    .bind::<Text, _>(value)
+    .execute(conn)
+    .await?;
     Ok(())
 }
+
+/// The `pgbench` script of the ceiling: one durable single-row INSERT of a small event-shaped row
+/// per transaction. The key is random (a text primary key, like an event id), the document
+/// about as large as a benchmark event's `data`. Works with `-M simple` and `-M prepared`.
+pub const CEILING_PGBENCH_SCRIPT: &str = "\\set seq random(1, 1000000000)\n\
+INSERT INTO bench_ceiling (id, event_type, source, data) VALUES (gen_random_uuid()::text, \
+'bench.ceiling', 'bench', jsonb_build_object('seq', :seq::bigint, 'sent_at_ns', \
+'1764412345678901234'));\n";
 
 pub async fn drop_ceiling_table(conn: &mut AsyncPgConnection) -> Result<(), StoreError> {
     diesel::sql_query("DROP TABLE IF EXISTS bench_ceiling")
@@ -101,7 +121,8 @@ pub async fn seed_subscriptions(
 
 /// `count` events numbered `1 ..= count` (id `{id_prefix}{i}`, type `event_type`, source
 /// `bench`, data `{"seq": i, "sent_at_ns": "<sent_at_ns>"}`), each with one delivery that is due
-/// now, to `subscription_ids[i % len]`: a backlog as if it had been ingested while no worker ran.
+/// now, to `subscription_ids[i % len]`, and that delivery's row in the work queue
+/// (`delivery_queue`): a backlog as if it had been ingested while no worker ran.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BacklogSeed<'a> {
     pub id_prefix: &'a str,
@@ -112,7 +133,9 @@ pub struct BacklogSeed<'a> {
     pub subscription_ids: &'a [String],
 }
 
-/// Inserts the events and their deliveries in one statement; returns the deliveries stored.
+/// Inserts the events, their deliveries and the deliveries' queue rows (due now) in one
+/// statement; returns the deliveries queued. (Triggers on `deliveries` may enqueue them too; the
+/// queue's key keeps one row per delivery either way.)
 pub async fn seed_backlog(
     conn: &mut AsyncPgConnection,
     seed: &BacklogSeed<'_>,
@@ -131,9 +154,14 @@ pub async fn seed_backlog(
              INSERT INTO deliveries (event_id, subscription_id)
              SELECT ev.id, ($5::text[])[1 + ev.seq % cardinality($5::text[])]
                FROM ev
+             RETURNING id, subscription_id
+         ), q AS (
+             INSERT INTO delivery_queue (delivery_id, subscription_id, due_at)
+             SELECT id, subscription_id, now() FROM dl
+             ON CONFLICT (delivery_id) DO NOTHING
              RETURNING 1
          )
-         SELECT count(*) AS n FROM dl",
+         SELECT count(*) AS n FROM q",
     )
     .bind::<Text, _>(seed.id_prefix)
     .bind::<Text, _>(seed.event_type)
@@ -143,6 +171,129 @@ pub async fn seed_backlog(
     .get_result(conn)
     .await?;
     Ok(row.n)
+}
+
+/// Finished history: events numbered `first .. first + count` (id `{id_prefix}{i}`, type
+/// `bench.history`, received a day ago), each with one `delivered` delivery (one attempt) to
+/// `subscription_ids[i % len]` and that attempt's row (200, 5 ms). Finished deliveries have no
+/// queue row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistorySeed<'a> {
+    pub id_prefix: &'a str,
+    pub first: i64,
+    pub count: i64,
+    pub subscription_ids: &'a [String],
+}
+
+/// Inserts one batch of history in one statement; returns the attempts stored (one a delivery).
+pub async fn seed_history(
+    conn: &mut AsyncPgConnection,
+    seed: &HistorySeed<'_>,
+) -> Result<i64, StoreError> {
+    if seed.subscription_ids.is_empty() || seed.count <= 0 {
+        return Ok(0);
+    }
+    let row: Count = diesel::sql_query(
+        "WITH ev AS (
+             INSERT INTO events (id, event_type, source, data, received_at)
+             SELECT $1 || g, 'bench.history', 'bench', jsonb_build_object('seq', g),
+                    now() - interval '1 day'
+               FROM generate_series($2::bigint, $2::bigint + $3::bigint - 1) AS g
+             RETURNING id, (data ->> 'seq')::bigint AS seq
+         ), dl AS (
+             INSERT INTO deliveries (event_id, subscription_id, status, attempts, created_at,
+                                     updated_at)
+             SELECT ev.id, ($4::text[])[1 + ev.seq % cardinality($4::text[])], 'delivered', 1,
+                    now() - interval '1 day', now() - interval '1 day'
+               FROM ev
+             RETURNING id, event_id, subscription_id
+         ), at AS (
+             INSERT INTO attempts (delivery_id, event_id, subscription_id, attempt, status_code,
+                                   latency_ms, created_at)
+             SELECT id, event_id, subscription_id, 1, 200, 5, now() - interval '1 day'
+               FROM dl
+             RETURNING 1
+         )
+         SELECT count(*) AS n FROM at",
+    )
+    .bind::<Text, _>(seed.id_prefix)
+    .bind::<BigInt, _>(seed.first)
+    .bind::<BigInt, _>(seed.count)
+    .bind::<Array<Text>, _>(seed.subscription_ids)
+    .get_result(conn)
+    .await?;
+    Ok(row.n)
+}
+
+/// `VACUUM ANALYZE` of the whole database (outside any transaction).
+pub async fn vacuum_analyze(conn: &mut AsyncPgConnection) -> Result<(), StoreError> {
+    diesel::sql_query("VACUUM ANALYZE").execute(conn).await?;
+    Ok(())
+}
+
+/// The hot tables: where deliveries are queued, claimed and recorded.
+pub const HOT_TABLES: [&str; 4] = ["events", "deliveries", "delivery_queue", "attempts"];
+
+#[derive(QueryableByName)]
+struct TableName {
+    #[diesel(sql_type = Text)]
+    name: String,
+}
+
+/// Which of [`HOT_TABLES`] exist in this database.
+async fn hot_tables(conn: &mut AsyncPgConnection) -> Result<Vec<String>, StoreError> {
+    let rows: Vec<TableName> = diesel::sql_query(
+        "SELECT t AS name FROM unnest($1::text[]) AS t WHERE to_regclass(t) IS NOT NULL",
+    )
+    .bind::<Array<Text>, _>(&HOT_TABLES[..])
+    .load(conn)
+    .await?;
+    Ok(rows.into_iter().map(|r| r.name).collect())
+}
+
+/// Turns autovacuum (and auto-analyze) off for the hot tables of this database
+/// (`autovacuum_enabled = false`, for their TOAST tables too); returns the tables changed.
+pub async fn disable_autovacuum(conn: &mut AsyncPgConnection) -> Result<Vec<String>, StoreError> {
+    let tables = hot_tables(conn).await?;
+    for table in &tables {
+        // The names come from the fixed list above, never from input.
+        diesel::sql_query(format!(
+            "ALTER TABLE {table} SET (autovacuum_enabled = false, \
+             toast.autovacuum_enabled = false)"
+        ))
+        .execute(conn)
+        .await?;
+    }
+    Ok(tables)
+}
+
+/// Dead and live tuples of one table, as the statistics collector last published them.
+#[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
+pub struct TableTuples {
+    #[diesel(sql_type = Text)]
+    pub name: String,
+    #[diesel(sql_type = BigInt)]
+    pub live: i64,
+    #[diesel(sql_type = BigInt)]
+    pub dead: i64,
+    #[diesel(sql_type = BigInt)]
+    pub autovacuums: i64,
+}
+
+/// Live and dead tuples of the hot tables that exist (`pg_stat_user_tables`).
+pub async fn hot_table_tuples(
+    conn: &mut AsyncPgConnection,
+) -> Result<Vec<TableTuples>, StoreError> {
+    Ok(diesel::sql_query(
+        "SELECT relname::text AS name, n_live_tup AS live, n_dead_tup AS dead,
+                autovacuum_count AS autovacuums
+           FROM pg_stat_user_tables
+          WHERE relname = ANY($1::text[])
+          ORDER BY array_position($1::text[], relname::text)",
+    )
+    .bind::<Array<Text>, _>(&HOT_TABLES[..])
+    .load(conn)
+    .await?)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -233,9 +384,12 @@ pub async fn delivered_count(conn: &mut AsyncPgConnection) -> Result<i64, StoreE
 pub struct ServerFacts {
     /// `server_version`, e.g. `15.20 (Debian 15.20-0+deb12u1)`.
     pub version: String,
+    pub autovacuum: String,
     pub fsync: String,
     pub synchronous_commit: String,
     pub full_page_writes: String,
+    /// e.g. `128MB`.
+    pub shared_buffers: String,
     pub max_connections: i64,
 }
 
@@ -244,31 +398,40 @@ struct FactsRow {
     #[diesel(sql_type = Text)]
     version: String,
     #[diesel(sql_type = Text)]
+    autovacuum: String,
+    #[diesel(sql_type = Text)]
     fsync: String,
     #[diesel(sql_type = Text)]
     synchronous_commit: String,
     #[diesel(sql_type = Text)]
     full_page_writes: String,
+    #[diesel(sql_type = Text)]
+    shared_buffers: String,
     #[diesel(sql_type = BigInt)]
     max_connections: i64,
 }
 
-/// The server's version and the settings that decide how durable (and how fast) a commit is.
+/// The server's version, the settings that decide how durable (and how fast) a commit is, and
+/// whether autovacuum runs.
 pub async fn server_facts(conn: &mut AsyncPgConnection) -> Result<ServerFacts, StoreError> {
     let row: FactsRow = diesel::sql_query(
         "SELECT current_setting('server_version') AS version,
+                current_setting('autovacuum') AS autovacuum,
                 current_setting('fsync') AS fsync,
                 current_setting('synchronous_commit') AS synchronous_commit,
                 current_setting('full_page_writes') AS full_page_writes,
+                current_setting('shared_buffers') AS shared_buffers,
                 current_setting('max_connections')::bigint AS max_connections",
     )
     .get_result(conn)
     .await?;
     Ok(ServerFacts {
         version: row.version,
+        autovacuum: row.autovacuum,
         fsync: row.fsync,
         synchronous_commit: row.synchronous_commit,
         full_page_writes: row.full_page_writes,
+        shared_buffers: row.shared_buffers,
         max_connections: row.max_connections,
     })
 }
