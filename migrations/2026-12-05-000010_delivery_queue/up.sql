@@ -29,9 +29,11 @@ CREATE TABLE delivery_queue (
     autovacuum_vacuum_cost_delay = 0
 );
 
--- The claim's order: due first; `delivery_id` breaks ties, so keys are unique and btree
+-- The claim's order, one index per kind (first attempts, retries), so a claim for one kind never
+-- walks the other's rows: due first; `delivery_id` breaks ties, so keys are unique and btree
 -- deduplication builds no posting lists (scans can then mark dead entries killed one by one).
-CREATE INDEX delivery_queue_due ON delivery_queue (due_at, delivery_id);
+CREATE INDEX delivery_queue_first_due ON delivery_queue (due_at, delivery_id) WHERE NOT retry;
+CREATE INDEX delivery_queue_retry_due ON delivery_queue (due_at, delivery_id) WHERE retry;
 
 CREATE FUNCTION delivery_queue_enqueue() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN

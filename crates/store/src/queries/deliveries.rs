@@ -187,9 +187,9 @@ pub const CLAIM_SQL: &str = "WITH cand AS MATERIALIZED (
 /// whose time has come, or a processing one whose lease expired (its worker died) — unless the
 /// destination's circuit is open, which every worker's claim respects.
 ///
-/// The candidates are the earliest due rows of the queue, read along its `(due_at,
-/// delivery_id)` index without locks, a window of twice the batch of each kind (retries and
-/// first tries);
+/// The candidates are the earliest due rows of the queue, read without locks along the
+/// `(due_at, delivery_id)` index of their kind, a window of twice the batch of each kind
+/// (retries and first tries);
 /// among them the claim takes, in due order, what the allowances let through, with retries at
 /// most half of the batch (at least one) so a storm of retries cannot starve new events, and
 /// deliveries of destinations that are not proven at most `unproven_budget`, so slots stay for
@@ -424,10 +424,19 @@ pub async fn next_due_at(
 ) -> Result<Option<DateTime<Utc>>, StoreError> {
     let row: NextDue = crate::prepared::prepared(
         "SELECT least(
-             (SELECT min(q.due_at) FROM delivery_queue q
-               WHERE NOT EXISTS (SELECT 1 FROM subscriptions s
+             -- Each kind along its own index.
+             (SELECT q.due_at FROM delivery_queue q
+               WHERE NOT q.retry
+                 AND NOT EXISTS (SELECT 1 FROM subscriptions s
                                   WHERE s.id = q.subscription_id
-                                    AND s.circuit_open_until > now())),
+                                    AND s.circuit_open_until > now())
+               ORDER BY q.due_at LIMIT 1),
+             (SELECT q.due_at FROM delivery_queue q
+               WHERE q.retry
+                 AND NOT EXISTS (SELECT 1 FROM subscriptions s
+                                  WHERE s.id = q.subscription_id
+                                    AND s.circuit_open_until > now())
+               ORDER BY q.due_at LIMIT 1),
              -- Deliveries held by an open circuit fall due when it half-opens.
              (SELECT min(circuit_open_until) FROM subscriptions WHERE circuit_open_until > now())
          ) AS at",

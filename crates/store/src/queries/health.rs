@@ -37,9 +37,11 @@ pub const QUEUE_DEAD_ROWS_WORTH_VACUUM: i64 = 2_000;
 pub const QUEUE_DEAD_ROWS_BLOATED: i64 = 50_000;
 
 impl QueueHealth {
-    /// Enough dead rows that claims walk noticeably more than they take.
+    /// Enough dead rows (at least 2 000, and a quarter of the live ones) that claims, which
+    /// start at the oldest due rows where the dead ones gather, walk noticeably more than they
+    /// take.
     pub fn worth_vacuum(&self) -> bool {
-        self.dead_rows >= QUEUE_DEAD_ROWS_WORTH_VACUUM && self.dead_rows >= self.live_rows
+        self.dead_rows >= QUEUE_DEAD_ROWS_WORTH_VACUUM && self.dead_rows * 4 >= self.live_rows
     }
 
     /// Far more dead rows than live ones: vacuum is falling behind.

@@ -86,6 +86,11 @@ impl Concurrency {
         !self.proven() && now.saturating_duration_since(*lock(&self.last_finish)) >= SLOW_ANSWER
     }
 
+    /// An attempt ended within `within` of `now`.
+    pub fn finished_within(&self, now: Instant, within: std::time::Duration) -> bool {
+        now.saturating_duration_since(*lock(&self.last_finish)) < within
+    }
+
     /// Requests that may start now (limit minus in flight, never negative).
     pub fn room(&self) -> usize {
         self.limit().saturating_sub(self.in_flight())

@@ -67,6 +67,10 @@ pub struct Destination {
     counted_trips: Mutex<u64>,
 }
 
+/// How lately a destination's last attempt must have ended for its grown limit to count in a
+/// claim although nothing is in flight.
+const RECENTLY: Duration = Duration::from_secs(2);
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -242,8 +246,8 @@ impl Destinations {
     }
 
     /// What one claim may hand each destination, for a worker of `max_in_flight` slots: the
-    /// room under its limit for the destinations with requests in flight (or a limit below the
-    /// start), the starting limit for the rest; deliveries of destinations not proven at most
+    /// room under its limit for the destinations with requests in flight, a limit below the
+    /// start or a grown limit and an attempt that ended lately, the starting limit for the rest; deliveries of destinations not proven at most
     /// three quarters of the slots less what those already hold, so a quarter stays for
     /// destinations that answer. Also the destinations with no room that are stalled
     /// (unproven, nothing finished lately), whose due deliveries should be parked.
@@ -261,7 +265,11 @@ impl Destinations {
             if !proven {
                 unproven_in_flight += c.in_flight();
             }
-            if c.in_flight() > 0 || c.limit() < start {
+            // Those in use, those below the start, and those that grew and were busy a moment
+            // ago (between two bursts a fast destination often has nothing in flight: the next
+            // claim must still give it its whole room, not the start).
+            let grown_and_recent = c.limit() > start && c.finished_within(t, RECENTLY);
+            if c.in_flight() > 0 || c.limit() < start || grown_and_recent {
                 if c.room() == 0 && c.stalled(t) {
                     stalled.push(id.clone());
                 }

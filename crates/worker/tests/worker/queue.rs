@@ -50,6 +50,18 @@ async fn a_destination_that_answers_gets_more_slots_and_nothing_is_claimed_to_be
         limit > INITIAL_LIMIT,
         "300 answers raised the limit from {INITIAL_LIMIT}, to {limit}"
     );
+
+    // Nothing in flight now, but it answered a moment ago: the next burst gets its whole room
+    // in one claim, not the start again.
+    for i in 300..320 {
+        h.ingest(&format!("evt_{i}"), "order.created", json!({"n": i}))
+            .await;
+    }
+    assert_eq!(
+        worker.run_once().await.unwrap(),
+        20.min(limit),
+        "one claim takes the next burst"
+    );
 }
 
 #[tokio::test]
