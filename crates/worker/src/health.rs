@@ -1,16 +1,31 @@
-//! The worker's own small HTTP server: `/healthz` (alive), `/readyz` (database reachable and
-//! migrated, LISTEN connection up), for Kubernetes probes, and `/metrics` (Prometheus).
+//! The worker's own small HTTP server: `/healthz` (alive: the delivery loop makes progress),
+//! `/readyz` (database reachable and migrated, LISTEN connection up), for Kubernetes probes, and
+//! `/metrics` (Prometheus, from values the loop already has: a scrape never queries the
+//! database). Bounded: at most [`MAX_CONNECTIONS`] at once (the rest wait in the listen
+//! backlog), a request head within [`HEAD_TIMEOUT`], a connection for at most
+//! [`CONNECTION_LIFETIME`], and a pause after a failed accept (such as "too many open files")
+//! instead of a spin.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+/// Connections served at once; Prometheus and the kubelet need a handful.
+pub const MAX_CONNECTIONS: usize = 32;
+/// How long a client may take to send a request head.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest one connection (keep-alive included) is kept.
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 
 use crate::runner::Worker;
 use dispatch_store::{pool, queries};
@@ -45,11 +60,24 @@ async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     Ok(match req.uri().path() {
-        "/healthz" => json(StatusCode::OK, r#"{"status":"ok"}"#.to_owned()),
+        "/healthz" => match worker.stalled_for() {
+            None => json(StatusCode::OK, r#"{"status":"ok"}"#.to_owned()),
+            Some(stalled) => json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::json!({
+                    "code": "stalled",
+                    "message": format!(
+                        "the delivery loop has made no progress for {} s",
+                        stalled.as_secs()
+                    ),
+                })
+                .to_string(),
+            ),
+        },
         "/metrics" => {
-            if let Err(e) = worker.observe().await {
-                tracing::debug!(error = %e, "backlog gauges not refreshed for this scrape");
-            }
+            // The database-backed gauges are refreshed by the loop's heartbeat; a scrape only
+            // reads what is in memory.
+            worker.observe_local();
             let mut response = Response::new(Full::new(Bytes::from(
                 dispatch_telemetry::metrics::install().render(),
             )));
@@ -83,16 +111,45 @@ pub async fn serve(
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     let server = async move {
+        let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let mut backoff = Duration::from_millis(10);
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
+            // A permit first: past the cap, connections wait in the kernel's backlog and use
+            // no descriptor of ours.
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                return;
+            };
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => {
+                    backoff = Duration::from_millis(10);
+                    stream
+                }
+                Err(e) => {
+                    // Out of descriptors, or the like: wait instead of spinning on the error.
+                    tracing::warn!(error = %e, wait_ms = backoff.as_millis() as u64, "accepting a health/metrics connection failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
             };
             let worker = worker.clone();
             tokio::spawn(async move {
+                // The first bytes within the head timeout too: a client that connects and says
+                // nothing would otherwise hold its slot (the protocol sniffing waits for ever).
+                let mut first = [0u8; 1];
+                match tokio::time::timeout(HEAD_TIMEOUT, stream.peek(&mut first)).await {
+                    Ok(Ok(n)) if n > 0 => {}
+                    _ => return,
+                }
                 let service = service_fn(move |req| handle(worker.clone(), req));
-                let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+                let mut builder = auto::Builder::new(TokioExecutor::new());
+                builder
+                    .http1()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEAD_TIMEOUT);
+                let connection = builder.serve_connection(TokioIo::new(stream), service);
+                let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
+                drop(permit);
             });
         }
     };

@@ -27,6 +27,9 @@ use crate::resilience::concurrency::{SLOW_ANSWER, Signal};
 /// (a fallback: the claim takes only what fits), and how long a slow or silent destination's
 /// blocked deliveries are parked.
 const BUSY_DESTINATION_WAIT: Duration = Duration::from_secs(1);
+/// How long the delivery loop may go without progress (beyond one poll interval) before the
+/// worker reports itself not alive.
+pub const LIVENESS_STALL: Duration = Duration::from_secs(60);
 /// The longest a stalled destination's deliveries are put off at once.
 const MAX_PARK: Duration = Duration::from_secs(30);
 /// Most deliveries one claim puts off for stalled destinations.
@@ -65,6 +68,8 @@ struct Inner {
     lease: Duration,
     shutdown_grace: Duration,
     queue_vacuum_every: Option<Duration>,
+    /// When the delivery loop last went round (none before it started).
+    progress: std::sync::Mutex<Option<std::time::Instant>>,
     /// How long the due deliveries of a stalled destination are put off.
     park_for: Duration,
     listening: AtomicBool,
@@ -93,6 +98,7 @@ impl Worker {
                 lease: settings.lease,
                 shutdown_grace: settings.shutdown_grace,
                 queue_vacuum_every: settings.queue_vacuum_every,
+                progress: std::sync::Mutex::new(None),
                 park_for: settings
                     .request_timeout
                     .clamp(BUSY_DESTINATION_WAIT, MAX_PARK),
@@ -171,9 +177,21 @@ impl Worker {
         Ok(claimed)
     }
 
-    /// Refreshes the gauges read from the database and the pool (backlog, oldest due age,
-    /// pool usage, listener).
+    /// Refreshes the gauges read from the database (backlog, oldest due age) and those in
+    /// memory ([`Worker::observe_local`]).
     pub async fn observe(&self) -> Result<(), StoreError> {
+        use dispatch_telemetry::metrics as names;
+        self.observe_local();
+        let mut conn = pool::connection(&self.inner.pool).await?;
+        let backlog = deliveries::backlog(&mut conn).await?;
+        metrics::gauge!(names::DELIVERIES_DUE).set(backlog.due as f64);
+        metrics::gauge!(names::OLDEST_DUE_AGE).set(backlog.oldest_due_age_secs);
+        Ok(())
+    }
+
+    /// Refreshes the gauges this process knows without asking the database (pool usage,
+    /// listener): what a `/metrics` scrape does.
+    pub fn observe_local(&self) {
         use dispatch_telemetry::metrics as names;
         let pool_state = self.inner.pool.state();
         metrics::gauge!(names::DB_POOL_CONNECTIONS, names::STATE => "idle")
@@ -184,11 +202,24 @@ impl Worker {
                 .saturating_sub(pool_state.idle_connections),
         ));
         metrics::gauge!(names::WORKER_LISTENING).set(if self.is_listening() { 1.0 } else { 0.0 });
-        let mut conn = pool::connection(&self.inner.pool).await?;
-        let backlog = deliveries::backlog(&mut conn).await?;
-        metrics::gauge!(names::DELIVERIES_DUE).set(backlog.due as f64);
-        metrics::gauge!(names::OLDEST_DUE_AGE).set(backlog.oldest_due_age_secs);
-        Ok(())
+    }
+
+    /// Notes that the delivery loop went round once (what liveness reads).
+    pub fn note_progress(&self) {
+        *lock(&self.inner.progress) = Some(std::time::Instant::now());
+    }
+
+    /// How long the running loop has made no progress, once that is more than
+    /// [`LIVENESS_STALL`] (`None`: alive, or the loop has not started).
+    pub fn stalled_for(&self) -> Option<Duration> {
+        self.stalled_at(std::time::Instant::now())
+    }
+
+    /// [`Worker::stalled_for`] as of `now`.
+    pub fn stalled_at(&self, now: std::time::Instant) -> Option<Duration> {
+        let last = (*lock(&self.inner.progress))?;
+        let quiet = now.saturating_duration_since(last);
+        (quiet > LIVENESS_STALL + self.inner.poll_interval).then_some(quiet)
     }
 
     /// Looks after the hot queue: publishes its live and dead rows and whether autovacuum
@@ -373,6 +404,7 @@ impl Worker {
         let mut refresh_look = true;
 
         loop {
+            self.note_progress();
             metrics::gauge!(dispatch_telemetry::metrics::DELIVERIES_IN_FLIGHT)
                 .set(in_flight.len() as f64);
             // Every branch of the select below decides `claim_now` afresh.
@@ -489,6 +521,10 @@ impl Worker {
         );
         summary
     }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// When the earliest retry or deferral among `outcomes` falls due, as a timer instant.

@@ -11,6 +11,7 @@ mod helpers;
 mod leases;
 mod metrics;
 mod outage;
+mod port;
 mod processes;
 mod queue;
 mod resilience;

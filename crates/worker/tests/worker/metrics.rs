@@ -49,6 +49,9 @@ async fn metrics_show_each_seed_metric_with_its_type_after_real_deliveries() {
     let worker = h.worker(&[("DISPATCH_BREAKER_MIN_REQUESTS", "1")]);
     h.ingest("evt_1", "order.created", json!({"n": 1})).await;
     worker.run_once().await.unwrap();
+    // What the running loop's heartbeat does every few seconds (a scrape never queries the
+    // database).
+    worker.observe().await.unwrap();
 
     let (addr, server) =
         dispatch_worker::health::serve("127.0.0.1:0".parse().unwrap(), worker.clone())
