@@ -318,6 +318,8 @@ fn spawn_binary(name: &str, database_url: &str, addr: &str) -> Result<tokio::pro
         .env("DISPATCH_LOG_FORMAT", "text")
         .env("DISPATCH_API_KEYS", dev_api_key())
         .env("DISPATCH_SECRET_KEYS", dev_secret_keys())
+        // The published development keys are refused without it.
+        .env("DISPATCH_DEVELOPMENT", "true")
         // `cargo xtask sink` and other local receivers live on loopback.
         .env("DISPATCH_ALLOW_DESTINATIONS", "127.0.0.0/8,::1")
         .kill_on_drop(true)
@@ -332,7 +334,7 @@ fn dev_api_key() -> String {
 }
 
 /// The development key the README's examples send. Never use it outside a laptop.
-const DEV_API_KEY: &str = "dev-key-change-me-0123";
+const DEV_API_KEY: &str = dispatch_config::development::API_KEY;
 
 /// The keys `cargo xtask dev` seals subscription secrets with: `DISPATCH_DEV_SECRET_KEYS`, or
 /// [`DEV_SECRET_KEYS`]. The same every run, so a development database stays readable.
@@ -342,7 +344,7 @@ fn dev_secret_keys() -> String {
 
 /// A development key for subscription secrets (`DISPATCH_SECRET_KEYS`), published here: never
 /// use it outside a laptop. `cargo xtask bench` and the other local harnesses use it too.
-pub(crate) const DEV_SECRET_KEYS: &str = "dev:iWiwm9xfOz0HBaXCssH2S9G/hiz6sRqUBSQ8IXLF9+Y=";
+pub(crate) const DEV_SECRET_KEYS: &str = dispatch_config::development::SECRET_KEYS;
 
 /// Asks a child to stop with SIGTERM and waits for its graceful drain (then kills it).
 async fn terminate(child: &mut tokio::process::Child) {

@@ -50,6 +50,12 @@ fn from_hex(hex: &str) -> Option<[u8; 32]> {
 
 /// Parses `DISPATCH_API_KEYS`: comma-separated keys or `sha256:<64 hex>` digests. Blank entries
 /// are ignored.
+/// Whether `keys` (as [`parse_keys`] returns them) accept the published development key.
+pub fn accepts_development_key(keys: &[[u8; 32]]) -> bool {
+    let published = sha256(dispatch_config::development::API_KEY.as_bytes());
+    keys.contains(&published)
+}
+
 pub fn parse_keys(text: &str) -> Result<Vec<[u8; 32]>, String> {
     let mut keys = Vec::new();
     for (i, entry) in text.split(',').map(str::trim).enumerate() {

@@ -69,6 +69,7 @@ struct Raw {
     log_format: String,
     api_keys: String,
     auth_disabled: String,
+    development: String,
     secret_keys: String,
     secret_rotation_overlap_secs: String,
     allow_destinations: String,
@@ -159,6 +160,12 @@ pub const KEYS: &[Key] = &[
         env: "DISPATCH_API_KEYS",
         default: "",
         help: "comma-separated API keys (at least 16 characters each) or sha256:<hex> of them",
+    },
+    Key {
+        name: "development",
+        env: "DISPATCH_DEVELOPMENT",
+        default: "false",
+        help: "true allows the published development API and sealing keys (never in production)",
     },
     Key {
         name: "auth_disabled",
@@ -274,20 +281,34 @@ impl Settings {
             "committers",
         );
         let log_format = c.parse::<LogFormat>("log_format", &raw.log_format);
-        let auth_disabled = match raw.auth_disabled.trim().to_ascii_lowercase().as_str() {
-            "true" | "1" | "yes" => Some(true),
-            "false" | "0" | "no" | "" => Some(false),
-            other => {
-                c.problem(
-                    "auth_disabled",
-                    format!("expected true or false, got {other:?}"),
-                );
-                None
-            }
-        };
+        let auth_disabled = c.flag("auth_disabled", &raw.auth_disabled);
+        let development = c.flag("development", &raw.development);
         let keys = crate::auth::parse_keys(&raw.api_keys)
             .map_err(|e| c.problem("api_keys", e))
             .ok();
+        if development == Some(false) {
+            use dispatch_config::development::{ADVICE, SECRET_KEY_MATERIAL};
+            if keys
+                .as_deref()
+                .is_some_and(crate::auth::accepts_development_key)
+            {
+                c.problem(
+                    "api_keys",
+                    format!("contains the development key: {ADVICE}"),
+                );
+            }
+            let weak =
+                dispatch_domain::sealing::Keyring::weak_ids(&raw.secret_keys, SECRET_KEY_MATERIAL);
+            if !weak.is_empty() {
+                c.problem(
+                    "secret_keys",
+                    format!(
+                        "key {} is all zeros or the development key: {ADVICE}",
+                        weak.join(", ")
+                    ),
+                );
+            }
+        }
         let auth = match (auth_disabled, keys) {
             (Some(true), _) => Some(crate::auth::Auth::Disabled),
             (Some(false), Some(keys)) if keys.is_empty() => {
@@ -581,5 +602,26 @@ mod tests {
             .collect();
         let err = Settings::load_for_migrations(None, &bad).expect_err("a bad URL still fails");
         assert!(err.to_string().contains("database_url"), "{err}");
+    }
+
+    #[test]
+    fn published_development_keys_are_refused_unless_in_development() {
+        use dispatch_config::development::{API_KEY, SECRET_KEYS};
+        let zero = "z:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+        for (key, value) in [
+            ("DISPATCH_API_KEYS", API_KEY),
+            ("DISPATCH_SECRET_KEYS", SECRET_KEYS),
+            ("DISPATCH_SECRET_KEYS", zero),
+        ] {
+            let refused = Settings::load_from(None, &env(&[(key, value)]))
+                .expect_err(value)
+                .to_string();
+            assert!(refused.contains("DISPATCH_DEVELOPMENT=true"), "{refused}");
+            Settings::load_from(
+                None,
+                &env(&[(key, value), ("DISPATCH_DEVELOPMENT", "true")]),
+            )
+            .expect("allowed in development");
+        }
     }
 }

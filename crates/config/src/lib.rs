@@ -153,6 +153,18 @@ impl<'k> Checker<'k> {
     }
 
     /// `Ok(value)` when no problem was recorded, else every problem.
+    /// `true`/`false` (also `1`/`0`, `yes`/`no`; empty is false).
+    pub fn flag(&mut self, key: &str, value: &str) -> Option<bool> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" => Some(true),
+            "false" | "0" | "no" | "" => Some(false),
+            other => {
+                self.problem(key, format!("expected true or false, got {other:?}"));
+                None
+            }
+        }
+    }
+
     pub fn finish<T>(self, value: Option<T>) -> Result<T, ConfigError> {
         match value {
             Some(v) if self.problems.is_empty() => Ok(v),
@@ -265,4 +277,20 @@ mod tests {
         );
         assert!(check_database_url("postgres://h/db?sslrootcert=").is_err());
     }
+}
+
+/// The published development keys (`cargo xtask dev`, the Compose file's defaults and the
+/// README's examples). Anyone can read them, so both binaries refuse to start with them unless
+/// `development` (`DISPATCH_DEVELOPMENT=true`) says this is a development machine.
+pub mod development {
+    /// The API key the README's examples send.
+    pub const API_KEY: &str = "dev-key-change-me-0123";
+    /// The key subscription secrets are sealed with in development.
+    pub const SECRET_KEYS: &str = "dev:iWiwm9xfOz0HBaXCssH2S9G/hiz6sRqUBSQ8IXLF9+Y=";
+    /// The base64 key material of [`SECRET_KEYS`].
+    pub const SECRET_KEY_MATERIAL: &str = "iWiwm9xfOz0HBaXCssH2S9G/hiz6sRqUBSQ8IXLF9+Y=";
+    /// What to say when a published key is refused.
+    pub const ADVICE: &str = "it is published (development only): generate your own \
+                              (`openssl rand -base64 32`), or set DISPATCH_DEVELOPMENT=true on a \
+                              development machine";
 }

@@ -152,6 +152,22 @@ impl Keyring {
         Self::from_keys(keys)
     }
 
+    /// The ids of the entries of `secret_keys` text whose key is all zeros or is `published`
+    /// (standard base64 of a key anyone can read): keys that protect nothing.
+    pub fn weak_ids(text: &str, published: &str) -> Vec<String> {
+        let published = STANDARD.decode(published.trim()).unwrap_or_default();
+        text.split(',')
+            .map(str::trim)
+            .filter_map(|entry| entry.split_once(':'))
+            .filter(|(_, encoded)| {
+                STANDARD.decode(encoded.trim()).is_ok_and(|bytes| {
+                    bytes.iter().all(|b| *b == 0) || (!published.is_empty() && bytes == published)
+                })
+            })
+            .map(|(id, _)| id.trim().to_owned())
+            .collect()
+    }
+
     /// A keyring of the given `(id, key)` pairs; the first seals.
     pub fn from_keys(
         keys: impl IntoIterator<Item = (String, [u8; KEY_LEN])>,
@@ -431,5 +447,19 @@ mod tests {
         let b = generate_key().unwrap();
         assert_ne!(a, b);
         assert!(Keyring::parse(&format!("k:{a}")).is_ok());
+    }
+
+    #[test]
+    fn all_zero_and_published_keys_are_weak() {
+        let published = "iWiwm9xfOz0HBaXCssH2S9G/hiz6sRqUBSQ8IXLF9+Y=";
+        let text = format!(
+            "ok:AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=, zero:{}, dev:{published}",
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+        );
+        assert_eq!(Keyring::weak_ids(&text, published), ["zero", "dev"]);
+        assert!(
+            Keyring::weak_ids("ok:AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=", published)
+                .is_empty()
+        );
     }
 }

@@ -94,6 +94,7 @@ struct Raw {
     destination_idle_secs: String,
     shutdown_grace_secs: String,
     queue_vacuum_secs: String,
+    development: String,
     log_format: String,
 }
 
@@ -267,6 +268,12 @@ pub const KEYS: &[Key] = &[
         env: "DISPATCH_QUEUE_VACUUM_SECS",
         default: "1",
         help: "vacuum the hot queue at most this often when dead rows pile up (0: never, autovacuum only)",
+    },
+    Key {
+        name: "development",
+        env: "DISPATCH_DEVELOPMENT",
+        default: "false",
+        help: "true allows the published development sealing key (never in production)",
     },
     Key {
         name: "shutdown_grace_secs",
@@ -454,6 +461,19 @@ impl Settings {
         let destinations = DestinationPolicy::parse(&raw.allow_destinations)
             .map_err(|e| c.problem("allow_destinations", e))
             .ok();
+        if c.flag("development", &raw.development) == Some(false) {
+            use dispatch_config::development::{ADVICE, SECRET_KEY_MATERIAL};
+            let weak = Keyring::weak_ids(&raw.secret_keys, SECRET_KEY_MATERIAL);
+            if !weak.is_empty() {
+                c.problem(
+                    "secret_keys",
+                    format!(
+                        "key {} is all zeros or the development key: {ADVICE}",
+                        weak.join(", ")
+                    ),
+                );
+            }
+        }
         let secret_keys = Keyring::parse(&raw.secret_keys)
             .map_err(|e| c.problem("secret_keys", e))
             .ok();
@@ -630,5 +650,25 @@ mod tests {
         ] {
             assert!(text.contains(key), "{key} missing from:\n{text}");
         }
+    }
+
+    #[test]
+    fn the_published_development_sealing_key_is_refused_unless_in_development() {
+        use dispatch_config::development::SECRET_KEYS;
+        let refused = Settings::load_from(None, &env(&[("DISPATCH_SECRET_KEYS", SECRET_KEYS)]))
+            .expect_err("published")
+            .to_string();
+        assert!(
+            refused.contains("secret_keys (DISPATCH_SECRET_KEYS): key dev is all zeros"),
+            "{refused}"
+        );
+        Settings::load_from(
+            None,
+            &env(&[
+                ("DISPATCH_SECRET_KEYS", SECRET_KEYS),
+                ("DISPATCH_DEVELOPMENT", "true"),
+            ]),
+        )
+        .expect("allowed in development");
     }
 }

@@ -78,7 +78,7 @@ pub struct Service {
 /// loopback destinations allowed (the receiver listens there; the SSRF guard refuses it by
 /// default) and each worker's name on its leases.
 pub const REQUIRED_SETTINGS: &str = "DISPATCH_DATABASE_URL, DISPATCH_ADDR, DISPATCH_API_KEYS \
-     (generated), DISPATCH_SECRET_KEYS (dev keys), DISPATCH_ALLOW_DESTINATIONS=127.0.0.0/8 (the \
+     (generated), DISPATCH_SECRET_KEYS (dev keys) with DISPATCH_DEVELOPMENT=true, DISPATCH_ALLOW_DESTINATIONS=127.0.0.0/8 (the \
      receiver), DISPATCH_WORKER_ID";
 
 /// The harness's own choices for `chaos` (not for `bench`, which measures the shipped
@@ -135,6 +135,8 @@ impl Launch<'_> {
         vec![
             ("DISPATCH_API_KEYS", self.api_key.to_owned()),
             ("DISPATCH_SECRET_KEYS", crate::DEV_SECRET_KEYS.to_owned()),
+            // The development sealing key is refused without it.
+            ("DISPATCH_DEVELOPMENT", "true".to_owned()),
             ("DISPATCH_ALLOW_DESTINATIONS", "127.0.0.0/8".to_owned()),
         ]
     }
@@ -145,6 +147,7 @@ impl Launch<'_> {
             ("DISPATCH_WORKER_ID", format!("{}-{index}", self.label)),
             ("DISPATCH_ALLOW_DESTINATIONS", "127.0.0.0/8".to_owned()),
             ("DISPATCH_SECRET_KEYS", crate::DEV_SECRET_KEYS.to_owned()),
+            ("DISPATCH_DEVELOPMENT", "true".to_owned()),
         ]
     }
 
