@@ -48,6 +48,7 @@ pub struct Reply {
     delay: Option<Duration>,
     held: bool,
     retry_after: Option<String>,
+    location: Option<String>,
     body: Bytes,
     action: Action,
     /// Send the body one byte per this interval.
@@ -68,6 +69,7 @@ impl Reply {
             delay: None,
             held: false,
             retry_after: None,
+            location: None,
             body: Bytes::new(),
             action: Action::Answer,
             trickle: None,
@@ -130,6 +132,13 @@ impl Reply {
     #[must_use]
     pub fn retry_after(mut self, value: impl Into<String>) -> Self {
         self.retry_after = Some(value.into());
+        self
+    }
+
+    /// Adds `Location: <url>` to the answer (a redirect, with a 3xx status).
+    #[must_use]
+    pub fn location(mut self, url: impl Into<String>) -> Self {
+        self.location = Some(url.into());
         self
     }
 
@@ -442,6 +451,11 @@ async fn handle(
         response
             .headers_mut()
             .insert(http::header::RETRY_AFTER, value);
+    }
+    if let Some(location) = reply.location
+        && let Ok(value) = http::HeaderValue::from_str(&location)
+    {
+        response.headers_mut().insert(http::header::LOCATION, value);
     }
     Ok(response)
 }

@@ -15,3 +15,4 @@ mod openapi;
 mod outage;
 mod secrets;
 mod subscriptions;
+mod wake;

@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod answers;
 mod binary;
 mod cancellation;
 mod failures;
