@@ -784,14 +784,17 @@ def live(bin_dir: pathlib.Path, rendered: dict[str, list[dict]]) -> None:
                 argv = c.get("command", []) + c.get("args", [])
                 label = f"helm ({name}) {owner['kind']}/{owner['metadata']['name']}"
                 serves = owner["kind"] == "Deployment"
-                if argv[0] == "dispatch-api" and "DISPATCH_API_KEYS" not in env and \
+                # `dispatch-api migrate` needs only the database URL: no keys to refuse.
+                migrates = argv[:2] == ["dispatch-api", "migrate"]
+                if not migrates and argv[0] == "dispatch-api" and \
+                        "DISPATCH_API_KEYS" not in env and \
                         str(env.get("DISPATCH_AUTH_DISABLED", "")).lower() != "true":
                     # No key configured (a required value left out, or an optional Secret key):
                     # the API must refuse to start and say why; then check the rest with one.
                     refuse_without_key(label, bin_dir, argv, env)
                     keyless += 1
                     env["DISPATCH_API_KEYS"] = PLACEHOLDER_API_KEY
-                if NO_SECRET_KEYS not in env:
+                if not migrates and NO_SECRET_KEYS not in env:
                     # Both binaries need the secret keys (an optional Secret key left out): they
                     # must refuse to start and say why; then check the rest with some.
                     refuse_without_key(label, bin_dir, argv, env, NO_SECRET_KEYS)
