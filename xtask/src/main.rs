@@ -9,6 +9,7 @@ mod openapi;
 mod ops;
 mod pg;
 mod sink;
+mod tidy;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -81,7 +82,8 @@ enum Task {
     /// against the ceiling of durable single-row inserts; prints a table and JSON lines.
     Bench(bench::Args),
     /// Faults on 127.0.0.1 (worker killed, PostgreSQL restarted, misbehaving receivers,
-    /// SIGTERM, three workers) with every accepted event accounted for; prints a table.
+    /// SIGTERM, three workers, hanging destinations, a flood of the worker's port) with every
+    /// accepted event accounted for; prints a table.
     Chaos(chaos::Args),
 }
 

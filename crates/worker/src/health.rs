@@ -1,10 +1,12 @@
 //! The worker's own small HTTP server: `/healthz` (alive: the delivery loop makes progress),
 //! `/readyz` (database reachable and migrated, LISTEN connection up), for Kubernetes probes, and
 //! `/metrics` (Prometheus, from values the loop already has: a scrape never queries the
-//! database). Bounded: at most [`MAX_CONNECTIONS`] at once (the rest wait in the listen
-//! backlog), a request head within [`HEAD_TIMEOUT`], a connection for at most
-//! [`CONNECTION_LIFETIME`], and a pause after a failed accept (such as "too many open files")
-//! instead of a spin.
+//! database). Bounded so that clients holding connections cannot starve the probes nor take the
+//! descriptors deliveries need: it always accepts (so the kernel's listen queue never fills),
+//! serves at most [`MAX_CONNECTIONS`] at once and closes the rest at once, gives a client
+//! [`FIRST_BYTE_TIMEOUT`] to start and [`HEAD_TIMEOUT`] to finish a request head, keeps a
+//! connection at most [`CONNECTION_LIFETIME`], and pauses after a failed accept (such as "too
+//! many open files") instead of spinning.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -20,10 +22,13 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-/// Connections served at once; Prometheus and the kubelet need a handful.
-pub const MAX_CONNECTIONS: usize = 32;
-/// How long a client may take to send a request head.
-pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections served at once (Prometheus and the kubelet need a handful); more are closed as
+/// soon as they are accepted.
+pub const MAX_CONNECTIONS: usize = 256;
+/// How long a client may take to send its first byte.
+pub const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a client may take to send a whole request head.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(2);
 /// The longest one connection (keep-alive included) is kept.
 pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 
@@ -114,11 +119,6 @@ pub async fn serve(
         let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         let mut backoff = Duration::from_millis(10);
         loop {
-            // A permit first: past the cap, connections wait in the kernel's backlog and use
-            // no descriptor of ours.
-            let Ok(permit) = permits.clone().acquire_owned().await else {
-                return;
-            };
             let stream = match listener.accept().await {
                 Ok((stream, _)) => {
                     backoff = Duration::from_millis(10);
@@ -132,12 +132,18 @@ pub async fn serve(
                     continue;
                 }
             };
+            // Past the cap, close at once: the listen queue keeps moving, so a probe that
+            // arrives once the slow clients' time is up gets through.
+            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                drop(stream);
+                continue;
+            };
             let worker = worker.clone();
             tokio::spawn(async move {
                 // The first bytes within the head timeout too: a client that connects and says
                 // nothing would otherwise hold its slot (the protocol sniffing waits for ever).
                 let mut first = [0u8; 1];
-                match tokio::time::timeout(HEAD_TIMEOUT, stream.peek(&mut first)).await {
+                match tokio::time::timeout(FIRST_BYTE_TIMEOUT, stream.peek(&mut first)).await {
                     Ok(Ok(n)) if n > 0 => {}
                     _ => return,
                 }

@@ -5,14 +5,19 @@
 //! `bench`) against a private PostgreSQL cluster of its own ([`postgres`], never the machine's
 //! shared server, since one scenario stops it) and the counting receiver of
 //! [`crate::harness::receiver`] on 127.0.0.1, in a fresh database. Events are POSTed by
-//! [`traffic`], which keeps each one's answer; then the fault (see [`scenarios`]); then a bounded
-//! wait until nothing is queued; then [`report::account`] checks every accepted event against
-//! what the receiver got and what the database says. docs/reliability.md describes the
-//! guarantees, the scenarios and the latest results.
+//! [`traffic`], which keeps each one's answer; then the fault (see [`scenarios`], and the overload
+//! scenarios [`slow`] and [`flood`]); then a bounded wait until nothing is queued; then
+//! [`report::account`] checks every accepted event against what the receiver got and what the
+//! database says. docs/reliability.md describes the guarantees, the scenarios and the latest
+//! results.
 
+mod flood;
+mod latency;
+mod port;
 mod postgres;
 mod report;
 mod scenarios;
+mod slow;
 mod traffic;
 
 use std::path::PathBuf;
@@ -55,17 +60,25 @@ pub enum Scenario {
     Sigterm,
     /// Three workers on one backlog: every delivery exactly once.
     ThreeWorkers,
+    /// 1, 4, then 16 destinations that never answer beside a healthy one (worker with shipped
+    /// defaults): the healthy one's latency from acceptance to arrival (target p99 < 1 s).
+    SlowDestinations,
+    /// Thousands of connections held open to the worker's health/metrics port, and /metrics
+    /// hammered, while it delivers: deliveries, /healthz probes, the worker's descriptors.
+    WorkerPortFlood,
     /// Every scenario above, in that order.
     All,
 }
 
 impl Scenario {
-    const EACH: [Scenario; 5] = [
+    const EACH: [Scenario; 7] = [
         Scenario::KillWorker,
         Scenario::PostgresRestart,
         Scenario::BadReceivers,
         Scenario::Sigterm,
         Scenario::ThreeWorkers,
+        Scenario::SlowDestinations,
+        Scenario::WorkerPortFlood,
     ];
 
     fn expand(self) -> Vec<Scenario> {
@@ -82,6 +95,8 @@ impl Scenario {
             Scenario::BadReceivers => "bad-receivers",
             Scenario::Sigterm => "sigterm",
             Scenario::ThreeWorkers => "three-workers",
+            Scenario::SlowDestinations => "slow-destinations",
+            Scenario::WorkerPortFlood => "worker-port-flood",
             Scenario::All => "all",
         }
     }
@@ -95,6 +110,9 @@ impl Scenario {
             Scenario::BadReceivers => 300,
             Scenario::Sigterm => 150 * seconds,
             Scenario::ThreeWorkers => 1_500,
+            // Paced, per phase: 50 a second to every destination.
+            Scenario::SlowDestinations => slow::PER_SEC * seconds,
+            Scenario::WorkerPortFlood => flood::PER_SEC * flood::stream_secs(seconds),
             Scenario::All => 0,
         }
     }
@@ -106,11 +124,14 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = Scenario::All)]
     pub scenario: Scenario,
     /// Events per scenario (default: kill-worker 2000, bad-receivers 300, three-workers 1500;
-    /// postgres-restart and sigterm send 150 a second for --seconds).
+    /// postgres-restart and sigterm send 150 a second for --seconds; slow-destinations 50 a
+    /// second for --seconds in each phase; worker-port-flood 50 a second for --seconds + 5).
     #[arg(long, value_parser = clap::value_parser!(u64).range(10..=100_000))]
     pub events: Option<u64>,
-    /// How long the paced scenarios (postgres-restart, sigterm) send; also the longest wait
-    /// for the deliveries after sending (at least 30 s).
+    /// How long the paced scenarios (postgres-restart, sigterm, each phase of
+    /// slow-destinations) send; worker-port-flood floods for this minus 5 s (at least 5), with
+    /// 5 s of sending before and after. Also the longest wait for the deliveries after sending
+    /// (at least 30 s).
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(5..=600))]
     pub seconds: u64,
     /// Use debug builds (quicker to build; the suite checks correctness, not speed).
@@ -222,11 +243,15 @@ impl Chaos {
         })
     }
 
+    /// Drops the scenario's database, and those of its phases (`<name>-<phase>`).
     async fn drop_database(&self, name: &str) {
         let db = self.database_name(name);
         let dropped = async {
             let mut conn = admin::connect(&self.pg.admin_url()).await?;
-            admin::drop_database(&mut conn, &db).await
+            for each in admin::databases_with_prefix(&mut conn, &db).await? {
+                admin::drop_database(&mut conn, &each).await?;
+            }
+            Ok::<_, dispatch_store::StoreError>(())
         }
         .await;
         if let Err(e) = dropped {
@@ -425,20 +450,22 @@ pub async fn run(args: Args) -> Result<bool> {
         };
         chaos.drop_database(scenario.name()).await;
         match outcome {
-            Ok(row) => {
-                eprintln!(
-                    "chaos: {}: {}/{} delivered, {} duplicates, {} lost: {}",
-                    row.scenario,
-                    row.accounting.delivered,
-                    row.accounting.expected,
-                    row.accounting.duplicates,
-                    row.accounting.lost,
-                    row.verdict()
-                );
-                for check in &row.failed_checks {
-                    eprintln!("chaos:   check failed: {check}");
+            Ok(each) => {
+                for row in each {
+                    eprintln!(
+                        "chaos: {}: {}/{} delivered, {} duplicates, {} lost: {}",
+                        row.scenario,
+                        row.accounting.delivered,
+                        row.accounting.expected,
+                        row.accounting.duplicates,
+                        row.accounting.lost,
+                        row.verdict()
+                    );
+                    for check in &row.failed_checks {
+                        eprintln!("chaos:   check failed: {check}");
+                    }
+                    rows.push(row);
                 }
-                rows.push(row);
             }
             Err(e) => errors.push(format!("{} could not run: {e:#}", scenario.name())),
         }
@@ -510,9 +537,13 @@ mod tests {
                 "postgres-restart",
                 "bad-receivers",
                 "sigterm",
-                "three-workers"
+                "three-workers",
+                "slow-destinations",
+                "worker-port-flood"
             ]
         );
+        assert_eq!(a.events(Scenario::SlowDestinations), 1000);
+        assert_eq!(a.events(Scenario::WorkerPortFlood), 1250);
         assert_eq!(a.events(Scenario::PostgresRestart), 3000);
         assert_eq!(a.drain_within(), Duration::from_secs(30));
         let a = parse(&[

@@ -1,4 +1,4 @@
-//! The five scenarios. Each sets its stage (database, subscriptions, receiver faults), starts
+//! The five fault scenarios (the overload ones are in [`super::slow`] and [`super::flood`]). Each sets its stage (database, subscriptions, receiver faults), starts
 //! the real services, sends events, injects its fault, waits (bounded) for the queue to drain,
 //! stops the services and returns its [`Row`], with notes saying what the fault looked like
 //! from outside and checks that the fault really happened as intended.
@@ -14,7 +14,7 @@ use hyper::StatusCode;
 use serde_json::json;
 
 use super::postgres::StopMode;
-use super::report::Row;
+use super::report::{Row, exit_text, secs_text, status_text};
 use super::traffic::Sent;
 use super::{CONCURRENCY, Chaos, Destination, Scenario, Stage, with_env, worker_base_env};
 use crate::harness::http::get_status;
@@ -22,23 +22,27 @@ use crate::harness::processes::{Launch, Service};
 use crate::harness::receiver::Fault;
 
 /// Deliveries a worker may have in flight (its default).
-const MAX_IN_FLIGHT: usize = 64;
+pub(super) const MAX_IN_FLIGHT: usize = 64;
 /// How long a SIGTERMed worker may take to drain before it counts as hung.
 const DRAIN_LIMIT: Duration = Duration::from_secs(20);
 
-pub async fn run(chaos: &Chaos, scenario: Scenario, events: u64) -> Result<Row> {
-    match scenario {
+/// The scenario's rows: one, or one per phase.
+pub async fn run(chaos: &Chaos, scenario: Scenario, events: u64) -> Result<Vec<Row>> {
+    let row = match scenario {
         Scenario::KillWorker => kill_worker(chaos, events).await,
         Scenario::PostgresRestart => postgres_restart(chaos, events).await,
         Scenario::BadReceivers => bad_receivers(chaos, events).await,
         Scenario::Sigterm => sigterm(chaos, events).await,
         Scenario::ThreeWorkers => three_workers(chaos, events).await,
+        Scenario::SlowDestinations => return super::slow::slow_destinations(chaos, events).await,
+        Scenario::WorkerPortFlood => super::flood::worker_port_flood(chaos, events).await,
         Scenario::All => bail!("`all` is a list of scenarios, not one"),
-    }
+    };
+    Ok(vec![row?])
 }
 
 /// Polls `check` every 50 ms until it holds or `within` passed; returns whether it held.
-async fn wait_until<F, Fut>(within: Duration, mut check: F) -> bool
+pub(super) async fn wait_until<F, Fut>(within: Duration, mut check: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
@@ -65,7 +69,7 @@ async fn processing(stage: &Stage) -> i64 {
     }
 }
 
-fn row(stage: &Stage, sent: u64) -> Row {
+pub(super) fn row(stage: &Stage, sent: u64) -> Row {
     Row {
         scenario: stage.name.to_owned(),
         sent,
@@ -77,7 +81,7 @@ fn expected(stage: &Stage, accepted: &[String]) -> u64 {
     (accepted.len() * stage.subscriptions.len()) as u64
 }
 
-fn note_refusals(row: &mut Row, sent: &Sent) {
+pub(super) fn note_refusals(row: &mut Row, sent: &Sent) {
     let refused = sent.refused();
     if !refused.is_empty() || sent.unanswered() > 0 {
         row.notes.push(format!(
@@ -341,17 +345,6 @@ async fn postgres_restart(chaos: &Chaos, events: u64) -> Result<Row> {
     Ok(row)
 }
 
-fn status_text(status: Option<StatusCode>) -> String {
-    status.map_or_else(|| "no answer".to_owned(), |s| s.as_u16().to_string())
-}
-
-fn secs_text(d: Option<Duration>) -> String {
-    d.map_or_else(
-        || "never".to_owned(),
-        |d| format!("{:.1}s", d.as_secs_f64()),
-    )
-}
-
 /// Five subscriptions per event: one healthy, and four whose receivers misbehave on 30% of
 /// requests: answer 500, hang past the worker's 1 s timeout, reset the connection, or trickle
 /// the answer a byte every 100 ms. Retries (100 ms doubling to 1 s) deliver everything; each
@@ -512,9 +505,7 @@ async fn sigterm(chaos: &Chaos, events: u64) -> Result<Row> {
     note_refusals(&mut row, &sent);
     let mut said = Vec::new();
     for (name, in_flight, status, took) in &stops {
-        let exit = status
-            .and_then(|s| s.code())
-            .map_or_else(|| "killed".to_owned(), |c| format!("exit {c}"));
+        let exit = exit_text(*status);
         said.push(format!(
             "{name} {exit} in {:.1}s ({in_flight} processing at the signal)",
             took.as_secs_f64()
@@ -525,9 +516,7 @@ async fn sigterm(chaos: &Chaos, events: u64) -> Result<Row> {
         }
     }
     if let Some((name, status, took)) = api_stop {
-        let exit = status
-            .and_then(|s| s.code())
-            .map_or_else(|| "killed".to_owned(), |c| format!("exit {c}"));
+        let exit = exit_text(status);
         said.push(format!("{name} {exit} in {:.1}s", took.as_secs_f64()));
         if !status.is_some_and(|s| s.success()) {
             row.failed_checks

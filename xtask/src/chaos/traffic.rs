@@ -53,6 +53,8 @@ pub struct Sent {
     pub answers: Vec<Answer>,
     /// Paced sending: sends that waited for a free slot past their time.
     pub late: u64,
+    /// When sending began (the answers' times count from it).
+    pub began: Option<std::time::Instant>,
 }
 
 impl Sent {
@@ -66,6 +68,24 @@ impl Sent {
             .iter()
             .filter(|a| a.accepted())
             .map(|a| format!("{}{}", producer.id_prefix, a.seq))
+            .collect()
+    }
+
+    /// Each accepted event's id and when its answer came (its acceptance, as the producer saw
+    /// it), in order of sending.
+    pub fn accepted_at(&self, producer: &Producer) -> Vec<(String, std::time::Instant)> {
+        let Some(began) = self.began else {
+            return Vec::new();
+        };
+        self.answers
+            .iter()
+            .filter(|a| a.accepted())
+            .map(|a| {
+                (
+                    format!("{}{}", producer.id_prefix, a.seq),
+                    began + a.answered_at,
+                )
+            })
             .collect()
     }
 
@@ -185,7 +205,10 @@ impl Producer {
                 mine
             });
         }
-        let mut sent = Sent::default();
+        let mut sent = Sent {
+            began: Some(start.into_std()),
+            ..Sent::default()
+        };
         while let Some(joined) = tasks.join_next().await {
             sent.answers
                 .extend(joined.context("a producer task panicked")?);
@@ -202,7 +225,10 @@ impl Producer {
         let period = Duration::from_secs(1) / u32::try_from(per_sec.max(1)).unwrap_or(u32::MAX);
         let slots = Arc::new(tokio::sync::Semaphore::new(max_in_flight.max(1)));
         let mut tasks = JoinSet::new();
-        let mut sent = Sent::default();
+        let mut sent = Sent {
+            began: Some(start.into_std()),
+            ..Sent::default()
+        };
         for seq in 0..events {
             tokio::time::sleep_until(start + period * u32::try_from(seq).unwrap_or(u32::MAX)).await;
             let permit = match slots.clone().try_acquire_owned() {
@@ -267,9 +293,24 @@ mod tests {
                 answer(5, Some(202), 45, 70),
             ],
             late: 0,
+            began: None,
         };
         assert_eq!(sent.sent(), 6);
         assert_eq!(sent.accepted_ids(&producer), ["c-0", "c-4", "c-5"]);
+        assert!(sent.accepted_at(&producer).is_empty(), "no start, no times");
+        let began = std::time::Instant::now();
+        let timed = Sent {
+            began: Some(began),
+            ..sent.clone()
+        };
+        assert_eq!(
+            timed.accepted_at(&producer),
+            [
+                ("c-0".to_owned(), began + Duration::from_millis(5)),
+                ("c-4".to_owned(), began + Duration::from_millis(60)),
+                ("c-5".to_owned(), began + Duration::from_millis(70)),
+            ]
+        );
         assert_eq!(sent.refused(), BTreeMap::from([(503, 2)]));
         assert_eq!(sent.unanswered(), 1);
         assert_eq!(

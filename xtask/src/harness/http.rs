@@ -1,5 +1,6 @@
 //! The HTTP client the harness talks to the services with: pooled HTTP/1.1 keep-alive
-//! connections, `GET` for health checks and `POST` of JSON with the API key.
+//! connections (or none: [`client`]`(0)`), `GET` for health checks (timed: [`timed_get`]) and
+//! `POST` of JSON with the API key.
 
 use std::time::Duration;
 
@@ -24,6 +25,25 @@ pub fn client(max_idle: usize) -> HttpClient {
 pub async fn get_status(client: &HttpClient, url: &str) -> Option<StatusCode> {
     let req = Request::get(url).body(Full::new(Bytes::new())).ok()?;
     status_of(client, req, Duration::from_secs(2)).await
+}
+
+/// `GET url` with everything (the answer's body too) within `timeout`: its status (`None`: no
+/// full answer in time) and how long it took. With a client of [`client`]`(0)` every request
+/// opens a connection of its own, as a kubelet's probe does.
+pub async fn timed_get(
+    client: &HttpClient,
+    url: &str,
+    timeout: Duration,
+) -> (Option<StatusCode>, Duration) {
+    let started = std::time::Instant::now();
+    let status = match Request::get(url).body(Full::new(Bytes::new())) {
+        Ok(req) => tokio::time::timeout(timeout, status_of(client, req, timeout))
+            .await
+            .ok()
+            .flatten(),
+        Err(_) => None,
+    };
+    (status, started.elapsed())
 }
 
 /// Sends `req` and reads the answer to the end (so the connection goes back to the pool);

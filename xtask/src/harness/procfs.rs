@@ -1,4 +1,5 @@
-//! CPU time and memory of a process, and the host's CPU use, from Linux's `/proc`.
+//! CPU time, memory and open descriptors of a process, the host's CPU use and a TCP port's
+//! sockets, from Linux's `/proc`.
 
 use std::process::Command;
 
@@ -89,6 +90,71 @@ pub fn is_postgres(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "postgres")
 }
 
+/// File descriptors `pid` has open now (entries of `/proc/<pid>/fd`).
+pub fn open_fds(pid: u32) -> Option<usize> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
+}
+
+/// The soft limit of `Max open files` in the text of `/proc/<pid>/limits` (`None`: unlimited or
+/// unreadable).
+pub fn parse_open_files_limit(limits: &str) -> Option<u64> {
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// This process's soft limit of open files.
+pub fn own_open_files_limit() -> Option<u64> {
+    parse_open_files_limit(&std::fs::read_to_string("/proc/self/limits").ok()?)
+}
+
+/// The sockets of one local TCP port of 127.0.0.1 (IPv4) at one moment, from `/proc/net/tcp`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PortSockets {
+    /// Connections completed by the kernel, waiting for the listener's `accept` (its queue).
+    pub accept_queue: u64,
+    /// Handshakes under way (`SYN_RECV`).
+    pub syn_recv: u64,
+    /// Established connections on the port, accepted or still queued.
+    pub established: u64,
+}
+
+/// [`PortSockets`] of local `port` from the text of `/proc/net/tcp` (`None`: nothing listens).
+pub fn parse_port_sockets(tcp: &str, port: u16) -> Option<PortSockets> {
+    let mut out = PortSockets::default();
+    let mut listening = false;
+    let wanted = format!(":{port:04X}");
+    for line in tcp.lines().skip(1) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (Some(local), Some(state), Some(queues)) =
+            (fields.get(1), fields.get(3), fields.get(4))
+        else {
+            continue;
+        };
+        if !local.ends_with(&wanted) {
+            continue;
+        }
+        match *state {
+            "0A" => {
+                listening = true;
+                let rx = queues.split(':').nth(1).unwrap_or("0");
+                out.accept_queue += u64::from_str_radix(rx, 16).unwrap_or(0);
+            }
+            "03" => out.syn_recv += 1,
+            "01" => out.established += 1,
+            _ => {}
+        }
+    }
+    listening.then_some(out)
+}
+
+pub fn port_sockets(port: u16) -> Option<PortSockets> {
+    parse_port_sockets(&std::fs::read_to_string("/proc/net/tcp").ok()?, port)
+}
+
 pub fn host_cpu() -> Option<HostCpu> {
     parse_host_cpu(&std::fs::read_to_string("/proc/stat").ok()?)
 }
@@ -157,5 +223,42 @@ mod tests {
         assert!(s.rss_kib > 0 && s.rss_kib <= s.peak_rss_kib);
         assert!(clock_ticks_per_sec() > 0);
         assert!(host_cpu().is_some_and(|h| h.total > 0));
+        assert!(open_fds(std::process::id()).is_some_and(|n| n >= 3));
+        assert!(own_open_files_limit().is_some_and(|n| n > 0));
+    }
+
+    #[test]
+    fn a_ports_sockets_are_counted_by_state() {
+        let tcp = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt\n\
+           0: 0100007F:1F90 00000000:0000 0A 00000000:00000081 00:00000000 00000000 0 0 1\n\
+           1: 0100007F:1F90 0100007F:D431 03 00000000:00000000 01:00000064 00000000 0 0 0\n\
+           2: 0100007F:1F90 0100007F:D432 01 00000000:00000000 00:00000000 00000000 0 0 2\n\
+           3: 0100007F:1F90 0100007F:D433 01 00000000:00000000 00:00000000 00000000 0 0 3\n\
+           4: 0100007F:D433 0100007F:1F90 01 00000000:00000000 00:00000000 00000000 0 0 4\n\
+           5: 0100007F:1F91 00000000:0000 0A 00000000:00000005 00:00000000 00000000 0 0 5\n";
+        assert_eq!(
+            parse_port_sockets(tcp, 8080),
+            Some(PortSockets {
+                accept_queue: 129,
+                syn_recv: 1,
+                established: 2,
+            })
+        );
+        assert_eq!(parse_port_sockets(tcp, 8082), None, "nothing listens");
+    }
+
+    #[test]
+    fn open_files_limit_is_the_soft_one() {
+        let limits = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                      Max processes             127573               127573               processes \n\
+                      Max open files            1024                 524288               files     \n";
+        assert_eq!(parse_open_files_limit(limits), Some(1024));
+        let unlimited =
+            "Max open files            unlimited            unlimited            files\n";
+        assert_eq!(parse_open_files_limit(unlimited), None);
+        assert_eq!(
+            parse_open_files_limit("Max processes 1 1 processes\n"),
+            None
+        );
     }
 }

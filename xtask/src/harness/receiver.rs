@@ -6,7 +6,8 @@
 //! answers `200` to the rest. The fault is `500` (the default: answer 500), `hang` (never
 //! answer), `reset` (reset the connection) or `trickle` (a 200 whose body comes one byte every
 //! 100 ms, far slower than any delivery timeout). For every `200` it records the pair
-//! (subscription, event id) and, the first time a pair arrives, the latency: arrival minus the
+//! (subscription, event id) and, the first time a pair arrives, its arrival ([`Receiver::arrivals`],
+//! for latencies from the producer's acceptance) and the latency: arrival minus the
 //! `sent_at_ns` the load generator put in the event's `data` (both read from this machine's
 //! wall clock). A trickled answer is not a delivery: the worker gives up on it.
 
@@ -114,6 +115,8 @@ struct Record {
     latencies_ns: Vec<u64>,
     /// Arrival and latency (ns) of each pair's first 200, in arrival order.
     timeline: Vec<(Instant, u64)>,
+    /// Arrival of each pair's first 200.
+    arrivals: HashMap<(u32, Box<str>), Instant>,
     /// Requests answered 500 (the failing destinations' attempts).
     failed_answers: u64,
     /// Requests held unanswered, reset, answered with a trickle.
@@ -221,6 +224,17 @@ impl Receiver {
     /// Times each (subscription, event id) pair was answered 200 so far.
     pub fn deliveries(&self) -> HashMap<(u32, Box<str>), u32> {
         self.state.lock().delivered.clone()
+    }
+
+    /// When each event's first 200 for `subscription` arrived, by event id.
+    pub fn arrivals(&self, subscription: u32) -> HashMap<Box<str>, Instant> {
+        self.state
+            .lock()
+            .arrivals
+            .iter()
+            .filter(|((sub, _), _)| *sub == subscription)
+            .map(|((_, event), at)| (event.clone(), *at))
+            .collect()
     }
 
     /// Distinct (subscription, event) pairs answered 200 so far.
@@ -344,12 +358,11 @@ async fn handle(
     }
     let sent = sent_at_ns(&body);
     let mut record = state.lock();
-    let times = record
-        .delivered
-        .entry((route.subscription, event_id))
-        .or_insert(0);
+    let key = (route.subscription, event_id);
+    let times = record.delivered.entry(key.clone()).or_insert(0);
     *times += 1;
     if *times == 1 {
+        record.arrivals.insert(key, arrived);
         match sent {
             Some(sent) => {
                 let latency = arrived_ns.saturating_sub(sent);

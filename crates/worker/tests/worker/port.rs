@@ -53,18 +53,57 @@ async fn a_request_head_that_never_finishes_is_cut_off() {
 }
 
 #[tokio::test]
-async fn health_answers_while_more_idle_connections_than_the_cap_are_held() {
+async fn health_answers_again_soon_after_more_connections_than_the_cap_are_held() {
     let h = Harness::new().await;
     let (addr, server) = serving(&h).await;
+    // Twice the cap, half saying nothing and half half a request head, all held open.
     let mut held = Vec::new();
-    for _ in 0..dispatch_worker::health::MAX_CONNECTIONS * 2 {
-        held.push(TcpStream::connect(addr).await.unwrap());
+    for i in 0..dispatch_worker::health::MAX_CONNECTIONS * 2 {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        if i % 2 == 1 {
+            let _ = stream.write_all(b"GET /healthz HTTP/1.1\r\n").await;
+        }
+        held.push(stream);
     }
-    // The held connections send nothing; the cap's worth are cut off at the head timeout, the
-    // rest wait in the backlog, and a probe gets through.
-    assert_eq!(get(addr, "/healthz").await, "HTTP/1.1 200 OK");
-    drop(held);
+    // Those over the cap are closed at once and the rest once their time is up: a probe gets
+    // through while every one of them is still held by the client.
+    let answered = tokio::time::timeout(PATIENCE, async {
+        loop {
+            if try_get(addr, "/healthz").await.as_deref() == Some("HTTP/1.1 200 OK") {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(
+        answered.is_ok(),
+        "/healthz never answered while the connections were held"
+    );
+    // And every held connection was closed by the server.
+    for stream in &mut held {
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut rest)).await;
+        assert!(closed.is_ok(), "a held connection stayed open");
+    }
     server.abort();
+}
+
+/// The status line of a `GET path`, or `None` when the server closed without answering.
+async fn try_get(addr: std::net::SocketAddr, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(addr).await.ok()?;
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .ok()?;
+    let mut response = String::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut response))
+        .await
+        .ok()?
+        .ok()?;
+    response.lines().next().map(str::to_owned)
 }
 
 #[tokio::test]
