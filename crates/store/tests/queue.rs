@@ -112,7 +112,10 @@ async fn disagreements(conn: &mut AsyncPgConnection) -> i64 {
                      WHEN d.status IN ('pending', 'retrying') THEN d.next_attempt_at END
              OR q.retry IS DISTINCT FROM
                 CASE WHEN d.status IN ('pending', 'processing', 'retrying')
-                     THEN d.attempts > 0 END",
+                     THEN d.attempts > 0 END
+             OR q.leased IS DISTINCT FROM
+                CASE WHEN d.status IN ('pending', 'processing', 'retrying')
+                     THEN d.status = 'processing' END",
     )
     .await
 }
@@ -327,6 +330,45 @@ async fn parking_puts_off_a_stalled_destinations_due_deliveries_so_others_reach_
         .unwrap();
     assert_eq!(claimed.len(), 10);
     assert!(claimed.iter().all(|c| c.subscription_id == "s_ok"));
+}
+
+#[tokio::test]
+async fn a_dead_workers_expired_leases_are_claimed_before_an_older_backlog() {
+    let db = TestDb::new().await;
+    let pool = db.pool();
+    let mut conn = connection(&pool).await.unwrap();
+    subscribe(&mut conn, &["s"]).await;
+    // A backlog due for ten minutes, and two deliveries a worker claimed and died holding,
+    // whose leases ended a second ago: due later than the whole backlog.
+    pending(&mut conn, "old", "s", 300).await;
+    raw(
+        &mut conn,
+        "UPDATE deliveries SET next_attempt_at = now() - interval '10 minutes'",
+    )
+    .await;
+    pending(&mut conn, "held", "s", 2).await;
+    raw(
+        &mut conn,
+        "UPDATE deliveries SET status = 'processing', leased_by = 'dead',
+                leased_until = now() - interval '1 second'
+          WHERE event_id LIKE 'held%'",
+    )
+    .await;
+    assert_eq!(disagreements(&mut conn).await, 0);
+
+    let claimed = claim(&mut conn, "w", 10, LEASE).await.unwrap();
+    assert_eq!(claimed.len(), 10);
+    let reclaimed: Vec<&str> = claimed
+        .iter()
+        .filter(|c| c.event_id.starts_with("held"))
+        .map(|c| c.event_id.as_str())
+        .collect();
+    assert_eq!(
+        reclaimed.len(),
+        2,
+        "the dead worker's deliveries go first: {claimed:?}"
+    );
+    assert_eq!(disagreements(&mut conn).await, 0);
 }
 
 #[tokio::test]

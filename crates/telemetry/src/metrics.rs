@@ -194,8 +194,32 @@ pub fn install() -> &'static PrometheusHandle {
         // and /metrics shows what it recorded, which is nothing. That is visible, not silent.
         let _ = metrics::set_global_recorder(recorder);
         describe();
+        spawn_upkeep(handle.clone());
         handle
     })
+}
+
+/// How often histogram samples are folded into their buckets when nobody scrapes.
+pub const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Folds recorded histogram samples into their buckets every [`UPKEEP_EVERY`]. The exporter
+/// keeps every sample until a render or an upkeep drains it, so a process nobody scrapes (or
+/// scrapes rarely) would otherwise grow by each histogram sample for ever: 30 MiB in 10
+/// minutes at 2 000 events/s.
+fn spawn_upkeep(handle: PrometheusHandle) {
+    let spawned = std::thread::Builder::new()
+        .name("metrics-upkeep".to_owned())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(UPKEEP_EVERY);
+                handle.run_upkeep();
+            }
+        });
+    if let Err(e) = spawned {
+        eprintln!(
+            "metrics: could not start the upkeep thread ({e}); histograms grow until scraped"
+        );
+    }
 }
 
 /// Registers the API's label-less counters at zero, so they exist before the first event.

@@ -115,21 +115,28 @@ pub async fn claim(
 /// `$8` the room of every other destination, `$9` the unproven budget. Public so tests and the
 /// benchmark can `EXPLAIN` it.
 pub const CLAIM_SQL: &str = "WITH cand AS MATERIALIZED (
-         (SELECT q.delivery_id, q.subscription_id, q.due_at, true AS retry
+         -- Expired leases (their worker died): the oldest work there is, taken first.
+         (SELECT q.delivery_id, q.subscription_id, q.due_at, 0 AS kind
             FROM delivery_queue q
-           WHERE q.retry AND q.due_at <= now()
+           WHERE q.leased AND q.due_at <= now()
            ORDER BY q.due_at, q.delivery_id
            LIMIT $4)
          UNION ALL
-         (SELECT q.delivery_id, q.subscription_id, q.due_at, false AS retry
+         (SELECT q.delivery_id, q.subscription_id, q.due_at, 1 AS kind
             FROM delivery_queue q
-           WHERE NOT q.retry AND q.due_at <= now()
+           WHERE q.retry AND NOT q.leased AND q.due_at <= now()
+           ORDER BY q.due_at, q.delivery_id
+           LIMIT $4)
+         UNION ALL
+         (SELECT q.delivery_id, q.subscription_id, q.due_at, 2 AS kind
+            FROM delivery_queue q
+           WHERE NOT q.retry AND NOT q.leased AND q.due_at <= now()
            ORDER BY q.due_at, q.delivery_id
            LIMIT $4)
      ), ranked AS (
-         SELECT c.delivery_id, c.due_at, c.retry,
+         SELECT c.delivery_id, c.due_at, c.kind,
                 row_number() OVER (PARTITION BY c.subscription_id
-                                   ORDER BY c.due_at, c.delivery_id) AS nth,
+                                   ORDER BY c.kind, c.due_at, c.delivery_id) AS nth,
                 coalesce(a.room, $8) AS room,
                 coalesce(a.proven, false) AS proven
            FROM cand c
@@ -137,19 +144,20 @@ pub const CLAIM_SQL: &str = "WITH cand AS MATERIALIZED (
                   AS a(subscription_id, room, proven)
                   ON a.subscription_id = c.subscription_id
      ), fits AS (
-         SELECT delivery_id, due_at, retry, proven,
-                row_number() OVER (PARTITION BY retry ORDER BY due_at, delivery_id) AS kth
+         SELECT delivery_id, due_at, kind, proven,
+                row_number() OVER (PARTITION BY kind ORDER BY due_at, delivery_id) AS kth
            FROM ranked
           WHERE nth <= room
      ), allowed AS (
-         SELECT delivery_id, due_at, proven,
-                row_number() OVER (PARTITION BY proven ORDER BY due_at, delivery_id) AS pth
+         SELECT delivery_id, due_at, kind, proven,
+                row_number() OVER (PARTITION BY proven ORDER BY kind = 0 DESC, due_at,
+                                                                delivery_id) AS pth
            FROM fits
-          WHERE NOT (retry AND kth > greatest($2 / 2, 1))
+          WHERE NOT (kind = 1 AND kth > greatest($2 / 2, 1))
      ), chosen AS (
          SELECT delivery_id FROM allowed
           WHERE proven OR pth <= $9
-          ORDER BY due_at, delivery_id
+          ORDER BY kind = 0 DESC, due_at, delivery_id
           LIMIT $2
      ), locked AS MATERIALIZED (
          SELECT q.delivery_id FROM delivery_queue q
@@ -189,9 +197,10 @@ pub const CLAIM_SQL: &str = "WITH cand AS MATERIALIZED (
 ///
 /// The candidates are the earliest due rows of the queue, read without locks along the
 /// `(due_at, delivery_id)` index of their kind, a window of twice the batch of each kind
-/// (retries and first tries);
-/// among them the claim takes, in due order, what the allowances let through, with retries at
-/// most half of the batch (at least one) so a storm of retries cannot starve new events, and
+/// (expired leases, retries and first tries); among them the claim takes expired leases first
+/// (a dead worker's deliveries are the oldest work there is), then in due order what the
+/// allowances let through, with retries at most half of the batch (at least one) so a storm of
+/// retries cannot starve new events, and
 /// deliveries of destinations that are not proven at most `unproven_budget`, so slots stay for
 /// destinations that answer. Only the chosen rows are locked (`SKIP LOCKED`, re-checked as
 /// still due), so the statement never locks more than it returns; a destination at its
@@ -251,7 +260,8 @@ pub async fn park(
     Ok(crate::prepared::prepared(
         "WITH blocked AS MATERIALIZED (
              SELECT q.delivery_id FROM delivery_queue q
-              WHERE q.due_at <= now() AND q.subscription_id = ANY ($1::text[])
+              WHERE q.due_at <= now() AND NOT q.leased
+                AND q.subscription_id = ANY ($1::text[])
               ORDER BY q.due_at, q.delivery_id
               LIMIT $3
               FOR UPDATE SKIP LOCKED
@@ -425,14 +435,15 @@ pub async fn next_due_at(
     let row: NextDue = crate::prepared::prepared(
         "SELECT least(
              -- Each kind along its own index.
+             (SELECT q.due_at FROM delivery_queue q WHERE q.leased ORDER BY q.due_at LIMIT 1),
              (SELECT q.due_at FROM delivery_queue q
-               WHERE NOT q.retry
+               WHERE NOT q.retry AND NOT q.leased
                  AND NOT EXISTS (SELECT 1 FROM subscriptions s
                                   WHERE s.id = q.subscription_id
                                     AND s.circuit_open_until > now())
                ORDER BY q.due_at LIMIT 1),
              (SELECT q.due_at FROM delivery_queue q
-               WHERE q.retry
+               WHERE q.retry AND NOT q.leased
                  AND NOT EXISTS (SELECT 1 FROM subscriptions s
                                   WHERE s.id = q.subscription_id
                                     AND s.circuit_open_until > now())
