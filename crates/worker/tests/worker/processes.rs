@@ -1,7 +1,7 @@
 //! Real `dispatch-worker` processes on one database, the fast cousins of `cargo xtask chaos`:
 //! three processes deliver a backlog exactly once, a process killed with SIGKILL mid-delivery
-//! is finished by another once its leases expire, and SIGTERM under load drains without
-//! sending anything twice.
+//! is finished by another once its leases expire (first, ahead of an older backlog), and
+//! SIGTERM under load drains without sending anything twice.
 
 use std::collections::HashMap;
 use std::process::{ExitStatus, Stdio};
@@ -214,4 +214,83 @@ async fn sigterm_under_load_drains_in_flight_deliveries_and_nothing_is_sent_twic
         "sent twice: {per_delivery:?}"
     );
     assert_eq!(h.attempt_count().await, i64::try_from(events).unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_workers_deliveries_go_ahead_of_an_older_backlog_once_their_leases_expire() {
+    let h = Harness::new().await;
+    // The first two requests are held: in flight, for certain, when the worker is killed. Every
+    // later answer takes 10 ms, so one request at a time drains 400 in 4 s at the very least.
+    h.receiver
+        .script("/hook", (0..2).map(|_| Reply::ok().held()));
+    h.receiver
+        .set_default("/hook", Reply::ok().delay(Duration::from_millis(10)));
+    // No rate limit in the way: a deferred delivery would lose its place in the queue.
+    h.subscribe_limited(
+        "sub_1",
+        "/hook",
+        dispatch_store::models::RateLimit {
+            per_second: 100_000.0,
+            burst: 100_000,
+        },
+    )
+    .await;
+    ingest_many(&h, 2).await;
+    // A lease of 1 s + 1 s: expired soon after the kill.
+    let short_lease = [
+        ("DISPATCH_REQUEST_TIMEOUT_MS", "1000"),
+        ("DISPATCH_LEASE_MARGIN_MS", "1000"),
+    ];
+    let mut doomed = spawn_worker(&h, "doomed", &short_lease);
+    h.receiver.wait_for("/hook", 2, PATIENCE).await;
+    doomed.kill().await.unwrap();
+    h.receiver.release(2);
+    let held: Vec<String> = h
+        .receiver
+        .requests("/hook")
+        .iter()
+        .map(|r| r.header("webhook-id").unwrap().to_owned())
+        .collect();
+
+    // A backlog of 400, all due for ten minutes: older than anything the dead worker held.
+    h.execute(
+        "WITH ev AS (
+             INSERT INTO events (id, event_type, source, data)
+             SELECT 'old_' || i, 'order.created', 'test', '{}' FROM generate_series(1, 400) i
+             RETURNING id
+         )
+         INSERT INTO deliveries (event_id, subscription_id, next_attempt_at)
+         SELECT id, 'sub_1', now() - interval '10 minutes' FROM ev",
+    )
+    .await;
+    let one_at_a_time = [
+        short_lease[0],
+        short_lease[1],
+        ("DISPATCH_MAX_IN_FLIGHT", "1"),
+        ("DISPATCH_MAX_IN_FLIGHT_PER_DESTINATION", "1"),
+    ];
+    let mut heir = spawn_worker(&h, "heir", &one_at_a_time);
+    eventually("everything is delivered", PATIENCE * 2, || async {
+        h.count_in("delivered").await == 402
+    })
+    .await;
+    assert!(sigterm(&mut heir).await.success());
+
+    // Where the re-sent ones came among the heir's requests: ahead of most of the backlog,
+    // not after all of it.
+    let order: Vec<String> = h
+        .receiver
+        .requests("/hook")
+        .iter()
+        .skip(2)
+        .map(|r| r.header("webhook-id").unwrap().to_owned())
+        .collect();
+    assert_eq!(order.len(), 402, "each sent once more, nothing else twice");
+    for id in &held {
+        let at = order.iter().position(|o| o == id).expect("re-sent");
+        assert!(
+            at < 300,
+            "a dead worker's delivery was re-sent as request {at} of 402, behind the backlog"
+        );
+    }
 }
