@@ -297,16 +297,10 @@ impl Settings {
                     format!("contains the development key: {ADVICE}"),
                 );
             }
-            let weak =
-                dispatch_domain::sealing::Keyring::weak_ids(&raw.secret_keys, SECRET_KEY_MATERIAL);
-            if !weak.is_empty() {
-                c.problem(
-                    "secret_keys",
-                    format!(
-                        "key {} is all zeros or the development key: {ADVICE}",
-                        weak.join(", ")
-                    ),
-                );
+            if let Some(weak) =
+                dispatch_domain::sealing::Keyring::weak_keys(&raw.secret_keys, SECRET_KEY_MATERIAL)
+            {
+                c.problem("secret_keys", format!("{weak}: {ADVICE}"));
             }
         }
         let auth = match (auth_disabled, keys) {

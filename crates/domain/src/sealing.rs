@@ -152,11 +152,13 @@ impl Keyring {
         Self::from_keys(keys)
     }
 
-    /// The ids of the entries of `secret_keys` text whose key is all zeros or is `published`
-    /// (standard base64 of a key anyone can read): keys that protect nothing.
-    pub fn weak_ids(text: &str, published: &str) -> Vec<String> {
+    /// What is wrong with the entries of `secret_keys` text whose key is all zeros or is
+    /// `published` (standard base64 of a key anyone can read): keys that protect nothing.
+    /// `None` when there are none.
+    pub fn weak_keys(text: &str, published: &str) -> Option<String> {
         let published = STANDARD.decode(published.trim()).unwrap_or_default();
-        text.split(',')
+        let weak: Vec<&str> = text
+            .split(',')
             .map(str::trim)
             .filter_map(|entry| entry.split_once(':'))
             .filter(|(_, encoded)| {
@@ -164,8 +166,14 @@ impl Keyring {
                     bytes.iter().all(|b| *b == 0) || (!published.is_empty() && bytes == published)
                 })
             })
-            .map(|(id, _)| id.trim().to_owned())
-            .collect()
+            .map(|(id, _)| id.trim())
+            .collect();
+        (!weak.is_empty()).then(|| {
+            format!(
+                "key {} is all zeros or the development key",
+                weak.join(", ")
+            )
+        })
     }
 
     /// A keyring of the given `(id, key)` pairs; the first seals.
@@ -456,10 +464,13 @@ mod tests {
             "ok:AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=, zero:{}, dev:{published}",
             "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
         );
-        assert_eq!(Keyring::weak_ids(&text, published), ["zero", "dev"]);
+        assert_eq!(
+            Keyring::weak_keys(&text, published).as_deref(),
+            Some("key zero, dev is all zeros or the development key")
+        );
         assert!(
-            Keyring::weak_ids("ok:AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=", published)
-                .is_empty()
+            Keyring::weak_keys("ok:AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=", published)
+                .is_none()
         );
     }
 }

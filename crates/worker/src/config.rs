@@ -463,15 +463,8 @@ impl Settings {
             .ok();
         if c.flag("development", &raw.development) == Some(false) {
             use dispatch_config::development::{ADVICE, SECRET_KEY_MATERIAL};
-            let weak = Keyring::weak_ids(&raw.secret_keys, SECRET_KEY_MATERIAL);
-            if !weak.is_empty() {
-                c.problem(
-                    "secret_keys",
-                    format!(
-                        "key {} is all zeros or the development key: {ADVICE}",
-                        weak.join(", ")
-                    ),
-                );
+            if let Some(weak) = Keyring::weak_keys(&raw.secret_keys, SECRET_KEY_MATERIAL) {
+                c.problem("secret_keys", format!("{weak}: {ADVICE}"));
             }
         }
         let secret_keys = Keyring::parse(&raw.secret_keys)

@@ -94,6 +94,20 @@ impl Harness {
         self.subscribe_url_limited(id, &url, None, rate_limit).await;
     }
 
+    /// A subscription to every event type, sending to the receiver's `path`, whose rate limit
+    /// never holds anything back (a deferred delivery would lose its place in the queue).
+    pub async fn subscribe_unlimited(&self, id: &str, path: &str) {
+        self.subscribe_limited(
+            id,
+            path,
+            RateLimit {
+                per_second: 100_000.0,
+                burst: 100_000,
+            },
+        )
+        .await;
+    }
+
     async fn subscribe_url_limited(
         &self,
         id: &str,

@@ -226,15 +226,7 @@ async fn a_killed_workers_deliveries_go_ahead_of_an_older_backlog_once_their_lea
     h.receiver
         .set_default("/hook", Reply::ok().delay(Duration::from_millis(10)));
     // No rate limit in the way: a deferred delivery would lose its place in the queue.
-    h.subscribe_limited(
-        "sub_1",
-        "/hook",
-        dispatch_store::models::RateLimit {
-            per_second: 100_000.0,
-            burst: 100_000,
-        },
-    )
-    .await;
+    h.subscribe_unlimited("sub_1", "/hook").await;
     ingest_many(&h, 2).await;
     // A lease of 1 s + 1 s: expired soon after the kill.
     let short_lease = [

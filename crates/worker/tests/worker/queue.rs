@@ -22,15 +22,7 @@ async fn a_destination_that_answers_gets_more_slots_and_nothing_is_claimed_to_be
     let h = Harness::new().await;
     h.receiver
         .set_default("/hook", Reply::ok().delay(Duration::from_millis(20)));
-    h.subscribe_limited(
-        "sub_1",
-        "/hook",
-        dispatch_store::models::RateLimit {
-            per_second: 100_000.0,
-            burst: 100_000,
-        },
-    )
-    .await;
+    h.subscribe_unlimited("sub_1", "/hook").await;
     ingest_many(&h, 300).await;
     let worker = h.worker(&[]);
     let running = Running::start(&worker);
