@@ -14,6 +14,31 @@ use crate::json::JsonError;
 /// How long a body may take when no application state says otherwise.
 const DEFAULT_BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// Like [`read_json_body`] for routes whose body is optional: no body (no `Content-Length`
+/// and no `Transfer-Encoding`, or a length of 0) and a body of `null` are both `None`.
+pub async fn read_optional_json_body(
+    req: &HttpRequest,
+    payload: Payload,
+    limit: usize,
+) -> Result<Option<Value>, ApiError> {
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim);
+    let present = match declared {
+        Some(len) => len != "0",
+        None => req
+            .headers()
+            .contains_key(actix_web::http::header::TRANSFER_ENCODING),
+    };
+    if !present {
+        return Ok(None);
+    }
+    let body = read_json_body(req, payload, limit).await?;
+    Ok((!body.is_null()).then_some(body))
+}
+
 /// Reads the whole body within the body-read timeout, refusing more than `limit` bytes (early, from Content-Length, when the
 /// client declares it) and any declared content type other than JSON.
 pub async fn read_json_body(

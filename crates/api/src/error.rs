@@ -47,6 +47,9 @@ pub enum ApiError {
     /// The subscription id is taken (409).
     #[error("{0}")]
     SubscriptionExists(String),
+    /// The request conflicts with the resource's state (409); `code` says how.
+    #[error("{message}")]
+    Conflict { code: Conflict, message: String },
     /// The body did not arrive in time (408).
     #[error("the request body did not arrive within {} ms", .0.as_millis())]
     RequestTimeout(std::time::Duration),
@@ -59,6 +62,41 @@ pub enum ApiError {
     /// Anything unexpected (500): logged with its cause, answered opaquely.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
+}
+
+/// How a request conflicts with a resource's state (`409`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Conflict {
+    /// A worker is attempting the delivery now.
+    DeliveryInFlight,
+    /// The delivery waits for its first attempt already.
+    DeliveryQueued,
+    /// The delivery was delivered; only a resend sends it again.
+    DeliveryDelivered,
+    /// The delivery's subscription was deleted.
+    SubscriptionDeleted,
+    /// The `Idempotency-Key` was used for a different request.
+    IdempotencyKeyReused,
+}
+
+impl Conflict {
+    pub const ALL: [Self; 5] = [
+        Self::DeliveryInFlight,
+        Self::DeliveryQueued,
+        Self::DeliveryDelivered,
+        Self::SubscriptionDeleted,
+        Self::IdempotencyKeyReused,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::DeliveryInFlight => "delivery_in_flight",
+            Self::DeliveryQueued => "delivery_queued",
+            Self::DeliveryDelivered => "delivery_delivered",
+            Self::SubscriptionDeleted => "subscription_deleted",
+            Self::IdempotencyKeyReused => "idempotency_key_reused",
+        }
+    }
 }
 
 /// Every error answer: `{"code": …, "message": …, "field": …}`.
@@ -101,6 +139,7 @@ impl ApiError {
             Self::MethodNotAllowed => "method_not_allowed",
             Self::EventConflict(_) => "event_conflict",
             Self::SubscriptionExists(_) => "subscription_exists",
+            Self::Conflict { code, .. } => code.as_str(),
             Self::RequestTimeout(_) => "request_timeout",
             Self::DatabaseUnavailable => "database_unavailable",
             Self::NotReady(_) => "not_ready",
@@ -133,7 +172,9 @@ impl ResponseError for ApiError {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::EventConflict(_) | Self::SubscriptionExists(_) => StatusCode::CONFLICT,
+            Self::EventConflict(_) | Self::SubscriptionExists(_) | Self::Conflict { .. } => {
+                StatusCode::CONFLICT
+            }
             Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::DatabaseUnavailable | Self::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -13,6 +13,8 @@ mod fuzz;
 pub mod headers;
 pub mod json;
 pub mod openapi;
+pub mod query;
+pub mod replayer;
 pub mod routes;
 pub mod startup;
 pub mod views;

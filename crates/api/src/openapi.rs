@@ -20,7 +20,7 @@ use utoipa::{OpenApi, ToSchema};
 use crate::error::ErrorBody;
 use crate::routes;
 use crate::views::{
-    AttemptView, CircuitView, DeliveryView, EventView, HealthView, List, Page, RateLimitView,
+    AttemptView, CircuitView, DeliveryView, EventView, HealthView, Page, RateLimitView,
     SecretRotationView, SubscriptionView,
 };
 
@@ -43,6 +43,14 @@ use crate::views::{
         routes::batch::create,
         routes::events::get,
         routes::events::attempts,
+        routes::event_list::list,
+        routes::deliveries::list,
+        routes::deliveries::get,
+        routes::deliveries::attempts,
+        routes::deliveries::retry,
+        routes::replays::create,
+        routes::replays::get,
+        routes::replays::cancel,
         routes::subscriptions::create,
         routes::subscriptions::list,
         routes::subscriptions::get,
@@ -61,8 +69,18 @@ use crate::views::{
         routes::batch::BatchItemError,
         EventView,
         DeliveryView,
-        List<AttemptView>,
+        Page<AttemptView>,
         AttemptView,
+        routes::event_list::EventSummaryView,
+        Page<routes::event_list::EventSummaryView>,
+        routes::deliveries::DeliveryDetailView,
+        routes::deliveries::LastAttemptView,
+        Page<routes::deliveries::DeliveryDetailView>,
+        routes::deliveries::RetryRequest,
+        routes::replays::NewReplayRequest,
+        routes::replays::ReplayView,
+        routes::replays::ReplaySelectorView,
+        routes::replays::ReplayCountView,
         NewSubscriptionRequest,
         RateLimitRequest,
         SubscriptionView,
@@ -80,6 +98,7 @@ use crate::views::{
     )),
     tags(
         (name = "events", description = "Ingesting events and reading their deliveries and attempts."),
+        (name = "deliveries", description = "Finding deliveries, retrying one, and replaying many."),
         (name = "subscriptions", description = "Where events are delivered."),
         (name = "operations", description = "Health, readiness, metrics and this document."),
     ),
@@ -315,6 +334,17 @@ pub enum ErrorCode {
     EventConflict,
     /// 409: the subscription id is taken, possibly by a deleted subscription.
     SubscriptionExists,
+    /// 409: `POST /deliveries/{id}/retry`: a worker is attempting the delivery now.
+    DeliveryInFlight,
+    /// 409: `POST /deliveries/{id}/retry`: the delivery waits for its first attempt already.
+    DeliveryQueued,
+    /// 409: `POST /deliveries/{id}/retry`: the delivery was delivered; `resend: true` sends it
+    /// again.
+    DeliveryDelivered,
+    /// 409: the delivery's subscription was deleted.
+    SubscriptionDeleted,
+    /// 409: the `Idempotency-Key` was used before for a different request.
+    IdempotencyKeyReused,
     /// 408: the request body did not arrive within `body_read_timeout_ms`.
     RequestTimeout,
     /// 503: no database connection; retrying is safe (sent with `Retry-After: 1`).
@@ -459,6 +489,10 @@ mod tests {
     #[test]
     fn the_error_code_schema_lists_every_code_the_api_answers() {
         use crate::error::ApiError;
+        let conflicts = crate::error::Conflict::ALL.map(|code| ApiError::Conflict {
+            code,
+            message: String::new(),
+        });
         let every = [
             ApiError::MalformedJson(String::new()),
             ApiError::DuplicateKey(String::new()),
@@ -476,12 +510,19 @@ mod tests {
             ApiError::MethodNotAllowed,
             ApiError::EventConflict(String::new()),
             ApiError::SubscriptionExists(String::new()),
+        ];
+        let last = [
             ApiError::RequestTimeout(std::time::Duration::ZERO),
             ApiError::DatabaseUnavailable,
             ApiError::NotReady(String::new()),
             ApiError::Internal(anyhow::anyhow!("x")),
         ];
-        let actual: Vec<String> = every.iter().map(|e| e.code().to_owned()).collect();
+        let actual: Vec<String> = every
+            .iter()
+            .chain(&conflicts)
+            .chain(&last)
+            .map(|e| e.code().to_owned())
+            .collect();
         assert_eq!(enum_values("ErrorCode"), actual);
     }
 

@@ -37,6 +37,7 @@ impl Application {
         let waker = Waker::spawn(pool.clone(), settings.notify_interval);
         let state = web::Data::new(AppState {
             committer: Committer::spawn(pool.clone(), waker.clone(), settings.ingest_groups),
+            replayer: crate::replayer::Replayer::spawn(pool.clone(), waker.clone()),
             waker,
             pool,
             max_body_bytes: settings.max_body_bytes,

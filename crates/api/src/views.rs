@@ -84,10 +84,14 @@ impl EventView {
     }
 }
 
-/// One recorded attempt of a delivery (`GET /events/{id}/attempts`).
+/// One recorded attempt of a delivery (`GET /events/{id}/attempts`,
+/// `GET /deliveries/{id}/attempts`).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AttemptView {
-    /// Which delivery the attempt belongs to.
+    /// The delivery it belongs to (`/deliveries/{id}`).
+    #[schema(example = 42)]
+    pub delivery_id: i64,
+    /// The subscription of that delivery.
     #[schema(example = "sub_123")]
     pub subscription_id: String,
     /// 1 for the first attempt of that delivery, then 2, 3, …
@@ -116,6 +120,7 @@ pub struct AttemptView {
 impl From<AttemptRow> for AttemptView {
     fn from(a: AttemptRow) -> Self {
         Self {
+            delivery_id: a.delivery_id,
             subscription_id: a.subscription_id,
             attempt: a.attempt,
             status_code: a.status_code,
@@ -239,12 +244,6 @@ pub struct Page<T> {
     /// Pass as `?cursor=` to get the next page; null on the last page.
     #[schema(required = true)]
     pub next_cursor: Option<String>,
-}
-
-/// A list that is returned whole.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct List<T> {
-    pub data: Vec<T>,
 }
 
 /// `GET /healthz` and `GET /readyz` when all is well.

@@ -83,6 +83,11 @@ string_id!(
     SubscriptionId,
     "sub_"
 );
+string_id!(
+    /// A replay's identifier (`POST /replays`), always generated.
+    ReplayId,
+    "rpl_"
+);
 
 #[cfg(test)]
 mod tests {

@@ -20,7 +20,7 @@ pub mod url;
 
 pub use error::ParseError;
 pub use event_type::{EventType, Pattern};
-pub use id::{EventId, SubscriptionId};
+pub use id::{EventId, ReplayId, SubscriptionId};
 pub use lifecycle::{DeliveryStatus, summarise_event_status};
 pub use text::Source;
 pub use url::DestinationUrl;

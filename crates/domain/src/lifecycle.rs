@@ -8,12 +8,14 @@
 //!       attempts left ▼  │claim
 //!                    retrying
 //! pending | processing | retrying ──subscription deleted──▶ cancelled
-//! failed ──replayed by an operator (`cargo xtask replay`)──▶ pending
+//! failed | delivered ──replayed or retried by an operator (`POST /replays`, `POST
+//!                       /deliveries/{id}/retry`; delivered only as a resend)──▶ pending
 //! ```
 //! `processing → processing` is a re-claim after a lease expired (the worker holding it died);
 //! `processing → pending` hands a claimed, unstarted delivery back on graceful shutdown.
-//! `failed → pending` is the one way out of a terminal status, and only an operator takes it:
-//! no worker or API request ever leaves `delivered`, `failed` or `cancelled`.
+//! `failed → pending` (and `delivered → pending`, a resend) are the only ways out of a terminal
+//! status, and only an operator takes them: no worker ever leaves `delivered`, `failed` or
+//! `cancelled`, and `cancelled` is never left.
 
 use std::fmt;
 use std::str::FromStr;
@@ -76,8 +78,10 @@ impl DeliveryStatus {
                     Processing | Pending | Delivered | Retrying | Failed | Cancelled
                 )
                 | (Retrying, Processing | Cancelled)
-                // An operator's replay: a fresh start with a full retry schedule.
-                | (Failed, Pending)
+                // An operator's replay or retry: a fresh start with a full retry schedule; a
+                // resend of a delivered one (`resend: true`); a retry brought forward.
+                | (Failed | Delivered, Pending)
+                | (Retrying, Retrying)
         )
     }
 }
@@ -147,11 +151,11 @@ mod tests {
         assert!(!Pending.can_transition_to(Retrying));
         assert!(!Retrying.can_transition_to(Delivered));
         assert!(!Retrying.can_transition_to(Failed));
-        assert!(!Delivered.can_transition_to(Pending));
+        assert!(!Delivered.can_transition_to(Retrying));
         assert!(!Cancelled.can_transition_to(Processing));
         assert!(
             !Cancelled.can_transition_to(Pending),
-            "only failed ones are replayed"
+            "only failed and delivered ones are replayed"
         );
         assert!(
             !Failed.can_transition_to(Retrying),
@@ -161,8 +165,9 @@ mod tests {
     }
 
     #[test]
-    fn an_operator_may_replay_a_failed_delivery() {
+    fn an_operator_may_replay_a_failed_delivery_or_resend_a_delivered_one() {
         assert!(Failed.can_transition_to(Pending));
+        assert!(Delivered.can_transition_to(Pending));
         assert!(
             Failed.is_terminal(),
             "still terminal for workers and event summaries"
@@ -170,10 +175,10 @@ mod tests {
     }
 
     #[test]
-    fn terminal_statuses_have_no_way_out_but_a_replay_of_a_failed_one() {
+    fn terminal_statuses_have_no_way_out_but_an_operators_replay() {
         for from in DeliveryStatus::ALL.into_iter().filter(|s| s.is_terminal()) {
             for to in DeliveryStatus::ALL {
-                let replay = (from, to) == (Failed, Pending);
+                let replay = matches!((from, to), (Failed | Delivered, Pending));
                 assert_eq!(from.can_transition_to(to), replay, "{from} -> {to}");
             }
         }

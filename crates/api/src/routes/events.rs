@@ -3,8 +3,8 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use dispatch_domain::{EventId, EventType, Source};
 use dispatch_store::models::NewEvent;
-use dispatch_store::queries::attempts as attempt_queries;
 use dispatch_store::queries::events::{self, Ingested};
+use dispatch_store::queries::listing::AttemptsOf;
 use dispatch_store::{AsyncPgConnection, pool};
 use tracing::Instrument;
 
@@ -12,7 +12,7 @@ use super::AppState;
 use crate::body::{Fields, check_storable_json, read_json_body};
 use crate::error::{ApiError, ErrorBody};
 use crate::openapi::NewEventRequest;
-use crate::views::{AttemptView, EventView, List};
+use crate::views::{AttemptView, EventView, Page};
 
 /// The one event id the API refuses: `/events/batch` is a route, not an event.
 pub const RESERVED_EVENT_ID: &str = "batch";
@@ -245,16 +245,21 @@ async fn get_event(
     Ok(HttpResponse::Ok().json(view(&mut conn, event).await?))
 }
 
-/// List every recorded attempt of every delivery of an event, oldest first (not paginated).
+/// List the recorded attempts of every delivery of an event, oldest first, a page at a time.
 #[utoipa::path(
     get,
     path = "/events/{id}/attempts",
     operation_id = "list_attempts",
     tag = "events",
-    params(("id" = String, Path, description = "The event's id.")),
+    params(
+        ("id" = String, Path, description = "The event's id."),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 250, description = "Page size, 1–250; default 50."),
+        ("cursor" = Option<String>, Query, max_length = 128, pattern = r"^[A-Za-z0-9_.:-]*$", description = "The previous page's `next_cursor`, unchanged (opaque)."),
+    ),
     responses(
-        (status = 200, description = "The attempts.", body = List<AttemptView>),
+        (status = 200, description = "A page of attempts; `next_cursor` is null on the last one.", body = Page<AttemptView>),
         (status = 404, description = "`not_found`: no such event.", body = ErrorBody),
+        (status = 422, description = "`invalid_parameter`: `limit` or `cursor`.", body = ErrorBody),
         (status = 500, description = "`internal`: anything unexpected.", body = ErrorBody),
         (status = 503, description = "`database_unavailable`: retry later.", body = ErrorBody,
             headers(("Retry-After" = String, description = "Always `1` (seconds)."))),
@@ -273,20 +278,19 @@ pub async fn attempts(
         http.route = "/events/{id}/attempts",
     );
     continue_trace(&req, &span);
-    list_attempts(path, state).instrument(span).await
+    list_attempts(&req, path, state).instrument(span).await
 }
 
 async fn list_attempts(
+    req: &HttpRequest,
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let id = event_id(path)?;
+    let query = crate::query::Query::parse(req.query_string())?;
     let mut conn = pool::connection(&state.pool).await?;
     if events::find(&mut conn, &id).await?.is_none() {
         return Err(event_not_found(&id));
     }
-    let attempts = attempt_queries::of_event(&mut conn, &id).await?;
-    Ok(HttpResponse::Ok().json(List {
-        data: attempts.into_iter().map(AttemptView::from).collect(),
-    }))
+    super::deliveries::attempts_page(&mut conn, AttemptsOf::Event(&id), &query).await
 }

@@ -3,8 +3,11 @@
 //! the OpenAPI tests compare it with the document (so an undocumented route fails them).
 
 pub(crate) mod batch;
+pub(crate) mod deliveries;
+pub(crate) mod event_list;
 pub(crate) mod events;
 pub(crate) mod health;
+pub(crate) mod replays;
 pub(crate) mod secrets;
 pub(crate) mod subscriptions;
 
@@ -28,6 +31,8 @@ pub struct AppState {
     /// The default overlap of `POST /subscriptions/{id}/rotate-secret`.
     pub secret_rotation_overlap: std::time::Duration,
     pub waker: crate::wake::Waker,
+    /// Works stored replays in the background.
+    pub replayer: crate::replayer::Replayer,
     /// Stores `POST /events` requests in groups.
     pub committer: crate::committer::Committer,
     /// Where subscriptions may point (checked at creation).
@@ -69,10 +74,22 @@ const fn route(
 /// path `404`. Each must be documented in [`crate::openapi::ApiDoc`].
 pub const ROUTES: &[Route] = &[
     route("POST", "/events", |r| r.to(events::create)),
+    route("GET", "/events", |r| r.to(event_list::list)),
     // Before `/events/{id}`: a path matches the first resource registered for it.
     route("POST", "/events/batch", |r| r.to(batch::create)),
     route("GET", "/events/{id}", |r| r.to(events::get)),
     route("GET", "/events/{id}/attempts", |r| r.to(events::attempts)),
+    route("GET", "/deliveries", |r| r.to(deliveries::list)),
+    route("GET", "/deliveries/{id}", |r| r.to(deliveries::get)),
+    route("GET", "/deliveries/{id}/attempts", |r| {
+        r.to(deliveries::attempts)
+    }),
+    route("POST", "/deliveries/{id}/retry", |r| {
+        r.to(deliveries::retry)
+    }),
+    route("POST", "/replays", |r| r.to(replays::create)),
+    route("GET", "/replays/{id}", |r| r.to(replays::get)),
+    route("POST", "/replays/{id}/cancel", |r| r.to(replays::cancel)),
     route("POST", "/subscriptions", |r| r.to(subscriptions::create)),
     route("GET", "/subscriptions", |r| r.to(subscriptions::list)),
     route("GET", "/subscriptions/{id}", |r| r.to(subscriptions::get)),

@@ -29,7 +29,9 @@ async fn an_unknown_route_is_a_json_404_not_found() {
 async fn a_wrong_method_on_a_known_route_is_a_json_405_method_not_allowed() {
     let app = TestApp::spawn().await;
     for (method, path) in [
-        (Method::GET, "/events"),
+        (Method::PATCH, "/events"),
+        (Method::PUT, "/deliveries/1"),
+        (Method::GET, "/replays"),
         (Method::PUT, "/events"),
         (Method::DELETE, "/events"),
         (Method::POST, "/events/evt_1"),

@@ -605,7 +605,7 @@ async fn an_events_attempts_are_listed_oldest_first_across_its_deliveries() {
 
     let (status, empty) = json_of(app.get("/events/evt_att/attempts").await).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(empty, json!({"data": []}));
+    assert_eq!(empty, json!({"data": [], "next_cursor": null}));
 
     app.seed_attempt("evt_att", "sub_b", 1, Some(500), Some("HTTP 500"))
         .await;

@@ -12,6 +12,7 @@ mod helpers;
 mod hostile;
 mod metrics;
 mod openapi;
+mod operate;
 mod outage;
 mod secrets;
 mod subscriptions;

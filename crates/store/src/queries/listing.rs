@@ -1,0 +1,352 @@
+//! Operators' lists: events and deliveries by filter, newest first, and attempts, oldest
+//! first, a page at a time with keyset cursors (never OFFSET), each served by an index.
+//!
+//! The statements are written once with every filter as a parameter that may be NULL. They are
+//! never prepared by name, so PostgreSQL plans each with its values: an absent filter folds
+//! away, and the plan is the one for the filters actually given. Where a filter names a small
+//! table (`failed_deliveries`, `delivery_queue`), the statement starts from it rather than from
+//! the history. [`plans`] explains every combination, for the test that forbids sequential
+//! scans of the big tables.
+
+use chrono::{DateTime, Utc};
+use diesel::QueryableByName;
+use diesel::sql_types::{Array, BigInt, Bool, Integer, Jsonb, Nullable, Text, Timestamptz};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use dispatch_domain::DeliveryStatus;
+
+use crate::StoreError;
+
+/// Which events `GET /events` lists. Every field narrows the list; `None` does not.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    /// The event type must equal this.
+    pub type_exact: Option<String>,
+    /// The event type must start with this (a pattern `order.*` gives `order.`).
+    pub type_prefix: Option<String>,
+    pub source: Option<String>,
+    /// The event's status, summarised from its deliveries as the API shows it.
+    pub status: Option<DeliveryStatus>,
+    /// Events with a delivery to this subscription.
+    pub subscription_id: Option<String>,
+    pub received_after: Option<DateTime<Utc>>,
+    pub received_before: Option<DateTime<Utc>>,
+}
+
+/// Where a page of events continues: after this event, in newest-first order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventCursor {
+    pub received_at: DateTime<Utc>,
+    pub id: String,
+}
+
+/// One event of a list; `data` only when asked for.
+#[derive(Debug, Clone, PartialEq, QueryableByName)]
+pub struct EventItem {
+    #[diesel(sql_type = Text)]
+    pub id: String,
+    #[diesel(sql_type = Text)]
+    pub event_type: String,
+    #[diesel(sql_type = Text)]
+    pub source: String,
+    #[diesel(sql_type = Nullable<Jsonb>)]
+    pub data: Option<serde_json::Value>,
+    #[diesel(sql_type = Timestamptz)]
+    pub received_at: DateTime<Utc>,
+    /// Summarised as [`dispatch_domain::summarise_event_status`] does.
+    #[diesel(sql_type = Text)]
+    pub status: String,
+}
+
+/// [`dispatch_domain::summarise_event_status`] in SQL, over the deliveries of `e`: the first
+/// status present in the order processing, retrying, pending, failed, delivered, cancelled;
+/// `delivered` without deliveries. A test compares the two on every combination.
+pub const EVENT_STATUS_SQL: &str = "(SELECT CASE
+        WHEN bool_or(d.status = 'processing') THEN 'processing'
+        WHEN bool_or(d.status = 'retrying') THEN 'retrying'
+        WHEN bool_or(d.status = 'pending') THEN 'pending'
+        WHEN bool_or(d.status = 'failed') THEN 'failed'
+        WHEN bool_or(d.status = 'cancelled') AND NOT bool_or(d.status = 'delivered')
+            THEN 'cancelled'
+        ELSE 'delivered' END
+     FROM deliveries d WHERE d.event_id = e.id)";
+
+/// The events a status filter can start from: those with a delivery in the small tables that
+/// hold unfinished or failed deliveries. `delivered` and `cancelled` have no such table and walk
+/// the events newest first.
+fn event_source(status: Option<DeliveryStatus>) -> &'static str {
+    match status {
+        Some(DeliveryStatus::Failed) => {
+            "(SELECT DISTINCT f.event_id AS id FROM failed_deliveries f) c
+             JOIN events e ON e.id = c.id"
+        }
+        Some(DeliveryStatus::Pending | DeliveryStatus::Processing | DeliveryStatus::Retrying) => {
+            "(SELECT DISTINCT d.event_id AS id FROM delivery_queue q
+                JOIN deliveries d ON d.id = q.delivery_id) c
+             JOIN events e ON e.id = c.id"
+        }
+        _ => "events e",
+    }
+}
+
+fn events_sql(status: Option<DeliveryStatus>) -> String {
+    format!(
+        "SELECT e.id, e.event_type, e.source, CASE WHEN $1 THEN e.data END AS data,
+                e.received_at, {EVENT_STATUS_SQL} AS status
+           FROM {source}
+          WHERE ($2::timestamptz IS NULL OR (e.received_at, e.id) < ($2, $3::text))
+            AND ($4::text IS NULL OR e.event_type = $4)
+            AND ($5::text IS NULL OR starts_with(e.event_type, $5))
+            AND ($6::text IS NULL OR e.source = $6)
+            AND ($7::timestamptz IS NULL OR e.received_at >= $7)
+            AND ($8::timestamptz IS NULL OR e.received_at < $8)
+            AND ($9::text IS NULL OR EXISTS (SELECT 1 FROM deliveries s
+                                              WHERE s.event_id = e.id AND s.subscription_id = $9))
+            AND ($10::text IS NULL OR {EVENT_STATUS_SQL} = $10)
+          ORDER BY e.received_at DESC, e.id DESC
+          LIMIT $11",
+        source = event_source(status),
+    )
+}
+
+/// A page of events matching `filter`, newest first (by `received_at`, then id), after
+/// `cursor`; at most `limit`.
+pub async fn events(
+    conn: &mut AsyncPgConnection,
+    filter: &EventFilter,
+    include_data: bool,
+    cursor: Option<&EventCursor>,
+    limit: i64,
+) -> Result<Vec<EventItem>, StoreError> {
+    Ok(diesel::sql_query(events_sql(filter.status))
+        .bind::<Bool, _>(include_data)
+        .bind::<Nullable<Timestamptz>, _>(cursor.map(|c| c.received_at))
+        .bind::<Nullable<Text>, _>(cursor.map(|c| c.id.as_str()))
+        .bind::<Nullable<Text>, _>(filter.type_exact.as_deref())
+        .bind::<Nullable<Text>, _>(filter.type_prefix.as_deref())
+        .bind::<Nullable<Text>, _>(filter.source.as_deref())
+        .bind::<Nullable<Timestamptz>, _>(filter.received_after)
+        .bind::<Nullable<Timestamptz>, _>(filter.received_before)
+        .bind::<Nullable<Text>, _>(filter.subscription_id.as_deref())
+        .bind::<Nullable<Text>, _>(filter.status.map(DeliveryStatus::as_str))
+        .bind::<BigInt, _>(limit)
+        .load(conn)
+        .await?)
+}
+
+/// Which deliveries `GET /deliveries` (and a replay) selects. Every field narrows; an empty
+/// `statuses` means any status.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeliveryFilter {
+    pub statuses: Vec<DeliveryStatus>,
+    pub subscription_id: Option<String>,
+    pub event_id: Option<String>,
+    pub updated_after: Option<DateTime<Utc>>,
+    pub updated_before: Option<DateTime<Utc>>,
+}
+
+/// One delivery of a list, with its last attempt's outcome.
+#[derive(Debug, Clone, PartialEq, QueryableByName)]
+pub struct DeliveryItem {
+    #[diesel(sql_type = BigInt)]
+    pub id: i64,
+    #[diesel(sql_type = Text)]
+    pub event_id: String,
+    #[diesel(sql_type = Text)]
+    pub subscription_id: String,
+    #[diesel(sql_type = Text)]
+    pub status: String,
+    #[diesel(sql_type = Integer)]
+    pub attempts: i32,
+    #[diesel(sql_type = Timestamptz)]
+    pub next_attempt_at: DateTime<Utc>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub last_error: Option<String>,
+    #[diesel(sql_type = Timestamptz)]
+    pub created_at: DateTime<Utc>,
+    #[diesel(sql_type = Timestamptz)]
+    pub updated_at: DateTime<Utc>,
+    #[diesel(sql_type = Nullable<Integer>)]
+    pub last_status_code: Option<i32>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub last_error_code: Option<String>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    pub last_attempt_at: Option<DateTime<Utc>>,
+}
+
+impl DeliveryItem {
+    pub fn status(&self) -> Result<DeliveryStatus, StoreError> {
+        self.status.parse().map_err(|e| StoreError::Corrupt {
+            what: "delivery status",
+            reason: format!("{e}"),
+        })
+    }
+}
+
+/// The small table a status filter can start from, when every status it names has one.
+pub(crate) fn delivery_source(statuses: &[DeliveryStatus]) -> &'static str {
+    use DeliveryStatus::*;
+    let unfinished = |s: &DeliveryStatus| matches!(s, Pending | Processing | Retrying);
+    if statuses.is_empty() || statuses.iter().any(|s| matches!(s, Delivered | Cancelled)) {
+        "deliveries d"
+    } else if statuses.iter().all(|s| *s == Failed) {
+        "failed_deliveries c JOIN deliveries d ON d.id = c.delivery_id"
+    } else if statuses.iter().all(unfinished) {
+        "delivery_queue c JOIN deliveries d ON d.id = c.delivery_id"
+    } else {
+        "(SELECT delivery_id FROM delivery_queue UNION ALL SELECT delivery_id FROM failed_deliveries)
+           c JOIN deliveries d ON d.id = c.delivery_id"
+    }
+}
+
+/// The conditions of a [`DeliveryFilter`] on `d`, parameters `$1`–`$5`.
+pub(crate) const DELIVERY_FILTER_SQL: &str = "($1::text[] IS NULL OR d.status = ANY($1))
+            AND ($2::text IS NULL OR d.subscription_id = $2)
+            AND ($3::text IS NULL OR d.event_id = $3)
+            AND ($4::timestamptz IS NULL OR d.updated_at >= $4)
+            AND ($5::timestamptz IS NULL OR d.updated_at < $5)";
+
+fn deliveries_sql(statuses: &[DeliveryStatus]) -> String {
+    format!(
+        "SELECT d.id, d.event_id, d.subscription_id, d.status, d.attempts, d.next_attempt_at,
+                d.last_error, d.created_at, d.updated_at,
+                a.status_code AS last_status_code, a.error_code AS last_error_code,
+                a.created_at AS last_attempt_at
+           FROM {source}
+           LEFT JOIN LATERAL (SELECT a.status_code, a.error_code, a.created_at FROM attempts a
+                               WHERE a.delivery_id = d.id ORDER BY a.id DESC LIMIT 1) a ON true
+          WHERE {DELIVERY_FILTER_SQL}
+            AND ($6::bigint IS NULL OR d.id < $6)
+          ORDER BY d.id DESC
+          LIMIT $7",
+        source = delivery_source(statuses),
+    )
+}
+
+fn status_texts(statuses: &[DeliveryStatus]) -> Option<Vec<&'static str>> {
+    (!statuses.is_empty()).then(|| statuses.iter().map(|s| s.as_str()).collect())
+}
+
+/// A page of deliveries matching `filter`, newest first (by id), with ids below `cursor`.
+pub async fn deliveries(
+    conn: &mut AsyncPgConnection,
+    filter: &DeliveryFilter,
+    cursor: Option<i64>,
+    limit: i64,
+) -> Result<Vec<DeliveryItem>, StoreError> {
+    Ok(diesel::sql_query(deliveries_sql(&filter.statuses))
+        .bind::<Nullable<Array<Text>>, _>(status_texts(&filter.statuses))
+        .bind::<Nullable<Text>, _>(filter.subscription_id.as_deref())
+        .bind::<Nullable<Text>, _>(filter.event_id.as_deref())
+        .bind::<Nullable<Timestamptz>, _>(filter.updated_after)
+        .bind::<Nullable<Timestamptz>, _>(filter.updated_before)
+        .bind::<Nullable<BigInt>, _>(cursor)
+        .bind::<BigInt, _>(limit)
+        .load(conn)
+        .await?)
+}
+
+/// One delivery with its last attempt's outcome.
+pub async fn delivery(
+    conn: &mut AsyncPgConnection,
+    id: i64,
+) -> Result<Option<DeliveryItem>, StoreError> {
+    let rows: Vec<DeliveryItem> = diesel::sql_query(
+        "SELECT d.id, d.event_id, d.subscription_id, d.status, d.attempts, d.next_attempt_at,
+                d.last_error, d.created_at, d.updated_at,
+                a.status_code AS last_status_code, a.error_code AS last_error_code,
+                a.created_at AS last_attempt_at
+           FROM deliveries d
+           LEFT JOIN LATERAL (SELECT a.status_code, a.error_code, a.created_at FROM attempts a
+                               WHERE a.delivery_id = d.id ORDER BY a.id DESC LIMIT 1) a ON true
+          WHERE d.id = $1",
+    )
+    .bind::<BigInt, _>(id)
+    .load(conn)
+    .await?;
+    Ok(rows.into_iter().next())
+}
+
+/// Whose attempts a page lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptsOf<'a> {
+    Event(&'a str),
+    Delivery(i64),
+}
+
+/// A page of attempts, oldest first (by id), with ids above `cursor`.
+pub async fn attempts(
+    conn: &mut AsyncPgConnection,
+    of: AttemptsOf<'_>,
+    cursor: Option<i64>,
+    limit: i64,
+) -> Result<Vec<crate::models::AttemptRow>, StoreError> {
+    use diesel::{ExpressionMethods, QueryDsl, SelectableHelper};
+
+    use crate::schema::attempts;
+    let mut query = attempts::table
+        .filter(attempts::id.gt(cursor.unwrap_or(0)))
+        .order(attempts::id)
+        .limit(limit)
+        .select(crate::models::AttemptRow::as_select())
+        .into_boxed();
+    query = match of {
+        AttemptsOf::Event(id) => query.filter(attempts::event_id.eq(id.to_owned())),
+        AttemptsOf::Delivery(id) => query.filter(attempts::delivery_id.eq(id)),
+    };
+    Ok(query.load(conn).await?)
+}
+
+#[derive(QueryableByName)]
+struct PlanLine {
+    #[diesel(sql_type = Text)]
+    #[diesel(column_name = "QUERY PLAN")]
+    line: String,
+}
+
+/// The plans PostgreSQL chooses for the list statements with these filters (one text per
+/// statement: the event list, then the delivery list), for tests and for diagnosis.
+pub async fn plans(
+    conn: &mut AsyncPgConnection,
+    events: &EventFilter,
+    deliveries: &DeliveryFilter,
+    cursor: bool,
+) -> Result<Vec<String>, StoreError> {
+    let event_cursor = cursor.then(|| EventCursor {
+        received_at: Utc::now(),
+        id: "evt".to_owned(),
+    });
+    let event_plan: Vec<PlanLine> =
+        diesel::sql_query(format!("EXPLAIN {}", events_sql(events.status)))
+            .bind::<Bool, _>(false)
+            .bind::<Nullable<Timestamptz>, _>(event_cursor.as_ref().map(|c| c.received_at))
+            .bind::<Nullable<Text>, _>(event_cursor.as_ref().map(|c| c.id.as_str()))
+            .bind::<Nullable<Text>, _>(events.type_exact.as_deref())
+            .bind::<Nullable<Text>, _>(events.type_prefix.as_deref())
+            .bind::<Nullable<Text>, _>(events.source.as_deref())
+            .bind::<Nullable<Timestamptz>, _>(events.received_after)
+            .bind::<Nullable<Timestamptz>, _>(events.received_before)
+            .bind::<Nullable<Text>, _>(events.subscription_id.as_deref())
+            .bind::<Nullable<Text>, _>(events.status.map(DeliveryStatus::as_str))
+            .bind::<BigInt, _>(50)
+            .load(conn)
+            .await?;
+    let delivery_plan: Vec<PlanLine> =
+        diesel::sql_query(format!("EXPLAIN {}", deliveries_sql(&deliveries.statuses)))
+            .bind::<Nullable<Array<Text>>, _>(status_texts(&deliveries.statuses))
+            .bind::<Nullable<Text>, _>(deliveries.subscription_id.as_deref())
+            .bind::<Nullable<Text>, _>(deliveries.event_id.as_deref())
+            .bind::<Nullable<Timestamptz>, _>(deliveries.updated_after)
+            .bind::<Nullable<Timestamptz>, _>(deliveries.updated_before)
+            .bind::<Nullable<BigInt>, _>(cursor.then_some(i64::MAX))
+            .bind::<BigInt, _>(50)
+            .load(conn)
+            .await?;
+    let join = |lines: Vec<PlanLine>| {
+        lines
+            .into_iter()
+            .map(|l| l.line)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    Ok(vec![join(event_plan), join(delivery_plan)])
+}
