@@ -1,5 +1,5 @@
 //! The `dispatch-api` command line: `serve` (default), `migrate up|down|status`,
-//! `secrets status|reseal` and `openapi`.
+//! `secrets status|reseal`, `admin replay|purge|stats|check-config` and `openapi`.
 
 use std::path::PathBuf;
 
@@ -33,6 +33,12 @@ pub enum Command {
     Secrets {
         #[command(subcommand)]
         action: SecretsAction,
+    },
+    /// Operator commands on the database: replay, purge, stats; and check-config. They need
+    /// only DATABASE_URL (docs/operations.md).
+    Admin {
+        #[command(subcommand)]
+        command: crate::admin::Command,
     },
     /// Print the OpenAPI document (the content of docs/openapi.json) and exit.
     Openapi,
@@ -113,15 +119,7 @@ pub async fn secrets(settings: &Settings, action: SecretsAction) -> anyhow::Resu
                 .context("counting the stored secrets")?;
             println!(
                 "secret_keys: {}",
-                keys.ids()
-                    .enumerate()
-                    .map(|(i, id)| if i == 0 {
-                        format!("{id} (seals)")
-                    } else {
-                        id.to_owned()
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                dispatch_config::report::key_ids(keys.ids())
             );
             if usage.is_empty() {
                 println!("no stored secrets");
@@ -200,6 +198,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 Settings::load_for_migrations(cli.config.as_deref(), &std::env::vars().collect())?;
             let _telemetry = dispatch_telemetry::init("dispatch-api", log_format);
             migrate(&url, action).await
+        }
+        // Needs only the database too (check-config: the configuration it checks).
+        Command::Admin { command } => {
+            let env = std::env::vars().collect();
+            let ok = crate::admin::run(command, cli.config.as_deref(), &env).await?;
+            if !ok {
+                anyhow::bail!("the configuration is invalid");
+            }
+            Ok(())
         }
         Command::Secrets { action } => {
             let settings = Settings::load(cli.config.as_deref())?;
