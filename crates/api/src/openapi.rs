@@ -51,6 +51,7 @@ use crate::views::{
         routes::health::healthz,
         routes::health::readyz,
         routes::health::metrics,
+        routes::stats::get,
         serve,
     ),
     components(schemas(
@@ -72,6 +73,10 @@ use crate::views::{
         routes::secrets::RotateSecretRequest,
         SecretRotationView,
         HealthView,
+        crate::admin::stats::StatsView,
+        crate::admin::stats::BacklogView,
+        crate::admin::stats::QueueView,
+        crate::admin::stats::SubscriptionStatsView,
         ErrorBody,
         ErrorCode,
         DeliveryStatusSchema,
@@ -81,7 +86,7 @@ use crate::views::{
     tags(
         (name = "events", description = "Ingesting events and reading their deliveries and attempts."),
         (name = "subscriptions", description = "Where events are delivered."),
-        (name = "operations", description = "Health, readiness, metrics and this document."),
+        (name = "operations", description = "Health, readiness, metrics, the queue's stats and this document."),
     ),
 )]
 pub struct ApiDoc;
