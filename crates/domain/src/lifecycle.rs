@@ -8,7 +8,7 @@
 //!       attempts left ▼  │claim
 //!                    retrying
 //! pending | processing | retrying ──subscription deleted──▶ cancelled
-//! failed ──replayed by an operator (`cargo xtask replay`)──▶ pending
+//! failed ──replayed by an operator (`dispatch-api admin replay`)──▶ pending
 //! ```
 //! `processing → processing` is a re-claim after a lease expired (the worker holding it died);
 //! `processing → pending` hands a claimed, unstarted delivery back on graceful shutdown.
