@@ -11,6 +11,7 @@ pub mod stats;
 pub mod stats_text;
 
 use std::collections::HashMap;
+use std::io::{ErrorKind, Write};
 use std::path::Path;
 
 use anyhow::{Context, bail};
@@ -47,9 +48,9 @@ pub async fn run(
     if let Command::CheckConfig = command {
         let (ok, text) = check_config::check(file, env);
         if ok {
-            print!("{text}");
+            emit(&mut std::io::stdout().lock(), &text)?;
         } else {
-            eprint!("{text}");
+            emit(&mut std::io::stderr().lock(), &text)?;
         }
         return Ok(ok);
     }
@@ -78,8 +79,16 @@ pub async fn run_on(database_url: &str, command: Command) -> anyhow::Result<bool
         }
         Command::CheckConfig => bail!("check-config needs no database"),
     };
-    println!("{out}");
+    emit(&mut std::io::stdout().lock(), &format!("{out}\n"))?;
     Ok(true)
+}
+
+/// Writes `text`; a reader that went away (`… | head`) is not an error, as for any shell tool.
+pub fn emit(to: &mut impl Write, text: &str) -> anyhow::Result<()> {
+    match to.write_all(text.as_bytes()).and_then(|()| to.flush()) {
+        Err(e) if e.kind() == ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("writing the output"),
+    }
 }
 
 /// Connects to `url` and makes sure its schema is complete.
@@ -104,4 +113,31 @@ pub async fn connect(url: &str) -> anyhow::Result<AsyncPgConnection> {
         bail!("{shown} is missing migrations: run `dispatch-api migrate up` first");
     }
     Ok(conn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Gone;
+
+    impl Write for Gone {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(ErrorKind::BrokenPipe.into())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn output_to_a_reader_that_went_away_is_not_an_error_but_other_failures_are() {
+        assert!(emit(&mut Gone, "stats\n").is_ok());
+        let mut full = [0u8; 2];
+        let err = emit(&mut &mut full[..], "too long").expect_err("no room");
+        assert!(format!("{err:#}").contains("writing the output"), "{err:#}");
+        let mut out = Vec::new();
+        emit(&mut out, "a\n").expect("written");
+        assert_eq!(out, b"a\n");
+    }
 }
