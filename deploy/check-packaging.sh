@@ -6,8 +6,9 @@
 #      the dependency skeleton it builds first (deploy/docker/skeleton.sh) still loads as the
 #      same workspace with `cargo metadata --locked`;
 #   2. the Helm chart helm/dispatch: `helm lint --strict`, `helm template` and NOTES.txt with
-#      the default values and with each helm/dispatch/ci/*.yaml, `helm package`, and values the
-#      chart must refuse (schema, grace periods);
+#      the default values and with each helm/dispatch/ci/*.yaml (values-full.yaml turns the
+#      purge CronJob on), `helm package`, and values the chart must refuse (schema, grace
+#      periods, purge flags);
 #   3. deploy/check_packaging.py: every rendered manifest against the Kubernetes schemas of
 #      $KUBE_VERSIONS (kubernetes-validate, strict) and the ServiceMonitor CRD's, the references
 #      between them, the DISPATCH_* keys against the code, docker-compose.yml against the
@@ -179,8 +180,11 @@ refuse "secretKeys.value goes into the chart's Secret" \
   --set database.existingSecret=db --set secretKeys.value=k1:AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=
 refuse "set targetCPUUtilizationPercentage or enable backlog" \
   --set worker.autoscaling.enabled=true --set worker.autoscaling.targetCPUUtilizationPercentage=null
-log "the chart refuses unknown settings, secrets in ConfigMaps and grace periods shorter than" \
-  "the binaries' shutdown"
+refuse "purge.olderThan" --set purge.enabled=true --set purge.olderThan=30
+refuse "purge.schedule" --set purge.enabled=true --set purge.schedule=daily
+refuse "purge.batchSize" --set purge.batchSize=0
+log "the chart refuses unknown settings, secrets in ConfigMaps, grace periods shorter than" \
+  "the binaries' shutdown and purge values dispatch-api would refuse"
 
 # --- 3. Manifests, Compose, Dockerfile consistency, live configurations ------------------------
 

@@ -193,6 +193,8 @@ def pod_specs(docs: list[dict]):
     for doc in docs:
         if doc["kind"] in ("Deployment", "Job"):
             yield doc, doc["spec"]["template"]
+        elif doc["kind"] == "CronJob":
+            yield doc, doc["spec"]["jobTemplate"]["spec"]["template"]
 
 
 def is_hook(doc: dict) -> bool:
@@ -446,6 +448,30 @@ def check_manifest_set(name: str, docs: list[dict], kube_versions: list[str],
             error(f"{where}: the migration Job should run `dispatch-api migrate up`")
         if job["spec"]["template"]["spec"].get("restartPolicy") != "Never":
             error(f"{where}: the migration Job should have restartPolicy Never")
+    # The purge CronJob (purge.enabled): the shipped binary's `admin purge`, one run at a time,
+    # with the database URL and nothing secret besides.
+    cron_jobs = by_kind.get("CronJob", [])
+    if name == "values-full" and not cron_jobs:
+        error(f"{where}: values-full turns purge on, but no CronJob was rendered")
+    for cron in cron_jobs:
+        ident = f"CronJob/{cron['metadata']['name']}"
+        spec = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+        c = spec["containers"][0]
+        argv = c.get("command", []) + c.get("args", [])
+        if argv[:4] != ["dispatch-api", "admin", "purge", "--older-than"]:
+            error(f"{where}: {ident} should run `dispatch-api admin purge --older-than …`")
+        if cron["spec"].get("concurrencyPolicy") != "Forbid":
+            error(f"{where}: {ident}: concurrencyPolicy should be Forbid (one purge at a time)")
+        if spec.get("restartPolicy") != "Never":
+            error(f"{where}: {ident}: restartPolicy should be Never")
+        if is_hook(cron):
+            error(f"{where}: {ident} must not be a hook")
+        names_set = {v["name"] for v in c.get("env", [])}
+        if "DATABASE_URL" not in names_set:
+            error(f"{where}: {ident} has no DATABASE_URL")
+        for needless in ("DISPATCH_API_KEYS", NO_SECRET_KEYS):
+            if needless in names_set:
+                error(f"{where}: {ident} is given {needless}, which a purge never reads")
     non_hook_refs = [d for d in docs if is_hook(d) and d["kind"] not in ("Job", "Secret")]
     for d in non_hook_refs:
         error(f"{where}: unexpected hook object {d['kind']}/{d['metadata']['name']}")
@@ -784,8 +810,8 @@ def live(bin_dir: pathlib.Path, rendered: dict[str, list[dict]]) -> None:
                 argv = c.get("command", []) + c.get("args", [])
                 label = f"helm ({name}) {owner['kind']}/{owner['metadata']['name']}"
                 serves = owner["kind"] == "Deployment"
-                # `dispatch-api migrate` needs only the database URL: no keys to refuse.
-                migrates = argv[:2] == ["dispatch-api", "migrate"]
+                # `dispatch-api migrate` and `admin` need only the database URL: no keys to refuse.
+                migrates = argv[:2] in (["dispatch-api", "migrate"], ["dispatch-api", "admin"])
                 if not migrates and argv[0] == "dispatch-api" and \
                         "DISPATCH_API_KEYS" not in env and \
                         str(env.get("DISPATCH_AUTH_DISABLED", "")).lower() != "true":

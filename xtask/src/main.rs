@@ -1,6 +1,7 @@
 //! `cargo xtask`: the one entry point for developing and operating Dispatch.
 //! `dev` runs it locally, `test` runs the whole suite, `lint`, `cover`, `migrate`; the operator
-//! commands `replay`, `purge`, `stats` and `check-config` live in `ops`.
+//! commands `replay`, `purge`, `stats` and `check-config` are `ops`, thin wrappers over what
+//! `dispatch-api admin` and `dispatch-worker check-config` run in the image.
 
 mod bench;
 mod chaos;
@@ -67,13 +68,14 @@ enum Task {
         action: MigrateAction,
     },
     /// Re-queue failed deliveries (by event, subscription or failure time) with a fresh retry
-    /// schedule, on DATABASE_URL.
+    /// schedule, on DATABASE_URL (as `dispatch-api admin replay`).
     Replay(ops::ReplayArgs),
     /// Delete finished events (with their deliveries and attempts) and deleted subscriptions
-    /// older than a retention period, in small batches, on DATABASE_URL.
+    /// older than a retention period, in small batches, on DATABASE_URL (as `dispatch-api admin
+    /// purge`).
     Purge(ops::PurgeArgs),
     /// Backlog, deliveries by status, the last hour's failure rate and each subscription's
-    /// circuit, due deliveries and failures, from DATABASE_URL.
+    /// circuit, due deliveries and failures, from DATABASE_URL (as `dispatch-api admin stats`).
     Stats(ops::StatsArgs),
     /// Load and validate the API's and/or the worker's configuration as the binaries do, and
     /// print the effective values (passwords masked) or every problem.
@@ -150,9 +152,9 @@ async fn run(task: Task) -> Result<bool> {
         } => sink::run(addr, secret, status).await,
         Task::Migrate { action } => migrate(action).await,
         Task::Openapi { check } => openapi::run(check),
-        Task::Replay(args) => ops::replay(args).await,
-        Task::Purge(args) => ops::purge(args).await,
-        Task::Stats(args) => ops::stats(args).await,
+        Task::Replay(args) => ops::run(dispatch_api::admin::Command::Replay(args)).await,
+        Task::Purge(args) => ops::run(dispatch_api::admin::Command::Purge(args)).await,
+        Task::Stats(args) => ops::run(dispatch_api::admin::Command::Stats(args)).await,
         Task::CheckConfig(args) => ops::check_config(args),
         Task::Bench(args) => bench::run(args).await,
         Task::Chaos(args) => chaos::run(args).await,

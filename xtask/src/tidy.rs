@@ -41,7 +41,6 @@ mod tests {
         "xtask/src/chaos/scenarios.rs",
         "xtask/src/harness/receiver.rs",
         "xtask/src/main.rs",
-        "xtask/src/ops.rs",
     ];
 
     /// The internal crates each crate may depend on (`[dependencies]`): domain at the ground,

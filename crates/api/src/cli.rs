@@ -1,5 +1,5 @@
 //! The `dispatch-api` command line: `serve` (default), `migrate up|down|status`,
-//! `secrets status|reseal` and `openapi`.
+//! `secrets status|reseal`, `admin replay|purge|stats|check-config` and `openapi`.
 
 use std::path::PathBuf;
 
@@ -33,6 +33,12 @@ pub enum Command {
     Secrets {
         #[command(subcommand)]
         action: SecretsAction,
+    },
+    /// Operator commands on the database: replay, purge, stats; and check-config. They need
+    /// only DATABASE_URL (docs/operations.md).
+    Admin {
+        #[command(subcommand)]
+        command: crate::admin::Command,
     },
     /// Print the OpenAPI document (the content of docs/openapi.json) and exit.
     Openapi,
@@ -113,15 +119,7 @@ pub async fn secrets(settings: &Settings, action: SecretsAction) -> anyhow::Resu
                 .context("counting the stored secrets")?;
             println!(
                 "secret_keys: {}",
-                keys.ids()
-                    .enumerate()
-                    .map(|(i, id)| if i == 0 {
-                        format!("{id} (seals)")
-                    } else {
-                        id.to_owned()
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                dispatch_config::report::key_ids(keys.ids())
             );
             if usage.is_empty() {
                 println!("no stored secrets");
@@ -187,26 +185,33 @@ pub async fn secrets(settings: &Settings, action: SecretsAction) -> anyhow::Resu
     Ok(())
 }
 
-pub async fn run(cli: Cli) -> anyhow::Result<()> {
+/// Runs the command; `Ok(false)` when it found a problem it has already reported (exit 1
+/// without another message: `admin check-config` on an invalid configuration).
+pub async fn run(cli: Cli) -> anyhow::Result<bool> {
     match cli.command.unwrap_or(Command::Serve) {
         // Needs no configuration: the document depends on the code only.
         Command::Openapi => {
             print!("{}", crate::openapi::pretty_json());
-            Ok(())
+            Ok(true)
         }
         // Needs only the database: a migration job carries no API or sealing keys.
         Command::Migrate { action } => {
             let (url, log_format) =
                 Settings::load_for_migrations(cli.config.as_deref(), &std::env::vars().collect())?;
             let _telemetry = dispatch_telemetry::init("dispatch-api", log_format);
-            migrate(&url, action).await
+            migrate(&url, action).await.map(|()| true)
+        }
+        // Needs only the database too (check-config: the configuration it checks).
+        Command::Admin { command } => {
+            let env = std::env::vars().collect();
+            crate::admin::run(command, cli.config.as_deref(), &env).await
         }
         Command::Secrets { action } => {
             let settings = Settings::load(cli.config.as_deref())?;
             let _telemetry = dispatch_telemetry::init("dispatch-api", settings.log_format);
-            secrets(&settings, action).await
+            secrets(&settings, action).await.map(|()| true)
         }
-        Command::Serve => serve(cli.config.as_deref()).await,
+        Command::Serve => serve(cli.config.as_deref()).await.map(|()| true),
     }
 }
 

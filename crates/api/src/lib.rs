@@ -1,6 +1,7 @@
 //! Dispatch's ingestion API: an actix-web server over the store. `main.rs` is a thin shell;
 //! tests start the same [`startup::Application`] in-process on port 0.
 
+pub mod admin;
 pub mod auth;
 pub mod body;
 pub mod cli;

@@ -59,6 +59,7 @@ use crate::views::{
         routes::health::healthz,
         routes::health::readyz,
         routes::health::metrics,
+        routes::stats::get,
         serve,
     ),
     components(schemas(
@@ -90,6 +91,10 @@ use crate::views::{
         routes::secrets::RotateSecretRequest,
         SecretRotationView,
         HealthView,
+        crate::admin::stats::StatsView,
+        crate::admin::stats::BacklogView,
+        crate::admin::stats::QueueView,
+        crate::admin::stats::SubscriptionStatsView,
         ErrorBody,
         ErrorCode,
         DeliveryStatusSchema,
@@ -100,7 +105,7 @@ use crate::views::{
         (name = "events", description = "Ingesting events and reading their deliveries and attempts."),
         (name = "deliveries", description = "Finding deliveries, retrying one, and replaying many."),
         (name = "subscriptions", description = "Where events are delivered."),
-        (name = "operations", description = "Health, readiness, metrics and this document."),
+        (name = "operations", description = "Health, readiness, metrics, the queue's stats and this document."),
     ),
 )]
 pub struct ApiDoc;

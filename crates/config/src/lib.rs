@@ -3,6 +3,8 @@
 //! which wins). Values arrive as text and are checked in one pass by [`Checker`], which names
 //! the key and its variable in every problem it reports.
 
+pub mod report;
+
 use std::collections::HashMap;
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};

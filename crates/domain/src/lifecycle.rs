@@ -9,7 +9,8 @@
 //!                    retrying
 //! pending | processing | retrying ──subscription deleted──▶ cancelled
 //! failed | delivered ──replayed or retried by an operator (`POST /replays`, `POST
-//!                       /deliveries/{id}/retry`; delivered only as a resend)──▶ pending
+//!                       /deliveries/{id}/retry`, `dispatch-api admin replay`; delivered only as a
+//!                       resend)──▶ pending
 //! ```
 //! `processing → processing` is a re-claim after a lease expired (the worker holding it died);
 //! `processing → pending` hands a claimed, unstarted delivery back on graceful shutdown.

@@ -3,6 +3,7 @@
 //! attempt, and retries with backoff until delivered or failed. `main.rs` is a thin shell over
 //! [`runner::Worker`], which tests drive directly.
 
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod deliver;

@@ -192,7 +192,8 @@ the binary's default. Call with (dict "config" MAP "key" NAME "default" N).
 Annotations that record, for the checkov scan in deploy/check-packaging.sh, the findings this
 chart accepts and why (checkov reads `checkov.io/skipN: CHECK=reason`). The image ones vanish
 once image.digest pins the image, the NetworkPolicy one once networkPolicy.enabled is on.
-Call with (dict "ctx" $ "job" BOOL).
+Call with (dict "ctx" $ "job" BOOL), and for a Job other than the migration hook "reason" (why
+no NetworkPolicy selects its pods).
 */}}
 {{- define "dispatch.checkovSkips" -}}
 {{- $v := .ctx.Values -}}
@@ -202,7 +203,8 @@ Call with (dict "ctx" $ "job" BOOL).
 {{- $skips = append $skips "CKV_K8S_15=IfNotPresent suits immutable release tags and digests; set image.pullPolicy to Always for mutable tags" }}
 {{- end }}
 {{- if or .job (not $v.networkPolicy.enabled) }}
-{{- $skips = append $skips (ternary "CKV2_K8S_6=The migration Job serves nothing and runs before the release's NetworkPolicies exist" "CKV2_K8S_6=NetworkPolicies are optional (networkPolicy.enabled): the right peers depend on the cluster" .job) }}
+{{- $jobReason := default "The migration Job serves nothing and runs before the release's NetworkPolicies exist" .reason }}
+{{- $skips = append $skips (ternary (printf "CKV2_K8S_6=%s" $jobReason) "CKV2_K8S_6=NetworkPolicies are optional (networkPolicy.enabled): the right peers depend on the cluster" .job) }}
 {{- end }}
 {{- range $i, $skip := $skips }}
 checkov.io/skip{{ add1 $i }}: {{ $skip | quote }}

@@ -9,6 +9,7 @@ pub(crate) mod events;
 pub(crate) mod health;
 pub(crate) mod replays;
 pub(crate) mod secrets;
+pub(crate) mod stats;
 pub(crate) mod subscriptions;
 
 use actix_web::http::Method;
@@ -102,6 +103,7 @@ pub const ROUTES: &[Route] = &[
     route("GET", "/healthz", |r| r.to(health::healthz)),
     route("GET", "/readyz", |r| r.to(health::readyz)),
     route("GET", "/metrics", |r| r.to(health::metrics)),
+    route("GET", "/stats", |r| r.to(stats::get)),
     route("GET", "/openapi.json", |r| r.to(crate::openapi::serve)),
 ];
 

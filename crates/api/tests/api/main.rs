@@ -1,6 +1,7 @@
 //! Black-box tests of the API: a real server on 127.0.0.1 over a real PostgreSQL database of the
 //! test's own, driven over HTTP. One test binary (modules below) so it builds once.
 
+mod admin;
 mod auth;
 mod batch;
 mod destinations;

@@ -454,6 +454,15 @@ async fn real_answers_match_their_documented_schemas() {
     let (status, ready) = json_of(app.get("/readyz").await).await;
     assert_eq!(status, StatusCode::OK);
     assert_conforms(&document, "GET", "/readyz", 200, &ready);
+
+    // The queue's stats, with a subscription, a delivery and attempts to show.
+    let (status, stats) = json_of(app.get("/stats").await).await;
+    assert_eq!(status, StatusCode::OK, "{stats}");
+    assert_conforms(&document, "GET", "/stats", 200, &stats);
+    assert_eq!(
+        keys(&stats),
+        property_names(response_schema(&document, "GET", "/stats", 200))
+    );
 }
 
 /// The checker itself: it must catch a missing required property, an undocumented one, a wrong

@@ -1,4 +1,4 @@
-//! Operators' queries, behind `cargo xtask replay | purge | stats`: re-queueing failed
+//! Operators' queries, behind `dispatch-api admin replay | purge | stats`: re-queueing failed
 //! deliveries, deleting finished history past a retention period, and a snapshot of the queue.
 //! Nothing here runs in the services; every function is meant for a connection outside any
 //! transaction (each statement is then a short transaction of its own).

@@ -99,3 +99,44 @@ async fn the_binary_logs_json_delivery_lines_without_secrets_and_exits_cleanly_o
     );
     tokio::time::sleep(Duration::from_millis(1)).await;
 }
+
+#[test]
+fn check_config_prints_the_effective_values_or_every_problem_and_exits_1() {
+    let run = |vars: &[(&str, &str)]| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_dispatch-worker"));
+        command
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .arg("check-config");
+        for (k, v) in vars {
+            command.env(k, v);
+        }
+        command.output().unwrap()
+    };
+    let url = "postgres://app:s3cret@db.example:5432/dispatch";
+    let valid = run(&[
+        ("DATABASE_URL", url),
+        (
+            "DISPATCH_SECRET_KEYS",
+            dispatch_test_support::secrets::TEST_SECRET_KEYS,
+        ),
+    ]);
+    let stdout = String::from_utf8_lossy(&valid.stdout);
+    assert!(valid.status.success(), "{stdout}");
+    assert!(stdout.starts_with("dispatch-worker: OK\n"), "{stdout}");
+    assert!(
+        stdout.contains("postgres://app:***@db.example:5432/dispatch"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("s3cret"), "{stdout}");
+
+    let invalid = run(&[("DATABASE_URL", url), ("DISPATCH_MAX_IN_FLIGHT", "0")]);
+    assert_eq!(invalid.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&invalid.stderr);
+    assert!(
+        stderr.starts_with("dispatch-worker: invalid configuration:"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("max_in_flight"), "{stderr}");
+    assert!(stderr.contains("secret_keys"), "{stderr}");
+}
