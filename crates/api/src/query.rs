@@ -117,11 +117,7 @@ impl Query {
     }
 
     /// `received_after` < `received_before` (or the like), when both are given.
-    pub fn window(
-        &self,
-        after: &str,
-        before: &str,
-    ) -> Result<Window, ApiError> {
+    pub fn window(&self, after: &str, before: &str) -> Result<Window, ApiError> {
         let (from, to) = (self.time(after)?, self.time(before)?);
         if let (Some(from), Some(to)) = (from, to)
             && from >= to

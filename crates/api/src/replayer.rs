@@ -28,7 +28,7 @@ impl Replayer {
         tokio::spawn(async move {
             loop {
                 let worked = match pool::connection(&pool).await {
-                    Ok(mut conn) => replays::work_one_batch(&mut conn).await,
+                    Ok(mut conn) => replays::work_batch(&mut conn, None).await,
                     Err(e) => Err(e),
                 };
                 match worked {

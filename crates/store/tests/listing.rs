@@ -358,7 +358,7 @@ async fn a_replay_of_100_000_failed_deliveries_runs_in_bounded_batches_beside_in
 
     let mut seen = 0;
     let mut last_requeued = 0;
-    while let Some(progress) = replays::work_one_batch(&mut conn).await.unwrap() {
+    while let Some(progress) = replays::work_batch(&mut conn, None).await.unwrap() {
         seen += 1;
         assert!(progress.requeued >= last_requeued);
         assert!(progress.requeued - last_requeued <= replays::BATCH_IDS);

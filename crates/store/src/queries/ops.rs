@@ -10,13 +10,8 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use dispatch_domain::DeliveryStatus;
 
 use crate::StoreError;
-use crate::queries::deliveries;
-
-#[derive(QueryableByName)]
-struct Count {
-    #[diesel(sql_type = BigInt)]
-    n: i64,
-}
+use crate::queries::listing::DeliveryFilter;
+use crate::queries::{deliveries, replays, requeue};
 
 fn interval(d: std::time::Duration) -> diesel::pg::data_types::PgInterval {
     diesel::pg::data_types::PgInterval::from_microseconds(
@@ -43,48 +38,25 @@ pub enum ReplaySelector {
     },
 }
 
-/// The four parameters of [`REPLAYABLE`], NULL where the selector does not constrain.
-struct ReplayParams<'a> {
-    event: Option<&'a str>,
-    subscription: Option<&'a str>,
-    since: Option<DateTime<Utc>>,
-    until: Option<DateTime<Utc>>,
-}
-
 impl ReplaySelector {
-    fn params(&self) -> ReplayParams<'_> {
-        let none = ReplayParams {
-            event: None,
-            subscription: None,
-            since: None,
-            until: None,
+    /// The same selection as a [`DeliveryFilter`], the one `GET /deliveries` and `POST /replays`
+    /// take: failed deliveries only.
+    pub fn filter(&self) -> DeliveryFilter {
+        let mut filter = DeliveryFilter {
+            statuses: vec![DeliveryStatus::Failed],
+            ..DeliveryFilter::default()
         };
         match self {
-            Self::Event(id) => ReplayParams {
-                event: Some(id),
-                ..none
-            },
-            Self::Subscription(id) => ReplayParams {
-                subscription: Some(id),
-                ..none
-            },
-            Self::FailedBetween { since, until } => ReplayParams {
-                since: Some(*since),
-                until: *until,
-                ..none
-            },
+            Self::Event(id) => filter.event_id = Some(id.clone()),
+            Self::Subscription(id) => filter.subscription_id = Some(id.clone()),
+            Self::FailedBetween { since, until } => {
+                filter.updated_after = Some(*since);
+                filter.updated_before = *until;
+            }
         }
+        filter
     }
 }
-
-/// The deliveries a selector picks (`d`), before the subscription check. Unused parameters are
-/// NULL; the statements are never prepared by name, so PostgreSQL plans each with its values
-/// and a selector by event uses the `(event_id, subscription_id)` index.
-const REPLAYABLE: &str = "d.status = 'failed'
-        AND ($1::text IS NULL OR d.event_id = $1)
-        AND ($2::text IS NULL OR d.subscription_id = $2)
-        AND ($3::timestamptz IS NULL OR d.updated_at >= $3)
-        AND ($4::timestamptz IS NULL OR d.updated_at < $4)";
 
 /// How many deliveries [`replay`] would re-queue now (the dry run): failed deliveries matching
 /// `selector` whose subscription is not deleted.
@@ -92,54 +64,47 @@ pub async fn count_replayable(
     conn: &mut AsyncPgConnection,
     selector: &ReplaySelector,
 ) -> Result<i64, StoreError> {
-    let p = selector.params();
-    let row: Count = diesel::sql_query(format!(
-        "SELECT count(*) AS n
-           FROM deliveries d JOIN subscriptions s ON s.id = d.subscription_id
-          WHERE s.deleted_at IS NULL AND {REPLAYABLE}"
-    ))
-    .bind::<Nullable<Text>, _>(p.event)
-    .bind::<Nullable<Text>, _>(p.subscription)
-    .bind::<Nullable<Timestamptz>, _>(p.since)
-    .bind::<Nullable<Timestamptz>, _>(p.until)
-    .get_result(conn)
-    .await?;
-    Ok(row.n)
+    Ok(requeue::count_replayable(conn, &selector.filter()).await?.0)
 }
 
-/// Re-queues the failed deliveries matching `selector` whose subscription is not deleted, in
-/// one statement: each becomes `pending` with `attempts = 0` (a full new retry schedule), due
-/// now, without a lease. `last_error` and the attempt rows are kept, so the history stays; the
-/// new attempts are numbered from 1 again. Returns how many were re-queued.
-///
-/// The subscriptions are locked `FOR KEY SHARE`, as ingestion does, so a concurrent
-/// `DELETE /subscriptions/{id}` either commits first (its deliveries are then skipped here) or
-/// waits and cancels the re-queued ones.
+/// Replays the failed deliveries matching `selector` whose subscription is not deleted, as
+/// `POST /replays` does: a stored replay (visible at `GET /replays/{id}`), worked here batch by
+/// batch until it completes (an API replica may work some of its batches meanwhile). Each
+/// becomes `pending` with `attempts = 0` (a full new retry schedule), due now; `last_error` and
+/// the attempt rows are kept. Returns how many were re-queued.
 pub async fn replay(
     conn: &mut AsyncPgConnection,
     selector: &ReplaySelector,
 ) -> Result<usize, StoreError> {
-    let p = selector.params();
-    Ok(diesel::sql_query(format!(
-        "WITH chosen AS MATERIALIZED (
-             SELECT d.id, d.subscription_id FROM deliveries d WHERE {REPLAYABLE}
-         ), live AS MATERIALIZED (
-             SELECT s.id FROM subscriptions s
-              WHERE s.id IN (SELECT subscription_id FROM chosen) AND s.deleted_at IS NULL
-                FOR KEY SHARE
-         )
-         UPDATE deliveries d
-            SET status = 'pending', attempts = 0, next_attempt_at = now(),
-                leased_by = NULL, leased_until = NULL, updated_at = now()
-           FROM chosen JOIN live ON live.id = chosen.subscription_id
-          WHERE d.id = chosen.id AND d.status = 'failed'"
-    ))
-    .bind::<Nullable<Text>, _>(p.event)
-    .bind::<Nullable<Text>, _>(p.subscription)
-    .bind::<Nullable<Timestamptz>, _>(p.since)
-    .bind::<Nullable<Timestamptz>, _>(p.until)
-    .execute(conn)
-    .await?)
+    let new = replays::NewReplay {
+        id: dispatch_domain::ReplayId::generate().into_inner(),
+        filter: selector.filter(),
+        idempotency_key: None,
+        request_hash: String::new(),
+    };
+    let id = match replays::create(conn, &new).await? {
+        replays::Created::New(row)
+        | replays::Created::Existing(row)
+        | replays::Created::KeyReused(row) => row.id,
+    };
+    loop {
+        let now = match replays::work_batch(conn, Some(&id)).await? {
+            Some(row) => row,
+            // Another replica holds it for a batch: look again shortly.
+            None => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                replays::find(conn, &id)
+                    .await?
+                    .ok_or_else(|| StoreError::Corrupt {
+                        what: "replay",
+                        reason: format!("replay {id} vanished while it ran"),
+                    })?
+            }
+        };
+        if now.state != "running" {
+            return Ok(usize::try_from(now.requeued).unwrap_or(usize::MAX));
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -197,17 +197,23 @@ pub async fn cancel(
     find(conn, id).await
 }
 
-/// Works one batch of the oldest running replay no one else is working on: re-queues its
-/// matching deliveries among the next [`BATCH_IDS`] ids and advances it, in one transaction
-/// (the replay row stays locked meanwhile, so two replicas never work the same replay at once;
-/// a replica that is working one skips it). Returns the replay after the batch, or `None` when
-/// no replay is waiting.
-pub async fn work_one_batch(conn: &mut AsyncPgConnection) -> Result<Option<ReplayRow>, StoreError> {
+/// Works one batch of the oldest running replay (or of replay `only`) that no one else is
+/// working on: re-queues its matching deliveries among the next [`BATCH_IDS`] ids and advances
+/// it, in one transaction (the replay row stays locked meanwhile, so two replicas never work
+/// the same replay at once; one finding it locked skips it). Returns the replay after the
+/// batch, or `None` when no replay is waiting.
+pub async fn work_batch(
+    conn: &mut AsyncPgConnection,
+    only: Option<&str>,
+) -> Result<Option<ReplayRow>, StoreError> {
+    let only = only.map(str::to_owned);
     conn.transaction::<_, StoreError, _>(async move |conn| {
         let rows: Vec<ReplayRow> = diesel::sql_query(format!(
-            "SELECT {COLUMNS} FROM replays WHERE state = 'running'
+            "SELECT {COLUMNS} FROM replays
+              WHERE state = 'running' AND ($1::text IS NULL OR id = $1)
               ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED"
         ))
+        .bind::<Nullable<Text>, _>(only)
         .load(conn)
         .await?;
         let Some(replay) = rows.into_iter().next() else {
