@@ -11,6 +11,7 @@ mod failures;
 mod helpers;
 mod leases;
 mod metrics;
+mod operator;
 mod outage;
 mod port;
 mod processes;
