@@ -7,5 +7,6 @@ pub mod deliveries;
 pub mod events;
 pub mod health;
 pub mod ops;
+pub mod subscription_changes;
 pub mod subscriptions;
 pub mod workers;
