@@ -6,6 +6,8 @@ pub(crate) mod batch;
 pub(crate) mod events;
 pub(crate) mod health;
 pub(crate) mod secrets;
+pub(crate) mod subscription_patch;
+pub(crate) mod subscription_settings;
 pub(crate) mod subscriptions;
 
 use actix_web::http::Method;
@@ -76,6 +78,9 @@ pub const ROUTES: &[Route] = &[
     route("POST", "/subscriptions", |r| r.to(subscriptions::create)),
     route("GET", "/subscriptions", |r| r.to(subscriptions::list)),
     route("GET", "/subscriptions/{id}", |r| r.to(subscriptions::get)),
+    route("PATCH", "/subscriptions/{id}", |r| {
+        r.to(subscription_patch::patch)
+    }),
     route("DELETE", "/subscriptions/{id}", |r| {
         r.to(subscriptions::delete)
     }),

@@ -13,6 +13,7 @@ mod hostile;
 mod metrics;
 mod openapi;
 mod outage;
+mod patch;
 mod secrets;
 mod subscriptions;
 mod wake;

@@ -1,0 +1,132 @@
+//! `PATCH /subscriptions/{id}`: a JSON merge patch (RFC 7396) of a subscription's URL, patterns,
+//! rate limit and settings, and pausing (`enabled: false`) and resuming (`enabled: true`) it.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use dispatch_domain::DestinationUrl;
+use dispatch_store::pool;
+use dispatch_store::queries::subscription_changes::{self, SubscriptionChange, UpdateOutcome};
+use dispatch_store::queries::subscriptions;
+use serde_json::Value;
+
+use super::AppState;
+use super::subscription_settings::{check_patch, merge, patchable, take_settings};
+use super::subscriptions::{
+    parse_patterns, parse_rate_limit, subscription_id, subscription_not_found,
+};
+use crate::body::{Fields, read_json_body};
+use crate::error::{ApiError, ErrorBody};
+use crate::openapi::SubscriptionPatchRequest;
+use crate::views::SubscriptionView;
+
+/// How often a patch is merged again when the subscription changed between read and write.
+const ATTEMPTS: usize = 5;
+
+/// The whole subscription once `patch` is merged into what `current` holds, validated as a
+/// creation request would be (errors name the field).
+fn merged(
+    current: &dispatch_store::models::SubscriptionRow,
+    patch: &Value,
+) -> Result<SubscriptionChange, ApiError> {
+    let mut doc = patchable(current);
+    merge(&mut doc, patch.clone());
+    let mut fields = Fields::from_body(doc)?;
+    let url = fields.required_str("url")?;
+    let url = DestinationUrl::parse(&url).map_err(|e| ApiError::invalid("url", e.to_string()))?;
+    let event_types = parse_patterns(fields.required("event_types")?)?;
+    let rate_limit = match fields.optional("rate_limit") {
+        Some(value) => parse_rate_limit(value)?,
+        None => Default::default(),
+    };
+    let (settings, enabled) = take_settings(&mut fields)?;
+    fields.finish()?;
+    Ok(SubscriptionChange {
+        url: url.as_str().to_owned(),
+        event_types: event_types.iter().map(|p| p.as_str().to_owned()).collect(),
+        rate_limit,
+        settings,
+        enabled,
+    })
+}
+
+/// Change a subscription (JSON merge patch).
+///
+/// Members present are changed, members absent are kept, and `null` resets a setting to its
+/// default (`headers`/`metadata` members: removes that one; `retry`, `rate_limit` members: back
+/// to the global setting). `enabled: false` pauses: new deliveries are still created but held,
+/// never attempted, until `enabled: true` resumes and releases them oldest first. Changes apply
+/// to every delivery not yet attempted and to the next attempt of retrying ones.
+#[utoipa::path(
+    patch,
+    path = "/subscriptions/{id}",
+    operation_id = "update_subscription",
+    tag = "subscriptions",
+    params(("id" = String, Path, description = "The subscription's id.")),
+    request_body(content = SubscriptionPatchRequest, content_type = "application/merge-patch+json",
+        description = "A JSON merge patch; `application/json` is accepted too."),
+    responses(
+        (status = 200, description = "The subscription as changed; `secret` is never shown here.", body = SubscriptionView),
+        (status = 400, description = "`malformed_json` or `duplicate_key`, as for creation.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such subscription, or it was deleted.", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body exceeds `max_body_bytes`.", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: `Content-Type` is present and not JSON.", body = ErrorBody),
+        (status = 422, description = "`invalid_field`: the body is not an object; `id` or `secret` is given; `url`, `event_types` or `enabled` is null; or the merged subscription has a missing, invalid or unknown field (named in `field`, e.g. `headers.Host`, `retry.max_attempts`). `destination_refused` (`field`: `url`): the new URL's host is, or resolves to, a refused address, as at creation.", body = ErrorBody),
+        (status = 500, description = "`internal`: anything unexpected.", body = ErrorBody),
+        (status = 503, description = "`database_unavailable`: retry later.", body = ErrorBody,
+            headers(("Retry-After" = String, description = "Always `1` (seconds)."))),
+    ),
+)]
+pub async fn patch(
+    _auth: crate::auth::Authorized,
+    path: web::Path<String>,
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = subscription_id(path)?;
+    let body = read_json_body(&req, payload, state.max_body_bytes).await?;
+    let patch = check_patch(body)?;
+    let mut checked_url = false;
+    for _ in 0..ATTEMPTS {
+        let current = {
+            let mut conn = pool::connection(&state.pool).await?;
+            subscriptions::find_active(&mut conn, &id)
+                .await?
+                .ok_or_else(|| subscription_not_found(&id))?
+        };
+        let change = merged(&current, &patch)?;
+        // A new URL is checked as at creation, once (resolving may take a while: no
+        // transaction is open meanwhile).
+        if !checked_url && patch.get("url").is_some() {
+            let url = DestinationUrl::parse(&change.url)
+                .map_err(|e| ApiError::invalid("url", e.to_string()))?;
+            crate::destination::check(&state.destinations, &url).await?;
+            checked_url = true;
+        }
+        let expected = SubscriptionChange::of(&current);
+        let mut conn = pool::connection(&state.pool).await?;
+        match subscription_changes::update(&mut conn, &id, &expected, &change).await? {
+            UpdateOutcome::Updated {
+                row,
+                held,
+                released,
+            } => {
+                tracing::info!(
+                    subscription.id = %id,
+                    enabled = row.enabled,
+                    held,
+                    released,
+                    "subscription changed"
+                );
+                return Ok(HttpResponse::Ok()
+                    .insert_header(("Cache-Control", "no-store"))
+                    .json(SubscriptionView::public(row)));
+            }
+            UpdateOutcome::NotFound => return Err(subscription_not_found(&id)),
+            // Changed by someone else since it was read: merge into the new state.
+            UpdateOutcome::Stale => continue,
+        }
+    }
+    Err(ApiError::Internal(anyhow::anyhow!(
+        "subscription {id} kept changing while it was patched"
+    )))
+}
