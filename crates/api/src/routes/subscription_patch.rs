@@ -1,19 +1,22 @@
 //! `PATCH /subscriptions/{id}`: a JSON merge patch (RFC 7396) of a subscription's URL, patterns,
 //! rate limit and settings, and pausing (`enabled: false`) and resuming (`enabled: true`) it.
+//! The patch is merged into what the subscription holds and the result validated as a creation
+//! request would be.
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use dispatch_domain::DestinationUrl;
+use dispatch_store::models::SubscriptionRow;
 use dispatch_store::pool;
 use dispatch_store::queries::subscription_changes::{self, SubscriptionChange, UpdateOutcome};
 use dispatch_store::queries::subscriptions;
-use serde_json::Value;
+use serde_json::{Map, Value, json};
 
 use super::AppState;
-use super::subscription_settings::{check_patch, merge, patchable, take_settings};
+use super::subscription_settings::take_settings;
 use super::subscriptions::{
     parse_patterns, parse_rate_limit, subscription_id, subscription_not_found,
 };
-use crate::body::{Fields, read_json_body};
+use crate::body::{Fields, kind, read_json_body};
 use crate::error::{ApiError, ErrorBody};
 use crate::openapi::SubscriptionPatchRequest;
 use crate::views::SubscriptionView;
@@ -119,7 +122,7 @@ pub async fn patch(
                 );
                 return Ok(HttpResponse::Ok()
                     .insert_header(("Cache-Control", "no-store"))
-                    .json(SubscriptionView::public(row)));
+                    .json(SubscriptionView::public(*row)));
             }
             UpdateOutcome::NotFound => return Err(subscription_not_found(&id)),
             // Changed by someone else since it was read: merge into the new state.
@@ -129,4 +132,142 @@ pub async fn patch(
     Err(ApiError::Internal(anyhow::anyhow!(
         "subscription {id} kept changing while it was patched"
     )))
+}
+
+/// What `PATCH` merges into: the subscription's changeable fields as a creation request would
+/// give them (a field at its default is absent).
+fn patchable(row: &SubscriptionRow) -> Value {
+    let mut doc = json!({
+        "url": row.url,
+        "event_types": row.event_types,
+        "rate_limit": {"per_second": row.rate_limit_per_sec, "burst": row.rate_limit_burst},
+        "headers": row.headers,
+        "metadata": row.metadata,
+        "enabled": row.enabled,
+        "retry": {},
+    });
+    if let Some(description) = &row.description {
+        doc["description"] = json!(description);
+    }
+    if let Some(n) = row.max_attempts {
+        doc["retry"]["max_attempts"] = json!(n);
+    }
+    if let Some(n) = row.max_delay_secs {
+        doc["retry"]["max_delay_secs"] = json!(n);
+    }
+    if let Some(n) = row.timeout_ms {
+        doc["timeout_ms"] = json!(n);
+    }
+    doc
+}
+
+/// RFC 7396: an object patch merges member by member (`null` removes a member, which is its
+/// default); anything else replaces the target whole.
+pub fn merge(target: &mut Value, patch: Value) {
+    let Value::Object(patch) = patch else {
+        *target = patch;
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(Map::new());
+    }
+    if let Value::Object(map) = target {
+        for (key, value) in patch {
+            if value.is_null() {
+                map.remove(&key);
+            } else {
+                merge(map.entry(key).or_insert(Value::Null), value);
+            }
+        }
+    }
+}
+
+/// Checks a patch before it is merged: an object; `id` and `secret` are not changed here;
+/// `enabled`, `url` and `event_types` cannot be reset; header names in `headers` are
+/// lower-cased (they are case-insensitive), refusing one given twice.
+pub fn check_patch(patch: Value) -> Result<Value, ApiError> {
+    let Value::Object(mut map) = patch else {
+        return Err(ApiError::invalid(
+            "body",
+            format!("must be a JSON merge patch object, got {}", kind(&patch)),
+        ));
+    };
+    if map.contains_key("id") {
+        return Err(ApiError::invalid("id", "cannot be changed"));
+    }
+    if map.contains_key("secret") {
+        return Err(ApiError::invalid(
+            "secret",
+            "is changed with POST /subscriptions/{id}/rotate-secret",
+        ));
+    }
+    for required in ["url", "event_types", "enabled"] {
+        if map.get(required).is_some_and(Value::is_null) {
+            return Err(ApiError::invalid(required, "cannot be reset (null)"));
+        }
+    }
+    if let Some(Value::Object(headers)) = map.get_mut("headers") {
+        let mut lowered = Map::new();
+        for (name, value) in std::mem::take(headers) {
+            let lower = name.to_ascii_lowercase();
+            if lowered.contains_key(&lower) {
+                return Err(ApiError::invalid(
+                    format!("headers.{name}"),
+                    "is given twice (header names are case-insensitive)",
+                ));
+            }
+            lowered.insert(lower, value);
+        }
+        *headers = lowered;
+    }
+    Ok(Value::Object(map))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn merge_follows_rfc_7396_appendix_a() {
+        let cases = [
+            (json!({"a": "b"}), json!({"a": "c"}), json!({"a": "c"})),
+            (
+                json!({"a": "b"}),
+                json!({"b": "c"}),
+                json!({"a": "b", "b": "c"}),
+            ),
+            (json!({"a": "b"}), json!({"a": null}), json!({})),
+            (
+                json!({"a": {"b": "c"}}),
+                json!({"a": {"b": "d", "c": null}}),
+                json!({"a": {"b": "d"}}),
+            ),
+            (
+                json!({"a": [{"b": "c"}]}),
+                json!({"a": [1]}),
+                json!({"a": [1]}),
+            ),
+            (
+                json!({"e": null}),
+                json!({"a": 1}),
+                json!({"e": null, "a": 1}),
+            ),
+            (
+                json!([1, 2]),
+                json!({"a": "b", "c": null}),
+                json!({"a": "b"}),
+            ),
+            (
+                json!({}),
+                json!({"a": {"bb": {"ccc": null}}}),
+                json!({"a": {"bb": {}}}),
+            ),
+        ];
+        for (mut target, patch, expected) in cases {
+            merge(&mut target, patch.clone());
+            assert_eq!(target, expected, "patch {patch}");
+        }
+    }
 }

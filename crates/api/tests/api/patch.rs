@@ -154,7 +154,7 @@ async fn patch_changes_the_members_given_keeps_the_others_and_null_resets_to_the
             .json(&json!({}))
             .send()
             .await
-            .unwrap(),
+            .expect("PATCH is answered"),
     )
     .await;
     assert_eq!(status, StatusCode::OK);
@@ -165,7 +165,7 @@ async fn patch_changes_the_members_given_keeps_the_others_and_null_resets_to_the
 async fn every_invalid_patch_is_refused_naming_its_field_and_changes_nothing() {
     let app = TestApp::spawn().await;
     let mut before = app.subscribe("sub_v", &["*"]).await;
-    before.as_object_mut().unwrap().remove("secret");
+    before.as_object_mut().expect("an object").remove("secret");
     let many: serde_json::Map<String, Value> =
         (0..21).map(|i| (format!("x-h{i}"), json!("v"))).collect();
     let many_meta: serde_json::Map<String, Value> =
@@ -296,7 +296,7 @@ async fn every_invalid_patch_is_refused_naming_its_field_and_changes_nothing() {
 async fn a_patched_url_is_checked_against_the_destination_policy_as_at_creation() {
     let app = TestApp::spawn_with(|s| s.destinations = DestinationPolicy::default()).await;
     let mut before = app.subscribe("sub_u", &["*"]).await;
-    before.as_object_mut().unwrap().remove("secret");
+    before.as_object_mut().expect("an object").remove("secret");
     for url in [
         "http://127.0.0.1/hook",
         "http://10.0.0.1/hook",
@@ -350,13 +350,13 @@ async fn pausing_holds_new_deliveries_and_resuming_releases_them_each_state_idem
     assert_eq!(shown["deliveries"][0]["status"], "pending");
     assert_eq!(shown["deliveries"][0]["attempts"], 0);
     let pool = app.db.pool();
-    let mut conn = pool::connection(&pool).await.unwrap();
-    assert_eq!(held_count(&mut conn, "sub_s").await.unwrap(), 3);
+    let mut conn = pool::connection(&pool).await.expect("a connection");
+    assert_eq!(held_count(&mut conn, "sub_s").await.expect("countable"), 3);
 
     for _ in 0..2 {
         let view = patched(&app, "sub_s", &json!({"enabled": true})).await;
         assert_eq!(view["enabled"], true, "true twice is still running");
-        assert_eq!(held_count(&mut conn, "sub_s").await.unwrap(), 0);
+        assert_eq!(held_count(&mut conn, "sub_s").await.expect("countable"), 0);
     }
     let shown = app.event("evt_3").await;
     assert_eq!(shown["deliveries"][0]["attempts"], 0, "no attempt spent");

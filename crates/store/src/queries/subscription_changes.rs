@@ -64,7 +64,7 @@ impl SubscriptionChange {
 pub enum UpdateOutcome {
     /// Written; `held` deliveries were held (it was paused) or `released` (it was resumed).
     Updated {
-        row: SubscriptionRow,
+        row: Box<SubscriptionRow>,
         held: usize,
         released: usize,
     },
@@ -132,7 +132,7 @@ pub async fn update(
             released = release_held(conn, &id).await?;
         }
         Ok(UpdateOutcome::Updated {
-            row,
+            row: Box::new(row),
             held,
             released,
         })
