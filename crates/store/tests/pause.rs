@@ -7,12 +7,14 @@
 
 use std::time::Duration;
 
+use diesel::QueryableByName;
+use diesel::sql_types::{Array, BigInt, Bool, Int4, Interval, Text};
 use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
 use dispatch_domain::{DeliveryStatus, EventId, EventType, Source};
 use dispatch_store::AsyncPgConnection;
 use dispatch_store::models::NewEvent;
 use dispatch_store::pool::connection;
-use dispatch_store::queries::deliveries::{self, ClaimedDelivery, Outcome, claim};
+use dispatch_store::queries::deliveries::{self, CLAIM_SQL, ClaimedDelivery, Outcome, claim};
 use dispatch_store::queries::subscription_changes::{
     SubscriptionChange, UpdateOutcome, held_count, update,
 };
@@ -230,4 +232,94 @@ async fn a_delivery_ingested_while_a_pause_runs_is_never_claimable_while_paused(
             .unwrap(),
         UpdateOutcome::NotFound
     );
+}
+
+#[derive(QueryableByName)]
+struct Plan {
+    #[diesel(sql_type = Text)]
+    #[diesel(column_name = "QUERY PLAN")]
+    plan: String,
+}
+
+/// Shared buffers one claim of 64 touches and the rows it claims, from `EXPLAIN (ANALYZE,
+/// BUFFERS)` of the claim statement itself.
+async fn claim_buffers(conn: &mut AsyncPgConnection) -> (i64, u64) {
+    let plan: Plan = diesel::sql_query(format!(
+        "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {CLAIM_SQL}"
+    ))
+    .bind::<Text, _>("w")
+    .bind::<BigInt, _>(64i64)
+    .bind::<Interval, _>(diesel::pg::data_types::PgInterval::from_microseconds(
+        60_000_000,
+    ))
+    .bind::<BigInt, _>(128i64)
+    .bind::<Array<Text>, _>(Vec::<String>::new())
+    .bind::<Array<Int4>, _>(Vec::<i32>::new())
+    .bind::<Array<Bool>, _>(Vec::<bool>::new())
+    .bind::<Int4, _>(i32::MAX)
+    .bind::<Int4, _>(i32::MAX)
+    .get_result(conn)
+    .await
+    .unwrap();
+    let plan: serde_json::Value = serde_json::from_str(&plan.plan).unwrap();
+    let top = &plan[0]["Plan"];
+    let blocks =
+        top["Shared Hit Blocks"].as_i64().unwrap() + top["Shared Read Blocks"].as_i64().unwrap();
+    (blocks, top["Actual Rows"].as_u64().unwrap_or(0))
+}
+
+/// `n` events `{prefix}{i}` with a delivery each to `sub`, due an hour ago, `held` or not.
+async fn deliveries_due(conn: &mut AsyncPgConnection, prefix: &str, sub: &str, n: u32, held: bool) {
+    diesel::sql_query(format!(
+        "WITH ev AS (
+             INSERT INTO events (id, event_type, source, data)
+             SELECT '{prefix}' || i, 'order.created', 'test', '{{}}'
+               FROM generate_series(1, {n}) i
+             RETURNING id
+         )
+         INSERT INTO deliveries (event_id, subscription_id, next_attempt_at, held)
+         SELECT id, '{sub}', now() - interval '1 hour', {held} FROM ev"
+    ))
+    .execute(conn)
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn held_deliveries_cost_a_claim_nothing_however_many_wait_at_the_head_of_the_queue() {
+    let fresh = TestDb::new().await;
+    let pool = fresh.pool();
+    let mut conn = connection(&pool).await.unwrap();
+    subscribe(&mut conn, "s").await;
+    deliveries_due(&mut conn, "e", "s", 200, false).await;
+    let (without, claimed) = claim_buffers(&mut conn).await;
+    assert_eq!(claimed, 64);
+
+    let busy = TestDb::new().await;
+    let pool = busy.pool();
+    let mut conn = connection(&pool).await.unwrap();
+    subscribe(&mut conn, "s").await;
+    subscribe(&mut conn, "s_paused").await;
+    diesel::sql_query("UPDATE subscriptions SET enabled = false WHERE id = 's_paused'")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    // Older than every deliverable one: without the hold they would fill every claim.
+    deliveries_due(&mut conn, "h", "s_paused", 20_000, true).await;
+    diesel::sql_query("ANALYZE")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    deliveries_due(&mut conn, "e", "s", 200, false).await;
+    let (with, claimed) = claim_buffers(&mut conn).await;
+    assert_eq!(
+        claimed, 64,
+        "the claim is not held up by the held deliveries"
+    );
+    eprintln!("claim of 64: {without} buffers, {with} with 20 000 held deliveries ahead");
+    assert!(
+        with <= without + without / 2 + 16,
+        "{with} buffers with 20 000 held deliveries, {without} without"
+    );
+    assert_eq!(held_count(&mut conn, "s_paused").await.unwrap(), 20_000);
 }
