@@ -174,18 +174,15 @@ async fn a_delivery_ingested_while_a_pause_runs_is_never_claimable_while_paused(
     assert_eq!(pause.await.unwrap(), (1, 0), "and then holds its delivery");
     assert!(claim(&mut conn, "w1", 10, LEASE).await.unwrap().is_empty());
 
-    // An ingestion that starts while a pause holds the lock reads the new `enabled`.
-    let row = subscriptions::find_active(&mut conn, "s_a")
-        .await
-        .unwrap()
-        .unwrap();
-    let paused = SubscriptionChange::of(&row);
+    // Resumed: the racing delivery goes (and is in flight from here on).
+    assert_eq!(set_enabled(&mut conn, "s_a", true).await, (0, 1));
+    let released = claim(&mut conn, "w1", 10, LEASE).await.unwrap();
+    assert_eq!(event_ids(&released), ["evt_racing"]);
+
+    // An ingestion that starts while a pause holds the lock — its snapshot still sees the
+    // subscription enabled — waits, then reads the new `enabled` from the locked row.
     conn.batch_execute("BEGIN").await.unwrap();
     diesel::sql_query("SELECT id FROM subscriptions WHERE id = 's_a' FOR UPDATE")
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    diesel::sql_query("UPDATE subscriptions SET enabled = true WHERE id = 's_a'")
         .execute(&mut conn)
         .await
         .unwrap();
@@ -207,8 +204,17 @@ async fn a_delivery_ingested_while_a_pause_runs_is_never_claimable_while_paused(
         .unwrap();
     conn.batch_execute("COMMIT").await.unwrap();
     late.await.unwrap();
-    assert_eq!(held_count(&mut conn, "s_a").await.unwrap(), 2);
+    assert_eq!(
+        held_count(&mut conn, "s_a").await.unwrap(),
+        1,
+        "evt_late's delivery is born held"
+    );
     assert!(claim(&mut conn, "w1", 10, LEASE).await.unwrap().is_empty());
+    let row = subscriptions::find_active(&mut conn, "s_a")
+        .await
+        .unwrap()
+        .unwrap();
+    let paused = SubscriptionChange::of(&row);
 
     // A change based on a stale read is refused, not merged over.
     let stale = SubscriptionChange {
