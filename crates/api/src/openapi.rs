@@ -429,7 +429,7 @@ pub struct NewSubscriptionRequest {
     /// Headers sent with every attempt: at most 20; names are HTTP tokens of at most 128
     /// characters (stored lower-case, case-insensitively unique); values at most 2048 visible
     /// ASCII characters, spaces or tabs. Refused names (`422`, `field` `headers.<name>`):
-    /// hop-by-hop ones (`Connection`, `Keep-Alive`, `Proxy-*`, `TE`, `Trailer`,
+    /// hop-by-hop ones (`Connection`, `Keep-Alive`, any `Proxy-*`, `TE`, `Trailer`,
     /// `Transfer-Encoding`, `Upgrade`), `Host`, `Content-Length`, `Content-Type`,
     /// `Content-Encoding`, and Dispatch's own `webhook-*` and `X-Dispatch-*`. `User-Agent` and
     /// `traceparent` may be given but Dispatch's win.

@@ -27,9 +27,6 @@ pub const MAX_DESCRIPTION: usize = 1024;
 const REFUSED_HEADERS: &[&str] = &[
     "connection",
     "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "proxy-connection",
     "te",
     "trailer",
     "transfer-encoding",
@@ -42,7 +39,7 @@ const REFUSED_HEADERS: &[&str] = &[
 
 /// Why a header name is refused, if it is.
 fn refused_header(name: &str) -> Option<&'static str> {
-    if REFUSED_HEADERS.contains(&name) {
+    if REFUSED_HEADERS.contains(&name) || name.starts_with("proxy-") {
         Some("is set by Dispatch or by HTTP itself (hop-by-hop, Host, body framing)")
     } else if name.starts_with("webhook-") || name.starts_with("x-dispatch-") {
         Some("is one of Dispatch's own headers (signatures, ids, timestamps)")
