@@ -39,7 +39,6 @@ CREATE INDEX IF NOT EXISTS subscriptions_active_event_types
     WHERE deleted_at IS NULL AND enabled;
 DROP INDEX IF EXISTS subscriptions_live_event_types;
 
-DROP INDEX IF EXISTS deliveries_held;
 ALTER TABLE deliveries DROP COLUMN IF EXISTS held;
 
 ALTER TABLE subscriptions

@@ -17,10 +17,8 @@ ALTER TABLE subscriptions
 -- end of every claim's range (the claim's indexes stay as they are), until the subscription is
 -- resumed. `held` lives on the delivery, not only in the queue, so every write of a delivery
 -- (claim, outcome, deferral, release, replay) keeps it without knowing about pauses.
+-- (Its index, what a resume reads, is built concurrently by migration 000012.)
 ALTER TABLE deliveries ADD COLUMN held boolean NOT NULL DEFAULT false;
--- What a resume releases (only held rows are in it, so it stays tiny). `held` never changes in
--- the hot path, so updates there stay HOT.
-CREATE INDEX deliveries_held ON deliveries (subscription_id, id) WHERE held;
 
 -- Fan-out now includes paused subscriptions: the matching index no longer filters on `enabled`
 -- (the previous release's `deleted_at IS NULL AND enabled` query can still use it).
