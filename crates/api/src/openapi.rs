@@ -21,7 +21,7 @@ use crate::error::ErrorBody;
 use crate::routes;
 use crate::views::{
     AttemptView, CircuitView, DeliveryView, EventView, HealthView, Page, RateLimitView,
-    SecretRotationView, SubscriptionView,
+    RetryView, SecretRotationView, SubscriptionView,
 };
 
 /// The OpenAPI document of `dispatch-api`.
@@ -54,6 +54,7 @@ use crate::views::{
         routes::subscriptions::create,
         routes::subscriptions::list,
         routes::subscriptions::get,
+        routes::subscription_patch::patch,
         routes::subscriptions::delete,
         routes::secrets::rotate,
         routes::health::healthz,
@@ -83,9 +84,12 @@ use crate::views::{
         routes::replays::ReplaySelectorView,
         routes::replays::ReplayCountView,
         NewSubscriptionRequest,
+        SubscriptionPatchRequest,
         RateLimitRequest,
+        RetryRequest,
         SubscriptionView,
         RateLimitView,
+        RetryView,
         CircuitView,
         Page<SubscriptionView>,
         routes::secrets::RotateSecretRequest,
@@ -447,6 +451,98 @@ pub struct NewSubscriptionRequest {
     /// The destination's rate limit for the whole fleet of workers. Omitted or null: the
     /// defaults (100 per second, burst 10).
     pub rate_limit: Option<RateLimitRequest>,
+    /// `false`: created paused (deliveries held until `PATCH` sets `true`). Default true.
+    pub enabled: Option<bool>,
+    /// Free text for operators: at most 1024 characters, no control characters but newline
+    /// and tab.
+    #[schema(max_length = 1024)]
+    pub description: Option<String>,
+    /// String → string labels: at most 50 keys of 1–64 characters, values of at most 512
+    /// characters, no control characters. Errors name the key: `metadata.team`.
+    #[schema(schema_with = metadata_schema)]
+    pub metadata: Option<std::collections::BTreeMap<String, String>>,
+    /// Headers sent with every attempt: at most 20; names are HTTP tokens of at most 128
+    /// characters (stored lower-case, case-insensitively unique); values at most 2048 visible
+    /// ASCII characters, spaces or tabs. Refused names (`422`, `field` `headers.<name>`):
+    /// hop-by-hop ones (`Connection`, `Keep-Alive`, any `Proxy-*`, `TE`, `Trailer`,
+    /// `Transfer-Encoding`, `Upgrade`), `Host`, `Content-Length`, `Content-Type`,
+    /// `Content-Encoding`, and Dispatch's own `webhook-*` and `X-Dispatch-*`. `User-Agent` and
+    /// `traceparent` may be given but Dispatch's win.
+    #[schema(schema_with = headers_schema)]
+    pub headers: Option<std::collections::BTreeMap<String, String>>,
+    /// This subscription's retry limits. Omitted or null: the worker's global settings.
+    pub retry: Option<RetryRequest>,
+    /// This subscription's request timeout, 10–600 000 ms, capped at the worker's
+    /// `request_timeout_ms` (on which the lease is sized). Omitted or null: the global one.
+    #[schema(minimum = 10, maximum = 600000, example = 5000)]
+    pub timeout_ms: Option<i64>,
+}
+
+/// `PATCH /subscriptions/{id}`: a JSON merge patch (RFC 7396) of the fields of
+/// `NewSubscriptionRequest` but `id` and `secret` (refused: ids never change, secrets rotate
+/// with `POST /subscriptions/{id}/rotate-secret`). A member absent is kept; `null` resets it to
+/// its default (not allowed for `url`, `event_types` and `enabled`); an object (`headers`,
+/// `metadata`, `rate_limit`, `retry`) merges member by member, so `{"headers": {"x-a": null}}`
+/// removes one header. The merged subscription is validated as a creation request.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // documentation only: never constructed
+pub struct SubscriptionPatchRequest {
+    /// As at creation, and checked against the destination policy again (`destination_refused`).
+    #[schema(
+        format = "uri",
+        max_length = 2048,
+        example = "https://example.com/webhook"
+    )]
+    pub url: Option<String>,
+    /// Replaces the patterns whole; applies to events ingested from now on.
+    #[schema(schema_with = event_type_patterns)]
+    pub event_types: Option<Vec<String>>,
+    pub rate_limit: Option<RateLimitRequest>,
+    /// `false` pauses, `true` resumes (releasing held deliveries, oldest first). Either twice is
+    /// the same as once.
+    pub enabled: Option<bool>,
+    #[schema(max_length = 1024)]
+    pub description: Option<String>,
+    #[schema(schema_with = metadata_schema)]
+    pub metadata: Option<std::collections::BTreeMap<String, String>>,
+    #[schema(schema_with = headers_schema)]
+    pub headers: Option<std::collections::BTreeMap<String, String>>,
+    pub retry: Option<RetryRequest>,
+    #[schema(minimum = 10, maximum = 600000)]
+    pub timeout_ms: Option<i64>,
+}
+
+/// `{"max_attempts": 1–1000, "max_delay_secs": 1–604800}`, both optional (null: the global
+/// setting). Errors name the member (`retry.max_attempts`); unknown members are refused.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // documentation only: never constructed
+pub struct RetryRequest {
+    /// Attempts in all, the first included.
+    #[schema(minimum = 1, maximum = 1000, example = 5)]
+    pub max_attempts: Option<i64>,
+    /// Longest wait between two attempts, in seconds.
+    #[schema(minimum = 1, maximum = 604800, example = 600)]
+    pub max_delay_secs: Option<i64>,
+}
+
+fn string_map(max: usize, description: &str) -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Object, Type::Null]))
+        .additional_properties(Some(
+            ObjectBuilder::new().schema_type(SchemaType::Type(Type::String)),
+        ))
+        .max_properties(Some(max))
+        .description(Some(description))
+}
+
+fn metadata_schema() -> ObjectBuilder {
+    string_map(50, "String → string labels (at most 50).")
+}
+
+fn headers_schema() -> ObjectBuilder {
+    string_map(20, "Header name → value (at most 20).")
 }
 
 /// `{"per_second": <number>, "burst": <integer>}`, both optional. Errors name the member

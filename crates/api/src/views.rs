@@ -145,8 +145,29 @@ pub struct SubscriptionView {
     /// The patterns, de-duplicated.
     #[schema(example = json!(["order.*"]))]
     pub event_types: Vec<String>,
-    /// Always true today (no route changes it).
+    /// `false`: paused (`PATCH` with `enabled`): its deliveries are created but held, never
+    /// attempted, until it is resumed.
     pub enabled: bool,
+    /// Free text for operators; null when none was given.
+    #[schema(
+        required = true,
+        max_length = 1024,
+        example = "Orders to the billing system"
+    )]
+    pub description: Option<String>,
+    /// Free string → string labels for operators (at most 50); `{}` when none.
+    #[schema(example = json!({"team": "billing"}))]
+    pub metadata: std::collections::BTreeMap<String, String>,
+    /// Headers sent with every attempt (names lower-cased; at most 20); `{}` when none.
+    /// Dispatch's own headers win over them.
+    #[schema(example = json!({"authorization": "Bearer s3cr3t"}))]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// This subscription's retry limits; a null member is the worker's global setting.
+    pub retry: RetryView,
+    /// This subscription's request timeout in milliseconds (capped at the worker's
+    /// `request_timeout_ms`); null: the worker's global setting.
+    #[schema(required = true, minimum = 10, maximum = 600000, example = 5000)]
+    pub timeout_ms: Option<i32>,
     /// Whether the subscription has a secret: true for every subscription created by this API.
     pub has_secret: bool,
     /// Creation time.
@@ -158,6 +179,18 @@ pub struct SubscriptionView {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub secret: Option<String>,
+}
+
+/// A subscription's own retry limits (null: the worker's `retry_max_attempts` /
+/// `retry_max_delay_secs`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RetryView {
+    /// Attempts in all, the first included.
+    #[schema(required = true, minimum = 1, maximum = 1000, example = 5)]
+    pub max_attempts: Option<i32>,
+    /// Longest wait between two attempts, in seconds.
+    #[schema(required = true, minimum = 1, maximum = 604800, example = 600)]
+    pub max_delay_secs: Option<i32>,
 }
 
 /// A destination's rate limit: `per_second` on average, at most `burst` at once, for the whole
@@ -187,7 +220,17 @@ impl SubscriptionView {
     /// The public view: the secret is withheld.
     pub fn public(row: SubscriptionRow) -> Self {
         let open = row.circuit_open_until.filter(|until| *until > Utc::now());
+        let settings =
+            dispatch_store::queries::subscription_changes::SubscriptionChange::of(&row).settings;
         Self {
+            description: settings.description,
+            metadata: settings.metadata,
+            headers: settings.headers,
+            retry: RetryView {
+                max_attempts: settings.max_attempts,
+                max_delay_secs: settings.max_delay_secs,
+            },
+            timeout_ms: settings.timeout_ms,
             rate_limit: RateLimitView {
                 per_second: row.rate_limit_per_sec,
                 burst: row.rate_limit_burst,

@@ -35,6 +35,42 @@ impl Default for RetryPolicy {
     }
 }
 
+/// Most attempts a delivery may have: the bound of the worker's `retry_max_attempts` and of a
+/// subscription's own `retry.max_attempts`.
+pub const MAX_ATTEMPTS_LIMIT: u32 = 1000;
+/// Longest wait between two attempts, in seconds: the bound of `retry_max_delay_secs` and of a
+/// subscription's own `retry.max_delay_secs`.
+pub const MAX_DELAY_SECS_LIMIT: u64 = 7 * 86_400;
+/// Bounds of one webhook request's timeout, in milliseconds: of the worker's
+/// `request_timeout_ms` and of a subscription's own `timeout_ms`.
+pub const TIMEOUT_MS_RANGE: std::ops::RangeInclusive<u64> = 10..=600_000;
+
+impl RetryPolicy {
+    /// This policy with a subscription's own `max_attempts` and `max_delay` in place of the
+    /// global ones where it has them, each kept within [`MAX_ATTEMPTS_LIMIT`] and
+    /// [`MAX_DELAY_SECS_LIMIT`] (the API refuses values outside them; this guards old rows).
+    pub fn for_subscription(
+        &self,
+        max_attempts: Option<u32>,
+        max_delay: Option<Duration>,
+    ) -> std::borrow::Cow<'_, Self> {
+        if max_attempts.is_none() && max_delay.is_none() {
+            return std::borrow::Cow::Borrowed(self);
+        }
+        let mut policy = self.clone();
+        if let Some(n) = max_attempts {
+            policy.max_attempts = n.clamp(1, MAX_ATTEMPTS_LIMIT);
+        }
+        if let Some(d) = max_delay {
+            policy.max_delay = d.clamp(
+                Duration::from_secs(1),
+                Duration::from_secs(MAX_DELAY_SECS_LIMIT),
+            );
+        }
+        std::borrow::Cow::Owned(policy)
+    }
+}
+
 /// Why an attempt failed: a closed set of stable codes stored on attempts and used as labels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FailureCode {
@@ -219,6 +255,33 @@ mod tests {
                 code: FailureCode::Timeout
             }
         );
+    }
+
+    #[test]
+    fn a_subscription_s_own_limits_replace_the_global_ones_within_bounds() {
+        let p = RetryPolicy::default();
+        assert_eq!(*p.for_subscription(None, None), p);
+        let own = p.for_subscription(Some(2), Some(Duration::from_secs(5)));
+        assert_eq!(own.max_attempts, 2);
+        assert_eq!(own.max_delay, Duration::from_secs(5));
+        assert_eq!(own.initial_delay, p.initial_delay);
+        assert!(matches!(
+            own.decide(1, &status(500), 0.0),
+            Decision::Retry { .. }
+        ));
+        assert_eq!(
+            own.decide(2, &status(500), 0.0),
+            Decision::GiveUp {
+                code: FailureCode::HttpStatus
+            }
+        );
+        assert_eq!(own.delay_after(10, 0.0), Duration::from_secs(5));
+        let wild = p.for_subscription(Some(0), Some(Duration::from_secs(u64::MAX / 2)));
+        assert_eq!(wild.max_attempts, 1);
+        assert_eq!(wild.max_delay, Duration::from_secs(MAX_DELAY_SECS_LIMIT));
+        let only_attempts = p.for_subscription(Some(MAX_ATTEMPTS_LIMIT + 5), None);
+        assert_eq!(only_attempts.max_attempts, MAX_ATTEMPTS_LIMIT);
+        assert_eq!(only_attempts.max_delay, p.max_delay);
     }
 
     #[test]

@@ -20,6 +20,15 @@ diesel::table! {
         circuit_state -> Text,
         circuit_open_until -> Nullable<Timestamptz>,
         circuit_changed_at -> Nullable<Timestamptz>,
+        description -> Nullable<Text>,
+        /// String → string map (a JSON object).
+        metadata -> Jsonb,
+        /// Header name (lower case) → value, sent with every attempt (a JSON object).
+        headers -> Jsonb,
+        /// NULL: the global setting (as for the two below).
+        max_attempts -> Nullable<Int4>,
+        max_delay_secs -> Nullable<Int4>,
+        timeout_ms -> Nullable<Int4>,
     }
 }
 
@@ -54,6 +63,8 @@ diesel::table! {
         last_error -> Nullable<Text>,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        /// Its subscription is paused: due at 'infinity' in `delivery_queue` until resumed.
+        held -> Bool,
     }
 }
 

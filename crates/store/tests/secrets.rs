@@ -41,6 +41,8 @@ fn new_sub(id: &str, secret: Option<&str>) -> NewSubscription {
         event_types: vec![Pattern::parse("*").unwrap()],
         secret: secret.map(str::to_owned),
         rate_limit: RateLimit::default(),
+        settings: Default::default(),
+        enabled: true,
     }
 }
 

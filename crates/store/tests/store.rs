@@ -36,6 +36,8 @@ fn new_sub(id: &str, patterns: &[&str]) -> NewSubscription {
             .collect(),
         secret: Some(format!("secret-of-{id}")),
         rate_limit: dispatch_store::models::RateLimit::default(),
+        settings: Default::default(),
+        enabled: true,
     }
 }
 
@@ -145,7 +147,7 @@ fn pool_with(url: &str, max_connections: u32, connect_timeout: Duration) -> Pool
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test]
-async fn ingest_creates_one_pending_delivery_per_active_matching_subscription() {
+async fn ingest_creates_one_pending_delivery_per_active_matching_subscription_held_if_paused() {
     let db = TestDb::new().await;
     let pool = db.pool();
     let mut conn = connection(&pool).await.unwrap();
@@ -186,13 +188,27 @@ async fn ingest_creates_one_pending_delivery_per_active_matching_subscription() 
     let rows = deliveries_of(&mut conn, "evt_1").await;
     assert_eq!(
         subscription_ids(&rows),
-        set(&["s_all", "s_exact", "s_multi", "s_prefix"]),
-        "a subscription with several matching patterns still gets exactly one delivery"
+        set(&["s_all", "s_disabled", "s_exact", "s_multi", "s_prefix"]),
+        "a subscription with several matching patterns still gets exactly one delivery, and a \
+         paused one gets its (held) delivery"
     );
-    assert_eq!(rows.len(), 4);
+    assert_eq!(rows.len(), 5);
     assert_eq!(
-        reported, 4,
+        reported, 5,
         "Created reports the number of deliveries stored"
+    );
+    assert_eq!(
+        dispatch_store::queries::subscription_changes::held_count(&mut conn, "s_disabled")
+            .await
+            .unwrap(),
+        1,
+        "the paused subscription's delivery is held"
+    );
+    assert_eq!(
+        dispatch_store::queries::subscription_changes::held_count(&mut conn, "s_all")
+            .await
+            .unwrap(),
+        0
     );
     for row in &rows {
         assert_eq!(row.event_id, "evt_1");
@@ -214,7 +230,7 @@ async fn ingest_creates_one_pending_delivery_per_active_matching_subscription() 
     );
     assert_eq!(
         delivery_count(&mut conn).await,
-        4,
+        5,
         "no stray deliveries elsewhere"
     );
 }

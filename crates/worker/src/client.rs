@@ -106,6 +106,11 @@ impl Sent {
     }
 }
 
+/// A request extension: this request's own timeout (a subscription's `timeout_ms`), capped
+/// at the client's, on which the lease is sized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestTimeout(pub Duration);
+
 #[derive(Clone)]
 pub struct WebhookClient {
     client: Client<Connector, Full<Bytes>>,
@@ -168,8 +173,12 @@ impl WebhookClient {
                 error: Some(DestinationRefused { address, reason }.to_string()),
             };
         }
+        let timeout = request
+            .extensions()
+            .get::<RequestTimeout>()
+            .map_or(self.timeout, |own| own.0.min(self.timeout));
         let started = Instant::now();
-        let outcome = tokio::time::timeout(self.timeout, async {
+        let outcome = tokio::time::timeout(timeout, async {
             let response = self.client.request(request).await?;
             let status = response.status().as_u16();
             let retry_after = response
@@ -208,7 +217,7 @@ impl WebhookClient {
                 body: None,
                 error: Some(format!(
                     "no complete answer within {} ms",
-                    self.timeout.as_millis()
+                    timeout.as_millis()
                 )),
             },
         }

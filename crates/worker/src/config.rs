@@ -362,7 +362,12 @@ impl Settings {
             "deliveries",
         );
         let poll = c.millis("poll_interval_ms", &raw.poll_interval_ms, 10, 3_600_000);
-        let timeout = c.millis("request_timeout_ms", &raw.request_timeout_ms, 10, 600_000);
+        let timeout = c.millis(
+            "request_timeout_ms",
+            &raw.request_timeout_ms,
+            *dispatch_domain::retry::TIMEOUT_MS_RANGE.start(),
+            *dispatch_domain::retry::TIMEOUT_MS_RANGE.end(),
+        );
         let connect = c.millis("connect_timeout_ms", &raw.connect_timeout_ms, 10, 600_000);
         let margin = c.millis("lease_margin_ms", &raw.lease_margin_ms, 1000, 3_600_000);
         let max_response = c.number(
@@ -389,14 +394,14 @@ impl Settings {
             "retry_max_delay_secs",
             &raw.retry_max_delay_secs,
             1u64,
-            7 * 86_400,
+            dispatch_domain::retry::MAX_DELAY_SECS_LIMIT,
             "seconds",
         );
         let max_attempts = c.number(
             "retry_max_attempts",
             &raw.retry_max_attempts,
             1u32,
-            1000,
+            dispatch_domain::retry::MAX_ATTEMPTS_LIMIT,
             "attempts",
         );
         let jitter = c.number(

@@ -135,6 +135,15 @@ async fn attempt_in(
             error: Some(e.to_string()),
         },
     };
+    // The subscription's own retry settings, read by the claim: changed ones apply from the
+    // next attempt on.
+    let policy = policy.for_subscription(
+        delivery.max_attempts.and_then(|n| u32::try_from(n).ok()),
+        delivery
+            .max_delay_secs
+            .and_then(|s| u64::try_from(s).ok())
+            .map(std::time::Duration::from_secs),
+    );
     let decision = policy.decide(attempt_number, &sent.result, jitter_unit());
     let status_code = match sent.result {
         AttemptResult::Response { status, .. } => Some(i32::from(status)),

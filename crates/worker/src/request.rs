@@ -146,7 +146,37 @@ pub fn build(
                 ))?,
             );
     }
-    Ok(request.body(http_body_util::Full::new(Bytes::from(body)))?)
+    let mut request = request.body(http_body_util::Full::new(Bytes::from(body)))?;
+    add_subscription_headers(&mut request, &delivery.headers);
+    if let Some(ms) = delivery.timeout_ms.and_then(|ms| u64::try_from(ms).ok()) {
+        request
+            .extensions_mut()
+            .insert(crate::client::RequestTimeout(
+                std::time::Duration::from_millis(ms),
+            ));
+    }
+    Ok(request)
+}
+
+/// Adds the subscription's own headers (a JSON object of strings, checked by the API when
+/// stored) to a request: a name Dispatch already sets keeps Dispatch's value, and a name or
+/// value that is not valid HTTP (a row written some other way) is left out.
+fn add_subscription_headers<B>(request: &mut Request<B>, headers: &serde_json::Value) {
+    let Some(headers) = headers.as_object() else {
+        return;
+    };
+    for (name, value) in headers {
+        let (Ok(name), Some(Ok(value))) = (
+            http::HeaderName::from_bytes(name.as_bytes()),
+            value.as_str().map(HeaderValue::from_str),
+        ) else {
+            tracing::debug!(header = %name, "subscription header is not valid HTTP: not sent");
+            continue;
+        };
+        if !request.headers().contains_key(&name) {
+            request.headers_mut().insert(name, value);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -174,7 +204,42 @@ mod tests {
             rate_limit_burst: 10,
             circuit_open_until: None,
             traceparent: traceparent.map(str::to_owned),
+            headers: serde_json::json!({}),
+            max_attempts: None,
+            max_delay_secs: None,
+            timeout_ms: None,
         }
+    }
+
+    #[test]
+    fn a_subscription_s_headers_are_sent_but_dispatch_s_own_win() {
+        let mut d = delivery(None);
+        d.headers = serde_json::json!({
+            "x-tenant": "acme",
+            "authorization": "Bearer t0ken",
+            "user-agent": "not-dispatch",
+            "bad name": "dropped",
+        });
+        d.timeout_ms = Some(250);
+        let request = build(&d, &keyring(), Utc::now()).unwrap();
+        assert_eq!(request.headers()["x-tenant"], "acme");
+        assert_eq!(request.headers()["authorization"], "Bearer t0ken");
+        let agents: Vec<_> = request.headers().get_all("user-agent").iter().collect();
+        assert_eq!(agents, [USER_AGENT]);
+        assert_eq!(request.headers().len(), 9, "{:?}", request.headers());
+        assert_eq!(
+            request.extensions().get::<crate::client::RequestTimeout>(),
+            Some(&crate::client::RequestTimeout(
+                std::time::Duration::from_millis(250)
+            ))
+        );
+        let plain = build(&delivery(None), &keyring(), Utc::now()).unwrap();
+        assert!(
+            plain
+                .extensions()
+                .get::<crate::client::RequestTimeout>()
+                .is_none()
+        );
     }
 
     fn keyring() -> Keyring {

@@ -10,6 +10,8 @@ pub(crate) mod health;
 pub(crate) mod replays;
 pub(crate) mod secrets;
 pub(crate) mod stats;
+pub(crate) mod subscription_patch;
+pub(crate) mod subscription_settings;
 pub(crate) mod subscriptions;
 
 use actix_web::http::Method;
@@ -94,6 +96,9 @@ pub const ROUTES: &[Route] = &[
     route("POST", "/subscriptions", |r| r.to(subscriptions::create)),
     route("GET", "/subscriptions", |r| r.to(subscriptions::list)),
     route("GET", "/subscriptions/{id}", |r| r.to(subscriptions::get)),
+    route("PATCH", "/subscriptions/{id}", |r| {
+        r.to(subscription_patch::patch)
+    }),
     route("DELETE", "/subscriptions/{id}", |r| {
         r.to(subscriptions::delete)
     }),

@@ -1,5 +1,5 @@
 //! `POST /subscriptions`, `GET /subscriptions`, `GET /subscriptions/{id}`,
-//! `DELETE /subscriptions/{id}`.
+//! `DELETE /subscriptions/{id}` (`PATCH` is in `subscription_patch`).
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use dispatch_domain::signature::{generate_secret, validate_secret};
@@ -21,7 +21,7 @@ pub const MAX_PATTERNS: usize = 64;
 pub const DEFAULT_PAGE_SIZE: i64 = 50;
 pub const MAX_PAGE_SIZE: i64 = 500;
 
-fn parse_patterns(value: Value) -> Result<Vec<Pattern>, ApiError> {
+pub(crate) fn parse_patterns(value: Value) -> Result<Vec<Pattern>, ApiError> {
     let Value::Array(items) = value else {
         return Err(ApiError::invalid(
             "event_types",
@@ -62,7 +62,7 @@ pub const MAX_RATE_PER_SECOND: f64 = 100_000.0;
 pub const MAX_BURST: i64 = 100_000;
 
 /// `{"per_second": 100, "burst": 10}`: both optional, defaults as the seed's.
-fn parse_rate_limit(value: Value) -> Result<RateLimit, ApiError> {
+pub(crate) fn parse_rate_limit(value: Value) -> Result<RateLimit, ApiError> {
     let mut fields = match value {
         Value::Object(_) => Fields::from_body(value)?,
         other => {
@@ -143,6 +143,7 @@ pub fn parse_new_subscription(body: Value) -> Result<NewSubscription, ApiError> 
         Some(value) => parse_rate_limit(value)?,
         None => RateLimit::default(),
     };
+    let (settings, enabled) = super::subscription_settings::take_settings(&mut fields)?;
     fields.finish()?;
     Ok(NewSubscription {
         rate_limit,
@@ -150,6 +151,8 @@ pub fn parse_new_subscription(body: Value) -> Result<NewSubscription, ApiError> 
         url,
         event_types,
         secret: Some(secret),
+        settings,
+        enabled,
     })
 }
 
@@ -264,12 +267,12 @@ pub async fn list(
     }))
 }
 
-fn subscription_not_found(id: &str) -> ApiError {
+pub(crate) fn subscription_not_found(id: &str) -> ApiError {
     ApiError::NotFound(format!("no subscription with id {id:?}"))
 }
 
 /// The id in the path; one that could never have been accepted cannot exist: 404.
-fn subscription_id(path: web::Path<String>) -> Result<String, ApiError> {
+pub(crate) fn subscription_id(path: web::Path<String>) -> Result<String, ApiError> {
     let id = path.into_inner();
     SubscriptionId::parse(&id)
         .map(SubscriptionId::into_inner)

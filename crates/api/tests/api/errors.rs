@@ -40,7 +40,6 @@ async fn a_wrong_method_on_a_known_route_is_a_json_405_method_not_allowed() {
         (Method::PUT, "/subscriptions"),
         (Method::DELETE, "/subscriptions"),
         (Method::PUT, "/subscriptions/sub_1"),
-        (Method::PATCH, "/subscriptions/sub_1"),
         (Method::POST, "/subscriptions/sub_1"),
         (Method::POST, "/healthz"),
         (Method::DELETE, "/readyz"),

@@ -15,6 +15,7 @@ mod metrics;
 mod openapi;
 mod operate;
 mod outage;
+mod patch;
 mod secrets;
 mod subscriptions;
 mod wake;

@@ -8,4 +8,4 @@ mod subscription;
 pub use attempt::{AttemptRow, NewAttempt};
 pub use delivery::DeliveryRow;
 pub use event::{EventRow, NewEvent};
-pub use subscription::{NewSubscription, RateLimit, SubscriptionRow};
+pub use subscription::{NewSubscription, RateLimit, SubscriptionRow, SubscriptionSettings};

@@ -25,6 +25,14 @@ pub struct SubscriptionRow {
     pub circuit_state: String,
     pub circuit_open_until: Option<DateTime<Utc>>,
     pub circuit_changed_at: Option<DateTime<Utc>>,
+    pub description: Option<String>,
+    /// A JSON object of strings.
+    pub metadata: serde_json::Value,
+    /// A JSON object: lower-case header name → value.
+    pub headers: serde_json::Value,
+    pub max_attempts: Option<i32>,
+    pub max_delay_secs: Option<i32>,
+    pub timeout_ms: Option<i32>,
 }
 
 type HasSecret = diesel::dsl::Or<
@@ -42,6 +50,42 @@ pub struct NewSubscription {
     /// before it reaches the database.
     pub secret: Option<String>,
     pub rate_limit: RateLimit,
+    pub settings: SubscriptionSettings,
+    /// `false`: created paused (its deliveries are held until it is resumed).
+    pub enabled: bool,
+}
+
+/// What a subscription may set for itself beyond its URL and patterns; `None` and empty maps
+/// mean the global setting (or nothing).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SubscriptionSettings {
+    pub description: Option<String>,
+    pub metadata: std::collections::BTreeMap<String, String>,
+    /// Lower-case header name → value.
+    pub headers: std::collections::BTreeMap<String, String>,
+    pub max_attempts: Option<i32>,
+    pub max_delay_secs: Option<i32>,
+    pub timeout_ms: Option<i32>,
+}
+
+impl SubscriptionSettings {
+    pub(crate) fn metadata_json(&self) -> serde_json::Value {
+        serde_json::Value::Object(
+            self.metadata
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                .collect(),
+        )
+    }
+
+    pub(crate) fn headers_json(&self) -> serde_json::Value {
+        serde_json::Value::Object(
+            self.headers
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                .collect(),
+        )
+    }
 }
 
 impl std::fmt::Debug for NewSubscription {
@@ -52,6 +96,8 @@ impl std::fmt::Debug for NewSubscription {
             .field("event_types", &self.event_types)
             .field("secret", &self.secret.as_ref().map(|_| ".."))
             .field("rate_limit", &self.rate_limit)
+            .field("settings", &self.settings)
+            .field("enabled", &self.enabled)
             .finish()
     }
 }

@@ -56,6 +56,16 @@ pub struct ClaimedDelivery {
     /// The W3C `traceparent` the event was ingested under: the parent of the delivery's spans.
     #[diesel(sql_type = Nullable<Text>)]
     pub traceparent: Option<String>,
+    /// The subscription's own headers (a JSON object, name → value), sent with each attempt.
+    #[diesel(sql_type = Jsonb)]
+    pub headers: serde_json::Value,
+    /// The subscription's retry and timeout settings; null: the worker's global setting.
+    #[diesel(sql_type = Nullable<Int4>)]
+    pub max_attempts: Option<i32>,
+    #[diesel(sql_type = Nullable<Int4>)]
+    pub max_delay_secs: Option<i32>,
+    #[diesel(sql_type = Nullable<Int4>)]
+    pub timeout_ms: Option<i32>,
 }
 
 fn interval(d: std::time::Duration) -> diesel::pg::data_types::PgInterval {
@@ -166,10 +176,11 @@ pub const CLAIM_SQL: &str = "WITH cand AS MATERIALIZED (
             -- the planner on the primary key: along the due index it would read every due row.
             AND (q.due_at <= now()) IS TRUE
             -- Checked on the chosen rows only: when a circuit opens, its waiting deliveries
-            -- are put off until it half-opens (`publish_circuits`), so few ever get this far.
+            -- are put off until it half-opens (`publish_circuits`), so few ever get this far;
+            -- a paused subscription's are held (due at 'infinity'), so none should.
             AND NOT EXISTS (SELECT 1 FROM subscriptions s
                              WHERE s.id = q.subscription_id
-                               AND s.circuit_open_until > now())
+                               AND (s.circuit_open_until > now() OR NOT s.enabled))
           FOR UPDATE OF q SKIP LOCKED
      )
      UPDATE deliveries d
@@ -187,7 +198,7 @@ pub const CLAIM_SQL: &str = "WITH cand AS MATERIALIZED (
                     THEN s.previous_sealed_secret END AS previous_sealed_secret,
                d.leased_until,
                s.rate_limit_per_sec, s.rate_limit_burst, s.circuit_open_until,
-               e.traceparent";
+               e.traceparent, s.headers, s.max_attempts, s.max_delay_secs, s.timeout_ms";
 
 /// Claims up to `limit` due deliveries for `worker`, marking them `processing` with a lease of
 /// `lease`, and no more of one destination than its allowance. Due means a row of the hot
@@ -434,16 +445,17 @@ pub async fn next_due_at(
 ) -> Result<Option<DateTime<Utc>>, StoreError> {
     let row: NextDue = crate::prepared::prepared(
         "SELECT least(
-             -- Each kind along its own index.
-             (SELECT q.due_at FROM delivery_queue q WHERE q.leased ORDER BY q.due_at LIMIT 1),
+             -- Each kind along its own index; held deliveries ('infinity') never fall due.
              (SELECT q.due_at FROM delivery_queue q
-               WHERE NOT q.retry AND NOT q.leased
+               WHERE q.leased AND q.due_at < 'infinity' ORDER BY q.due_at LIMIT 1),
+             (SELECT q.due_at FROM delivery_queue q
+               WHERE NOT q.retry AND NOT q.leased AND q.due_at < 'infinity'
                  AND NOT EXISTS (SELECT 1 FROM subscriptions s
                                   WHERE s.id = q.subscription_id
                                     AND s.circuit_open_until > now())
                ORDER BY q.due_at LIMIT 1),
              (SELECT q.due_at FROM delivery_queue q
-               WHERE q.retry AND NOT q.leased
+               WHERE q.retry AND NOT q.leased AND q.due_at < 'infinity'
                  AND NOT EXISTS (SELECT 1 FROM subscriptions s
                                   WHERE s.id = q.subscription_id
                                     AND s.circuit_open_until > now())

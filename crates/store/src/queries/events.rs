@@ -20,7 +20,7 @@ pub enum IngestOutcome {
 }
 
 /// Inserts the event and one pending delivery per active subscription whose patterns select
-/// its type, in one statement (hence one transaction and one round trip). A repeated id creates
+/// its type (held if the subscription is paused), in one statement (hence one transaction and one round trip). A repeated id creates
 /// nothing: the stored event is returned and compared with the new content (its traceparent is
 /// not content: the first receipt's is kept).
 #[tracing::instrument(name = "db.ingest", skip_all, fields(otel.kind = "client", db.system.name = "postgresql"))]
@@ -144,15 +144,17 @@ const INSERT_GROUP: &str = "WITH input AS (
          RETURNING id, event_type, source, data, received_at, traceparent
      ), dl AS (
          -- A delivery to a destination whose circuit is open is due when it half-opens, so
-         -- it never sits at the head of the queue where claims pick their candidates.
-         INSERT INTO deliveries (event_id, subscription_id, next_attempt_at)
-         SELECT ev.id, s.id, greatest(now(), s.circuit_open_until)
+         -- it never sits at the head of the queue where claims pick their candidates. One to a
+         -- paused subscription is held (due at 'infinity' in the queue) until it is resumed.
+         INSERT INTO deliveries (event_id, subscription_id, next_attempt_at, held)
+         SELECT ev.id, s.id, greatest(now(), s.circuit_open_until), NOT s.enabled
            FROM ev JOIN first f ON f.id = ev.id, subscriptions s
-          WHERE s.deleted_at IS NULL AND s.enabled
+          WHERE s.deleted_at IS NULL
             AND s.event_types && string_to_array(f.patterns, ' ')
          -- The key-share lock the foreign key takes anyway, taken while choosing: a concurrent
-         -- delete (which locks the row FOR UPDATE) either waits for this ingestion and then
-         -- cancels its deliveries, or commits first and is seen here.
+         -- delete, pause or resume (which lock the row FOR UPDATE) either waits for this
+         -- ingestion and then sees its deliveries, or commits first and is seen here (the
+         -- locked row is re-read, `enabled` included).
          FOR KEY SHARE OF s
          RETURNING *
      )";

@@ -10,5 +10,6 @@ pub mod listing;
 pub mod ops;
 pub mod replays;
 pub mod requeue;
+pub mod subscription_changes;
 pub mod subscriptions;
 pub mod workers;

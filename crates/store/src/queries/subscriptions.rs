@@ -51,6 +51,13 @@ pub async fn insert(
             subscriptions::sealed_secret.eq(sealed),
             subscriptions::rate_limit_per_sec.eq(new.rate_limit.per_second),
             subscriptions::rate_limit_burst.eq(new.rate_limit.burst),
+            subscriptions::enabled.eq(new.enabled),
+            subscriptions::description.eq(new.settings.description.as_deref()),
+            subscriptions::metadata.eq(new.settings.metadata_json()),
+            subscriptions::headers.eq(new.settings.headers_json()),
+            subscriptions::max_attempts.eq(new.settings.max_attempts),
+            subscriptions::max_delay_secs.eq(new.settings.max_delay_secs),
+            subscriptions::timeout_ms.eq(new.settings.timeout_ms),
         ))
         .on_conflict_do_nothing()
         .returning(SubscriptionRow::as_returning())

@@ -121,6 +121,8 @@ impl Harness {
             event_types: vec![Pattern::parse("*").expect("a valid pattern")],
             secret: secret.map(str::to_owned),
             rate_limit,
+            settings: Default::default(),
+            enabled: true,
         };
         subscriptions::insert(&mut *self.conn().await, &new, &test_keyring())
             .await

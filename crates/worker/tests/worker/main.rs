@@ -19,6 +19,7 @@ mod queue;
 mod resilience;
 mod retries;
 mod rotation;
+mod settings;
 mod shutdown;
 mod signing;
 mod ssrf;
