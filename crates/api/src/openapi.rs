@@ -20,8 +20,8 @@ use utoipa::{OpenApi, ToSchema};
 use crate::error::ErrorBody;
 use crate::routes;
 use crate::views::{
-    AttemptView, CircuitView, DeliveryView, EventView, HealthView, Page, RateLimitView,
-    RetryView, SecretRotationView, SubscriptionView,
+    AttemptView, CircuitView, DeliveryView, EventView, HealthView, Page, RateLimitView, RetryView,
+    SecretRotationView, SubscriptionView,
 };
 
 /// The OpenAPI document of `dispatch-api`.
