@@ -128,18 +128,13 @@ async fn every_list_filter_combination_is_served_by_an_index() {
         }
     }
     use DeliveryStatus::*;
-    let sets: Vec<Vec<DeliveryStatus>> = vec![
-        vec![],
-        vec![Pending],
-        vec![Processing],
-        vec![Retrying],
-        vec![Delivered],
-        vec![Failed],
-        vec![Cancelled],
+    let mut sets: Vec<Vec<DeliveryStatus>> = vec![vec![]];
+    sets.extend(DeliveryStatus::ALL.map(|s| vec![s]));
+    sets.extend([
         vec![Pending, Retrying],
         vec![Retrying, Failed],
         vec![Delivered, Failed],
-    ];
+    ]);
     for set in &sets {
         for subscription in [None, Some("sub_a")] {
             for event in [None, Some("e_10")] {
@@ -229,6 +224,15 @@ async fn the_sql_event_status_agrees_with_the_domain_for_every_mix_of_delivery_s
     }
 }
 
+/// The newest delivery in `status`.
+async fn first_id(conn: &mut AsyncPgConnection, status: DeliveryStatus) -> i64 {
+    let filter = DeliveryFilter {
+        statuses: vec![status],
+        ..DeliveryFilter::default()
+    };
+    listing::deliveries(conn, &filter, None, 1).await.unwrap()[0].id
+}
+
 #[tokio::test]
 async fn failed_deliveries_follow_every_status_change_and_retries_requeue_one() {
     let db = TestDb::new().await;
@@ -239,18 +243,7 @@ async fn failed_deliveries_follow_every_status_change_and_retries_requeue_one() 
     assert_eq!(count(&mut conn, failed).await, 10, "inserted as failed");
 
     // A failed one retried: pending, due now, a fresh schedule; no longer listed as failed.
-    let id = listing::deliveries(
-        &mut conn,
-        &DeliveryFilter {
-            statuses: vec![DeliveryStatus::Failed],
-            ..DeliveryFilter::default()
-        },
-        None,
-        1,
-    )
-    .await
-    .unwrap()[0]
-        .id;
+    let id = first_id(&mut conn, DeliveryStatus::Failed).await;
     let retried = requeue::retry(&mut conn, id, false).await.unwrap();
     assert_eq!(
         retried,
@@ -270,18 +263,7 @@ async fn failed_deliveries_follow_every_status_change_and_retries_requeue_one() 
         requeue::retry(&mut conn, id, false).await.unwrap(),
         Retried::Refused(RetryRefusal::AlreadyQueued)
     );
-    let delivered = listing::deliveries(
-        &mut conn,
-        &DeliveryFilter {
-            statuses: vec![DeliveryStatus::Delivered],
-            ..DeliveryFilter::default()
-        },
-        None,
-        1,
-    )
-    .await
-    .unwrap()[0]
-        .id;
+    let delivered = first_id(&mut conn, DeliveryStatus::Delivered).await;
     assert_eq!(
         requeue::retry(&mut conn, delivered, false).await.unwrap(),
         Retried::Refused(RetryRefusal::Delivered)

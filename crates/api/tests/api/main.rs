@@ -16,6 +16,7 @@ mod openapi;
 mod operate;
 mod outage;
 mod patch;
+mod replays;
 mod secrets;
 mod subscriptions;
 mod wake;
