@@ -8,6 +8,7 @@ mod harness;
 mod openapi;
 mod ops;
 mod pg;
+mod schemathesis;
 mod sink;
 mod tidy;
 
@@ -81,6 +82,9 @@ enum Task {
     /// Benchmark Dispatch on 127.0.0.1 (fresh database, API, workers, a built-in receiver)
     /// against the ceiling of durable single-row inserts; prints a table and JSON lines.
     Bench(bench::Args),
+    /// Fuzz the API against its OpenAPI document with Schemathesis (installed into
+    /// ~/.cache/dispatch/tools when missing) on a scratch database; fails on any finding.
+    Schemathesis(schemathesis::Args),
     /// Faults on 127.0.0.1 (worker killed, PostgreSQL restarted, misbehaving receivers,
     /// SIGTERM, three workers, hanging destinations, a flood of the worker's port) with every
     /// accepted event accounted for; prints a table.
@@ -156,6 +160,7 @@ async fn run(task: Task) -> Result<bool> {
         Task::CheckConfig(args) => ops::check_config(args),
         Task::Bench(args) => bench::run(args).await,
         Task::Chaos(args) => chaos::run(args).await,
+        Task::Schemathesis(args) => schemathesis::run(args).await,
     }
 }
 
