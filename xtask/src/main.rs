@@ -9,6 +9,7 @@ mod openapi;
 mod ops;
 mod pg;
 mod schemathesis;
+mod setup;
 mod sink;
 mod tidy;
 
@@ -34,7 +35,8 @@ struct Cli {
 enum Task {
     /// Run Dispatch locally: find or start PostgreSQL, migrate, start the API; Ctrl-C stops all.
     Dev,
-    /// Find or start PostgreSQL and run the whole test suite with cargo-nextest.
+    /// Find or start PostgreSQL and run the whole test suite with cargo-nextest (installed when
+    /// missing; `cargo test` when it cannot be).
     Test {
         /// Extra arguments for `cargo nextest run` (e.g. a test name filter).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -164,34 +166,34 @@ async fn run(task: Task) -> Result<bool> {
     }
 }
 
-fn ensure_nextest() -> Result<()> {
-    let ok = cargo()
-        .args(["nextest", "--version"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        bail!("cargo-nextest is not installed: `cargo install cargo-nextest --locked`");
-    }
-    Ok(())
-}
-
 async fn test(args: Vec<String>) -> Result<bool> {
-    ensure_nextest()?;
+    let nextest = setup::ensure_cargo_tool("nextest", "cargo-nextest");
+    if !nextest {
+        eprintln!(
+            "xtask: cargo-nextest is not available: running the suite with `cargo test` \
+             instead (tests of one binary share a process; `cargo install cargo-nextest --locked` \
+             restores the usual runner)"
+        );
+    }
     let mut pg = pg::for_tests(&workspace_root()).await?;
     let mut command = cargo();
+    if nextest {
+        command.args(["nextest", "run"]);
+    } else {
+        command.arg("test");
+    }
     command
-        .args([
-            "nextest",
-            "run",
-            "--workspace",
-            "--all-targets",
-            "--no-fail-fast",
-        ])
+        .args(["--workspace", "--all-targets", "--no-fail-fast"])
         .args(&args)
         .env("DISPATCH_TEST_DATABASE_URL", &pg.admin_url);
-    let passed = status_of(command, "cargo nextest");
+    let passed = status_of(
+        command,
+        if nextest {
+            "cargo nextest"
+        } else {
+            "cargo test"
+        },
+    );
     pg.stop();
     passed
 }
@@ -247,7 +249,9 @@ fn lint() -> Result<bool> {
 }
 
 async fn cover() -> Result<bool> {
-    ensure_nextest()?;
+    if !setup::ensure_cargo_tool("nextest", "cargo-nextest") {
+        bail!("cargo-nextest is not installed: `cargo install cargo-nextest --locked`");
+    }
     let has_llvm_cov = cargo()
         .args(["llvm-cov", "--version"])
         .stdout(Stdio::null())
