@@ -5,6 +5,7 @@
 mod bench;
 mod chaos;
 mod harness;
+mod lint;
 mod openapi;
 mod ops;
 mod pg;
@@ -42,7 +43,9 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Check formatting, clippy with -D warnings, and that no C TLS/libpq crates crept in.
+    /// Check formatting, clippy with -D warnings, that no C TLS/libpq crates crept in, licences
+    /// and advisories (cargo-deny, installed when missing) and the API docs (rustdoc, warnings
+    /// denied).
     Lint,
     /// A local webhook receiver that prints each delivery and whether its signatures verify.
     Sink {
@@ -147,7 +150,7 @@ async fn run(task: Task) -> Result<bool> {
     match task {
         Task::Dev => dev().await,
         Task::Test { args } => test(args).await,
-        Task::Lint => lint(),
+        Task::Lint => lint::run(),
         Task::Cover => cover().await,
         Task::Sink {
             addr,
@@ -196,56 +199,6 @@ async fn test(args: Vec<String>) -> Result<bool> {
     );
     pg.stop();
     passed
-}
-
-fn lint() -> Result<bool> {
-    let mut ok = status_of(
-        {
-            let mut c = cargo();
-            c.args(["fmt", "--all", "--", "--check"]);
-            c
-        },
-        "cargo fmt",
-    )?;
-    ok &= status_of(
-        {
-            let mut c = cargo();
-            c.args([
-                "clippy",
-                "--workspace",
-                "--all-targets",
-                "--",
-                "-D",
-                "warnings",
-            ]);
-            c
-        },
-        "cargo clippy",
-    )?;
-    // aws-lc (a large C build) and libpq must never enter the tree through default features.
-    for forbidden in ["aws-lc-sys", "pq-sys", "openssl-sys"] {
-        let found = cargo()
-            .args([
-                "tree",
-                "--workspace",
-                "--edges",
-                "normal,build",
-                "-i",
-                forbidden,
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if found {
-            eprintln!("xtask lint: {forbidden} is in the dependency tree; trim default features");
-            ok = false;
-        }
-    }
-    if ok {
-        eprintln!("xtask lint: fmt, clippy and dependency checks passed");
-    }
-    Ok(ok)
 }
 
 async fn cover() -> Result<bool> {
