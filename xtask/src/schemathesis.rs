@@ -143,7 +143,9 @@ async fn fuzz_on(
         api.log.display()
     );
     let mut command = Command::new(st);
+    // Schemathesis keeps a cache in `.schemathesis/` of its working directory: not the clone.
     command
+        .current_dir(&logs)
         .args(["run", &format!("{}/openapi.json", api.base_url)])
         .args(["-H", &format!("Authorization: Bearer {api_key}")])
         .args(["--checks", "all", "--exclude-checks", EXCLUDED_CHECK])
