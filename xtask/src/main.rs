@@ -6,9 +6,12 @@
 mod bench;
 mod chaos;
 mod harness;
+mod lint;
 mod openapi;
 mod ops;
 mod pg;
+mod schemathesis;
+mod setup;
 mod sink;
 mod tidy;
 
@@ -34,13 +37,16 @@ struct Cli {
 enum Task {
     /// Run Dispatch locally: find or start PostgreSQL, migrate, start the API; Ctrl-C stops all.
     Dev,
-    /// Find or start PostgreSQL and run the whole test suite with cargo-nextest.
+    /// Find or start PostgreSQL and run the whole test suite with cargo-nextest (installed when
+    /// missing; `cargo test` when it cannot be).
     Test {
         /// Extra arguments for `cargo nextest run` (e.g. a test name filter).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Check formatting, clippy with -D warnings, and that no C TLS/libpq crates crept in.
+    /// Check formatting, clippy with -D warnings, that no C TLS/libpq crates crept in, licences
+    /// and advisories (cargo-deny, installed when missing) and the API docs (rustdoc, warnings
+    /// denied).
     Lint,
     /// A local webhook receiver that prints each delivery and whether its signatures verify.
     Sink {
@@ -83,6 +89,9 @@ enum Task {
     /// Benchmark Dispatch on 127.0.0.1 (fresh database, API, workers, a built-in receiver)
     /// against the ceiling of durable single-row inserts; prints a table and JSON lines.
     Bench(bench::Args),
+    /// Fuzz the API against its OpenAPI document with Schemathesis (installed into
+    /// ~/.cache/dispatch/tools when missing) on a scratch database; fails on any finding.
+    Schemathesis(schemathesis::Args),
     /// Faults on 127.0.0.1 (worker killed, PostgreSQL restarted, misbehaving receivers,
     /// SIGTERM, three workers, hanging destinations, a flood of the worker's port) with every
     /// accepted event accounted for; prints a table.
@@ -143,7 +152,7 @@ async fn run(task: Task) -> Result<bool> {
     match task {
         Task::Dev => dev().await,
         Task::Test { args } => test(args).await,
-        Task::Lint => lint(),
+        Task::Lint => lint::run(),
         Task::Cover => cover().await,
         Task::Sink {
             addr,
@@ -158,93 +167,46 @@ async fn run(task: Task) -> Result<bool> {
         Task::CheckConfig(args) => ops::check_config(args),
         Task::Bench(args) => bench::run(args).await,
         Task::Chaos(args) => chaos::run(args).await,
+        Task::Schemathesis(args) => schemathesis::run(args).await,
     }
-}
-
-fn ensure_nextest() -> Result<()> {
-    let ok = cargo()
-        .args(["nextest", "--version"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        bail!("cargo-nextest is not installed: `cargo install cargo-nextest --locked`");
-    }
-    Ok(())
 }
 
 async fn test(args: Vec<String>) -> Result<bool> {
-    ensure_nextest()?;
+    let nextest = setup::ensure_cargo_tool("nextest", "cargo-nextest");
+    if !nextest {
+        eprintln!(
+            "xtask: cargo-nextest is not available: running the suite with `cargo test` \
+             instead (tests of one binary share a process; `cargo install cargo-nextest --locked` \
+             restores the usual runner)"
+        );
+    }
     let mut pg = pg::for_tests(&workspace_root()).await?;
     let mut command = cargo();
+    if nextest {
+        command.args(["nextest", "run"]);
+    } else {
+        command.arg("test");
+    }
     command
-        .args([
-            "nextest",
-            "run",
-            "--workspace",
-            "--all-targets",
-            "--no-fail-fast",
-        ])
+        .args(["--workspace", "--all-targets", "--no-fail-fast"])
         .args(&args)
         .env("DISPATCH_TEST_DATABASE_URL", &pg.admin_url);
-    let passed = status_of(command, "cargo nextest");
+    let passed = status_of(
+        command,
+        if nextest {
+            "cargo nextest"
+        } else {
+            "cargo test"
+        },
+    );
     pg.stop();
     passed
 }
 
-fn lint() -> Result<bool> {
-    let mut ok = status_of(
-        {
-            let mut c = cargo();
-            c.args(["fmt", "--all", "--", "--check"]);
-            c
-        },
-        "cargo fmt",
-    )?;
-    ok &= status_of(
-        {
-            let mut c = cargo();
-            c.args([
-                "clippy",
-                "--workspace",
-                "--all-targets",
-                "--",
-                "-D",
-                "warnings",
-            ]);
-            c
-        },
-        "cargo clippy",
-    )?;
-    // aws-lc (a large C build) and libpq must never enter the tree through default features.
-    for forbidden in ["aws-lc-sys", "pq-sys", "openssl-sys"] {
-        let found = cargo()
-            .args([
-                "tree",
-                "--workspace",
-                "--edges",
-                "normal,build",
-                "-i",
-                forbidden,
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if found {
-            eprintln!("xtask lint: {forbidden} is in the dependency tree; trim default features");
-            ok = false;
-        }
-    }
-    if ok {
-        eprintln!("xtask lint: fmt, clippy and dependency checks passed");
-    }
-    Ok(ok)
-}
-
 async fn cover() -> Result<bool> {
-    ensure_nextest()?;
+    if !setup::ensure_cargo_tool("nextest", "cargo-nextest") {
+        bail!("cargo-nextest is not installed: `cargo install cargo-nextest --locked`");
+    }
     let has_llvm_cov = cargo()
         .args(["llvm-cov", "--version"])
         .stdout(Stdio::null())

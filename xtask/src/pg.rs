@@ -1,6 +1,6 @@
 //! Finding or starting PostgreSQL for `dev` and `test`: use `DATABASE_URL` when that server
-//! answers; otherwise start a private cluster from the machine's own `initdb`/`pg_ctl` on a free
-//! port (`dispatch_test_support::cluster`, which the TLS tests use too). `bench` always starts a
+//! answers; otherwise start a private cluster from the machine's own `initdb`/`pg_ctl` (installed
+//! first when missing and allowed: [`crate::setup`]) on a free port (`dispatch_test_support::cluster`, which the TLS tests use too). `bench` always starts a
 //! fresh cluster of its own with PostgreSQL's default settings ([`start_fresh_for_bench`]),
 //! unless it is given a server explicitly ([`given`]).
 
@@ -99,6 +99,7 @@ async fn start_private(workspace: &Path, purpose: Purpose) -> Result<Postgres> {
         Purpose::Dev => "dev",
         Purpose::Test => "test",
     };
+    crate::setup::ensure_postgres_server()?;
     let base = cluster_base(workspace);
     let data_dir = base.join(name);
     if !data_dir.join("PG_VERSION").is_file() {
@@ -152,6 +153,7 @@ pub async fn given(url: &str) -> Result<Postgres> {
 /// started with no setting of ours but its address, and deleted when stopped. Clusters left by
 /// runs whose process is gone are stopped and deleted first.
 pub async fn start_fresh_for_bench(workspace: &Path) -> Result<Postgres> {
+    crate::setup::ensure_postgres_server()?;
     let base = cluster_base(workspace);
     remove_dead_bench_clusters(&base);
     let data_dir = base.join(format!("bench-{}", std::process::id()));

@@ -40,7 +40,6 @@ mod tests {
         "xtask/src/chaos/mod.rs",
         "xtask/src/chaos/scenarios.rs",
         "xtask/src/harness/receiver.rs",
-        "xtask/src/main.rs",
     ];
 
     /// The internal crates each crate may depend on (`[dependencies]`): domain at the ground,

@@ -144,6 +144,17 @@ pub fn as_string(field: &str, value: Value) -> Result<String, ApiError> {
     }
 }
 
+/// A JSON number that is a whole number from 0 up, as JSON Schema's `integer` understands it:
+/// `60`, but also `60.0` and `6e1` (a number with no fractional part).
+pub fn whole_number(value: &Value) -> Option<u64> {
+    if let Some(n) = value.as_u64() {
+        return Some(n);
+    }
+    let f = value.as_f64()?;
+    // 2^64 as f64: every whole float below it converts exactly.
+    (f.fract() == 0.0 && (0.0..18_446_744_073_709_551_616.0).contains(&f)).then_some(f as u64)
+}
+
 pub fn kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
@@ -195,6 +206,25 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn whole_numbers_are_those_without_a_fraction_however_written() {
+        for (value, expected) in [
+            (json!(0), Some(0)),
+            (json!(60), Some(60)),
+            (json!(60.0), Some(60)),
+            (json!(-0.0), Some(0)),
+            (json!(u64::MAX), Some(u64::MAX)),
+            (json!(1.5), None),
+            (json!(-1), None),
+            (json!(-1.0), None),
+            (json!(1e300), None),
+            (json!("60"), None),
+            (json!(null), None),
+        ] {
+            assert_eq!(whole_number(&value), expected, "{value}");
+        }
+    }
 
     #[test]
     fn storable_json_refuses_nul_huge_numbers_and_deep_nesting() {

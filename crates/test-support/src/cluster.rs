@@ -24,6 +24,18 @@ fn candidate_bin_dirs() -> Vec<PathBuf> {
     dirs.extend(versioned.into_iter().map(|(_, p)| p));
     dirs.push(PathBuf::from("/usr/local/pgsql/bin"));
     dirs.push(PathBuf::from("/opt/homebrew/bin"));
+    // Homebrew's versioned formulae (`postgresql@16`) are keg-only: not linked into its bin.
+    for opt in ["/opt/homebrew/opt", "/usr/local/opt"] {
+        let mut kegs: Vec<PathBuf> = std::fs::read_dir(opt)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("postgresql"))
+            .map(|e| e.path().join("bin"))
+            .collect();
+        kegs.sort_by(|a, b| b.cmp(a));
+        dirs.extend(kegs);
+    }
     dirs
 }
 

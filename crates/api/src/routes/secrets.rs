@@ -14,7 +14,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::AppState;
-use crate::body::{Fields, read_json_body};
+use crate::body::{Fields, read_json_body, whole_number};
 use crate::error::{ApiError, ErrorBody};
 use crate::views::SecretRotationView;
 
@@ -46,8 +46,7 @@ pub fn parse_rotation(
         None => generate_secret().map_err(|e| ApiError::Internal(anyhow::anyhow!(e)))?,
     };
     let overlap = match fields.optional("overlap_secs") {
-        Some(value) => value
-            .as_u64()
+        Some(value) => whole_number(&value)
             .filter(|n| *n <= MAX_OVERLAP_SECS)
             .map(Duration::from_secs)
             .ok_or_else(|| {
@@ -205,6 +204,15 @@ mod tests {
         let r = parse_rotation(Some(json!({"overlap_secs": MAX_OVERLAP_SECS})), DAY)
             .expect("the maximum is allowed");
         assert_eq!(r.overlap, Duration::from_secs(MAX_OVERLAP_SECS));
+        // JSON Schema's `integer` includes `60.0`; the document promises it, so it is accepted.
+        for (body, secs) in [
+            (json!({"overlap_secs": 60.0}), 60),
+            (json!({"overlap_secs": -0.0}), 0),
+            (json!({"overlap_secs": 2_592_000.0}), MAX_OVERLAP_SECS),
+        ] {
+            let r = parse_rotation(Some(body.clone()), DAY).expect("a whole number");
+            assert_eq!(r.overlap, Duration::from_secs(secs), "{body}");
+        }
         for (body, field) in [
             (json!({"secret": ""}), "secret"),
             (json!({"secret": "a\u{0}b"}), "secret"),
@@ -212,6 +220,8 @@ mod tests {
             (json!({"secret": "whsec_AAAA"}), "secret"),
             (json!({"overlap_secs": -1}), "overlap_secs"),
             (json!({"overlap_secs": 1.5}), "overlap_secs"),
+            (json!({"overlap_secs": -0.5}), "overlap_secs"),
+            (json!({"overlap_secs": 1e300}), "overlap_secs"),
             (json!({"overlap_secs": "60"}), "overlap_secs"),
             (
                 json!({"overlap_secs": MAX_OVERLAP_SECS + 1}),

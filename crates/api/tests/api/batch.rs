@@ -185,3 +185,43 @@ async fn the_id_batch_is_reserved_for_the_route() {
         StatusCode::METHOD_NOT_ALLOWED
     );
 }
+
+#[tokio::test]
+async fn items_that_are_not_events_are_answered_invalid_one_by_one_as_the_document_says() {
+    let app = TestApp::spawn().await;
+    let mut unknown_field = event("evt_extra", "a.b");
+    unknown_field["x-unknown"] = json!(42);
+    let (status, body) = post_batch(
+        &app,
+        vec![
+            unknown_field,
+            json!("not an object"),
+            Value::Null,
+            event("evt_good", "a.b"),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        statuses(&body),
+        ["invalid", "invalid", "invalid", "accepted"],
+        "{body}"
+    );
+    assert_eq!(body["results"][0]["error"]["field"], "events[0].x-unknown");
+    assert_eq!(body["results"][1]["error"]["field"], "events[1].body");
+    assert_eq!(app.get("/events/evt_good").await.status(), StatusCode::OK);
+    // So the document may not forbid anything in an item: a schema-invalid item is answered
+    // 200 with its own `invalid` result, never by refusing the batch (schemathesis checks that
+    // schema-invalid requests are refused).
+    let document = dispatch_api::openapi::document();
+    let document = serde_json::to_value(document).expect("serialises");
+    let items =
+        &document["components"]["schemas"]["NewBatchRequest"]["properties"]["events"]["items"];
+    let constraints: Vec<&String> = items
+        .as_object()
+        .expect("items is a schema object")
+        .keys()
+        .filter(|k| !matches!(k.as_str(), "description" | "examples"))
+        .collect();
+    assert!(constraints.is_empty(), "items allow any JSON: {items}");
+}

@@ -394,13 +394,16 @@ async fn a_bad_limit_or_cursor_is_a_422_invalid_parameter() {
             "the message gives the range: {body}"
         );
     }
-    assert_error(
-        app.get("/subscriptions?cursor=not%20a%20cursor").await,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_parameter",
-        Some("cursor"),
-    )
-    .await;
+    let too_long = "a".repeat(129);
+    for cursor in ["not%20a%20cursor", "sub%2Fx", too_long.as_str()] {
+        assert_error(
+            app.get(&format!("/subscriptions?cursor={cursor}")).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_parameter",
+            Some("cursor"),
+        )
+        .await;
+    }
     // A query string that cannot be decoded at all.
     assert_error(
         app.get("/subscriptions?limit=1&limit=2").await,
@@ -413,6 +416,37 @@ async fn a_bad_limit_or_cursor_is_a_422_invalid_parameter() {
     assert_eq!(status, StatusCode::OK);
     let (status, _) = json_of(app.get("/subscriptions?limit=500").await).await;
     assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn any_cursor_the_document_allows_is_a_bound_even_one_no_id_could_be() {
+    let app = TestApp::spawn().await;
+    for id in ["sub_a", "sub_b"] {
+        app.create_subscription(
+            &json!({"id": id, "url": "https://example.com/hook", "event_types": ["*"]}),
+        )
+        .await;
+    }
+    // `.` and `..` are never ids, but the document's pattern allows them: they bound the page
+    // like any other text (they sort before `sub_` in every collation, 128 `z`s after).
+    let longest = "z".repeat(128);
+    for (cursor, expected) in [
+        (".", vec!["sub_a", "sub_b"]),
+        ("..", vec!["sub_a", "sub_b"]),
+        ("-", vec!["sub_a", "sub_b"]),
+        (longest.as_str(), vec![]),
+    ] {
+        let (status, page) =
+            json_of(app.get(&format!("/subscriptions?cursor={cursor}")).await).await;
+        assert_eq!(status, StatusCode::OK, "cursor {cursor:?}: {page}");
+        let ids: Vec<&str> = page["data"]
+            .as_array()
+            .expect("data is an array")
+            .iter()
+            .filter_map(|s| s["id"].as_str())
+            .collect();
+        assert_eq!(ids, expected, "cursor {cursor:?}");
+    }
 }
 
 // --- GET / DELETE /subscriptions/{id} -----------------------------------------------------------
@@ -545,6 +579,8 @@ async fn a_rate_limit_is_accepted_and_shown_and_defaults_to_100_per_second_with_
         ("sub_null", Some(Value::Null), (100.0, 10)),
         ("sub_empty", Some(json!({})), (100.0, 10)),
         ("sub_burst_only", Some(json!({"burst": 3})), (100.0, 3)),
+        // JSON Schema's `integer` (what the document says `burst` is) includes `4.0`.
+        ("sub_burst_float", Some(json!({"burst": 4.0})), (100.0, 4)),
         ("sub_rate_only", Some(json!({"per_second": 0.5})), (0.5, 10)),
         (
             "sub_nulls",
