@@ -9,6 +9,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -19,7 +21,6 @@ use dispatch_store::queries::events;
 use dispatch_telemetry::{LogFormat, TelemetryGuard, TraceParent};
 use dispatch_test_support::TestDb;
 use dispatch_test_support::receiver::Receiver;
-use dispatch_test_support::secrets::TEST_SECRET_KEYS;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
@@ -245,56 +246,12 @@ fn producer_traceparent() -> TraceParent {
     TraceParent::parse(&format!("00-{high:016x}{low:016x}-{span:016x}-01")).unwrap()
 }
 
-/// The API in-process over `db` (as the API's own tests start it), and a client.
 fn start_api(db: &TestDb) -> (String, reqwest::Client) {
-    let env: HashMap<String, String> = [
-        ("ADDR", "127.0.0.1:0"),
-        ("DATABASE_URL", db.url()),
-        ("DISPATCH_HTTP_WORKERS", "1"),
-        ("DISPATCH_SHUTDOWN_TIMEOUT_SECS", "1"),
-        ("DISPATCH_LOG_FORMAT", "text"),
-        ("DISPATCH_API_KEYS", "tracing-test-key-0123456789"),
-        ("DISPATCH_SECRET_KEYS", TEST_SECRET_KEYS),
-        // The receiver is on loopback, which the API refuses as a destination by default.
-        ("DISPATCH_ALLOW_DESTINATIONS", "127.0.0.0/8"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
-    let mut settings = dispatch_api::Settings::load_from(None, &env).unwrap();
-    settings.database = db.settings();
-    let app = dispatch_api::Application::build(&settings).unwrap();
-    let base = format!("http://127.0.0.1:{}", app.port());
-    tokio::spawn(app.run_until_stopped());
-    let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert(
-        reqwest::header::AUTHORIZATION,
-        reqwest::header::HeaderValue::from_static("Bearer tracing-test-key-0123456789"),
-    );
-    let client = reqwest::Client::builder()
-        .default_headers(headers)
-        .timeout(PATIENCE)
-        .build()
-        .unwrap();
-    (base, client)
+    common::start_api(db, PATIENCE)
 }
 
 fn worker(db: &TestDb) -> dispatch_worker::Worker {
-    let env: HashMap<String, String> = [
-        ("DISPATCH_DATABASE_URL", db.url()),
-        ("ADDR", "127.0.0.1:0"),
-        ("DISPATCH_WORKER_ID", "worker-t"),
-        ("DISPATCH_LOG_FORMAT", "text"),
-        ("DISPATCH_DB_MAX_CONNECTIONS", "2"),
-        ("DISPATCH_REQUEST_TIMEOUT_MS", "10000"),
-        ("DISPATCH_ALLOW_DESTINATIONS", "127.0.0.0/8"),
-        ("DISPATCH_SECRET_KEYS", TEST_SECRET_KEYS),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
-    let settings = dispatch_worker::Settings::load_from(None, &env).unwrap();
-    dispatch_worker::Worker::new(&settings).unwrap()
+    common::worker(db)
 }
 
 /// Subscribes the receiver's `/hook` to every event type, then POSTs event `id` (with

@@ -12,6 +12,7 @@ pub(crate) mod secrets;
 pub(crate) mod stats;
 pub(crate) mod subscription_patch;
 pub(crate) mod subscription_settings;
+pub(crate) mod subscription_test;
 pub(crate) mod subscriptions;
 
 use actix_web::http::Method;
@@ -101,6 +102,9 @@ pub const ROUTES: &[Route] = &[
     }),
     route("DELETE", "/subscriptions/{id}", |r| {
         r.to(subscriptions::delete)
+    }),
+    route("POST", "/subscriptions/{id}/test", |r| {
+        r.to(subscription_test::send)
     }),
     route("POST", "/subscriptions/{id}/rotate-secret", |r| {
         r.to(secrets::rotate)

@@ -1,6 +1,6 @@
-//! Putting deliveries back in the queue by hand: one delivery (`POST /deliveries/{id}/retry`)
-//! or many, as a replay stored in `replays` and worked through in bounded batches by any API
-//! replica (`POST /replays`).
+//! Sending by hand: one delivery again (`POST /deliveries/{id}/retry`), many again (the batch
+//! and count of a replay, `POST /replays`, stored in `replays`), and a test event to one
+//! subscription (`POST /subscriptions/{id}/test`).
 
 use diesel::QueryableByName;
 use diesel::sql_types::{Array, BigInt, Bool, Nullable, Text, Timestamptz};
@@ -174,4 +174,43 @@ pub(crate) async fn requeue_range(
     .execute(conn)
     .await?;
     Ok(i64::try_from(n).unwrap_or(i64::MAX))
+}
+
+#[derive(QueryableByName)]
+struct Created {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+}
+
+/// Stores `event` with one delivery, to subscription `subscription_id` only (however its
+/// patterns read), due now and never held, even while the subscription is paused: an operator's
+/// test of a receiver (`POST /subscriptions/{id}/test`). Returns the delivery's id, or `None`
+/// when there is no such subscription (or it was deleted). One statement.
+pub async fn send_test(
+    conn: &mut AsyncPgConnection,
+    subscription_id: &str,
+    event: &crate::models::NewEvent,
+) -> Result<Option<i64>, StoreError> {
+    use diesel::sql_types::{Jsonb, Nullable};
+    let rows: Vec<Created> = diesel::sql_query(
+        "WITH s AS (
+             SELECT id FROM subscriptions WHERE id = $1 AND deleted_at IS NULL FOR KEY SHARE
+         ), e AS (
+             INSERT INTO events (id, event_type, source, data, traceparent)
+             SELECT $2, $3, $4, $5, $6 FROM s
+             RETURNING id
+         )
+         INSERT INTO deliveries (event_id, subscription_id, next_attempt_at, held)
+         SELECT e.id, s.id, now(), false FROM e, s
+         RETURNING id",
+    )
+    .bind::<Text, _>(subscription_id)
+    .bind::<Text, _>(event.id.as_str())
+    .bind::<Text, _>(event.event_type.as_str())
+    .bind::<Text, _>(event.source.as_str())
+    .bind::<Jsonb, _>(&event.data)
+    .bind::<Nullable<Text>, _>(event.traceparent.as_deref())
+    .load(conn)
+    .await?;
+    Ok(rows.into_iter().next().map(|r| r.id))
 }

@@ -1,0 +1,104 @@
+//! `POST /subscriptions/{id}/test`: one signed `dispatch.test` event to one subscription, and
+//! the outcome of its first attempt, for checking a receiver after fixing it.
+
+use std::time::{Duration, Instant};
+
+use actix_web::{HttpResponse, web};
+use dispatch_domain::{EventId, EventType, Source};
+use dispatch_store::models::NewEvent;
+use dispatch_store::pool;
+use dispatch_store::queries::listing::{self, AttemptsOf};
+use dispatch_store::queries::requeue;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::deliveries::DeliveryDetailView;
+use crate::error::{ApiError, ErrorBody};
+use crate::views::AttemptView;
+
+/// The type of every test event.
+pub const TEST_EVENT_TYPE: &str = "dispatch.test";
+/// How long the request waits for a worker's first attempt before answering `202`.
+pub const WAIT_FOR_ATTEMPT: Duration = Duration::from_secs(35);
+const POLL: Duration = Duration::from_millis(100);
+
+/// The answer: the test delivery and, once a worker attempted it, that attempt.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TestDeliveryView {
+    /// The stored test event's id (`GET /events/{id}`).
+    #[schema(example = "evt_0193a1b2c3d4e5f6a7b8c9d0e1f2a3b4")]
+    pub event_id: String,
+    pub delivery: DeliveryDetailView,
+    /// The first attempt: status code, failure code, duration and the start of the answer;
+    /// null when no worker attempted it in time (`202`).
+    #[schema(required = true)]
+    pub attempt: Option<AttemptView>,
+}
+
+/// Send a test event to one subscription.
+///
+/// Stores a `dispatch.test` event with one delivery, to this subscription only (whatever its
+/// patterns; even while it is paused), signs and sends it like any other, and waits up to 35 s
+/// for a worker's first attempt.
+#[utoipa::path(
+    post,
+    path = "/subscriptions/{id}/test",
+    operation_id = "test_subscription",
+    tag = "subscriptions",
+    params(("id" = String, Path, description = "The subscription's id.")),
+    responses(
+        (status = 200, description = "Attempted: `attempt` says how it went (a failed attempt is retried like any other).", body = TestDeliveryView),
+        (status = 202, description = "Stored, but no worker attempted it within 35 s (are the workers running? is the destination's circuit open?): follow `GET /deliveries/{id}`.", body = TestDeliveryView),
+        (status = 404, description = "`not_found`: no such subscription, or it was deleted.", body = ErrorBody),
+        (status = 500, description = "`internal`: anything unexpected.", body = ErrorBody),
+        (status = 503, description = "`database_unavailable`: retry later.", body = ErrorBody,
+            headers(("Retry-After" = String, description = "Always `1` (seconds)."))),
+    ),
+)]
+pub async fn send(
+    _auth: crate::auth::Authorized,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = super::subscriptions::subscription_id(path)?;
+    let event_id = EventId::generate();
+    let event = NewEvent {
+        id: event_id.clone(),
+        event_type: EventType::parse(TEST_EVENT_TYPE).map_err(|e| ApiError::Internal(e.into()))?,
+        source: Source::parse("dispatch").map_err(|e| ApiError::Internal(e.into()))?,
+        data: serde_json::json!({
+            "subscription_id": id,
+            "message": "A test event sent by an operator (POST /subscriptions/{id}/test).",
+        }),
+        traceparent: None,
+    };
+    let mut conn = pool::connection(&state.pool).await?;
+    let delivery = requeue::send_test(&mut conn, &id, &event)
+        .await?
+        .ok_or_else(|| super::subscriptions::subscription_not_found(&id))?;
+    tracing::info!(subscription.id = %id, delivery.id = delivery, "test event sent");
+    state.waker.wake();
+    let started = Instant::now();
+    loop {
+        let attempts =
+            listing::attempts(&mut conn, AttemptsOf::Delivery(delivery), None, 1).await?;
+        let done = !attempts.is_empty();
+        if done || started.elapsed() >= WAIT_FOR_ATTEMPT {
+            let item = listing::delivery(&mut conn, delivery)
+                .await?
+                .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("test delivery vanished")))?;
+            let view = TestDeliveryView {
+                event_id: event_id.into_inner(),
+                delivery: DeliveryDetailView::new(item)?,
+                attempt: attempts.into_iter().next().map(AttemptView::from),
+            };
+            return Ok(if done {
+                HttpResponse::Ok().json(view)
+            } else {
+                HttpResponse::Accepted().json(view)
+            });
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
