@@ -230,12 +230,15 @@ impl Bench {
         for probe in list_probes::probes(&facts, end) {
             for limit in LIMITS {
                 let row = self.measure_probe(&base, &probe, limit).await;
+                let p50 = |l: Option<stats::Latency>| {
+                    l.map_or_else(|| "-".to_owned(), |l| format!("{:.1} ms", l.p50))
+                };
                 eprintln!(
-                    "bench:   {} limit={limit}: first p50 {} ms, page {} p50 {} ms{}",
+                    "bench:   {} limit={limit}: first page p50 {}, page {} p50 {}{}",
                     row.name,
-                    row.first.map_or(f64::NAN, |l| l.p50),
+                    p50(row.first),
                     row.depth,
-                    row.deep.map_or(f64::NAN, |l| l.p50),
+                    p50(row.deep),
                     if row.errors > 0 { " (errors)" } else { "" }
                 );
                 rows.push(row);
