@@ -31,12 +31,15 @@ pub enum Scenario {
     History,
     /// `steady` five times on one database whose hot tables have autovacuum off.
     VacuumOff,
+    /// Pages of GET /events, /deliveries and attempts over HTTP, first and deep, for each
+    /// common filter, on a seeded month of history of --list-deliveries deliveries.
+    List,
     /// Every scenario above, in that order.
     All,
 }
 
 impl Scenario {
-    pub const EACH: [Scenario; 11] = [
+    pub const EACH: [Scenario; 12] = [
         Scenario::Steady,
         Scenario::Light,
         Scenario::Batch,
@@ -48,6 +51,7 @@ impl Scenario {
         Scenario::Soak,
         Scenario::History,
         Scenario::VacuumOff,
+        Scenario::List,
     ];
 
     pub fn expand(self) -> Vec<Scenario> {
@@ -70,6 +74,7 @@ impl Scenario {
             Scenario::Soak => "soak",
             Scenario::History => "history",
             Scenario::VacuumOff => "vacuum-off",
+            Scenario::List => "list",
             Scenario::All => "all",
         }
     }
@@ -109,6 +114,19 @@ pub struct Args {
         value_parser = clap::value_parser!(u64).range(1..=100_000_000)
     )]
     pub history_rows: u64,
+    /// Deliveries `list` seeds (events with one or two each, over 30 days, with their attempts).
+    #[arg(
+        long,
+        default_value_t = 1_000_000,
+        value_parser = clap::value_parser!(u64).range(1_000..=100_000_000)
+    )]
+    pub list_deliveries: u64,
+    /// How many pages deep `list` follows `next_cursor` before timing the deep page.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(2..=100_000))]
+    pub list_depth: u64,
+    /// How many times `list` requests the first page, and the deep page, of each filter.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub list_samples: u64,
     /// Measure the PostgreSQL server at this URL (its user must be allowed to create databases)
     /// instead of a private cluster with PostgreSQL's default settings.
     #[arg(long, value_name = "URL", conflicts_with = "use_database_url")]
@@ -218,6 +236,10 @@ mod tests {
         );
         assert!(!a.debug && !a.use_database_url && a.database_url.is_none());
         assert_eq!(a.overrides(), None);
+        assert_eq!(
+            (a.list_deliveries, a.list_depth, a.list_samples),
+            (1_000_000, 200, 100)
+        );
         let short = parse(&["--seconds", "60"]).expect("ok");
         assert_eq!((short.seconds(), short.soak_seconds()), (60, 60));
     }
@@ -236,6 +258,7 @@ mod tests {
             "soak",
             "history",
             "vacuum-off",
+            "list",
             "all",
         ] {
             let a = parse(&["--scenario", name]).expect(name);
@@ -263,6 +286,9 @@ mod tests {
             &["--batch-size", "1001"],
             &["--rate", "0"],
             &["--history-rows", "0"],
+            &["--list-deliveries", "999"],
+            &["--list-depth", "1"],
+            &["--list-samples", "0"],
             &["--database-url", "postgres://x/y", "--use-database-url"],
             &["--unknown"],
         ] {

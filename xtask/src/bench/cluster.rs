@@ -5,6 +5,7 @@
 //! happens to run (with `autovacuum = off`, say) is never measured by accident.
 
 use anyhow::{Context, Result, bail};
+use dispatch_store::admin;
 use dispatch_store::queries::bench::ServerFacts;
 
 use super::args::Args;
@@ -78,6 +79,21 @@ pub fn check_connections(concurrency: usize, max_connections: i64) -> Result<()>
             "--concurrency {concurrency} needs {needed} connections but the server allows \
              max_connections = {max_connections}"
         );
+    }
+    Ok(())
+}
+
+/// Drops benchmark databases (named `<prefix><pid>_…`) whose process is gone (left by an
+/// interrupted run).
+pub async fn drop_leftovers(admin_url: &str, prefix: &str) -> Result<()> {
+    let mut conn = admin::connect(admin_url).await?;
+    for name in admin::databases_with_prefix(&mut conn, prefix).await? {
+        let pid = name[prefix.len()..].split('_').next().unwrap_or("");
+        let alive = !pid.is_empty() && std::path::Path::new("/proc").join(pid).exists();
+        if !alive {
+            eprintln!("bench: dropping {name}, left by an interrupted run");
+            admin::drop_database(&mut conn, &name).await?;
+        }
     }
     Ok(())
 }

@@ -10,11 +10,15 @@
 //! [`report::Row`] per run ([`measure`]). Before and after the scenarios, [`ceiling`] measures
 //! durable one-row inserts per second with `pgbench` at the same concurrency on the same server,
 //! and every rate is also reported as a share of it ([`output`]). docs/performance.md describes
-//! the method and the latest results.
+//! the method and the latest results. The `list` scenario ([`list`]) times pages of the list
+//! routes over a seeded month of history instead, with no worker and no ceiling.
 
 mod args;
 mod ceiling;
 mod cluster;
+mod list;
+mod list_probes;
+mod list_report;
 mod load;
 mod measure;
 mod output;
@@ -37,6 +41,7 @@ use serde_json::{Map, Value, json};
 use crate::harness::{processes, procfs, receiver};
 
 pub use self::args::Args;
+use self::args::Scenario;
 use self::load::HttpClient;
 use self::processes::Binaries;
 use self::receiver::Receiver;
@@ -264,20 +269,6 @@ impl Bench {
     }
 }
 
-/// Drops benchmark databases whose process is gone (left by an interrupted run).
-async fn drop_leftovers(admin_url: &str) -> Result<()> {
-    let mut conn = admin::connect(admin_url).await?;
-    for name in admin::databases_with_prefix(&mut conn, DB_PREFIX).await? {
-        let pid = name[DB_PREFIX.len()..].split('_').next().unwrap_or("");
-        let alive = !pid.is_empty() && std::path::Path::new("/proc").join(pid).exists();
-        if !alive {
-            eprintln!("bench: dropping {name}, left by an interrupted run");
-            admin::drop_database(&mut conn, &name).await?;
-        }
-    }
-    Ok(())
-}
-
 pub async fn run(args: Args) -> Result<bool> {
     let specs = args
         .scenario
@@ -285,9 +276,10 @@ pub async fn run(args: Args) -> Result<bool> {
         .into_iter()
         .flat_map(|s| args.specs(s))
         .collect::<Vec<_>>();
+    let list = args.scenario.expand().contains(&Scenario::List);
     let binaries = processes::build(args.debug)?;
     let (mut pg, origin) = cluster::server(&args).await?;
-    let outcome = run_on_server(&args, &pg.admin_url, origin, binaries, &specs).await;
+    let outcome = run_on_server(&args, &pg.admin_url, origin, binaries, &specs, list).await;
     pg.stop();
     outcome
 }
@@ -298,6 +290,7 @@ async fn run_on_server(
     origin: &str,
     binaries: Binaries,
     specs: &[Spec],
+    list: bool,
 ) -> Result<bool> {
     let mut conn = admin::connect(admin_url).await?;
     let facts = queries::server_facts(&mut conn).await?;
@@ -307,7 +300,7 @@ async fn run_on_server(
     for warning in cluster::warnings(&facts) {
         eprintln!("bench: {warning}");
     }
-    drop_leftovers(admin_url).await?;
+    cluster::drop_leftovers(admin_url, DB_PREFIX).await?;
     let logs = crate::target_dir().join("bench");
     std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
     let mut bench = Bench {
@@ -326,12 +319,23 @@ async fn run_on_server(
         ceiling_tps: 0.0,
     };
     let outcome = tokio::select! {
-        outcome = run_all(&mut bench, specs) => outcome,
+        outcome = run_all(&mut bench, specs, list) => outcome,
         _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
     };
     // Children were stopped (or, on Ctrl-C, killed when their handles were dropped).
     bench.drop_all_created().await;
-    let (rows, ceilings, failures) = outcome?;
+    let (rows, ceilings, failures, listed) = outcome?;
+    if let Some(listed) = &listed {
+        list::print(
+            listed,
+            &format!("{origin}; {}", cluster::describe(&facts)),
+            &logs,
+        );
+    }
+    if specs.is_empty() {
+        failures.iter().for_each(|f| eprintln!("bench: {f}"));
+        return Ok(failures.is_empty());
+    }
     Ok(output::print(&output::Report {
         args,
         origin,
@@ -345,9 +349,26 @@ async fn run_on_server(
     }))
 }
 
-type Outcome = (Vec<Row>, Vec<ceiling::Ceiling>, Vec<String>);
+type Outcome = (
+    Vec<Row>,
+    Vec<ceiling::Ceiling>,
+    Vec<String>,
+    Option<list::Outcome>,
+);
 
-async fn run_all(bench: &mut Bench, specs: &[Spec]) -> Result<Outcome> {
+/// The delivery scenarios between two ceilings (none without them), then `list`.
+async fn run_all(bench: &mut Bench, specs: &[Spec], list: bool) -> Result<Outcome> {
+    let mut out = Outcome::default();
+    if !specs.is_empty() {
+        out = run_specs(bench, specs).await?;
+    }
+    if list {
+        out.3 = bench.list_or_failure(&mut out.2).await;
+    }
+    Ok(out)
+}
+
+async fn run_specs(bench: &mut Bench, specs: &[Spec]) -> Result<Outcome> {
     let before = bench.measure_ceiling("before").await?;
     bench.ceiling_tps = before.prepared.tps;
     let mut rows = Vec::new();
@@ -371,5 +392,5 @@ async fn run_all(bench: &mut Bench, specs: &[Spec]) -> Result<Outcome> {
         row.ceiling_tps = mean;
     }
     output::relate(&mut rows);
-    Ok((rows, vec![before, after], failures))
+    Ok((rows, vec![before, after], failures, None))
 }

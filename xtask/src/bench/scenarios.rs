@@ -262,6 +262,8 @@ impl Args {
                 runs: VACUUM_OFF_RUNS,
                 ..steady("bench.vacuum")
             }],
+            // Not a delivery run: `list` runs on its own (see `super::list`).
+            Scenario::List => Vec::new(),
             Scenario::All => Scenario::EACH.iter().flat_map(|s| self.specs(*s)).collect(),
         }
     }

@@ -1,6 +1,6 @@
 //! The HTTP client the harness talks to the services with: pooled HTTP/1.1 keep-alive
-//! connections (or none: [`client`]`(0)`), `GET` for health checks (timed: [`timed_get`]) and
-//! `POST` of JSON with the API key.
+//! connections (or none: [`client`]`(0)`), `GET` for health checks (timed: [`timed_get`]) and,
+//! with the API key, for lists ([`get_authorized`]), and `POST` of JSON with the API key.
 
 use std::time::Duration;
 
@@ -82,6 +82,27 @@ pub async fn post_json_answer(
     timeout: Duration,
 ) -> Option<(StatusCode, Bytes)> {
     let req = json_post(url, api_key, body)?;
+    let answer = async {
+        let res = client.request(req).await.ok()?;
+        let status = res.status();
+        let body = res.into_body().collect().await.ok()?.to_bytes();
+        Some((status, body))
+    };
+    tokio::time::timeout(timeout, answer).await.ok()?
+}
+
+/// `GET url` with `Authorization: Bearer <api_key>`: the answer's status and body, or `None`
+/// when no full answer came within `timeout` (or the connection failed).
+pub async fn get_authorized(
+    client: &HttpClient,
+    url: &str,
+    api_key: &str,
+    timeout: Duration,
+) -> Option<(StatusCode, Bytes)> {
+    let req = Request::get(url)
+        .header("authorization", format!("Bearer {api_key}"))
+        .body(Full::new(Bytes::new()))
+        .ok()?;
     let answer = async {
         let res = client.request(req).await.ok()?;
         let status = res.status();
