@@ -6,14 +6,17 @@
 -- index on `deliveries` names `status`, so state updates there stay HOT.
 
 CREATE TABLE failed_deliveries (
-    delivery_id     bigint      PRIMARY KEY REFERENCES deliveries (id) ON DELETE CASCADE,
-    event_id        text        NOT NULL,
-    subscription_id text        NOT NULL,
-    failed_at       timestamptz NOT NULL
+    delivery_id       bigint      PRIMARY KEY REFERENCES deliveries (id) ON DELETE CASCADE,
+    event_id          text        NOT NULL,
+    -- The event's, so "failed events, newest first" walks this table in the events list's order.
+    event_received_at timestamptz NOT NULL,
+    subscription_id   text        NOT NULL,
+    failed_at         timestamptz NOT NULL
 );
 CREATE INDEX failed_deliveries_by_subscription
     ON failed_deliveries (subscription_id, delivery_id);
 CREATE INDEX failed_deliveries_by_time ON failed_deliveries (failed_at, delivery_id);
+CREATE INDEX failed_deliveries_by_event ON failed_deliveries (event_received_at, event_id);
 
 -- Rows that became failed are added; rows that stopped being failed (a replay, a retry) go.
 -- Both read only the statement's own rows, filtered by status first: a claim or an outcome
@@ -23,9 +26,10 @@ BEGIN
     DELETE FROM failed_deliveries f
      USING old_deliveries o JOIN new_deliveries n ON n.id = o.id
      WHERE o.status = 'failed' AND n.status <> 'failed' AND f.delivery_id = o.id;
-    INSERT INTO failed_deliveries (delivery_id, event_id, subscription_id, failed_at)
-    SELECT n.id, n.event_id, n.subscription_id, n.updated_at
-      FROM new_deliveries n
+    INSERT INTO failed_deliveries
+           (delivery_id, event_id, event_received_at, subscription_id, failed_at)
+    SELECT n.id, n.event_id, e.received_at, n.subscription_id, n.updated_at
+      FROM new_deliveries n JOIN events e ON e.id = n.event_id
      WHERE n.status = 'failed'
     ON CONFLICT (delivery_id) DO NOTHING;
     RETURN NULL;
@@ -34,9 +38,10 @@ $$;
 
 CREATE FUNCTION failed_deliveries_insert() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO failed_deliveries (delivery_id, event_id, subscription_id, failed_at)
-    SELECT n.id, n.event_id, n.subscription_id, n.updated_at
-      FROM new_deliveries n
+    INSERT INTO failed_deliveries
+           (delivery_id, event_id, event_received_at, subscription_id, failed_at)
+    SELECT n.id, n.event_id, e.received_at, n.subscription_id, n.updated_at
+      FROM new_deliveries n JOIN events e ON e.id = n.event_id
      WHERE n.status = 'failed'
     ON CONFLICT (delivery_id) DO NOTHING;
     RETURN NULL;
@@ -53,8 +58,10 @@ CREATE TRIGGER failed_deliveries_on_insert
     REFERENCING NEW TABLE AS new_deliveries
     FOR EACH STATEMENT EXECUTE FUNCTION failed_deliveries_insert();
 
-INSERT INTO failed_deliveries (delivery_id, event_id, subscription_id, failed_at)
-SELECT id, event_id, subscription_id, updated_at FROM deliveries WHERE status = 'failed';
+INSERT INTO failed_deliveries (delivery_id, event_id, event_received_at, subscription_id, failed_at)
+SELECT d.id, d.event_id, e.received_at, d.subscription_id, d.updated_at
+  FROM deliveries d JOIN events e ON e.id = d.event_id
+ WHERE d.status = 'failed';
 
 -- A replay (`POST /replays`): which deliveries, and how far it got. Any API replica may work on
 -- it, a batch at a time with the row locked: each batch re-queues the matching deliveries among

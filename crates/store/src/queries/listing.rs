@@ -73,38 +73,48 @@ pub const EVENT_STATUS_SQL: &str = "(SELECT CASE
 /// The events a status filter can start from: those with a delivery in the small tables that
 /// hold unfinished or failed deliveries. `delivered` and `cancelled` have no such table and walk
 /// the events newest first.
-fn event_source(status: Option<DeliveryStatus>) -> &'static str {
+fn event_source(status: Option<DeliveryStatus>) -> (&'static str, &'static str) {
     match status {
-        Some(DeliveryStatus::Failed) => {
-            "(SELECT DISTINCT f.event_id AS id FROM failed_deliveries f) c
-             JOIN events e ON e.id = c.id"
-        }
-        Some(DeliveryStatus::Pending | DeliveryStatus::Processing | DeliveryStatus::Retrying) => {
+        // Walked newest first along `failed_deliveries_by_event`, one row per event.
+        Some(DeliveryStatus::Failed) => (
+            "(SELECT DISTINCT f.event_received_at AS received_at, f.event_id AS id
+                FROM failed_deliveries f) c
+             JOIN events e ON e.id = c.id",
+            "c",
+        ),
+        Some(DeliveryStatus::Pending | DeliveryStatus::Processing | DeliveryStatus::Retrying) => (
             "(SELECT DISTINCT d.event_id AS id FROM delivery_queue q
                 JOIN deliveries d ON d.id = q.delivery_id) c
-             JOIN events e ON e.id = c.id"
-        }
-        _ => "events e",
+             JOIN events e ON e.id = c.id",
+            "e",
+        ),
+        _ => ("events e", "e"),
     }
 }
 
-fn events_sql(status: Option<DeliveryStatus>) -> String {
+fn events_sql(filter: &EventFilter) -> String {
+    let (source, key) = event_source(filter.status);
+    // A plain EXISTS when the filter is given: behind `$9 IS NULL OR …` PostgreSQL reads every
+    // delivery of the subscription on every page.
+    let subscription = if filter.subscription_id.is_some() {
+        "EXISTS (SELECT 1 FROM deliveries s WHERE s.event_id = e.id AND s.subscription_id = $9)"
+    } else {
+        "$9::text IS NULL"
+    };
     format!(
         "SELECT e.id, e.event_type, e.source, CASE WHEN $1 THEN e.data END AS data,
                 e.received_at, {EVENT_STATUS_SQL} AS status
            FROM {source}
-          WHERE ($2::timestamptz IS NULL OR (e.received_at, e.id) < ($2, $3::text))
+          WHERE ($2::timestamptz IS NULL OR ({key}.received_at, {key}.id) < ($2, $3::text))
             AND ($4::text IS NULL OR e.event_type = $4)
             AND ($5::text IS NULL OR starts_with(e.event_type, $5))
             AND ($6::text IS NULL OR e.source = $6)
-            AND ($7::timestamptz IS NULL OR e.received_at >= $7)
-            AND ($8::timestamptz IS NULL OR e.received_at < $8)
-            AND ($9::text IS NULL OR EXISTS (SELECT 1 FROM deliveries s
-                                              WHERE s.event_id = e.id AND s.subscription_id = $9))
+            AND ($7::timestamptz IS NULL OR {key}.received_at >= $7)
+            AND ($8::timestamptz IS NULL OR {key}.received_at < $8)
+            AND {subscription}
             AND ($10::text IS NULL OR {EVENT_STATUS_SQL} = $10)
-          ORDER BY e.received_at DESC, e.id DESC
-          LIMIT $11",
-        source = event_source(status),
+          ORDER BY {key}.received_at DESC, {key}.id DESC
+          LIMIT $11"
     )
 }
 
@@ -117,7 +127,7 @@ pub async fn events(
     cursor: Option<&EventCursor>,
     limit: i64,
 ) -> Result<Vec<EventItem>, StoreError> {
-    Ok(diesel::sql_query(events_sql(filter.status))
+    Ok(diesel::sql_query(events_sql(filter))
         .bind::<Bool, _>(include_data)
         .bind::<Nullable<Timestamptz>, _>(cursor.map(|c| c.received_at))
         .bind::<Nullable<Text>, _>(cursor.map(|c| c.id.as_str()))
@@ -182,19 +192,31 @@ impl DeliveryItem {
     }
 }
 
-/// The small table a status filter can start from, when every status it names has one.
-pub(crate) fn delivery_source(statuses: &[DeliveryStatus]) -> &'static str {
+/// The small table a status filter can start from, when every status it names has one, and
+/// the column that orders and bounds a page there (`c.delivery_id`; `d.id` on the history). Paging
+/// by the small table's own key keeps PostgreSQL walking it rather than the history.
+pub(crate) fn delivery_source(statuses: &[DeliveryStatus]) -> (&'static str, &'static str) {
     use DeliveryStatus::*;
     let unfinished = |s: &DeliveryStatus| matches!(s, Pending | Processing | Retrying);
     if statuses.is_empty() || statuses.iter().any(|s| matches!(s, Delivered | Cancelled)) {
-        "deliveries d"
+        ("deliveries d", "d.id")
     } else if statuses.iter().all(|s| *s == Failed) {
-        "failed_deliveries c JOIN deliveries d ON d.id = c.delivery_id"
+        (
+            "failed_deliveries c JOIN deliveries d ON d.id = c.delivery_id",
+            "c.delivery_id",
+        )
     } else if statuses.iter().all(unfinished) {
-        "delivery_queue c JOIN deliveries d ON d.id = c.delivery_id"
+        (
+            "delivery_queue c JOIN deliveries d ON d.id = c.delivery_id",
+            "c.delivery_id",
+        )
     } else {
-        "(SELECT delivery_id FROM delivery_queue UNION ALL SELECT delivery_id FROM failed_deliveries)
-           c JOIN deliveries d ON d.id = c.delivery_id"
+        (
+            "(SELECT delivery_id, subscription_id FROM delivery_queue
+              UNION ALL SELECT delivery_id, subscription_id FROM failed_deliveries) c
+             JOIN deliveries d ON d.id = c.delivery_id",
+            "c.delivery_id",
+        )
     }
 }
 
@@ -206,6 +228,13 @@ pub(crate) const DELIVERY_FILTER_SQL: &str = "($1::text[] IS NULL OR d.status = 
             AND ($5::timestamptz IS NULL OR d.updated_at < $5)";
 
 fn deliveries_sql(statuses: &[DeliveryStatus]) -> String {
+    let (source, key) = delivery_source(statuses);
+    // The small tables carry the subscription too: filtering there keeps the walk on them.
+    let subscription = if key == "d.id" {
+        ""
+    } else {
+        "AND ($2::text IS NULL OR c.subscription_id = $2)"
+    };
     format!(
         "SELECT d.id, d.event_id, d.subscription_id, d.status, d.attempts, d.next_attempt_at,
                 d.last_error, d.created_at, d.updated_at,
@@ -214,11 +243,10 @@ fn deliveries_sql(statuses: &[DeliveryStatus]) -> String {
            FROM {source}
            LEFT JOIN LATERAL (SELECT a.status_code, a.error_code, a.created_at FROM attempts a
                                WHERE a.delivery_id = d.id ORDER BY a.id DESC LIMIT 1) a ON true
-          WHERE {DELIVERY_FILTER_SQL}
-            AND ($6::bigint IS NULL OR d.id < $6)
-          ORDER BY d.id DESC
-          LIMIT $7",
-        source = delivery_source(statuses),
+          WHERE {DELIVERY_FILTER_SQL} {subscription}
+            AND ($6::bigint IS NULL OR {key} < $6)
+          ORDER BY {key} DESC
+          LIMIT $7"
     )
 }
 
@@ -316,7 +344,7 @@ pub async fn plans(
         id: "evt".to_owned(),
     });
     let event_plan: Vec<PlanLine> =
-        diesel::sql_query(format!("EXPLAIN {}", events_sql(events.status)))
+        diesel::sql_query(format!("EXPLAIN {}", events_sql(events)))
             .bind::<Bool, _>(false)
             .bind::<Nullable<Timestamptz>, _>(event_cursor.as_ref().map(|c| c.received_at))
             .bind::<Nullable<Text>, _>(event_cursor.as_ref().map(|c| c.id.as_str()))

@@ -107,7 +107,7 @@ fn replay_from(filter: &DeliveryFilter) -> String {
     format!(
         "{source} JOIN subscriptions s ON s.id = d.subscription_id AND s.deleted_at IS NULL
           WHERE {DELIVERY_FILTER_SQL}",
-        source = delivery_source(&filter.statuses),
+        source = delivery_source(&filter.statuses).0,
     )
 }
 
