@@ -36,6 +36,11 @@ pub async fn run(chaos: &Chaos, scenario: Scenario, events: u64) -> Result<Vec<R
         Scenario::ThreeWorkers => three_workers(chaos, events).await,
         Scenario::SlowDestinations => return super::slow::slow_destinations(chaos, events).await,
         Scenario::WorkerPortFlood => super::flood::worker_port_flood(chaos, events).await,
+        Scenario::PostgresDiskFull => {
+            return super::diskfull::postgres_disk_full(chaos, events).await;
+        }
+        Scenario::DbBlackhole => super::network::db_blackhole(chaos, events).await,
+        Scenario::SlowPostgres => super::network::slow_postgres(chaos, events).await,
         Scenario::All => bail!("`all` is a list of scenarios, not one"),
     };
     Ok(vec![row?])
