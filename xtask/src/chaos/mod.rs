@@ -5,8 +5,8 @@
 //! `bench`) against a private PostgreSQL cluster of its own ([`postgres`], never the machine's
 //! shared server, since one scenario stops it) and the counting receiver of
 //! [`crate::harness::receiver`] on 127.0.0.1, in a fresh database. Events are POSTed by
-//! [`traffic`], which keeps each one's answer; then the fault (see [`scenarios`], and the overload
-//! scenarios [`slow`] and [`flood`]); then a bounded wait until nothing is queued; then
+//! [`traffic`], which keeps each one's answer; then the fault (see [`scenarios`], the overload
+//! scenarios [`slow`] and [`flood`], and the database's side: [`diskfull`] and [`network`]); then a bounded wait until nothing is queued; then
 //! [`report::account`] checks every accepted event against what the receiver got and what the
 //! database says. docs/reliability.md describes the guarantees, the scenarios and the latest
 //! results.

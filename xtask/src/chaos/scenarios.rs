@@ -1,7 +1,9 @@
-//! The five fault scenarios (the overload ones are in [`super::slow`] and [`super::flood`]). Each sets its stage (database, subscriptions, receiver faults), starts
-//! the real services, sends events, injects its fault, waits (bounded) for the queue to drain,
-//! stops the services and returns its [`Row`], with notes saying what the fault looked like
-//! from outside and checks that the fault really happened as intended.
+//! The five fault scenarios (the overload ones are in [`super::slow`] and [`super::flood`], the
+//! database's disk and network in [`super::diskfull`] and [`super::network`]). Each sets its
+//! stage (database, subscriptions, receiver faults), starts the real services, sends events,
+//! injects its fault, waits (bounded) for the queue to drain, stops the services and returns its
+//! [`Row`], with notes saying what the fault looked like from outside and checks that the fault
+//! really happened as intended.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
