@@ -13,7 +13,6 @@
 //! database's CA bundle); the path is taken as written (no percent-decoding). Without it, or with
 //! `sslrootcert=system`, `verify-ca` and `verify-full` trust the Mozilla root set that
 //! `webpki-roots` ships. Every other URL parameter is tokio-postgres's (libpq's names).
-//! TCP keepalive and user-timeout defaults: [`crate::keepalive`].
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -156,7 +155,6 @@ impl Connector {
                 tokio_postgres::config::SslMode::Require
             }
         });
-        crate::keepalive::with_liveness_defaults(&mut config, &tls.rest);
         let client_config =
             client_config(tls.mode, tls.root_cert.as_ref()).map_err(StoreError::InvalidUrl)?;
         Ok(Self {

@@ -5,7 +5,6 @@
 pub mod admin;
 pub mod connect;
 pub mod error;
-pub mod keepalive;
 pub mod migrations;
 pub mod models;
 pub mod notify;

@@ -73,59 +73,6 @@ pub fn build_pool_with(settings: &DatabaseSettings, durability: Durability) -> P
         .build_unchecked(manager)
 }
 
-/// A pooled connection that is closed rather than returned to the pool unless
-/// [`Checkout::finish`] is called: dropped half-way (its step timed out, say, because the network
-/// to PostgreSQL went silent, or a query failed), its session's state is unknown, and handing
-/// it to the next caller could stall that caller too. Dereferences to the connection.
-pub struct Checkout<'a> {
-    conn: PooledConnection<'a>,
-    finished: bool,
-}
-
-impl Checkout<'_> {
-    /// The step is over and the session is clean: the connection goes back to the pool.
-    pub fn finish(mut self) {
-        self.finished = true;
-    }
-}
-
-impl std::ops::Deref for Checkout<'_> {
-    type Target = AsyncPgConnection;
-
-    fn deref(&self) -> &AsyncPgConnection {
-        &self.conn
-    }
-}
-
-impl std::ops::DerefMut for Checkout<'_> {
-    fn deref_mut(&mut self) -> &mut AsyncPgConnection {
-        &mut self.conn
-    }
-}
-
-impl Drop for Checkout<'_> {
-    fn drop(&mut self) {
-        if !self.finished {
-            // A transaction manager in error makes `is_broken` true: bb8 closes the connection
-            // when it comes back instead of keeping it.
-            use diesel_async::{AsyncConnection, TransactionManager};
-            let conn: &mut AsyncPgConnection = &mut self.conn;
-            <AsyncPgConnection as AsyncConnection>::TransactionManager::transaction_manager_status_mut(
-                conn,
-            )
-            .set_in_error();
-        }
-    }
-}
-
-/// [`connection`] as a [`Checkout`].
-pub async fn checkout(pool: &Pool) -> Result<Checkout<'_>, StoreError> {
-    Ok(Checkout {
-        conn: connection(pool).await?,
-        finished: false,
-    })
-}
-
 /// Takes a connection from the pool; failing to get one means the database is unavailable.
 pub async fn connection(pool: &Pool) -> Result<PooledConnection<'_>, StoreError> {
     pool.get()

@@ -1,12 +1,10 @@
-//! The connection pool's bounds: a caller waits a bounded time for a connection when every one
-//! is busy (then the database counts as unavailable, which the API answers 503), and a
-//! connection left half-way through a step is closed rather than handed out again.
+//! The connection pool's bound: a caller waits a bounded time for a connection when every one
+//! is busy (then the database counts as unavailable, which the API answers 503).
 
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 
-use diesel_async::RunQueryDsl;
 use dispatch_store::pool::{self, DatabaseSettings, build_pool};
 use dispatch_test_support::TestDb;
 
@@ -16,19 +14,6 @@ fn one_connection(db: &TestDb) -> DatabaseSettings {
         connect_timeout: Duration::from_millis(300),
         ..db.settings()
     }
-}
-
-async fn backend_pid(conn: &mut diesel_async::AsyncPgConnection) -> i32 {
-    #[derive(diesel::QueryableByName)]
-    struct Pid {
-        #[diesel(sql_type = diesel::sql_types::Integer)]
-        pid: i32,
-    }
-    diesel::sql_query("SELECT pg_backend_pid() AS pid")
-        .get_result::<Pid>(conn)
-        .await
-        .unwrap()
-        .pid
 }
 
 #[tokio::test]
@@ -45,20 +30,4 @@ async fn a_caller_waits_a_bounded_time_for_a_busy_pool_and_is_told_unavailable()
     pool::connection(&pool)
         .await
         .expect("a connection once one is free");
-}
-
-#[tokio::test]
-async fn an_unfinished_checkout_is_closed_and_a_finished_one_is_reused() {
-    let db = TestDb::new().await;
-    let pool = build_pool(&one_connection(&db));
-    let mut conn = pool::checkout(&pool).await.unwrap();
-    let first = backend_pid(&mut conn).await;
-    conn.finish();
-    let mut conn = pool::checkout(&pool).await.unwrap();
-    assert_eq!(backend_pid(&mut conn).await, first, "finished: reused");
-    drop(conn);
-    let mut conn = pool::checkout(&pool).await.unwrap();
-    let next = backend_pid(&mut conn).await;
-    assert_ne!(next, first, "dropped unfinished: a new session");
-    conn.finish();
 }

@@ -158,8 +158,8 @@ impl Worker {
 
     /// `step`, given up (as [`StoreError::Unavailable`]) once it waited [`Inner::db_deadline`]
     /// for the database: a network to PostgreSQL that went silent without a reset would
-    /// otherwise hold the loop until TCP gives up. The step's connection is then closed, not
-    /// pooled (a [`pool::Checkout`] dropped unfinished).
+    /// otherwise hold the loop until TCP gives up (hours, unless `DATABASE_URL` sets
+    /// `keepalives_idle` or `tcp_user_timeout`).
     async fn bounded<T>(
         &self,
         step: impl Future<Output = Result<T, StoreError>>,
@@ -176,7 +176,7 @@ impl Worker {
 
     async fn claim_unbounded(&self, limit: usize) -> Result<Vec<ClaimedDelivery>, StoreError> {
         use dispatch_telemetry::metrics as names;
-        let mut conn = pool::checkout(&self.inner.pool).await?;
+        let mut conn = pool::connection(&self.inner.pool).await?;
         let started = std::time::Instant::now();
         let (allowances, stalled) = self.inner.destinations.allowances(self.inner.max_in_flight);
         if !stalled.is_empty() {
@@ -202,7 +202,6 @@ impl Worker {
         metrics::histogram!(names::CLAIM_DURATION).record(started.elapsed().as_secs_f64());
         metrics::histogram!(names::CLAIM_BATCH_SIZE).record(claimed.len() as f64);
         tracing::Span::current().record("claimed", claimed.len());
-        conn.finish();
         Ok(claimed)
     }
 
@@ -287,7 +286,7 @@ impl Worker {
     }
 
     async fn record_unbounded(&self, outcomes: &[Outcome]) -> Result<(usize, usize), StoreError> {
-        let mut conn = pool::checkout(&self.inner.pool).await?;
+        let mut conn = pool::connection(&self.inner.pool).await?;
         let ids = deliveries::record_outcomes(&mut conn, &self.inner.id, outcomes).await?;
         let attempted = outcomes
             .iter()
@@ -299,16 +298,13 @@ impl Worker {
         {
             tracing::warn!(error = %e, "could not publish circuit changes");
         }
-        conn.finish();
         Ok((attempted, ids.len() - attempted))
     }
 
     async fn release(&self, ids: &[i64]) -> Result<usize, StoreError> {
         self.bounded(async {
-            let mut conn = pool::checkout(&self.inner.pool).await?;
-            let released = deliveries::release(&mut conn, &self.inner.id, ids).await?;
-            conn.finish();
-            Ok(released)
+            let mut conn = pool::connection(&self.inner.pool).await?;
+            deliveries::release(&mut conn, &self.inner.id, ids).await
         })
         .await
     }
@@ -319,10 +315,8 @@ impl Worker {
         let poll = tokio::time::Instant::now() + self.inner.poll_interval;
         let due = self
             .bounded(async {
-                let mut conn = pool::checkout(&self.inner.pool).await?;
-                let due = deliveries::next_due_at(&mut conn).await?;
-                conn.finish();
-                Ok(due)
+                let mut conn = pool::connection(&self.inner.pool).await?;
+                deliveries::next_due_at(&mut conn).await
             })
             .await
             .ok()
