@@ -207,6 +207,9 @@ async fn run(
     }
 
     let mut row = row(&stage, sent.sent());
+    // With the WAL full the server is down for longer than a lease: outcomes waiting in the
+    // worker's buffer are fenced off once it is back, and those deliveries sent again.
+    row.duplicates_allowed = !recycle;
     let refused = sent.refused();
     let claims_failed = count_lines(&worker_log, "claiming deliveries failed");
     let records_failed = count_lines(&worker_log, "could not record outcomes");
