@@ -206,3 +206,64 @@ impl ResponseError for ApiError {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use diesel::result::{DatabaseErrorInformation, DatabaseErrorKind, Error as DieselError};
+
+    use super::*;
+
+    struct DiskFull;
+
+    impl DatabaseErrorInformation for DiskFull {
+        fn message(&self) -> &str {
+            "could not extend file \"base/16384/16390\": No space left on device"
+        }
+        fn details(&self) -> Option<&str> {
+            None
+        }
+        fn hint(&self) -> Option<&str> {
+            Some("Check free disk space.")
+        }
+        fn table_name(&self) -> Option<&str> {
+            None
+        }
+        fn column_name(&self) -> Option<&str> {
+            None
+        }
+        fn constraint_name(&self) -> Option<&str> {
+            None
+        }
+        fn statement_position(&self) -> Option<i32> {
+            None
+        }
+    }
+
+    #[test]
+    fn a_full_disk_is_answered_503_database_unavailable_not_500() {
+        let store: StoreError =
+            DieselError::DatabaseError(DatabaseErrorKind::Unknown, Box::new(DiskFull)).into();
+        let error = ApiError::from(store);
+        assert_eq!(error.code(), "database_unavailable");
+        let response = error.error_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            response
+                .headers()
+                .get("Retry-After")
+                .and_then(|v| v.to_str().ok()),
+            Some("1")
+        );
+    }
+
+    #[test]
+    fn a_query_bug_stays_an_opaque_500() {
+        let store: StoreError = DieselError::NotFound.into();
+        let error = ApiError::from(store);
+        assert_eq!(error.code(), "internal");
+        assert_eq!(
+            error.error_response().status(),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+    }
+}

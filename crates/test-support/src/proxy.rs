@@ -2,13 +2,30 @@
 //! to an upstream address (e.g. the test PostgreSQL). [`TcpProxy::stop`] closes the listener and
 //! every live connection, as if the database went away; [`TcpProxy::start`] listens again on the
 //! same port, so a client configured with the proxy's address recovers without being restarted.
+//! Two quieter faults leave the connections open: [`TcpProxy::stall`] forwards nothing in either
+//! direction (a network blackhole: packets dropped, no reset, so the client's kernel sees its
+//! data acknowledged by the proxy and only a timeout of its own notices) until
+//! [`TcpProxy::resume`], which delivers what was held; [`TcpProxy::set_latency`] holds every
+//! chunk from the client for a while before sending it on (a slow link or server: one such
+//! delay per round trip).
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+/// How traffic through the proxy is treated now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Mode {
+    stalled: bool,
+    /// Added to every chunk going from the client to the upstream.
+    latency: Duration,
+}
 
 /// The tasks of a proxy that is listening.
 struct Running {
@@ -34,6 +51,7 @@ pub struct TcpProxy {
     addr: SocketAddr,
     upstream: String,
     running: Mutex<Option<Running>>,
+    mode: watch::Sender<Mode>,
 }
 
 impl TcpProxy {
@@ -44,6 +62,7 @@ impl TcpProxy {
             addr: listener.local_addr()?,
             upstream: upstream.into(),
             running: Mutex::new(None),
+            mode: watch::Sender::new(Mode::default()),
         };
         proxy.serve(listener);
         Ok(proxy)
@@ -94,6 +113,22 @@ impl TcpProxy {
         }
     }
 
+    /// A blackhole: from now on nothing is forwarded on any connection, old or new (new ones
+    /// are accepted but not connected upstream), and nothing is closed.
+    pub fn stall(&self) {
+        self.mode.send_modify(|m| m.stalled = true);
+    }
+
+    /// Ends a [`TcpProxy::stall`]: what was held is delivered, in order, and forwarding goes on.
+    pub fn resume(&self) {
+        self.mode.send_modify(|m| m.stalled = false);
+    }
+
+    /// Holds every chunk sent by a client for `latency` before forwarding it (zero: none).
+    pub fn set_latency(&self, latency: Duration) {
+        self.mode.send_modify(|m| m.latency = latency);
+    }
+
     /// Listens again on the same port (a no-op when already listening).
     pub async fn start(&self) -> io::Result<()> {
         if self.is_running() {
@@ -108,6 +143,7 @@ impl TcpProxy {
         let connections: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
         let tracked = Arc::clone(&connections);
         let upstream = self.upstream.clone();
+        let mode = self.mode.subscribe();
         let accept = tokio::spawn(async move {
             loop {
                 let Ok((mut inbound, _)) = listener.accept().await else {
@@ -116,11 +152,23 @@ impl TcpProxy {
                     continue;
                 };
                 let upstream = upstream.clone();
+                let mut mode = mode.clone();
                 let task = tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(upstream.as_str()).await else {
+                    if mode.wait_for(|m| !m.stalled).await.is_err() {
+                        return;
+                    }
+                    let Ok(outbound) = TcpStream::connect(upstream.as_str()).await else {
                         return;
                     };
-                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    let (from_client, to_client) = inbound.split();
+                    let (from_upstream, to_upstream) = outbound.into_split();
+                    let up = pump(from_client, to_upstream, mode.clone(), true);
+                    let down = pump(from_upstream, to_client, mode, false);
+                    // Either side closing ends the connection.
+                    tokio::select! {
+                        _ = up => {}
+                        _ = down => {}
+                    }
                 });
                 let mut tracked = lock(&tracked);
                 tracked.retain(|t| !t.is_finished());
@@ -133,6 +181,33 @@ impl TcpProxy {
         });
         if let Some(previous) = previous {
             previous.abort();
+        }
+    }
+}
+
+/// Forwards `from` to `to` chunk by chunk, holding each while the proxy is stalled, and for the
+/// proxy's latency when `delayed`. Ends when either side closes or fails.
+async fn pump(
+    mut from: impl AsyncRead + Unpin,
+    mut to: impl AsyncWrite + Unpin,
+    mut mode: watch::Receiver<Mode>,
+    delayed: bool,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let arrived = tokio::time::Instant::now();
+        let Ok(now) = mode.wait_for(|m| !m.stalled).await.map(|m| *m) else {
+            return;
+        };
+        if delayed && !now.latency.is_zero() {
+            tokio::time::sleep_until(arrived + now.latency).await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
         }
     }
 }
@@ -222,21 +297,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_proxy_forwards_stops_and_restarts_on_the_same_port() {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-        let echo = TcpListener::bind("127.0.0.1:0").await.expect("bind echo");
-        let echo_addr = echo.local_addr().expect("echo addr");
-        tokio::spawn(async move {
-            while let Ok((mut stream, _)) = echo.accept().await {
-                tokio::spawn(async move {
-                    let (mut r, mut w) = stream.split();
-                    let _ = tokio::io::copy(&mut r, &mut w).await;
-                });
-            }
-        });
-        let proxy = TcpProxy::start_to(echo_addr.to_string())
-            .await
-            .expect("proxy");
+        let proxy = echo_proxy().await;
         let addr = proxy.addr();
 
         let mut client = TcpStream::connect(addr).await.expect("connect");
@@ -261,6 +322,77 @@ mod tests {
         proxy.start().await.expect("restart");
         assert_eq!(proxy.addr(), addr);
         let mut client = TcpStream::connect(addr).await.expect("reconnect");
+        client.write_all(b"pong").await.expect("write");
+        client.read_exact(&mut buf).await.expect("echo");
+        assert_eq!(&buf, b"pong");
+    }
+
+    async fn echo_proxy() -> TcpProxy {
+        let echo = TcpListener::bind("127.0.0.1:0").await.expect("bind echo");
+        let echo_addr = echo.local_addr().expect("echo addr");
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = echo.accept().await {
+                tokio::spawn(async move {
+                    let (mut r, mut w) = stream.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                });
+            }
+        });
+        TcpProxy::start_to(echo_addr.to_string())
+            .await
+            .expect("proxy")
+    }
+
+    #[tokio::test]
+    async fn a_stalled_proxy_holds_traffic_without_closing_and_delivers_it_on_resume() {
+        let proxy = echo_proxy().await;
+        let mut client = TcpStream::connect(proxy.addr()).await.expect("connect");
+        let mut buf = [0u8; 4];
+        client.write_all(b"ping").await.expect("write");
+        client.read_exact(&mut buf).await.expect("echo");
+
+        proxy.stall();
+        // The write succeeds (the proxy's kernel takes it), the answer never comes.
+        client
+            .write_all(b"held")
+            .await
+            .expect("write while stalled");
+        let silent =
+            tokio::time::timeout(Duration::from_millis(300), client.read_exact(&mut buf)).await;
+        assert!(silent.is_err(), "nothing may come back while stalled");
+        // A new connection is accepted but goes nowhere either.
+        let mut late = TcpStream::connect(proxy.addr()).await.expect("accepted");
+        late.write_all(b"late").await.expect("write");
+
+        proxy.resume();
+        client
+            .read_exact(&mut buf)
+            .await
+            .expect("held data delivered");
+        assert_eq!(&buf, b"held");
+        late.read_exact(&mut buf)
+            .await
+            .expect("late connection forwarded");
+        assert_eq!(&buf, b"late");
+    }
+
+    #[tokio::test]
+    async fn latency_holds_each_request_before_it_is_forwarded() {
+        let proxy = echo_proxy().await;
+        proxy.set_latency(Duration::from_millis(200));
+        let mut client = TcpStream::connect(proxy.addr()).await.expect("connect");
+        let mut buf = [0u8; 4];
+        for _ in 0..2 {
+            let sent = tokio::time::Instant::now();
+            client.write_all(b"ping").await.expect("write");
+            client.read_exact(&mut buf).await.expect("echo");
+            assert!(
+                sent.elapsed() >= Duration::from_millis(200),
+                "{:?}",
+                sent.elapsed()
+            );
+        }
+        proxy.set_latency(Duration::ZERO);
         client.write_all(b"pong").await.expect("write");
         client.read_exact(&mut buf).await.expect("echo");
         assert_eq!(&buf, b"pong");

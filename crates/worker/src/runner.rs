@@ -38,6 +38,9 @@ const PARK_AT_MOST: i64 = 10_000;
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
 /// A worker not heard from for this long no longer counts towards the fleet.
 const ALIVE_FOR_SECS: i64 = 20;
+/// The longest one step of the loop (a claim, a record, a hand-back) waits for PostgreSQL; the
+/// lease, when shorter: a claim answered after its leases expired is worthless.
+const DATABASE_DEADLINE: Duration = Duration::from_secs(30);
 
 /// What a run of the loop did, reported when it stops.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -66,6 +69,8 @@ struct Inner {
     max_in_flight: usize,
     poll_interval: Duration,
     lease: Duration,
+    /// How long a step of the loop waits for the database before it counts as unavailable.
+    db_deadline: Duration,
     shutdown_grace: Duration,
     queue_vacuum_every: Option<Duration>,
     /// When the delivery loop last went round (none before it started).
@@ -96,6 +101,7 @@ impl Worker {
                 max_in_flight: settings.max_in_flight,
                 poll_interval: settings.poll_interval,
                 lease: settings.lease,
+                db_deadline: settings.lease.min(DATABASE_DEADLINE),
                 shutdown_grace: settings.shutdown_grace,
                 queue_vacuum_every: settings.queue_vacuum_every,
                 progress: std::sync::Mutex::new(None),
@@ -147,6 +153,28 @@ impl Worker {
         fields(worker.id = %self.inner.id, limit, claimed = tracing::field::Empty)
     )]
     async fn claim(&self, limit: usize) -> Result<Vec<ClaimedDelivery>, StoreError> {
+        self.bounded(self.claim_unbounded(limit)).await
+    }
+
+    /// `step`, given up (as [`StoreError::Unavailable`]) once it waited [`Inner::db_deadline`]
+    /// for the database: a network to PostgreSQL that went silent without a reset would
+    /// otherwise hold the loop until TCP gives up (hours, unless `DATABASE_URL` sets
+    /// `keepalives_idle` or `tcp_user_timeout`).
+    async fn bounded<T>(
+        &self,
+        step: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        tokio::time::timeout(self.inner.db_deadline, step)
+            .await
+            .unwrap_or_else(|_| {
+                Err(StoreError::Unavailable(format!(
+                    "no answer from the database within {} ms",
+                    self.inner.db_deadline.as_millis()
+                )))
+            })
+    }
+
+    async fn claim_unbounded(&self, limit: usize) -> Result<Vec<ClaimedDelivery>, StoreError> {
         use dispatch_telemetry::metrics as names;
         let mut conn = pool::connection(&self.inner.pool).await?;
         let started = std::time::Instant::now();
@@ -254,6 +282,10 @@ impl Worker {
 
     /// Records outcomes and publishes circuit changes; returns (attempts, deferrals) written.
     async fn record(&self, outcomes: &[Outcome]) -> Result<(usize, usize), StoreError> {
+        self.bounded(self.record_unbounded(outcomes)).await
+    }
+
+    async fn record_unbounded(&self, outcomes: &[Outcome]) -> Result<(usize, usize), StoreError> {
         let mut conn = pool::connection(&self.inner.pool).await?;
         let ids = deliveries::record_outcomes(&mut conn, &self.inner.id, outcomes).await?;
         let attempted = outcomes
@@ -270,18 +302,25 @@ impl Worker {
     }
 
     async fn release(&self, ids: &[i64]) -> Result<usize, StoreError> {
-        let mut conn = pool::connection(&self.inner.pool).await?;
-        deliveries::release(&mut conn, &self.inner.id, ids).await
+        self.bounded(async {
+            let mut conn = pool::connection(&self.inner.pool).await?;
+            deliveries::release(&mut conn, &self.inner.id, ids).await
+        })
+        .await
     }
 
     /// The earlier of "one poll interval from now" and "when the next delivery falls due", as
     /// the database sees it (any worker's retries and deferrals).
     async fn next_look(&self) -> tokio::time::Instant {
         let poll = tokio::time::Instant::now() + self.inner.poll_interval;
-        let due = match pool::connection(&self.inner.pool).await {
-            Ok(mut conn) => deliveries::next_due_at(&mut conn).await.ok().flatten(),
-            Err(_) => None,
-        };
+        let due = self
+            .bounded(async {
+                let mut conn = pool::connection(&self.inner.pool).await?;
+                deliveries::next_due_at(&mut conn).await
+            })
+            .await
+            .ok()
+            .flatten();
         due.map_or(poll, |at| poll.min(instant_of(at)))
     }
 

@@ -5,14 +5,16 @@
 //! `bench`) against a private PostgreSQL cluster of its own ([`postgres`], never the machine's
 //! shared server, since one scenario stops it) and the counting receiver of
 //! [`crate::harness::receiver`] on 127.0.0.1, in a fresh database. Events are POSTed by
-//! [`traffic`], which keeps each one's answer; then the fault (see [`scenarios`], and the overload
-//! scenarios [`slow`] and [`flood`]); then a bounded wait until nothing is queued; then
+//! [`traffic`], which keeps each one's answer; then the fault (see [`scenarios`], the overload
+//! scenarios [`slow`] and [`flood`], and the database's side: [`diskfull`] and [`network`]); then a bounded wait until nothing is queued; then
 //! [`report::account`] checks every accepted event against what the receiver got and what the
 //! database says. docs/reliability.md describes the guarantees, the scenarios and the latest
 //! results.
 
+mod diskfull;
 mod flood;
 mod latency;
+mod network;
 mod port;
 mod postgres;
 mod report;
@@ -66,12 +68,20 @@ pub enum Scenario {
     /// Thousands of connections held open to the worker's health/metrics port, and /metrics
     /// hammered, while it delivers: deliveries, /healthz probes, the worker's descriptors.
     WorkerPortFlood,
+    /// PostgreSQL on a small tmpfs filled under load (needs root to mount; skipped otherwise),
+    /// then given room again: only 503s, nothing failed, everything accepted delivered.
+    PostgresDiskFull,
+    /// The network between a worker and PostgreSQL goes silent (a stalling proxy) while the
+    /// worker holds leases: another worker takes over, the first comes back by itself.
+    DbBlackhole,
+    /// 200 ms added to every round trip to PostgreSQL, for the API and the worker.
+    SlowPostgres,
     /// Every scenario above, in that order.
     All,
 }
 
 impl Scenario {
-    const EACH: [Scenario; 7] = [
+    const EACH: [Scenario; 10] = [
         Scenario::KillWorker,
         Scenario::PostgresRestart,
         Scenario::BadReceivers,
@@ -79,6 +89,9 @@ impl Scenario {
         Scenario::ThreeWorkers,
         Scenario::SlowDestinations,
         Scenario::WorkerPortFlood,
+        Scenario::PostgresDiskFull,
+        Scenario::DbBlackhole,
+        Scenario::SlowPostgres,
     ];
 
     fn expand(self) -> Vec<Scenario> {
@@ -97,6 +110,9 @@ impl Scenario {
             Scenario::ThreeWorkers => "three-workers",
             Scenario::SlowDestinations => "slow-destinations",
             Scenario::WorkerPortFlood => "worker-port-flood",
+            Scenario::PostgresDiskFull => "postgres-disk-full",
+            Scenario::DbBlackhole => "db-blackhole",
+            Scenario::SlowPostgres => "slow-postgres",
             Scenario::All => "all",
         }
     }
@@ -113,6 +129,11 @@ impl Scenario {
             // Paced, per phase: 50 a second to every destination.
             Scenario::SlowDestinations => slow::PER_SEC * seconds,
             Scenario::WorkerPortFlood => flood::PER_SEC * flood::stream_secs(seconds),
+            // Paced, padded events until the disk is full.
+            Scenario::PostgresDiskFull => diskfull::PER_SEC * seconds,
+            // Half before the blackhole, half after it.
+            Scenario::DbBlackhole => 2_000,
+            Scenario::SlowPostgres => network::SLOW_PER_SEC * seconds,
             Scenario::All => 0,
         }
     }
@@ -125,7 +146,9 @@ pub struct Args {
     pub scenario: Scenario,
     /// Events per scenario (default: kill-worker 2000, bad-receivers 300, three-workers 1500;
     /// postgres-restart and sigterm send 150 a second for --seconds; slow-destinations 50 a
-    /// second for --seconds in each phase; worker-port-flood 50 a second for --seconds + 5).
+    /// second for --seconds in each phase; worker-port-flood 50 a second for --seconds + 5;
+    /// postgres-disk-full 200 a second and slow-postgres 150 a second for --seconds;
+    /// db-blackhole 2000, half before the blackhole and half after).
     #[arg(long, value_parser = clap::value_parser!(u64).range(10..=100_000))]
     pub events: Option<u64>,
     /// How long the paced scenarios (postgres-restart, sigterm, each phase of
@@ -199,8 +222,19 @@ impl Chaos {
 
     /// A fresh database with `destinations` subscribed (each to every event type).
     async fn stage(&self, name: &'static str, destinations: &[Destination]) -> Result<Stage> {
+        self.stage_on(&self.pg.admin_url(), name, destinations)
+            .await
+    }
+
+    /// [`Chaos::stage`] on the server `admin_url` names (a scenario's own cluster).
+    async fn stage_on(
+        &self,
+        admin_url: &str,
+        name: &'static str,
+        destinations: &[Destination],
+    ) -> Result<Stage> {
         let db = self.database_name(name);
-        let admin_url = self.pg.admin_url();
+        let admin_url = admin_url.to_owned();
         let mut conn = admin::connect(&admin_url).await?;
         admin::drop_database(&mut conn, &db).await?;
         admin::create_database(&mut conn, &db, None)
@@ -539,12 +573,18 @@ mod tests {
                 "sigterm",
                 "three-workers",
                 "slow-destinations",
-                "worker-port-flood"
+                "worker-port-flood",
+                "postgres-disk-full",
+                "db-blackhole",
+                "slow-postgres"
             ]
         );
         assert_eq!(a.events(Scenario::SlowDestinations), 1000);
         assert_eq!(a.events(Scenario::WorkerPortFlood), 1250);
         assert_eq!(a.events(Scenario::PostgresRestart), 3000);
+        assert_eq!(a.events(Scenario::PostgresDiskFull), 4000);
+        assert_eq!(a.events(Scenario::DbBlackhole), 2000);
+        assert_eq!(a.events(Scenario::SlowPostgres), 3000);
         assert_eq!(a.drain_within(), Duration::from_secs(30));
         let a = parse(&[
             "--scenario",

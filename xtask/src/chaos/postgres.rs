@@ -30,7 +30,12 @@ pub struct ChaosPostgres {
     cluster: Cluster,
     port: u16,
     log: PathBuf,
+    /// `-c name=value` settings, given again at every start.
+    settings: Vec<String>,
 }
+
+/// What every start of a chaos cluster is given.
+const BASE_SETTINGS: [&str; 1] = ["max_connections=200"];
 
 impl ChaosPostgres {
     /// Creates (once) and starts the cluster under the temporary folder (reachable by the
@@ -42,22 +47,44 @@ impl ChaosPostgres {
             "dispatch-chaos-{:x}",
             std::hash::Hasher::finish(&hasher)
         ));
+        Self::start_in(&base, &base.join("postgres.log"), &[])
+    }
+
+    /// The cluster in `base/data` (created unless it exists), logging to `log` (outside `base`
+    /// when `base` may fill up), with `settings` on top of the suite's own.
+    pub fn start_in(base: &Path, log: &Path, settings: &[&str]) -> Result<Self> {
         let data_dir = base.join("data");
         if !data_dir.join("PG_VERSION").is_file() {
             eprintln!("chaos: initdb {}", data_dir.display());
         }
         let mut cluster = Cluster::init(&data_dir).map_err(|e| anyhow!(e))?;
-        let log = base.join("postgres.log");
+        let settings: Vec<String> = BASE_SETTINGS
+            .iter()
+            .chain(settings)
+            .map(|s| (*s).to_owned())
+            .collect();
+        let as_str: Vec<&str> = settings.iter().map(String::as_str).collect();
         // Durable commits, as in production: a crash must not lose what was acknowledged.
-        let port = cluster
-            .start(&log, &["max_connections=200"])
-            .map_err(|e| anyhow!(e))?;
+        let port = cluster.start(log, &as_str).map_err(|e| anyhow!(e))?;
         eprintln!(
             "chaos: private PostgreSQL on 127.0.0.1:{port} ({}, log {})",
             data_dir.display(),
             log.display()
         );
-        Ok(Self { cluster, port, log })
+        Ok(Self {
+            cluster,
+            port,
+            log: log.to_owned(),
+            settings,
+        })
+    }
+
+    /// Whether the server is running (`pg_ctl status`): after a PANIC whose crash recovery
+    /// failed (no space for it, say) the postmaster has exited.
+    pub fn is_running(&self) -> bool {
+        let mut c = self.cluster.command("pg_ctl");
+        c.arg("-D").arg(self.cluster.data_dir()).arg("status");
+        cluster::run(c, "pg_ctl status").is_ok()
     }
 
     pub fn admin_url(&self) -> String {
@@ -87,11 +114,14 @@ impl ChaosPostgres {
     /// returns how long `pg_ctl` took (crash recovery included).
     pub fn start_again(&self) -> Result<Duration> {
         let started = Instant::now();
-        let options = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' \
-             -c max_connections=200",
+        let mut options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''",
             self.port
         );
+        for setting in &self.settings {
+            options.push_str(" -c ");
+            options.push_str(setting);
+        }
         let mut c = self.cluster.command("pg_ctl");
         c.arg("-D")
             .arg(self.cluster.data_dir())

@@ -1,7 +1,9 @@
-//! The five fault scenarios (the overload ones are in [`super::slow`] and [`super::flood`]). Each sets its stage (database, subscriptions, receiver faults), starts
-//! the real services, sends events, injects its fault, waits (bounded) for the queue to drain,
-//! stops the services and returns its [`Row`], with notes saying what the fault looked like
-//! from outside and checks that the fault really happened as intended.
+//! The five fault scenarios (the overload ones are in [`super::slow`] and [`super::flood`], the
+//! database's disk and network in [`super::diskfull`] and [`super::network`]). Each sets its
+//! stage (database, subscriptions, receiver faults), starts the real services, sends events,
+//! injects its fault, waits (bounded) for the queue to drain, stops the services and returns its
+//! [`Row`], with notes saying what the fault looked like from outside and checks that the fault
+//! really happened as intended.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -36,6 +38,11 @@ pub async fn run(chaos: &Chaos, scenario: Scenario, events: u64) -> Result<Vec<R
         Scenario::ThreeWorkers => three_workers(chaos, events).await,
         Scenario::SlowDestinations => return super::slow::slow_destinations(chaos, events).await,
         Scenario::WorkerPortFlood => super::flood::worker_port_flood(chaos, events).await,
+        Scenario::PostgresDiskFull => {
+            return super::diskfull::postgres_disk_full(chaos, events).await;
+        }
+        Scenario::DbBlackhole => super::network::db_blackhole(chaos, events).await,
+        Scenario::SlowPostgres => super::network::slow_postgres(chaos, events).await,
         Scenario::All => bail!("`all` is a list of scenarios, not one"),
     };
     Ok(vec![row?])

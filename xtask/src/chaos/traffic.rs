@@ -27,6 +27,8 @@ pub struct Producer {
     /// Event ids are this followed by the sequence number.
     pub id_prefix: String,
     pub event_type: String,
+    /// Bytes of filler in each event's data (`pad`), to fill a disk sooner; 0 for none.
+    pub padding: usize,
 }
 
 /// One POST and its answer.
@@ -132,9 +134,30 @@ impl Sent {
     }
 }
 
+/// `len` letters and digits that PostgreSQL cannot compress (pseudo-random, from `seq`), so a
+/// padded event takes its size on disk.
+fn filler(seq: u64, len: usize) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut state = seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            // xorshift64
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            char::from(ALPHABET[(state % ALPHABET.len() as u64) as usize])
+        })
+        .collect()
+}
+
 fn body(producer: &Producer, seq: u64) -> String {
+    let pad = if producer.padding > 0 {
+        format!(r#","pad":"{}""#, filler(seq, producer.padding))
+    } else {
+        String::new()
+    };
     format!(
-        r#"{{"id":"{}{seq}","type":"{}","source":"chaos","data":{{"seq":{seq},"sent_at_ns":"{}"}}}}"#,
+        r#"{{"id":"{}{seq}","type":"{}","source":"chaos","data":{{"seq":{seq},"sent_at_ns":"{}"{pad}}}}}"#,
         producer.id_prefix,
         producer.event_type,
         unix_nanos()
@@ -177,6 +200,7 @@ impl Producer {
             api_key,
             id_prefix,
             event_type,
+            padding: 0,
         }
     }
 
@@ -343,5 +367,19 @@ mod tests {
         );
         assert_eq!(v["data"]["seq"], 7);
         assert!(crate::harness::receiver::sent_at_ns(b.as_bytes()).is_some());
+        assert!(v["data"].get("pad").is_none());
+        let padded = Producer {
+            padding: 100,
+            ..producer
+        };
+        let v: serde_json::Value = serde_json::from_str(&body(&padded, 8)).expect("JSON");
+        assert_eq!(v["data"]["pad"].as_str().map(str::len), Some(100));
+        assert_ne!(
+            filler(1, 100),
+            filler(2, 100),
+            "every event's filler differs"
+        );
+        let distinct: std::collections::BTreeSet<char> = filler(8, 100).chars().collect();
+        assert!(distinct.len() > 30, "not a repeated pattern: {distinct:?}");
     }
 }

@@ -1,5 +1,6 @@
 //! The fault-injection suite's queries, behind `cargo xtask chaos`: where every delivery of a
-//! throw-away database ended up, attempts by failure code, and whether a worker is listening.
+//! throw-away database ended up, attempts by failure code, whether a worker is listening, and
+//! WAL recycled ahead for the disk-full scenario.
 //! Never used by the services.
 
 use diesel::QueryableByName;
@@ -80,4 +81,22 @@ pub async fn listening_backends(conn: &mut AsyncPgConnection) -> Result<i64, Sto
     .get_result(conn)
     .await?;
     Ok(row.n)
+}
+
+/// Writes and frees about 25 MiB (a table created and dropped), then switches the WAL file and
+/// checkpoints twice, so the server holds WAL segments recycled ahead of need: on a disk about to
+/// fill, the tables then run out of room (`53100 could not extend file`) before the WAL does
+/// (a PANIC). Used by the disk-full scenario on its own cluster.
+pub async fn recycle_wal(conn: &mut AsyncPgConnection) -> Result<(), StoreError> {
+    use diesel_async::SimpleAsyncConnection;
+    conn.batch_execute(
+        "CREATE TABLE chaos_wal_filler AS \
+           SELECT g, repeat('x', 200) AS pad FROM generate_series(1, 100000) g; \
+         DROP TABLE chaos_wal_filler; \
+         SELECT pg_switch_wal(); \
+         CHECKPOINT; \
+         CHECKPOINT;",
+    )
+    .await?;
+    Ok(())
 }

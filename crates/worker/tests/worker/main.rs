@@ -6,6 +6,7 @@
 
 mod answers;
 mod binary;
+mod blackhole;
 mod cancellation;
 mod failures;
 mod helpers;
