@@ -399,6 +399,7 @@ pub async fn reseal(
     }
 }
 
+#[cfg(feature = "tools")]
 /// A subscription's secret columns exactly as stored: nothing here is opened. For audits, tools
 /// and tests that check what reaches the table.
 #[derive(Debug, Clone, PartialEq, QueryableByName)]
@@ -414,6 +415,7 @@ pub struct StoredSecretColumns {
     pub previous_secret_expires_at: Option<DateTime<Utc>>,
 }
 
+#[cfg(feature = "tools")]
 /// The secret columns of subscription `id` (deleted or not), if it exists.
 pub async fn stored_secret_columns(
     conn: &mut AsyncPgConnection,
@@ -429,6 +431,7 @@ pub async fn stored_secret_columns(
     .optional()?)
 }
 
+#[cfg(feature = "tools")]
 /// Every row of `subscriptions` as PostgreSQL prints it, one per line: to check that a secret
 /// appears nowhere in plaintext.
 pub async fn table_text(conn: &mut AsyncPgConnection) -> Result<String, StoreError> {
