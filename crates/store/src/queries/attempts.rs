@@ -18,8 +18,8 @@ pub async fn record(conn: &mut AsyncPgConnection, new: &[NewAttempt]) -> Result<
     Ok(())
 }
 
-#[cfg(feature = "tools")]
 /// An event's attempts across all its deliveries, oldest first.
+#[cfg(feature = "tools")]
 pub async fn of_event(
     conn: &mut AsyncPgConnection,
     event_id: &str,

@@ -5,8 +5,8 @@
 //! never prepared by name, so PostgreSQL plans each with its values: an absent filter folds
 //! away, and the plan is the one for the filters actually given. Where a filter names a small
 //! table (`failed_deliveries`, `delivery_queue`), the statement starts from it rather than from
-//! the history. [`plans`] explains every combination, for the test that forbids sequential
-//! scans of the big tables.
+//! the history. `plans` (with the `tools` feature) explains every combination, for the test
+//! that forbids sequential scans of the big tables.
 
 use chrono::{DateTime, Utc};
 use diesel::QueryableByName;
@@ -332,9 +332,9 @@ struct PlanLine {
     line: String,
 }
 
-#[cfg(feature = "tools")]
 /// The plans PostgreSQL chooses for the list statements with these filters (one text per
 /// statement: the event list, then the delivery list), for tests and for diagnosis.
+#[cfg(feature = "tools")]
 pub async fn plans(
     conn: &mut AsyncPgConnection,
     events: &EventFilter,

@@ -399,9 +399,9 @@ pub async fn reseal(
     }
 }
 
-#[cfg(feature = "tools")]
 /// A subscription's secret columns exactly as stored: nothing here is opened. For audits, tools
 /// and tests that check what reaches the table.
+#[cfg(feature = "tools")]
 #[derive(Debug, Clone, PartialEq, QueryableByName)]
 pub struct StoredSecretColumns {
     /// The pre-encryption plaintext column: only rows written before sealing, until resealed.
@@ -415,8 +415,8 @@ pub struct StoredSecretColumns {
     pub previous_secret_expires_at: Option<DateTime<Utc>>,
 }
 
-#[cfg(feature = "tools")]
 /// The secret columns of subscription `id` (deleted or not), if it exists.
+#[cfg(feature = "tools")]
 pub async fn stored_secret_columns(
     conn: &mut AsyncPgConnection,
     id: &str,
@@ -431,9 +431,9 @@ pub async fn stored_secret_columns(
     .optional()?)
 }
 
-#[cfg(feature = "tools")]
 /// Every row of `subscriptions` as PostgreSQL prints it, one per line: to check that a secret
 /// appears nowhere in plaintext.
+#[cfg(feature = "tools")]
 pub async fn table_text(conn: &mut AsyncPgConnection) -> Result<String, StoreError> {
     #[derive(QueryableByName)]
     struct Dump {
