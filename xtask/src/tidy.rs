@@ -19,7 +19,6 @@ mod tests {
     /// has come down to the limit fails the test until its entry is removed, and no file may be
     /// added.
     const LONG_FILES: &[&str] = &[
-        "crates/api/src/config.rs",
         "crates/api/src/openapi.rs",
         "crates/api/tests/api/events.rs",
         "crates/api/tests/api/hostile.rs",
@@ -36,7 +35,6 @@ mod tests {
         "crates/store/tests/secrets.rs",
         "crates/store/tests/store.rs",
         "crates/test-support/src/receiver.rs",
-        "crates/worker/src/config.rs",
         "crates/worker/src/runner.rs",
         "crates/worker/tests/worker/resilience.rs",
         "xtask/src/bench/load.rs",
