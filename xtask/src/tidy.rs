@@ -27,8 +27,6 @@ mod tests {
         "crates/domain/src/sealing.rs",
         "crates/e2e/tests/tracing.rs",
         "crates/store/src/queries/bench.rs",
-        "crates/store/src/queries/deliveries.rs",
-        "crates/store/src/queries/ops.rs",
         "crates/store/src/queries/subscriptions.rs",
         "crates/store/tests/ops.rs",
         "crates/store/tests/queue.rs",
