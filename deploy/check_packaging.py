@@ -11,8 +11,8 @@
              without the chart's non-hook objects, the hardening holds on every pod, and
              the grace periods exceed the binaries' shutdown times.
   config     Every DISPATCH_* key the chart's schema accepts, the manifests set or the Compose
-             file sets is one the binary defines (crates/{api,worker}/src/config.rs), and every
-             key a binary defines is accepted by the chart's schema.
+             file sets is one the binary defines (crates/{api,worker}/src/config/keys.rs), and
+             every key a binary defines is accepted by the chart's schema.
   compose    docker-compose.yml parses under the Compose specification (compose-spec, after
              YAML merge keys and ${VAR:-default} interpolation with an empty environment, as
              `docker compose config` would), and its services, volumes, mounts, dependencies
@@ -63,13 +63,14 @@ def log(message: str) -> None:
 
 
 def code_keys(binary: str) -> set[str]:
-    """The environment variables crates/<binary>/src/config.rs declares (`env: "A / B"`)."""
-    text = (ROOT / f"crates/{binary}/src/config.rs").read_text()
+    """The environment variables crates/<binary>/src/config/keys.rs declares (`env: "A / B"`)."""
+    text = (ROOT / f"crates/{binary}/src/config/keys.rs").read_text()
     keys: set[str] = set()
     for names in re.findall(r'\benv:\s*"([^"]+)"', text):
         keys.update(n.strip() for n in names.split("/"))
     if not keys:
-        sys.exit(f"check_packaging: no `env: \"...\"` keys found in crates/{binary}/src/config.rs")
+        sys.exit(f"check_packaging: no `env: \"...\"` keys found in "
+                 f"crates/{binary}/src/config/keys.rs")
     return keys
 
 
@@ -491,13 +492,13 @@ def check_schema_keys(api_keys: set[str], worker_keys: set[str]) -> None:
         binary = f"dispatch-{component}"
         for key in sorted(accepted - keys):
             error(f"helm/dispatch/values.schema.json accepts {component}.config.{key}, which "
-                  f"{binary} does not define (crates/{component}/src/config.rs)")
+                  f"{binary} does not define (crates/{component}/src/config/keys.rs)")
         for key in sorted(keys - accepted - NON_CONFIG_ENV - SET_BY_CHART - SECRET_KEYS):
-            error(f"{binary} defines {key} (crates/{component}/src/config.rs) but "
+            error(f"{binary} defines {key} (crates/{component}/src/config/keys.rs) but "
                   f"helm/dispatch/values.schema.json does not accept {component}.config.{key}: "
                   "add it there (and to values.yaml's comments)")
     if len(errors) == problems_before:
-        log("the chart's DISPATCH_* keys match crates/api and crates/worker config.rs")
+        log("the chart's DISPATCH_* keys match crates/api and crates/worker config/keys.rs")
 
 
 # --- Compose -----------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-//! `cargo xtask lint`: formatting, clippy with warnings denied, no C TLS or libpq crates in the
+//! `cargo xtask lint`: formatting, clippy with warnings denied (also on the two binaries alone,
+//! as they ship: without dispatch-store's `tools`), no C TLS or libpq crates in the
 //! tree, the dependencies' licences and security advisories (`cargo deny`, with `deny.toml`),
 //! and the code's documentation built with warnings denied (`cargo doc`).
 
@@ -21,6 +22,21 @@ pub fn run() -> Result<bool> {
             "warnings",
         ]),
         "cargo clippy",
+    )?;
+    // The workspace-wide run turns dispatch-store's `tools` on (xtask needs it); the binaries
+    // alone, as they ship, build without it.
+    ok &= status_of(
+        with_args(&[
+            "clippy",
+            "-p",
+            "dispatch-api",
+            "-p",
+            "dispatch-worker",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+        "cargo clippy -p dispatch-api -p dispatch-worker (as shipped, without the store's tools)",
     )?;
     ok &= no_forbidden_crates();
     let deny = deny()?;

@@ -2,6 +2,7 @@
 //! migrations. This is the only crate that speaks SQL; callers own their transactions and pass
 //! `&mut AsyncPgConnection` to the query functions.
 
+#[cfg(feature = "tools")]
 pub mod admin;
 pub mod connect;
 pub mod error;

@@ -17,7 +17,7 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use clap::Subcommand;
 use dispatch_config::report::redact_url;
-use dispatch_store::{AsyncPgConnection, StoreError, admin, migrations};
+use dispatch_store::{AsyncPgConnection, StoreError, connect::establish, migrations};
 
 pub use args::{PurgeArgs, ReplayArgs, StatsArgs};
 
@@ -96,7 +96,7 @@ pub async fn connect(url: &str) -> anyhow::Result<AsyncPgConnection> {
     let shown = redact_url(url);
     dispatch_config::check_database_url(url)
         .map_err(|e| anyhow::anyhow!("DATABASE_URL {shown}: {e}"))?;
-    let mut conn = admin::connect(url)
+    let mut conn = establish(url)
         .await
         .with_context(|| format!("connecting to {shown}"))?;
     let complete = match migrations::is_up_to_date(&mut conn).await {

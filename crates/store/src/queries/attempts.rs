@@ -1,10 +1,9 @@
-//! Recording delivery attempts and listing an event's attempts.
+//! Recording delivery attempts; listing an event's attempts for tests (behind the `tools` feature).
 
-use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use crate::StoreError;
-use crate::models::{AttemptRow, NewAttempt};
+use crate::models::NewAttempt;
 use crate::schema::attempts;
 
 /// Stores attempts (one multi-row INSERT however many there are).
@@ -20,10 +19,13 @@ pub async fn record(conn: &mut AsyncPgConnection, new: &[NewAttempt]) -> Result<
 }
 
 /// An event's attempts across all its deliveries, oldest first.
+#[cfg(feature = "tools")]
 pub async fn of_event(
     conn: &mut AsyncPgConnection,
     event_id: &str,
-) -> Result<Vec<AttemptRow>, StoreError> {
+) -> Result<Vec<crate::models::AttemptRow>, StoreError> {
+    use crate::models::AttemptRow;
+    use diesel::{ExpressionMethods, QueryDsl, SelectableHelper};
     Ok(attempts::table
         .filter(attempts::event_id.eq(event_id))
         .order(attempts::id)

@@ -5,8 +5,8 @@
 //! never prepared by name, so PostgreSQL plans each with its values: an absent filter folds
 //! away, and the plan is the one for the filters actually given. Where a filter names a small
 //! table (`failed_deliveries`, `delivery_queue`), the statement starts from it rather than from
-//! the history. [`plans`] explains every combination, for the test that forbids sequential
-//! scans of the big tables.
+//! the history. `plans` (with the `tools` feature) explains every combination, for the test
+//! that forbids sequential scans of the big tables.
 
 use chrono::{DateTime, Utc};
 use diesel::QueryableByName;
@@ -324,6 +324,7 @@ pub async fn attempts(
     Ok(query.load(conn).await?)
 }
 
+#[cfg(feature = "tools")]
 #[derive(QueryableByName)]
 struct PlanLine {
     #[diesel(sql_type = Text)]
@@ -333,6 +334,7 @@ struct PlanLine {
 
 /// The plans PostgreSQL chooses for the list statements with these filters (one text per
 /// statement: the event list, then the delivery list), for tests and for diagnosis.
+#[cfg(feature = "tools")]
 pub async fn plans(
     conn: &mut AsyncPgConnection,
     events: &EventFilter,
@@ -343,21 +345,20 @@ pub async fn plans(
         received_at: Utc::now(),
         id: "evt".to_owned(),
     });
-    let event_plan: Vec<PlanLine> =
-        diesel::sql_query(format!("EXPLAIN {}", events_sql(events)))
-            .bind::<Bool, _>(false)
-            .bind::<Nullable<Timestamptz>, _>(event_cursor.as_ref().map(|c| c.received_at))
-            .bind::<Nullable<Text>, _>(event_cursor.as_ref().map(|c| c.id.as_str()))
-            .bind::<Nullable<Text>, _>(events.type_exact.as_deref())
-            .bind::<Nullable<Text>, _>(events.type_prefix.as_deref())
-            .bind::<Nullable<Text>, _>(events.source.as_deref())
-            .bind::<Nullable<Timestamptz>, _>(events.received_after)
-            .bind::<Nullable<Timestamptz>, _>(events.received_before)
-            .bind::<Nullable<Text>, _>(events.subscription_id.as_deref())
-            .bind::<Nullable<Text>, _>(events.status.map(DeliveryStatus::as_str))
-            .bind::<BigInt, _>(50)
-            .load(conn)
-            .await?;
+    let event_plan: Vec<PlanLine> = diesel::sql_query(format!("EXPLAIN {}", events_sql(events)))
+        .bind::<Bool, _>(false)
+        .bind::<Nullable<Timestamptz>, _>(event_cursor.as_ref().map(|c| c.received_at))
+        .bind::<Nullable<Text>, _>(event_cursor.as_ref().map(|c| c.id.as_str()))
+        .bind::<Nullable<Text>, _>(events.type_exact.as_deref())
+        .bind::<Nullable<Text>, _>(events.type_prefix.as_deref())
+        .bind::<Nullable<Text>, _>(events.source.as_deref())
+        .bind::<Nullable<Timestamptz>, _>(events.received_after)
+        .bind::<Nullable<Timestamptz>, _>(events.received_before)
+        .bind::<Nullable<Text>, _>(events.subscription_id.as_deref())
+        .bind::<Nullable<Text>, _>(events.status.map(DeliveryStatus::as_str))
+        .bind::<BigInt, _>(50)
+        .load(conn)
+        .await?;
     let delivery_plan: Vec<PlanLine> =
         diesel::sql_query(format!("EXPLAIN {}", deliveries_sql(&deliveries.statuses)))
             .bind::<Nullable<Array<Text>>, _>(status_texts(&deliveries.statuses))

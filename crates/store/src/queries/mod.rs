@@ -1,7 +1,9 @@
 //! Query functions. Each takes `&mut AsyncPgConnection`; the caller decides the transaction.
 
 pub mod attempts;
+#[cfg(feature = "tools")]
 pub mod bench;
+#[cfg(feature = "tools")]
 pub mod chaos;
 pub mod deliveries;
 pub mod events;

@@ -183,6 +183,7 @@ async fn release_held(conn: &mut AsyncPgConnection, id: &str) -> Result<usize, S
 }
 
 /// How many of subscription `id`'s deliveries are held (for tests and operators).
+#[cfg(feature = "tools")]
 pub async fn held_count(conn: &mut AsyncPgConnection, id: &str) -> Result<i64, StoreError> {
     use crate::schema::deliveries;
     Ok(deliveries::table

@@ -401,6 +401,7 @@ pub async fn reseal(
 
 /// A subscription's secret columns exactly as stored: nothing here is opened. For audits, tools
 /// and tests that check what reaches the table.
+#[cfg(feature = "tools")]
 #[derive(Debug, Clone, PartialEq, QueryableByName)]
 pub struct StoredSecretColumns {
     /// The pre-encryption plaintext column: only rows written before sealing, until resealed.
@@ -415,6 +416,7 @@ pub struct StoredSecretColumns {
 }
 
 /// The secret columns of subscription `id` (deleted or not), if it exists.
+#[cfg(feature = "tools")]
 pub async fn stored_secret_columns(
     conn: &mut AsyncPgConnection,
     id: &str,
@@ -431,6 +433,7 @@ pub async fn stored_secret_columns(
 
 /// Every row of `subscriptions` as PostgreSQL prints it, one per line: to check that a secret
 /// appears nowhere in plaintext.
+#[cfg(feature = "tools")]
 pub async fn table_text(conn: &mut AsyncPgConnection) -> Result<String, StoreError> {
     #[derive(QueryableByName)]
     struct Dump {

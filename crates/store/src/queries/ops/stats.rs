@@ -1,0 +1,141 @@
+//! The queue's snapshot, behind `dispatch-api admin stats` and `GET /stats`: backlog,
+//! deliveries by status, recent attempts and failures, each subscription's share and circuit,
+//! and the hot queue's health.
+
+use chrono::{DateTime, Utc};
+use diesel::QueryableByName;
+use diesel::sql_types::{BigInt, Interval, Nullable, Text, Timestamptz};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use dispatch_domain::DeliveryStatus;
+
+use crate::StoreError;
+use crate::queries::deliveries;
+
+fn interval(d: std::time::Duration) -> diesel::pg::data_types::PgInterval {
+    diesel::pg::data_types::PgInterval::from_microseconds(
+        i64::try_from(d.as_micros()).unwrap_or(i64::MAX),
+    )
+}
+
+/// One active subscription's share of the queue.
+#[derive(Debug, Clone, PartialEq, QueryableByName)]
+pub struct SubscriptionStats {
+    #[diesel(sql_type = Text)]
+    pub id: String,
+    /// `closed`, `half_open` or `open`, as a worker last published it.
+    #[diesel(sql_type = Text)]
+    pub circuit_state: String,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    pub circuit_open_until: Option<DateTime<Utc>>,
+    /// Deliveries due now (pending or retrying, `next_attempt_at` reached).
+    #[diesel(sql_type = BigInt)]
+    pub due: i64,
+    /// Attempts recorded within the window.
+    #[diesel(sql_type = BigInt)]
+    pub attempts: i64,
+    /// Failed attempts (anything but a 2xx) recorded within the window.
+    #[diesel(sql_type = BigInt)]
+    pub failures: i64,
+}
+
+/// A snapshot of the queue and of recent attempts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stats {
+    /// Deliveries due now, and how long the oldest of them has waited (0 when none).
+    pub backlog: deliveries::Backlog,
+    /// Deliveries by status, every status listed (zeros included), in lifecycle order.
+    pub by_status: Vec<(DeliveryStatus, i64)>,
+    /// The window the attempt counts cover.
+    pub window: std::time::Duration,
+    /// Attempts recorded within the window.
+    pub attempts: i64,
+    /// Failed attempts (anything but a 2xx) recorded within the window.
+    pub failed_attempts: i64,
+    /// Every subscription that is not deleted: most due first, then most failures, then id.
+    pub subscriptions: Vec<SubscriptionStats>,
+    /// The hot queue's dead rows and vacuum coverage.
+    pub queue: crate::queries::health::QueueHealth,
+}
+
+impl Stats {
+    /// Failed attempts / attempts within the window; `None` without attempts.
+    pub fn failure_rate(&self) -> Option<f64> {
+        (self.attempts > 0).then(|| self.failed_attempts as f64 / self.attempts as f64)
+    }
+}
+
+#[derive(QueryableByName)]
+struct StatusCount {
+    #[diesel(sql_type = Text)]
+    status: String,
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+#[derive(QueryableByName)]
+struct AttemptCounts {
+    #[diesel(sql_type = BigInt)]
+    attempts: i64,
+    #[diesel(sql_type = BigInt)]
+    failed: i64,
+}
+
+/// Reads [`Stats`]; attempt counts cover the last `window` (by `attempts.created_at`). Counting
+/// by status reads every delivery, and the attempt counts every attempt row: cheap enough for
+/// an operator's command, not for a scrape.
+pub async fn stats(
+    conn: &mut AsyncPgConnection,
+    window: std::time::Duration,
+) -> Result<Stats, StoreError> {
+    let backlog = deliveries::backlog(conn).await?;
+    let counted: Vec<StatusCount> =
+        diesel::sql_query("SELECT status, count(*) AS n FROM deliveries GROUP BY status")
+            .load(conn)
+            .await?;
+    let mut by_status: Vec<(DeliveryStatus, i64)> =
+        DeliveryStatus::ALL.iter().map(|s| (*s, 0)).collect();
+    for row in counted {
+        let status: DeliveryStatus = row.status.parse().map_err(|e| StoreError::Corrupt {
+            what: "delivery status",
+            reason: format!("{e}"),
+        })?;
+        if let Some(entry) = by_status.iter_mut().find(|(s, _)| *s == status) {
+            entry.1 = row.n;
+        }
+    }
+    let recent: AttemptCounts = diesel::sql_query(
+        "SELECT count(*) AS attempts, count(*) FILTER (WHERE error_code IS NOT NULL) AS failed
+           FROM attempts WHERE created_at > now() - $1",
+    )
+    .bind::<Interval, _>(interval(window))
+    .get_result(conn)
+    .await?;
+    let subscriptions: Vec<SubscriptionStats> = diesel::sql_query(
+        "SELECT s.id, s.circuit_state, s.circuit_open_until,
+                coalesce(due.n, 0) AS due, coalesce(a.attempts, 0) AS attempts,
+                coalesce(a.failures, 0) AS failures
+           FROM subscriptions s
+           LEFT JOIN (SELECT subscription_id, count(*) AS n FROM delivery_queue
+                       WHERE due_at <= now()
+                       GROUP BY subscription_id) due ON due.subscription_id = s.id
+           LEFT JOIN (SELECT subscription_id, count(*) AS attempts,
+                             count(*) FILTER (WHERE error_code IS NOT NULL) AS failures
+                        FROM attempts WHERE created_at > now() - $1
+                       GROUP BY subscription_id) a ON a.subscription_id = s.id
+          WHERE s.deleted_at IS NULL
+          ORDER BY due DESC, failures DESC, s.id",
+    )
+    .bind::<Interval, _>(interval(window))
+    .load(conn)
+    .await?;
+    let queue = crate::queries::health::queue_health(conn).await?;
+    Ok(Stats {
+        queue,
+        backlog,
+        by_status,
+        window,
+        attempts: recent.attempts,
+        failed_attempts: recent.failed,
+        subscriptions,
+    })
+}
