@@ -13,8 +13,10 @@ use tracing::Instrument;
 
 use crate::wake::Waker;
 
-/// Requests waiting for a committer before `POST /events` itself waits (back-pressure).
-const QUEUE: usize = 4096;
+/// Requests that may wait for a committer. When that many wait (the database is slower than
+/// the producers), more are answered `503 database_unavailable` at once rather than queued
+/// without bound: shedding load, which producers retry.
+pub const QUEUE: usize = 4096;
 
 /// How groups are formed.
 #[derive(Debug, Clone, Copy)]
@@ -42,7 +44,12 @@ impl Committer {
     /// Starts `settings.committers` tasks on the current tokio runtime; they end when every
     /// handle is dropped.
     pub fn spawn(pool: Pool, waker: Waker, settings: GroupSettings) -> Self {
-        let (jobs, queue) = mpsc::channel(QUEUE);
+        Self::spawn_with_queue(pool, waker, settings, QUEUE)
+    }
+
+    /// [`Committer::spawn`] with room for `waiting` requests.
+    fn spawn_with_queue(pool: Pool, waker: Waker, settings: GroupSettings, waiting: usize) -> Self {
+        let (jobs, queue) = mpsc::channel(waiting.max(1));
         let queue = Arc::new(Mutex::new(queue));
         for _ in 0..settings.committers.max(1) {
             tokio::spawn(run(
@@ -64,7 +71,16 @@ impl Committer {
             reply,
         };
         let stopped = || StoreError::Unavailable("the API is shutting down".to_owned());
-        self.jobs.send(job).await.map_err(|_| stopped())?;
+        self.jobs.try_send(job).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => {
+                metrics::counter!(dispatch_telemetry::metrics::INGEST_SHED).increment(1);
+                StoreError::Unavailable(format!(
+                    "{} events are waiting to be stored already; shedding load",
+                    self.jobs.max_capacity()
+                ))
+            }
+            mpsc::error::TrySendError::Closed(_) => stopped(),
+        })?;
         answer.await.map_err(|_| stopped())?
     }
 }
@@ -148,5 +164,76 @@ fn answer(
     }
     if wake {
         waker.wake();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use dispatch_domain::{EventId, EventType, Source};
+    use dispatch_store::DatabaseSettings;
+
+    use super::*;
+
+    fn event(id: &str) -> NewEvent {
+        NewEvent {
+            id: EventId::parse(id).expect("valid"),
+            event_type: EventType::parse("a.b").expect("valid"),
+            source: Source::parse("s").expect("valid"),
+            data: serde_json::json!({}),
+            traceparent: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_sheds_at_once_instead_of_waiting() {
+        // A "database" that accepts connections and never answers: the committer's group waits
+        // on it, the next request fills the queue, and the one after is refused at once.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a port");
+        let url = format!(
+            "postgres://u@{}/d?connect_timeout=30",
+            silent.local_addr().expect("an address")
+        );
+        let pool = dispatch_store::pool::build_pool(&DatabaseSettings {
+            url,
+            max_connections: 1,
+            connect_timeout: Duration::from_secs(30),
+        });
+        let waker = Waker::spawn(pool.clone(), Duration::from_secs(1));
+        let settings = GroupSettings {
+            max_events: 1,
+            committers: 1,
+        };
+        let committer = Committer::spawn_with_queue(pool, waker, settings, 1);
+        let first = tokio::spawn({
+            let c = committer.clone();
+            async move { c.ingest(event("e1")).await }
+        });
+        // Let the committer take the first request and block on the database.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let second = tokio::spawn({
+            let c = committer.clone();
+            async move { c.ingest(event("e2")).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let shed = tokio::time::timeout(Duration::from_secs(2), committer.ingest(event("e3")))
+            .await
+            .expect("answered at once, not queued");
+        match shed {
+            Err(StoreError::Unavailable(reason)) => {
+                assert!(reason.contains("shedding"), "{reason}")
+            }
+            other => panic!("expected Unavailable, got {other:?}"),
+        }
+        assert!(
+            !first.is_finished() && !second.is_finished(),
+            "the others still wait"
+        );
+        first.abort();
+        second.abort();
+        drop(silent);
     }
 }

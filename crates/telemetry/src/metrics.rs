@@ -26,6 +26,7 @@ pub const OLDEST_DUE_AGE: &str = "dispatch_oldest_due_delivery_age_seconds";
 pub const CLAIM_BATCH_SIZE: &str = "dispatch_claim_batch_size";
 pub const CLAIM_DURATION: &str = "dispatch_claim_duration_seconds";
 pub const INGEST_GROUP_SIZE: &str = "dispatch_ingest_group_size";
+pub const INGEST_SHED: &str = "dispatch_ingest_shed_total";
 pub const HTTP_REQUESTS: &str = "dispatch_http_requests_total";
 pub const HTTP_REQUEST_DURATION: &str = "dispatch_http_request_duration_seconds";
 pub const DB_POOL_CONNECTIONS: &str = "dispatch_db_pool_connections";
@@ -130,6 +131,10 @@ fn describe() {
         INGEST_GROUP_SIZE,
         "Events stored per group commit of POST /events."
     );
+    describe_counter!(
+        INGEST_SHED,
+        "POST /events answered 503 at once because too many events already waited to be stored."
+    );
     describe_histogram!(
         CLAIM_DURATION,
         Unit::Seconds,
@@ -225,6 +230,7 @@ fn spawn_upkeep(handle: PrometheusHandle) {
 /// Registers the API's label-less counters at zero, so they exist before the first event.
 pub fn register_api_series() {
     metrics::counter!(EVENTS_RECEIVED).increment(0);
+    metrics::counter!(INGEST_SHED).increment(0);
 }
 
 /// Registers the worker's label-less counters at zero, so dashboards and alerts see them
