@@ -78,7 +78,7 @@ fn event_source(status: Option<DeliveryStatus>) -> (&'static str, &'static str) 
         // Walked newest first along `failed_deliveries_by_event`, one row per event.
         Some(DeliveryStatus::Failed) => (
             "(SELECT DISTINCT f.event_received_at AS received_at, f.event_id AS id
-                FROM failed_deliveries f) c
+                FROM failed_deliveries f ORDER BY 1 DESC, 2 DESC) c
              JOIN events e ON e.id = c.id",
             "c",
         ),
@@ -227,8 +227,67 @@ pub(crate) const DELIVERY_FILTER_SQL: &str = "($1::text[] IS NULL OR d.status = 
             AND ($4::timestamptz IS NULL OR d.updated_at >= $4)
             AND ($5::timestamptz IS NULL OR d.updated_at < $5)";
 
-fn deliveries_sql(statuses: &[DeliveryStatus]) -> String {
-    let (source, key) = delivery_source(statuses);
+/// The small tables as rows of (`delivery_id`, `subscription_id`, `status`), when every status
+/// asked for lives in one: `delivery_queue` knows a row's status from its flags (`leased`:
+/// processing; else `retry`: retrying; else pending), `failed_deliveries` holds failed ones.
+fn small_rows(statuses: &[DeliveryStatus]) -> Option<&'static str> {
+    use DeliveryStatus::*;
+    const QUEUE: &str = "SELECT delivery_id, subscription_id,
+                CASE WHEN leased THEN 'processing' WHEN retry THEN 'retrying' ELSE 'pending' END
+                    AS status
+           FROM delivery_queue";
+    const FAILED: &str =
+        "SELECT delivery_id, subscription_id, 'failed'::text AS status FROM failed_deliveries";
+    const BOTH: &str = "SELECT delivery_id, subscription_id,
+                CASE WHEN leased THEN 'processing' WHEN retry THEN 'retrying' ELSE 'pending' END
+                    AS status
+           FROM delivery_queue
+         UNION ALL
+         SELECT delivery_id, subscription_id, 'failed'::text FROM failed_deliveries";
+    let unfinished = |s: &DeliveryStatus| matches!(s, Pending | Processing | Retrying);
+    if statuses.is_empty() || statuses.iter().any(|s| matches!(s, Delivered | Cancelled)) {
+        None
+    } else if statuses.iter().all(|s| *s == Failed) {
+        Some(FAILED)
+    } else if statuses.iter().all(unfinished) {
+        Some(QUEUE)
+    } else {
+        Some(BOTH)
+    }
+}
+
+const DELIVERY_COLUMNS: &str = "d.id, d.event_id, d.subscription_id, d.status, d.attempts,
+                d.next_attempt_at, d.last_error, d.created_at, d.updated_at,
+                a.status_code AS last_status_code, a.error_code AS last_error_code,
+                a.created_at AS last_attempt_at";
+
+const LAST_ATTEMPT: &str = "LEFT JOIN LATERAL (SELECT a.status_code, a.error_code, a.created_at
+                                FROM attempts a WHERE a.delivery_id = d.id
+                               ORDER BY a.id DESC LIMIT 1) a ON true";
+
+fn deliveries_sql(filter: &DeliveryFilter) -> String {
+    let narrow = filter.event_id.is_some()
+        || filter.updated_after.is_some()
+        || filter.updated_before.is_some();
+    if let (Some(rows), false) = (small_rows(&filter.statuses), narrow) {
+        // A page of the small table first, by its own key (a fence: PostgreSQL then never walks
+        // the history to merge with it), then the deliveries themselves. `$3`–`$5` are NULL here.
+        return format!(
+            "WITH page AS MATERIALIZED (
+                 SELECT c.delivery_id FROM ({rows}) c
+                  WHERE c.status = ANY($1) AND ($2::text IS NULL OR c.subscription_id = $2)
+                    AND ($6::bigint IS NULL OR c.delivery_id < $6)
+                  ORDER BY c.delivery_id DESC
+                  LIMIT $7
+             )
+             SELECT {DELIVERY_COLUMNS}
+               FROM page JOIN deliveries d ON d.id = page.delivery_id
+               {LAST_ATTEMPT}
+              WHERE {DELIVERY_FILTER_SQL}
+              ORDER BY d.id DESC"
+        );
+    }
+    let (source, key) = delivery_source(&filter.statuses);
     // The small tables carry the subscription too: filtering there keeps the walk on them.
     let subscription = if key == "d.id" {
         ""
@@ -236,13 +295,9 @@ fn deliveries_sql(statuses: &[DeliveryStatus]) -> String {
         "AND ($2::text IS NULL OR c.subscription_id = $2)"
     };
     format!(
-        "SELECT d.id, d.event_id, d.subscription_id, d.status, d.attempts, d.next_attempt_at,
-                d.last_error, d.created_at, d.updated_at,
-                a.status_code AS last_status_code, a.error_code AS last_error_code,
-                a.created_at AS last_attempt_at
+        "SELECT {DELIVERY_COLUMNS}
            FROM {source}
-           LEFT JOIN LATERAL (SELECT a.status_code, a.error_code, a.created_at FROM attempts a
-                               WHERE a.delivery_id = d.id ORDER BY a.id DESC LIMIT 1) a ON true
+           {LAST_ATTEMPT}
           WHERE {DELIVERY_FILTER_SQL} {subscription}
             AND ($6::bigint IS NULL OR {key} < $6)
           ORDER BY {key} DESC
@@ -261,7 +316,7 @@ pub async fn deliveries(
     cursor: Option<i64>,
     limit: i64,
 ) -> Result<Vec<DeliveryItem>, StoreError> {
-    Ok(diesel::sql_query(deliveries_sql(&filter.statuses))
+    Ok(diesel::sql_query(deliveries_sql(filter))
         .bind::<Nullable<Array<Text>>, _>(status_texts(&filter.statuses))
         .bind::<Nullable<Text>, _>(filter.subscription_id.as_deref())
         .bind::<Nullable<Text>, _>(filter.event_id.as_deref())
@@ -360,7 +415,7 @@ pub async fn plans(
         .load(conn)
         .await?;
     let delivery_plan: Vec<PlanLine> =
-        diesel::sql_query(format!("EXPLAIN {}", deliveries_sql(&deliveries.statuses)))
+        diesel::sql_query(format!("EXPLAIN {}", deliveries_sql(deliveries)))
             .bind::<Nullable<Array<Text>>, _>(status_texts(&deliveries.statuses))
             .bind::<Nullable<Text>, _>(deliveries.subscription_id.as_deref())
             .bind::<Nullable<Text>, _>(deliveries.event_id.as_deref())
