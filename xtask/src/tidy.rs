@@ -22,7 +22,6 @@ mod tests {
         "crates/api/tests/api/openapi.rs",
         "crates/api/tests/api/subscriptions.rs",
         "crates/domain/src/sealing.rs",
-        "crates/e2e/tests/tracing.rs",
         "crates/store/src/queries/bench.rs",
         "crates/store/src/queries/deliveries.rs",
         "crates/store/src/queries/ops.rs",

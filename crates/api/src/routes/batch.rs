@@ -6,11 +6,10 @@ use dispatch_store::pool;
 use dispatch_store::queries::events::{self, BatchOutcome};
 use serde::Serialize;
 use serde_json::Value;
-use tracing::Instrument;
 use utoipa::ToSchema;
 
 use super::AppState;
-use super::events::{continue_trace, parse_new_event, record_status};
+use super::events::parse_new_event;
 use crate::body::{Fields, kind, read_json_body};
 use crate::error::{ApiError, ErrorBody};
 
@@ -106,30 +105,6 @@ pub async fn create(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let span = tracing::info_span!(
-        "ingest_batch",
-        otel.kind = "server",
-        http.request.method = "POST",
-        http.route = "/events/batch",
-        events = tracing::field::Empty,
-        http.response.status_code = tracing::field::Empty,
-        otel.status_code = tracing::field::Empty,
-    );
-    let caller = continue_trace(&req, &span);
-    let result = ingest(req, payload, state, caller, span.clone())
-        .instrument(span.clone())
-        .await;
-    record_status(&span, &result);
-    result
-}
-
-async fn ingest(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-    caller: Option<dispatch_telemetry::TraceParent>,
-    span: tracing::Span,
-) -> Result<HttpResponse, ApiError> {
     let body = read_json_body(&req, payload, state.max_batch_body_bytes).await?;
     let mut fields = Fields::from_body(body)?;
     let items = match fields.required("events")? {
@@ -151,9 +126,8 @@ async fn ingest(
             ),
         ));
     }
-    span.record("events", items.len());
-    let traceparent =
-        dispatch_telemetry::traceparent_of(&span).or_else(|| caller.map(|c| c.to_string()));
+    tracing::Span::current().record("events", items.len());
+    let traceparent = crate::middleware::traceparent_to_store(&req);
     let mut results: Vec<Option<BatchItemResult>> = Vec::with_capacity(items.len());
     let mut valid = Vec::new();
     let mut positions = Vec::new();

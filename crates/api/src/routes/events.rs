@@ -45,30 +45,6 @@ pub fn parse_new_event(body: serde_json::Value) -> Result<NewEvent, ApiError> {
     })
 }
 
-/// The caller's `traceparent` when there is exactly one and it is valid; W3C says anything else
-/// is ignored (a new trace starts here), never an error.
-fn caller_traceparent(req: &HttpRequest) -> Option<dispatch_telemetry::TraceParent> {
-    let mut values = req.headers().get_all(dispatch_telemetry::TRACEPARENT);
-    let value = values.next()?;
-    if values.next().is_some() {
-        return None;
-    }
-    dispatch_telemetry::TraceParent::parse(value.to_str().ok()?)
-}
-
-/// A span for one request to an event route, continuing the caller's trace when it sent a
-/// valid `traceparent`. Must be set up before the span is first entered.
-pub(crate) fn continue_trace(
-    req: &HttpRequest,
-    span: &tracing::Span,
-) -> Option<dispatch_telemetry::TraceParent> {
-    let caller = caller_traceparent(req);
-    if let Some(parent) = &caller {
-        dispatch_telemetry::set_parent(span, parent);
-    }
-    caller
-}
-
 async fn view(
     conn: &mut AsyncPgConnection,
     event: dispatch_store::models::EventRow,
@@ -111,52 +87,14 @@ pub async fn create(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let span = tracing::info_span!(
-        "ingest",
-        otel.kind = "server",
-        http.request.method = "POST",
-        http.route = "/events",
-        event.id = tracing::field::Empty,
-        event.type = tracing::field::Empty,
-        http.response.status_code = tracing::field::Empty,
-        otel.status_code = tracing::field::Empty,
-    );
-    let caller = continue_trace(&req, &span);
-    let result = ingest(req, payload, state, caller, span.clone())
-        .instrument(span.clone())
-        .await;
-    record_status(&span, &result);
-    result
-}
-
-/// Records a request span's outcome: its HTTP status, and ERROR on a 5xx. The span must declare
-/// `http.response.status_code` and `otel.status_code` as empty fields.
-pub(crate) fn record_status(span: &tracing::Span, result: &Result<HttpResponse, ApiError>) {
-    let status = match result {
-        Ok(response) => response.status(),
-        Err(e) => actix_web::ResponseError::status_code(e),
-    };
-    span.record("http.response.status_code", status.as_u16());
-    if status.is_server_error() {
-        span.record("otel.status_code", "ERROR");
-    }
-}
-
-async fn ingest(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-    caller: Option<dispatch_telemetry::TraceParent>,
-    span: tracing::Span,
-) -> Result<HttpResponse, ApiError> {
     let body = read_json_body(&req, payload, state.max_body_bytes).await?;
     let mut new = parse_new_event(body)?;
+    let span = tracing::Span::current();
     span.record("event.id", new.id.as_str());
     span.record("event.type", new.event_type.as_str());
-    // The delivery spans continue from this one, a child of the caller's span when it sent one;
-    // with no tracing installed, the caller's own traceparent is kept as it came.
-    new.traceparent =
-        dispatch_telemetry::traceparent_of(&span).or_else(|| caller.map(|c| c.to_string()));
+    // The delivery spans continue from the request's server span, a child of the caller's span
+    // when it sent one.
+    new.traceparent = crate::middleware::traceparent_to_store(&req);
     let (id, event_type) = (new.id.clone(), new.event_type.clone());
     let stored = state
         .committer
@@ -219,21 +157,6 @@ fn event_id(path: web::Path<String>) -> Result<String, ApiError> {
 )]
 pub async fn get(
     _auth: crate::auth::Authorized,
-    req: HttpRequest,
-    path: web::Path<String>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    let span = tracing::info_span!(
-        "get_event",
-        otel.kind = "server",
-        http.request.method = "GET",
-        http.route = "/events/{id}",
-    );
-    continue_trace(&req, &span);
-    get_event(path, state).instrument(span).await
-}
-
-async fn get_event(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
@@ -268,21 +191,6 @@ async fn get_event(
 pub async fn attempts(
     _auth: crate::auth::Authorized,
     req: HttpRequest,
-    path: web::Path<String>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    let span = tracing::info_span!(
-        "list_attempts",
-        otel.kind = "server",
-        http.request.method = "GET",
-        http.route = "/events/{id}/attempts",
-    );
-    continue_trace(&req, &span);
-    list_attempts(&req, path, state).instrument(span).await
-}
-
-async fn list_attempts(
-    req: &HttpRequest,
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
