@@ -11,6 +11,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::AppState;
+use super::path_id::{DeliveryId, PathId};
 use crate::body::Fields;
 use crate::error::{ApiError, ErrorBody};
 use crate::openapi::{AttemptErrorCode, DeliveryStatusSchema};
@@ -145,19 +146,6 @@ pub async fn list(
     }))
 }
 
-fn delivery_not_found(id: &str) -> ApiError {
-    ApiError::NotFound(format!("no delivery with id {id:?}"))
-}
-
-/// The id in the path: a positive whole number, else it cannot exist (404).
-fn delivery_id(path: web::Path<String>) -> Result<i64, ApiError> {
-    let id = path.into_inner();
-    id.parse::<i64>()
-        .ok()
-        .filter(|n| *n > 0)
-        .ok_or_else(|| delivery_not_found(&id))
-}
-
 /// Get one delivery.
 #[utoipa::path(
     get,
@@ -175,15 +163,14 @@ fn delivery_id(path: web::Path<String>) -> Result<i64, ApiError> {
 )]
 pub async fn get(
     _auth: crate::auth::Authorized,
-    path: web::Path<String>,
+    path: PathId<DeliveryId>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let text = path.clone();
-    let id = delivery_id(path)?;
+    let DeliveryId(id) = *path;
     let mut conn = pool::connection(&state.pool).await?;
     let item = listing::delivery(&mut conn, id)
         .await?
-        .ok_or_else(|| delivery_not_found(&text))?;
+        .ok_or_else(|| path.not_found())?;
     Ok(HttpResponse::Ok().json(DeliveryDetailView::new(item)?))
 }
 
@@ -230,16 +217,15 @@ pub(crate) async fn attempts_page(
 )]
 pub async fn attempts(
     _auth: crate::auth::Authorized,
+    path: PathId<DeliveryId>,
     req: HttpRequest,
-    path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let text = path.clone();
-    let id = delivery_id(path)?;
+    let DeliveryId(id) = *path;
     let query = Query::parse(req.query_string())?;
     let mut conn = pool::connection(&state.pool).await?;
     if listing::delivery(&mut conn, id).await?.is_none() {
-        return Err(delivery_not_found(&text));
+        return Err(path.not_found());
     }
     attempts_page(&mut conn, AttemptsOf::Delivery(id), &query).await
 }
@@ -281,13 +267,12 @@ pub struct RetryRequest {
 )]
 pub async fn retry(
     _auth: crate::auth::Authorized,
+    path: PathId<DeliveryId>,
     req: HttpRequest,
-    path: web::Path<String>,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let text = path.clone();
-    let id = delivery_id(path)?;
+    let DeliveryId(id) = *path;
     let body = crate::body::read_optional_json_body(&req, payload, state.max_body_bytes).await?;
     let resend = match body {
         None => false,
@@ -307,7 +292,7 @@ pub async fn retry(
     use crate::error::Conflict;
     let conflict = |code: Conflict, message: String| ApiError::Conflict { code, message };
     match requeue::retry(&mut conn, id, resend).await? {
-        Retried::NotFound => Err(delivery_not_found(&text)),
+        Retried::NotFound => Err(path.not_found()),
         Retried::Refused(refusal) => Err(match refusal {
             RetryRefusal::InFlight => conflict(
                 Conflict::DeliveryInFlight,
@@ -331,7 +316,7 @@ pub async fn retry(
             state.waker.wake();
             let item = listing::delivery(&mut conn, id)
                 .await?
-                .ok_or_else(|| delivery_not_found(&text))?;
+                .ok_or_else(|| path.not_found())?;
             Ok(HttpResponse::Accepted().json(DeliveryDetailView::new(item)?))
         }
     }

@@ -9,6 +9,7 @@ use dispatch_store::{AsyncPgConnection, pool};
 use tracing::Instrument;
 
 use super::AppState;
+use super::path_id::PathId;
 use crate::body::{Fields, check_storable_json, read_json_body};
 use crate::error::{ApiError, ErrorBody};
 use crate::openapi::NewEventRequest;
@@ -128,18 +129,6 @@ pub async fn create(
     }
 }
 
-fn event_not_found(id: &str) -> ApiError {
-    ApiError::NotFound(format!("no event with id {id:?}"))
-}
-
-/// The id in the path; one that could never have been accepted cannot exist: 404.
-fn event_id(path: web::Path<String>) -> Result<String, ApiError> {
-    let id = path.into_inner();
-    EventId::parse(&id)
-        .map(EventId::into_inner)
-        .map_err(|_| event_not_found(&id))
-}
-
 /// Get an event and its deliveries.
 #[utoipa::path(
     get,
@@ -157,14 +146,13 @@ fn event_id(path: web::Path<String>) -> Result<String, ApiError> {
 )]
 pub async fn get(
     _auth: crate::auth::Authorized,
-    path: web::Path<String>,
+    id: PathId<EventId>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = event_id(path)?;
     let mut conn = pool::connection(&state.pool).await?;
-    let event = events::find(&mut conn, &id)
+    let event = events::find(&mut conn, id.as_str())
         .await?
-        .ok_or_else(|| event_not_found(&id))?;
+        .ok_or_else(|| id.not_found())?;
     Ok(HttpResponse::Ok().json(view(&mut conn, event).await?))
 }
 
@@ -190,15 +178,14 @@ pub async fn get(
 )]
 pub async fn attempts(
     _auth: crate::auth::Authorized,
+    id: PathId<EventId>,
     req: HttpRequest,
-    path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = event_id(path)?;
     let query = crate::query::Query::parse(req.query_string())?;
     let mut conn = pool::connection(&state.pool).await?;
-    if events::find(&mut conn, &id).await?.is_none() {
-        return Err(event_not_found(&id));
+    if events::find(&mut conn, id.as_str()).await?.is_none() {
+        return Err(id.not_found());
     }
-    super::deliveries::attempts_page(&mut conn, AttemptsOf::Event(&id), &query).await
+    super::deliveries::attempts_page(&mut conn, AttemptsOf::Event(id.as_str()), &query).await
 }

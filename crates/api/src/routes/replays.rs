@@ -13,6 +13,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::AppState;
+use super::path_id::PathId;
 use crate::body::{Fields, as_string, kind, read_json_body};
 use crate::error::{ApiError, ErrorBody};
 use crate::openapi::DeliveryStatusSchema;
@@ -320,17 +321,6 @@ pub async fn create(
         .json(ReplayView::from(row)))
 }
 
-fn replay_not_found(id: &str) -> ApiError {
-    ApiError::NotFound(format!("no replay with id {id:?}"))
-}
-
-fn replay_id(path: web::Path<String>) -> Result<String, ApiError> {
-    let id = path.into_inner();
-    ReplayId::parse(&id)
-        .map(ReplayId::into_inner)
-        .map_err(|_| replay_not_found(&id))
-}
-
 /// Get a replay and its progress.
 #[utoipa::path(
     get,
@@ -348,14 +338,13 @@ fn replay_id(path: web::Path<String>) -> Result<String, ApiError> {
 )]
 pub async fn get(
     _auth: crate::auth::Authorized,
-    path: web::Path<String>,
+    id: PathId<ReplayId>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = replay_id(path)?;
     let mut conn = pool::connection(&state.pool).await?;
-    let row = replays::find(&mut conn, &id)
+    let row = replays::find(&mut conn, id.as_str())
         .await?
-        .ok_or_else(|| replay_not_found(&id))?;
+        .ok_or_else(|| id.not_found())?;
     Ok(HttpResponse::Ok().json(ReplayView::from(row)))
 }
 
@@ -379,13 +368,12 @@ pub async fn get(
 )]
 pub async fn cancel(
     _auth: crate::auth::Authorized,
-    path: web::Path<String>,
+    id: PathId<ReplayId>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = replay_id(path)?;
     let mut conn = pool::connection(&state.pool).await?;
-    let row = replays::cancel(&mut conn, &id)
+    let row = replays::cancel(&mut conn, id.as_str())
         .await?
-        .ok_or_else(|| replay_not_found(&id))?;
+        .ok_or_else(|| id.not_found())?;
     Ok(HttpResponse::Ok().json(ReplayView::from(row)))
 }

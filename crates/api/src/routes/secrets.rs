@@ -14,6 +14,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::AppState;
+use super::path_id::PathId;
 use crate::body::{Fields, read_json_body, whole_number};
 use crate::error::{ApiError, ErrorBody};
 use crate::views::SecretRotationView;
@@ -126,15 +127,11 @@ pub struct RotateSecretRequest {
 )]
 pub async fn rotate(
     _auth: crate::auth::Authorized,
+    subscription: PathId<SubscriptionId>,
     req: HttpRequest,
-    path: web::Path<String>,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = path.into_inner();
-    let not_found = || ApiError::NotFound(format!("no subscription with id {id:?}"));
-    // An id that could never have been accepted cannot exist.
-    let subscription = SubscriptionId::parse(&id).map_err(|_| not_found())?;
     let body = if has_body(&req) {
         Some(read_json_body(&req, payload, state.max_body_bytes).await?)
     } else {
@@ -150,16 +147,16 @@ pub async fn rotate(
         rotation.overlap,
     )
     .await?
-    .ok_or_else(not_found)?;
+    .ok_or_else(|| subscription.not_found())?;
     tracing::info!(
-        subscription.id = %subscription,
+        subscription.id = %*subscription,
         overlap_secs = rotation.overlap.as_secs(),
         "subscription secret rotated"
     );
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))
         .json(SecretRotationView {
-            id: subscription.into_inner(),
+            id: subscription.as_str().to_owned(),
             secret: rotation.secret,
             previous_secret_expires_at: rotated.previous_expires_at,
         }))

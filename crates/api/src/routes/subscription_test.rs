@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use actix_web::{HttpResponse, web};
-use dispatch_domain::{EventId, EventType, Source};
+use dispatch_domain::{EventId, EventType, Source, SubscriptionId};
 use dispatch_store::models::NewEvent;
 use dispatch_store::pool;
 use dispatch_store::queries::listing::{self, AttemptsOf};
@@ -14,6 +14,7 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use super::deliveries::DeliveryDetailView;
+use super::path_id::PathId;
 use crate::error::{ApiError, ErrorBody};
 use crate::views::AttemptView;
 
@@ -58,26 +59,25 @@ pub struct TestDeliveryView {
 )]
 pub async fn send(
     _auth: crate::auth::Authorized,
-    path: web::Path<String>,
+    id: PathId<SubscriptionId>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = super::subscriptions::subscription_id(path)?;
     let event_id = EventId::generate();
     let event = NewEvent {
         id: event_id.clone(),
         event_type: EventType::parse(TEST_EVENT_TYPE).map_err(|e| ApiError::Internal(e.into()))?,
         source: Source::parse("dispatch").map_err(|e| ApiError::Internal(e.into()))?,
         data: serde_json::json!({
-            "subscription_id": id,
+            "subscription_id": id.as_str(),
             "message": "A test event sent by an operator (POST /subscriptions/{id}/test).",
         }),
         traceparent: None,
     };
     let mut conn = pool::connection(&state.pool).await?;
-    let delivery = requeue::send_test(&mut conn, &id, &event)
+    let delivery = requeue::send_test(&mut conn, id.as_str(), &event)
         .await?
-        .ok_or_else(|| super::subscriptions::subscription_not_found(&id))?;
-    tracing::info!(subscription.id = %id, delivery.id = delivery, "test event sent");
+        .ok_or_else(|| id.not_found())?;
+    tracing::info!(subscription.id = %*id, delivery.id = delivery, "test event sent");
     state.waker.wake();
     let started = Instant::now();
     loop {

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::AppState;
+use super::path_id::PathId;
 use crate::body::{Fields, as_string, kind, read_json_body, whole_number};
 use crate::error::{ApiError, ErrorBody};
 use crate::openapi::NewSubscriptionRequest;
@@ -283,18 +284,6 @@ fn check_cursor(cursor: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-pub(crate) fn subscription_not_found(id: &str) -> ApiError {
-    ApiError::NotFound(format!("no subscription with id {id:?}"))
-}
-
-/// The id in the path; one that could never have been accepted cannot exist: 404.
-pub(crate) fn subscription_id(path: web::Path<String>) -> Result<String, ApiError> {
-    let id = path.into_inner();
-    SubscriptionId::parse(&id)
-        .map(SubscriptionId::into_inner)
-        .map_err(|_| subscription_not_found(&id))
-}
-
 /// Get a subscription (without its secret).
 #[utoipa::path(
     get,
@@ -312,14 +301,13 @@ pub(crate) fn subscription_id(path: web::Path<String>) -> Result<String, ApiErro
 )]
 pub async fn get(
     _auth: crate::auth::Authorized,
-    path: web::Path<String>,
+    id: PathId<SubscriptionId>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = subscription_id(path)?;
     let mut conn = pool::connection(&state.pool).await?;
-    let row = subscriptions::find_active(&mut conn, &id)
+    let row = subscriptions::find_active(&mut conn, id.as_str())
         .await?
-        .ok_or_else(|| subscription_not_found(&id))?;
+        .ok_or_else(|| id.not_found())?;
     Ok(HttpResponse::Ok().json(SubscriptionView::public(row)))
 }
 
@@ -343,14 +331,13 @@ pub async fn get(
 )]
 pub async fn delete(
     _auth: crate::auth::Authorized,
-    path: web::Path<String>,
+    id: PathId<SubscriptionId>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = subscription_id(path)?;
     let mut conn = pool::connection(&state.pool).await?;
-    let cancelled = subscriptions::delete(&mut conn, &id)
+    let cancelled = subscriptions::delete(&mut conn, id.as_str())
         .await?
-        .ok_or_else(|| subscription_not_found(&id))?;
-    tracing::info!(subscription.id = %id, cancelled, "subscription deleted");
+        .ok_or_else(|| id.not_found())?;
+    tracing::info!(subscription.id = %*id, cancelled, "subscription deleted");
     Ok(HttpResponse::NoContent().finish())
 }
