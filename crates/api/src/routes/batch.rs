@@ -78,7 +78,8 @@ fn invalid(index: usize, error: &ApiError) -> BatchItemResult {
 ///
 /// Up to 1000 events and `max_batch_body_bytes` (1 MiB) in `{"events": [...]}`, stored in one
 /// transaction. Each event follows the rules of `POST /events`; an invalid one does not stop the
-/// others. The answer lists one result per event, in order.
+/// others. The answer lists one result per event, in order. A `503` stores nothing: retrying is
+/// safe.
 #[utoipa::path(
     post,
     path = "/events/batch",
@@ -94,9 +95,6 @@ fn invalid(index: usize, error: &ApiError) -> BatchItemResult {
         (status = 413, description = "`payload_too_large`: the body exceeds `max_batch_body_bytes`.", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
         (status = 422, description = "`invalid_field`: the body is not `{\"events\": [...]}` with 1 to 1000 items.", body = ErrorBody),
-        (status = 500, description = "`internal`.", body = ErrorBody),
-        (status = 503, description = "`database_unavailable`: nothing was stored; retrying is safe.", body = ErrorBody,
-            headers(("Retry-After" = String, description = "Always `1` (seconds)."))),
     ),
 )]
 pub async fn create(

@@ -115,9 +115,6 @@ pub fn delivery_filter(query: &Query) -> Result<DeliveryFilter, ApiError> {
     responses(
         (status = 200, description = "A page; `next_cursor` is null on the last one.", body = Page<DeliveryDetailView>),
         (status = 422, description = "`invalid_parameter`: a filter, `limit` or `cursor` is invalid, or a parameter that is not repeatable was given twice (`field` names it).", body = ErrorBody),
-        (status = 500, description = "`internal`: anything unexpected.", body = ErrorBody),
-        (status = 503, description = "`database_unavailable`: retry later.", body = ErrorBody,
-            headers(("Retry-After" = String, description = "Always `1` (seconds)."))),
     ),
 )]
 pub async fn list(
@@ -155,10 +152,6 @@ pub async fn list(
     params(("id" = i64, Path, description = "The delivery's id.")),
     responses(
         (status = 200, description = "The delivery.", body = DeliveryDetailView),
-        (status = 404, description = "`not_found`: no such delivery.", body = ErrorBody),
-        (status = 500, description = "`internal`: anything unexpected.", body = ErrorBody),
-        (status = 503, description = "`database_unavailable`: retry later.", body = ErrorBody,
-            headers(("Retry-After" = String, description = "Always `1` (seconds)."))),
     ),
 )]
 pub async fn get(
@@ -208,11 +201,7 @@ pub(crate) async fn attempts_page(
     ),
     responses(
         (status = 200, description = "A page of attempts.", body = Page<AttemptView>),
-        (status = 404, description = "`not_found`: no such delivery.", body = ErrorBody),
         (status = 422, description = "`invalid_parameter`: `limit` or `cursor`.", body = ErrorBody),
-        (status = 500, description = "`internal`: anything unexpected.", body = ErrorBody),
-        (status = 503, description = "`database_unavailable`: retry later.", body = ErrorBody,
-            headers(("Retry-After" = String, description = "Always `1` (seconds)."))),
     ),
 )]
 pub async fn attempts(
@@ -255,14 +244,10 @@ pub struct RetryRequest {
     responses(
         (status = 202, description = "Queued, due now: the delivery as it now is.", body = DeliveryDetailView),
         (status = 400, description = "`malformed_json` or `duplicate_key`.", body = ErrorBody),
-        (status = 404, description = "`not_found`: no such delivery.", body = ErrorBody),
         (status = 409, description = "`delivery_in_flight`: a worker holds it now. `delivery_queued`: it waits for its first attempt already. `delivery_delivered`: it was delivered; send `{\"resend\": true}` to send it again. `subscription_deleted`: its subscription was deleted.", body = ErrorBody),
         (status = 413, description = "`payload_too_large`.", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
         (status = 422, description = "`invalid_field`: `resend` is not a boolean, or an unknown field.", body = ErrorBody),
-        (status = 500, description = "`internal`: anything unexpected.", body = ErrorBody),
-        (status = 503, description = "`database_unavailable`: retry later.", body = ErrorBody,
-            headers(("Retry-After" = String, description = "Always `1` (seconds)."))),
     ),
 )]
 pub async fn retry(

@@ -58,8 +58,8 @@ async fn view(
 ///
 /// Stores the event and, in the same statement, one `pending` delivery per active subscription
 /// whose patterns select its type. Idempotent on `id`: the same content again answers `200`
-/// with the stored event, other content `409 event_conflict`. A valid W3C `traceparent` header
-/// is continued (an invalid one is ignored).
+/// with the stored event, other content `409 event_conflict`, so retrying after a `503` is safe.
+/// A valid W3C `traceparent` header is continued (an invalid one is ignored).
 #[utoipa::path(
     post,
     path = "/events",
@@ -77,9 +77,6 @@ async fn view(
         (status = 413, description = "`payload_too_large`: the body exceeds `max_body_bytes`.", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: `Content-Type` is present and not JSON.", body = ErrorBody),
         (status = 422, description = "`invalid_field`: the body is not an object, or a field (named in `field`) is missing, invalid or unknown.", body = ErrorBody),
-        (status = 500, description = "`internal`: anything unexpected.", body = ErrorBody),
-        (status = 503, description = "`database_unavailable`: retrying is safe.", body = ErrorBody,
-            headers(("Retry-After" = String, description = "Always `1` (seconds)."))),
     ),
 )]
 pub async fn create(
@@ -138,10 +135,6 @@ pub async fn create(
     params(("id" = String, Path, description = "The event's id.")),
     responses(
         (status = 200, description = "The event.", body = EventView),
-        (status = 404, description = "`not_found`: no such event.", body = ErrorBody),
-        (status = 500, description = "`internal`: anything unexpected.", body = ErrorBody),
-        (status = 503, description = "`database_unavailable`: retry later.", body = ErrorBody,
-            headers(("Retry-After" = String, description = "Always `1` (seconds)."))),
     ),
 )]
 pub async fn get(
@@ -169,11 +162,7 @@ pub async fn get(
     ),
     responses(
         (status = 200, description = "A page of attempts; `next_cursor` is null on the last one.", body = Page<AttemptView>),
-        (status = 404, description = "`not_found`: no such event.", body = ErrorBody),
         (status = 422, description = "`invalid_parameter`: `limit` or `cursor`.", body = ErrorBody),
-        (status = 500, description = "`internal`: anything unexpected.", body = ErrorBody),
-        (status = 503, description = "`database_unavailable`: retry later.", body = ErrorBody,
-            headers(("Retry-After" = String, description = "Always `1` (seconds)."))),
     ),
 )]
 pub async fn attempts(

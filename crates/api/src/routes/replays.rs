@@ -273,9 +273,6 @@ fn request_hash(body: &Value) -> String {
         (status = 413, description = "`payload_too_large`.", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
         (status = 422, description = "`invalid_field`: no selector or more than one, a bad id, time or status, or an unknown field. `invalid_parameter`: a bad `Idempotency-Key`.", body = ErrorBody),
-        (status = 500, description = "`internal`: anything unexpected.", body = ErrorBody),
-        (status = 503, description = "`database_unavailable`: retry later.", body = ErrorBody,
-            headers(("Retry-After" = String, description = "Always `1` (seconds)."))),
     ),
 )]
 pub async fn create(
@@ -330,10 +327,6 @@ pub async fn create(
     params(("id" = String, Path, description = "The replay's id.")),
     responses(
         (status = 200, description = "The replay.", body = ReplayView),
-        (status = 404, description = "`not_found`: no such replay.", body = ErrorBody),
-        (status = 500, description = "`internal`: anything unexpected.", body = ErrorBody),
-        (status = 503, description = "`database_unavailable`: retry later.", body = ErrorBody,
-            headers(("Retry-After" = String, description = "Always `1` (seconds)."))),
     ),
 )]
 pub async fn get(
@@ -360,10 +353,6 @@ pub async fn get(
     params(("id" = String, Path, description = "The replay's id.")),
     responses(
         (status = 200, description = "The replay as it now is.", body = ReplayView),
-        (status = 404, description = "`not_found`: no such replay.", body = ErrorBody),
-        (status = 500, description = "`internal`: anything unexpected.", body = ErrorBody),
-        (status = 503, description = "`database_unavailable`: retry later.", body = ErrorBody,
-            headers(("Retry-After" = String, description = "Always `1` (seconds)."))),
     ),
 )]
 pub async fn cancel(

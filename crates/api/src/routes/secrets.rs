@@ -116,13 +116,9 @@ pub struct RotateSecretRequest {
         (status = 200, description = "Rotated; `secret` is shown this once.", body = SecretRotationView,
             headers(("Cache-Control" = String, description = "`no-store`"))),
         (status = 400, description = "`malformed_json`: the body is not valid JSON. `duplicate_key`: an object has the same key twice.", body = ErrorBody),
-        (status = 404, description = "`not_found`: no such subscription, or it was deleted.", body = ErrorBody),
         (status = 413, description = "`payload_too_large`: the body exceeds `max_body_bytes`.", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: `Content-Type` is present and not JSON.", body = ErrorBody),
         (status = 422, description = "`invalid_field`: the body is not an object, or `secret` or `overlap_secs` (named in `field`) is invalid, or a field is unknown.", body = ErrorBody),
-        (status = 500, description = "`internal`: anything unexpected.", body = ErrorBody),
-        (status = 503, description = "`database_unavailable`: retry later.", body = ErrorBody,
-            headers(("Retry-After" = String, description = "Always `1` (seconds)."))),
     ),
 )]
 pub async fn rotate(

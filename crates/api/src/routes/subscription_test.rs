@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::deliveries::DeliveryDetailView;
 use super::path_id::PathId;
-use crate::error::{ApiError, ErrorBody};
+use crate::error::ApiError;
 use crate::views::AttemptView;
 
 /// The type of every test event.
@@ -51,10 +51,6 @@ pub struct TestDeliveryView {
     responses(
         (status = 200, description = "Attempted: `attempt` says how it went (a failed attempt is retried like any other).", body = TestDeliveryView),
         (status = 202, description = "Stored, but no worker attempted it within 35 s (are the workers running? is the destination's circuit open?): follow `GET /deliveries/{id}`.", body = TestDeliveryView),
-        (status = 404, description = "`not_found`: no such subscription, or it was deleted.", body = ErrorBody),
-        (status = 500, description = "`internal`: anything unexpected.", body = ErrorBody),
-        (status = 503, description = "`database_unavailable`: retry later.", body = ErrorBody,
-            headers(("Retry-After" = String, description = "Always `1` (seconds)."))),
     ),
 )]
 pub async fn send(
