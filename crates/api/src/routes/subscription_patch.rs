@@ -68,13 +68,9 @@ fn merged(
     responses(
         (status = 200, description = "The subscription as changed; `secret` is never shown here.", body = SubscriptionView),
         (status = 400, description = "`malformed_json` or `duplicate_key`, as for creation.", body = ErrorBody),
-        (status = 404, description = "`not_found`: no such subscription, or it was deleted.", body = ErrorBody),
         (status = 413, description = "`payload_too_large`: the body exceeds `max_body_bytes`.", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: `Content-Type` is present and not JSON.", body = ErrorBody),
         (status = 422, description = "`invalid_field`: the body is not an object; `id` or `secret` is given; `url`, `event_types` or `enabled` is null; or the merged subscription has a missing, invalid or unknown field (named in `field`, e.g. `headers.Host`, `retry.max_attempts`). `destination_refused` (`field`: `url`): the new URL's host is, or resolves to, a refused address, as at creation.", body = ErrorBody),
-        (status = 500, description = "`internal`: anything unexpected.", body = ErrorBody),
-        (status = 503, description = "`database_unavailable`: retry later.", body = ErrorBody,
-            headers(("Retry-After" = String, description = "Always `1` (seconds)."))),
     ),
 )]
 pub async fn patch(

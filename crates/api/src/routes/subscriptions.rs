@@ -174,9 +174,6 @@ pub fn parse_new_subscription(body: Value) -> Result<NewSubscription, ApiError> 
         (status = 413, description = "`payload_too_large`: the body exceeds `max_body_bytes`.", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: `Content-Type` is present and not JSON.", body = ErrorBody),
         (status = 422, description = "`invalid_field`: the body is not an object, or a field (named in `field`) is missing, invalid or unknown. `destination_refused` (`field`: `url`): the URL's host is, or resolves to, a loopback, private, link-local, CGNAT, multicast, unspecified, documentation or reserved address not in `allow_destinations`.", body = ErrorBody),
-        (status = 500, description = "`internal`: anything unexpected.", body = ErrorBody),
-        (status = 503, description = "`database_unavailable`: retry later.", body = ErrorBody,
-            headers(("Retry-After" = String, description = "Always `1` (seconds)."))),
     ),
 )]
 pub async fn create(
@@ -228,9 +225,6 @@ pub struct ListParams {
     responses(
         (status = 200, description = "A page; `next_cursor` is null on the last one.", body = Page<SubscriptionView>),
         (status = 422, description = "`invalid_parameter`: `limit`, `cursor`, or `query` (a parameter given twice).", body = ErrorBody),
-        (status = 500, description = "`internal`: anything unexpected.", body = ErrorBody),
-        (status = 503, description = "`database_unavailable`: retry later.", body = ErrorBody,
-            headers(("Retry-After" = String, description = "Always `1` (seconds)."))),
     ),
 )]
 pub async fn list(
@@ -293,10 +287,6 @@ fn check_cursor(cursor: &str) -> Result<(), ApiError> {
     params(("id" = String, Path, description = "The subscription's id.")),
     responses(
         (status = 200, description = "The subscription; `secret` is never shown here.", body = SubscriptionView),
-        (status = 404, description = "`not_found`: no such subscription, or it was deleted.", body = ErrorBody),
-        (status = 500, description = "`internal`: anything unexpected.", body = ErrorBody),
-        (status = 503, description = "`database_unavailable`: retry later.", body = ErrorBody,
-            headers(("Retry-After" = String, description = "Always `1` (seconds)."))),
     ),
 )]
 pub async fn get(
@@ -323,10 +313,6 @@ pub async fn get(
     params(("id" = String, Path, description = "The subscription's id.")),
     responses(
         (status = 204, description = "Deleted; unfinished deliveries cancelled."),
-        (status = 404, description = "`not_found`: no such subscription, or it was already deleted.", body = ErrorBody),
-        (status = 500, description = "`internal`: anything unexpected.", body = ErrorBody),
-        (status = 503, description = "`database_unavailable`: retry later.", body = ErrorBody,
-            headers(("Retry-After" = String, description = "Always `1` (seconds)."))),
     ),
 )]
 pub async fn delete(
