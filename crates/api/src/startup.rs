@@ -1,20 +1,16 @@
 //! Building and running the HTTP server. Tests start it in-process on port 0.
 
 use std::net::TcpListener;
-use std::time::Instant;
 
-use actix_web::dev::{Server, Service};
-use actix_web::{App, HttpServer, ResponseError, web};
+use actix_web::dev::Server;
+use actix_web::{App, HttpServer, web};
 use dispatch_store::pool::build_pool;
-use futures_util::FutureExt;
-use futures_util::future::{Either, ready};
 
 use crate::Settings;
 use crate::committer::Committer;
 use crate::error::ApiError;
 use crate::routes::{self, AppState};
 use crate::wake::Waker;
-use dispatch_telemetry::metrics as names;
 
 /// Connections one actix worker thread serves at once; more wait in the listen backlog.
 pub const MAX_CONNECTIONS_PER_WORKER: usize = 4096;
@@ -58,50 +54,8 @@ impl Application {
                     }
                     .into()
                 }))
-                // Inside the metrics wrapper below, so refused requests are counted too.
-                .wrap_fn(|req, srv| match crate::headers::check(req.headers()) {
-                    Ok(()) => Either::Left(srv.call(req)),
-                    Err(error) => {
-                        Either::Right(ready(Ok(req.into_response(error.error_response()))))
-                    }
-                })
-                .wrap_fn(|req, srv| {
-                    let started = Instant::now();
-                    let method = req.method().clone();
-                    let path = req.path().to_owned();
-                    srv.call(req).map(move |res| {
-                        if let Ok(res) = &res {
-                            let elapsed = started.elapsed();
-                            let status = res.status().as_u16();
-                            // The route pattern, not the path: ids must not become labels.
-                            let route = res
-                                .request()
-                                .match_pattern()
-                                .unwrap_or_else(|| "unmatched".to_owned());
-                            metrics::counter!(
-                                names::HTTP_REQUESTS,
-                                names::ROUTE => route.clone(),
-                                names::METHOD => names::method_label(method.as_str()),
-                                names::STATUS => status.to_string()
-                            )
-                            .increment(1);
-                            metrics::histogram!(
-                                names::HTTP_REQUEST_DURATION,
-                                names::ROUTE => route,
-                                names::METHOD => names::method_label(method.as_str())
-                            )
-                            .record(elapsed.as_secs_f64());
-                            tracing::debug!(
-                                http.method = %method,
-                                http.path = %path,
-                                http.status = status,
-                                duration_ms = elapsed.as_secs_f64() * 1000.0,
-                                "request"
-                            );
-                        }
-                        res
-                    })
-                })
+                // Every request, matched or not, refused or not: span, metrics, header limits.
+                .wrap(actix_web::middleware::from_fn(crate::middleware::observe))
                 .configure(routes::configure)
         })
         // A client gets 5 s to send a request's head (else 408 and the connection closed) and

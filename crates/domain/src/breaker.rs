@@ -41,6 +41,9 @@ pub enum CircuitState {
 }
 
 impl CircuitState {
+    /// Every state, in the order of their numbers (the API documents them from this list).
+    pub const ALL: [Self; 3] = [Self::Closed, Self::HalfOpen, Self::Open];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Closed => "closed",
@@ -210,6 +213,16 @@ impl CircuitBreaker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_state_is_listed_once_in_the_order_of_its_number() {
+        for (i, state) in CircuitState::ALL.into_iter().enumerate() {
+            assert_eq!(state as usize, i, "{state:?}");
+        }
+        let names: std::collections::HashSet<_> =
+            CircuitState::ALL.map(CircuitState::as_str).into();
+        assert_eq!(names.len(), CircuitState::ALL.len());
+    }
 
     fn breaker() -> (CircuitBreaker, Instant) {
         let t0 = Instant::now();

@@ -93,6 +93,17 @@ pub enum FailureCode {
 }
 
 impl FailureCode {
+    /// Every code (the API documents them from this list).
+    pub const ALL: [Self; 7] = [
+        Self::Timeout,
+        Self::Connection,
+        Self::Tls,
+        Self::HttpStatus,
+        Self::Request,
+        Self::DestinationRefused,
+        Self::SecretUnavailable,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Timeout => "timeout",
@@ -198,6 +209,17 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn every_failure_code_is_listed_once_with_a_name_of_its_own() {
+        let names: std::collections::HashSet<_> = FailureCode::ALL.map(FailureCode::as_str).into();
+        assert_eq!(names.len(), FailureCode::ALL.len());
+        assert!(
+            names
+                .iter()
+                .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+        );
+    }
 
     fn status(status: u16) -> AttemptResult {
         AttemptResult::Response {

@@ -6,11 +6,10 @@ use dispatch_store::pool;
 use dispatch_store::queries::events::{self, BatchOutcome};
 use serde::Serialize;
 use serde_json::Value;
-use tracing::Instrument;
 use utoipa::ToSchema;
 
 use super::AppState;
-use super::events::{continue_trace, parse_new_event, record_status};
+use super::events::parse_new_event;
 use crate::body::{Fields, kind, read_json_body};
 use crate::error::{ApiError, ErrorBody};
 
@@ -79,7 +78,8 @@ fn invalid(index: usize, error: &ApiError) -> BatchItemResult {
 ///
 /// Up to 1000 events and `max_batch_body_bytes` (1 MiB) in `{"events": [...]}`, stored in one
 /// transaction. Each event follows the rules of `POST /events`; an invalid one does not stop the
-/// others. The answer lists one result per event, in order.
+/// others. The answer lists one result per event, in order. A `503` stores nothing: retrying is
+/// safe.
 #[utoipa::path(
     post,
     path = "/events/batch",
@@ -95,9 +95,6 @@ fn invalid(index: usize, error: &ApiError) -> BatchItemResult {
         (status = 413, description = "`payload_too_large`: the body exceeds `max_batch_body_bytes`.", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
         (status = 422, description = "`invalid_field`: the body is not `{\"events\": [...]}` with 1 to 1000 items.", body = ErrorBody),
-        (status = 500, description = "`internal`.", body = ErrorBody),
-        (status = 503, description = "`database_unavailable`: nothing was stored; retrying is safe.", body = ErrorBody,
-            headers(("Retry-After" = String, description = "Always `1` (seconds)."))),
     ),
 )]
 pub async fn create(
@@ -105,30 +102,6 @@ pub async fn create(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    let span = tracing::info_span!(
-        "ingest_batch",
-        otel.kind = "server",
-        http.request.method = "POST",
-        http.route = "/events/batch",
-        events = tracing::field::Empty,
-        http.response.status_code = tracing::field::Empty,
-        otel.status_code = tracing::field::Empty,
-    );
-    let caller = continue_trace(&req, &span);
-    let result = ingest(req, payload, state, caller, span.clone())
-        .instrument(span.clone())
-        .await;
-    record_status(&span, &result);
-    result
-}
-
-async fn ingest(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-    caller: Option<dispatch_telemetry::TraceParent>,
-    span: tracing::Span,
 ) -> Result<HttpResponse, ApiError> {
     let body = read_json_body(&req, payload, state.max_batch_body_bytes).await?;
     let mut fields = Fields::from_body(body)?;
@@ -151,9 +124,8 @@ async fn ingest(
             ),
         ));
     }
-    span.record("events", items.len());
-    let traceparent =
-        dispatch_telemetry::traceparent_of(&span).or_else(|| caller.map(|c| c.to_string()));
+    tracing::Span::current().record("events", items.len());
+    let traceparent = crate::middleware::traceparent_to_store(&req);
     let mut results: Vec<Option<BatchItemResult>> = Vec::with_capacity(items.len());
     let mut valid = Vec::new();
     let mut positions = Vec::new();

@@ -11,6 +11,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::AppState;
+use super::path_id::{DeliveryId, PathId};
 use crate::body::Fields;
 use crate::error::{ApiError, ErrorBody};
 use crate::openapi::{AttemptErrorCode, DeliveryStatusSchema};
@@ -114,9 +115,6 @@ pub fn delivery_filter(query: &Query) -> Result<DeliveryFilter, ApiError> {
     responses(
         (status = 200, description = "A page; `next_cursor` is null on the last one.", body = Page<DeliveryDetailView>),
         (status = 422, description = "`invalid_parameter`: a filter, `limit` or `cursor` is invalid, or a parameter that is not repeatable was given twice (`field` names it).", body = ErrorBody),
-        (status = 500, description = "`internal`: anything unexpected.", body = ErrorBody),
-        (status = 503, description = "`database_unavailable`: retry later.", body = ErrorBody,
-            headers(("Retry-After" = String, description = "Always `1` (seconds)."))),
     ),
 )]
 pub async fn list(
@@ -145,19 +143,6 @@ pub async fn list(
     }))
 }
 
-fn delivery_not_found(id: &str) -> ApiError {
-    ApiError::NotFound(format!("no delivery with id {id:?}"))
-}
-
-/// The id in the path: a positive whole number, else it cannot exist (404).
-fn delivery_id(path: web::Path<String>) -> Result<i64, ApiError> {
-    let id = path.into_inner();
-    id.parse::<i64>()
-        .ok()
-        .filter(|n| *n > 0)
-        .ok_or_else(|| delivery_not_found(&id))
-}
-
 /// Get one delivery.
 #[utoipa::path(
     get,
@@ -167,23 +152,18 @@ fn delivery_id(path: web::Path<String>) -> Result<i64, ApiError> {
     params(("id" = i64, Path, description = "The delivery's id.")),
     responses(
         (status = 200, description = "The delivery.", body = DeliveryDetailView),
-        (status = 404, description = "`not_found`: no such delivery.", body = ErrorBody),
-        (status = 500, description = "`internal`: anything unexpected.", body = ErrorBody),
-        (status = 503, description = "`database_unavailable`: retry later.", body = ErrorBody,
-            headers(("Retry-After" = String, description = "Always `1` (seconds)."))),
     ),
 )]
 pub async fn get(
     _auth: crate::auth::Authorized,
-    path: web::Path<String>,
+    path: PathId<DeliveryId>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let text = path.clone();
-    let id = delivery_id(path)?;
+    let DeliveryId(id) = *path;
     let mut conn = pool::connection(&state.pool).await?;
     let item = listing::delivery(&mut conn, id)
         .await?
-        .ok_or_else(|| delivery_not_found(&text))?;
+        .ok_or_else(|| path.not_found())?;
     Ok(HttpResponse::Ok().json(DeliveryDetailView::new(item)?))
 }
 
@@ -221,25 +201,20 @@ pub(crate) async fn attempts_page(
     ),
     responses(
         (status = 200, description = "A page of attempts.", body = Page<AttemptView>),
-        (status = 404, description = "`not_found`: no such delivery.", body = ErrorBody),
         (status = 422, description = "`invalid_parameter`: `limit` or `cursor`.", body = ErrorBody),
-        (status = 500, description = "`internal`: anything unexpected.", body = ErrorBody),
-        (status = 503, description = "`database_unavailable`: retry later.", body = ErrorBody,
-            headers(("Retry-After" = String, description = "Always `1` (seconds)."))),
     ),
 )]
 pub async fn attempts(
     _auth: crate::auth::Authorized,
+    path: PathId<DeliveryId>,
     req: HttpRequest,
-    path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let text = path.clone();
-    let id = delivery_id(path)?;
+    let DeliveryId(id) = *path;
     let query = Query::parse(req.query_string())?;
     let mut conn = pool::connection(&state.pool).await?;
     if listing::delivery(&mut conn, id).await?.is_none() {
-        return Err(delivery_not_found(&text));
+        return Err(path.not_found());
     }
     attempts_page(&mut conn, AttemptsOf::Delivery(id), &query).await
 }
@@ -269,25 +244,20 @@ pub struct RetryRequest {
     responses(
         (status = 202, description = "Queued, due now: the delivery as it now is.", body = DeliveryDetailView),
         (status = 400, description = "`malformed_json` or `duplicate_key`.", body = ErrorBody),
-        (status = 404, description = "`not_found`: no such delivery.", body = ErrorBody),
         (status = 409, description = "`delivery_in_flight`: a worker holds it now. `delivery_queued`: it waits for its first attempt already. `delivery_delivered`: it was delivered; send `{\"resend\": true}` to send it again. `subscription_deleted`: its subscription was deleted.", body = ErrorBody),
         (status = 413, description = "`payload_too_large`.", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
         (status = 422, description = "`invalid_field`: `resend` is not a boolean, or an unknown field.", body = ErrorBody),
-        (status = 500, description = "`internal`: anything unexpected.", body = ErrorBody),
-        (status = 503, description = "`database_unavailable`: retry later.", body = ErrorBody,
-            headers(("Retry-After" = String, description = "Always `1` (seconds)."))),
     ),
 )]
 pub async fn retry(
     _auth: crate::auth::Authorized,
+    path: PathId<DeliveryId>,
     req: HttpRequest,
-    path: web::Path<String>,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let text = path.clone();
-    let id = delivery_id(path)?;
+    let DeliveryId(id) = *path;
     let body = crate::body::read_optional_json_body(&req, payload, state.max_body_bytes).await?;
     let resend = match body {
         None => false,
@@ -307,7 +277,7 @@ pub async fn retry(
     use crate::error::Conflict;
     let conflict = |code: Conflict, message: String| ApiError::Conflict { code, message };
     match requeue::retry(&mut conn, id, resend).await? {
-        Retried::NotFound => Err(delivery_not_found(&text)),
+        Retried::NotFound => Err(path.not_found()),
         Retried::Refused(refusal) => Err(match refusal {
             RetryRefusal::InFlight => conflict(
                 Conflict::DeliveryInFlight,
@@ -331,7 +301,7 @@ pub async fn retry(
             state.waker.wake();
             let item = listing::delivery(&mut conn, id)
                 .await?
-                .ok_or_else(|| delivery_not_found(&text))?;
+                .ok_or_else(|| path.not_found())?;
             Ok(HttpResponse::Accepted().json(DeliveryDetailView::new(item)?))
         }
     }

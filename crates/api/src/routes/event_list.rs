@@ -98,9 +98,6 @@ pub fn event_filter(query: &Query) -> Result<EventFilter, ApiError> {
     responses(
         (status = 200, description = "A page; `next_cursor` is null on the last one.", body = Page<EventSummaryView>),
         (status = 422, description = "`invalid_parameter`: a filter, `include`, `limit` or `cursor` is invalid, or a parameter was given twice (`field` names it).", body = ErrorBody),
-        (status = 500, description = "`internal`: anything unexpected.", body = ErrorBody),
-        (status = 503, description = "`database_unavailable`: retry later.", body = ErrorBody,
-            headers(("Retry-After" = String, description = "Always `1` (seconds)."))),
     ),
 )]
 pub async fn list(

@@ -9,6 +9,7 @@ use dispatch_store::{AsyncPgConnection, pool};
 use tracing::Instrument;
 
 use super::AppState;
+use super::path_id::PathId;
 use crate::body::{Fields, check_storable_json, read_json_body};
 use crate::error::{ApiError, ErrorBody};
 use crate::openapi::NewEventRequest;
@@ -45,30 +46,6 @@ pub fn parse_new_event(body: serde_json::Value) -> Result<NewEvent, ApiError> {
     })
 }
 
-/// The caller's `traceparent` when there is exactly one and it is valid; W3C says anything else
-/// is ignored (a new trace starts here), never an error.
-fn caller_traceparent(req: &HttpRequest) -> Option<dispatch_telemetry::TraceParent> {
-    let mut values = req.headers().get_all(dispatch_telemetry::TRACEPARENT);
-    let value = values.next()?;
-    if values.next().is_some() {
-        return None;
-    }
-    dispatch_telemetry::TraceParent::parse(value.to_str().ok()?)
-}
-
-/// A span for one request to an event route, continuing the caller's trace when it sent a
-/// valid `traceparent`. Must be set up before the span is first entered.
-pub(crate) fn continue_trace(
-    req: &HttpRequest,
-    span: &tracing::Span,
-) -> Option<dispatch_telemetry::TraceParent> {
-    let caller = caller_traceparent(req);
-    if let Some(parent) = &caller {
-        dispatch_telemetry::set_parent(span, parent);
-    }
-    caller
-}
-
 async fn view(
     conn: &mut AsyncPgConnection,
     event: dispatch_store::models::EventRow,
@@ -81,8 +58,8 @@ async fn view(
 ///
 /// Stores the event and, in the same statement, one `pending` delivery per active subscription
 /// whose patterns select its type. Idempotent on `id`: the same content again answers `200`
-/// with the stored event, other content `409 event_conflict`. A valid W3C `traceparent` header
-/// is continued (an invalid one is ignored).
+/// with the stored event, other content `409 event_conflict`, so retrying after a `503` is safe.
+/// A valid W3C `traceparent` header is continued (an invalid one is ignored).
 #[utoipa::path(
     post,
     path = "/events",
@@ -100,9 +77,6 @@ async fn view(
         (status = 413, description = "`payload_too_large`: the body exceeds `max_body_bytes`.", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: `Content-Type` is present and not JSON.", body = ErrorBody),
         (status = 422, description = "`invalid_field`: the body is not an object, or a field (named in `field`) is missing, invalid or unknown.", body = ErrorBody),
-        (status = 500, description = "`internal`: anything unexpected.", body = ErrorBody),
-        (status = 503, description = "`database_unavailable`: retrying is safe.", body = ErrorBody,
-            headers(("Retry-After" = String, description = "Always `1` (seconds)."))),
     ),
 )]
 pub async fn create(
@@ -111,52 +85,14 @@ pub async fn create(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let span = tracing::info_span!(
-        "ingest",
-        otel.kind = "server",
-        http.request.method = "POST",
-        http.route = "/events",
-        event.id = tracing::field::Empty,
-        event.type = tracing::field::Empty,
-        http.response.status_code = tracing::field::Empty,
-        otel.status_code = tracing::field::Empty,
-    );
-    let caller = continue_trace(&req, &span);
-    let result = ingest(req, payload, state, caller, span.clone())
-        .instrument(span.clone())
-        .await;
-    record_status(&span, &result);
-    result
-}
-
-/// Records a request span's outcome: its HTTP status, and ERROR on a 5xx. The span must declare
-/// `http.response.status_code` and `otel.status_code` as empty fields.
-pub(crate) fn record_status(span: &tracing::Span, result: &Result<HttpResponse, ApiError>) {
-    let status = match result {
-        Ok(response) => response.status(),
-        Err(e) => actix_web::ResponseError::status_code(e),
-    };
-    span.record("http.response.status_code", status.as_u16());
-    if status.is_server_error() {
-        span.record("otel.status_code", "ERROR");
-    }
-}
-
-async fn ingest(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-    caller: Option<dispatch_telemetry::TraceParent>,
-    span: tracing::Span,
-) -> Result<HttpResponse, ApiError> {
     let body = read_json_body(&req, payload, state.max_body_bytes).await?;
     let mut new = parse_new_event(body)?;
+    let span = tracing::Span::current();
     span.record("event.id", new.id.as_str());
     span.record("event.type", new.event_type.as_str());
-    // The delivery spans continue from this one, a child of the caller's span when it sent one;
-    // with no tracing installed, the caller's own traceparent is kept as it came.
-    new.traceparent =
-        dispatch_telemetry::traceparent_of(&span).or_else(|| caller.map(|c| c.to_string()));
+    // The delivery spans continue from the request's server span, a child of the caller's span
+    // when it sent one.
+    new.traceparent = crate::middleware::traceparent_to_store(&req);
     let (id, event_type) = (new.id.clone(), new.event_type.clone());
     let stored = state
         .committer
@@ -190,18 +126,6 @@ async fn ingest(
     }
 }
 
-fn event_not_found(id: &str) -> ApiError {
-    ApiError::NotFound(format!("no event with id {id:?}"))
-}
-
-/// The id in the path; one that could never have been accepted cannot exist: 404.
-fn event_id(path: web::Path<String>) -> Result<String, ApiError> {
-    let id = path.into_inner();
-    EventId::parse(&id)
-        .map(EventId::into_inner)
-        .map_err(|_| event_not_found(&id))
-}
-
 /// Get an event and its deliveries.
 #[utoipa::path(
     get,
@@ -211,37 +135,17 @@ fn event_id(path: web::Path<String>) -> Result<String, ApiError> {
     params(("id" = String, Path, description = "The event's id.")),
     responses(
         (status = 200, description = "The event.", body = EventView),
-        (status = 404, description = "`not_found`: no such event.", body = ErrorBody),
-        (status = 500, description = "`internal`: anything unexpected.", body = ErrorBody),
-        (status = 503, description = "`database_unavailable`: retry later.", body = ErrorBody,
-            headers(("Retry-After" = String, description = "Always `1` (seconds)."))),
     ),
 )]
 pub async fn get(
     _auth: crate::auth::Authorized,
-    req: HttpRequest,
-    path: web::Path<String>,
+    id: PathId<EventId>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let span = tracing::info_span!(
-        "get_event",
-        otel.kind = "server",
-        http.request.method = "GET",
-        http.route = "/events/{id}",
-    );
-    continue_trace(&req, &span);
-    get_event(path, state).instrument(span).await
-}
-
-async fn get_event(
-    path: web::Path<String>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    let id = event_id(path)?;
     let mut conn = pool::connection(&state.pool).await?;
-    let event = events::find(&mut conn, &id)
+    let event = events::find(&mut conn, id.as_str())
         .await?
-        .ok_or_else(|| event_not_found(&id))?;
+        .ok_or_else(|| id.not_found())?;
     Ok(HttpResponse::Ok().json(view(&mut conn, event).await?))
 }
 
@@ -258,39 +162,19 @@ async fn get_event(
     ),
     responses(
         (status = 200, description = "A page of attempts; `next_cursor` is null on the last one.", body = Page<AttemptView>),
-        (status = 404, description = "`not_found`: no such event.", body = ErrorBody),
         (status = 422, description = "`invalid_parameter`: `limit` or `cursor`.", body = ErrorBody),
-        (status = 500, description = "`internal`: anything unexpected.", body = ErrorBody),
-        (status = 503, description = "`database_unavailable`: retry later.", body = ErrorBody,
-            headers(("Retry-After" = String, description = "Always `1` (seconds)."))),
     ),
 )]
 pub async fn attempts(
     _auth: crate::auth::Authorized,
+    id: PathId<EventId>,
     req: HttpRequest,
-    path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let span = tracing::info_span!(
-        "list_attempts",
-        otel.kind = "server",
-        http.request.method = "GET",
-        http.route = "/events/{id}/attempts",
-    );
-    continue_trace(&req, &span);
-    list_attempts(&req, path, state).instrument(span).await
-}
-
-async fn list_attempts(
-    req: &HttpRequest,
-    path: web::Path<String>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    let id = event_id(path)?;
     let query = crate::query::Query::parse(req.query_string())?;
     let mut conn = pool::connection(&state.pool).await?;
-    if events::find(&mut conn, &id).await?.is_none() {
-        return Err(event_not_found(&id));
+    if events::find(&mut conn, id.as_str()).await?.is_none() {
+        return Err(id.not_found());
     }
-    super::deliveries::attempts_page(&mut conn, AttemptsOf::Event(&id), &query).await
+    super::deliveries::attempts_page(&mut conn, AttemptsOf::Event(id.as_str()), &query).await
 }

@@ -13,6 +13,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::AppState;
+use super::path_id::PathId;
 use crate::body::{Fields, as_string, kind, read_json_body};
 use crate::error::{ApiError, ErrorBody};
 use crate::openapi::DeliveryStatusSchema;
@@ -272,9 +273,6 @@ fn request_hash(body: &Value) -> String {
         (status = 413, description = "`payload_too_large`.", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
         (status = 422, description = "`invalid_field`: no selector or more than one, a bad id, time or status, or an unknown field. `invalid_parameter`: a bad `Idempotency-Key`.", body = ErrorBody),
-        (status = 500, description = "`internal`: anything unexpected.", body = ErrorBody),
-        (status = 503, description = "`database_unavailable`: retry later.", body = ErrorBody,
-            headers(("Retry-After" = String, description = "Always `1` (seconds)."))),
     ),
 )]
 pub async fn create(
@@ -320,17 +318,6 @@ pub async fn create(
         .json(ReplayView::from(row)))
 }
 
-fn replay_not_found(id: &str) -> ApiError {
-    ApiError::NotFound(format!("no replay with id {id:?}"))
-}
-
-fn replay_id(path: web::Path<String>) -> Result<String, ApiError> {
-    let id = path.into_inner();
-    ReplayId::parse(&id)
-        .map(ReplayId::into_inner)
-        .map_err(|_| replay_not_found(&id))
-}
-
 /// Get a replay and its progress.
 #[utoipa::path(
     get,
@@ -340,22 +327,17 @@ fn replay_id(path: web::Path<String>) -> Result<String, ApiError> {
     params(("id" = String, Path, description = "The replay's id.")),
     responses(
         (status = 200, description = "The replay.", body = ReplayView),
-        (status = 404, description = "`not_found`: no such replay.", body = ErrorBody),
-        (status = 500, description = "`internal`: anything unexpected.", body = ErrorBody),
-        (status = 503, description = "`database_unavailable`: retry later.", body = ErrorBody,
-            headers(("Retry-After" = String, description = "Always `1` (seconds)."))),
     ),
 )]
 pub async fn get(
     _auth: crate::auth::Authorized,
-    path: web::Path<String>,
+    id: PathId<ReplayId>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = replay_id(path)?;
     let mut conn = pool::connection(&state.pool).await?;
-    let row = replays::find(&mut conn, &id)
+    let row = replays::find(&mut conn, id.as_str())
         .await?
-        .ok_or_else(|| replay_not_found(&id))?;
+        .ok_or_else(|| id.not_found())?;
     Ok(HttpResponse::Ok().json(ReplayView::from(row)))
 }
 
@@ -371,21 +353,16 @@ pub async fn get(
     params(("id" = String, Path, description = "The replay's id.")),
     responses(
         (status = 200, description = "The replay as it now is.", body = ReplayView),
-        (status = 404, description = "`not_found`: no such replay.", body = ErrorBody),
-        (status = 500, description = "`internal`: anything unexpected.", body = ErrorBody),
-        (status = 503, description = "`database_unavailable`: retry later.", body = ErrorBody,
-            headers(("Retry-After" = String, description = "Always `1` (seconds)."))),
     ),
 )]
 pub async fn cancel(
     _auth: crate::auth::Authorized,
-    path: web::Path<String>,
+    id: PathId<ReplayId>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = replay_id(path)?;
     let mut conn = pool::connection(&state.pool).await?;
-    let row = replays::cancel(&mut conn, &id)
+    let row = replays::cancel(&mut conn, id.as_str())
         .await?
-        .ok_or_else(|| replay_not_found(&id))?;
+        .ok_or_else(|| id.not_found())?;
     Ok(HttpResponse::Ok().json(ReplayView::from(row)))
 }

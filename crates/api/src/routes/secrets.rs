@@ -14,6 +14,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::AppState;
+use super::path_id::PathId;
 use crate::body::{Fields, read_json_body, whole_number};
 use crate::error::{ApiError, ErrorBody};
 use crate::views::SecretRotationView;
@@ -115,26 +116,18 @@ pub struct RotateSecretRequest {
         (status = 200, description = "Rotated; `secret` is shown this once.", body = SecretRotationView,
             headers(("Cache-Control" = String, description = "`no-store`"))),
         (status = 400, description = "`malformed_json`: the body is not valid JSON. `duplicate_key`: an object has the same key twice.", body = ErrorBody),
-        (status = 404, description = "`not_found`: no such subscription, or it was deleted.", body = ErrorBody),
         (status = 413, description = "`payload_too_large`: the body exceeds `max_body_bytes`.", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: `Content-Type` is present and not JSON.", body = ErrorBody),
         (status = 422, description = "`invalid_field`: the body is not an object, or `secret` or `overlap_secs` (named in `field`) is invalid, or a field is unknown.", body = ErrorBody),
-        (status = 500, description = "`internal`: anything unexpected.", body = ErrorBody),
-        (status = 503, description = "`database_unavailable`: retry later.", body = ErrorBody,
-            headers(("Retry-After" = String, description = "Always `1` (seconds)."))),
     ),
 )]
 pub async fn rotate(
     _auth: crate::auth::Authorized,
+    subscription: PathId<SubscriptionId>,
     req: HttpRequest,
-    path: web::Path<String>,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = path.into_inner();
-    let not_found = || ApiError::NotFound(format!("no subscription with id {id:?}"));
-    // An id that could never have been accepted cannot exist.
-    let subscription = SubscriptionId::parse(&id).map_err(|_| not_found())?;
     let body = if has_body(&req) {
         Some(read_json_body(&req, payload, state.max_body_bytes).await?)
     } else {
@@ -150,16 +143,16 @@ pub async fn rotate(
         rotation.overlap,
     )
     .await?
-    .ok_or_else(not_found)?;
+    .ok_or_else(|| subscription.not_found())?;
     tracing::info!(
-        subscription.id = %subscription,
+        subscription.id = %*subscription,
         overlap_secs = rotation.overlap.as_secs(),
         "subscription secret rotated"
     );
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))
         .json(SecretRotationView {
-            id: subscription.into_inner(),
+            id: subscription.as_str().to_owned(),
             secret: rotation.secret,
             previous_secret_expires_at: rotated.previous_expires_at,
         }))

@@ -6,7 +6,7 @@ use dispatch_store::pool;
 
 use super::AppState;
 use crate::admin::stats::{self, StatsView};
-use crate::error::{ApiError, ErrorBody};
+use crate::error::ApiError;
 
 /// The queue's snapshot: what `dispatch-api admin stats --json` prints.
 ///
@@ -20,9 +20,6 @@ use crate::error::{ApiError, ErrorBody};
     tag = "operations",
     responses(
         (status = 200, description = "The snapshot.", body = StatsView),
-        (status = 500, description = "`internal`: anything unexpected.", body = ErrorBody),
-        (status = 503, description = "`database_unavailable`: retry later.", body = ErrorBody,
-            headers(("Retry-After" = String, description = "Always `1` (seconds)."))),
     ),
 )]
 pub async fn get(

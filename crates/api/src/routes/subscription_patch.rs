@@ -4,7 +4,7 @@
 //! request would be.
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use dispatch_domain::DestinationUrl;
+use dispatch_domain::{DestinationUrl, SubscriptionId};
 use dispatch_store::models::SubscriptionRow;
 use dispatch_store::pool;
 use dispatch_store::queries::subscription_changes::{self, SubscriptionChange, UpdateOutcome};
@@ -12,10 +12,9 @@ use dispatch_store::queries::subscriptions;
 use serde_json::{Map, Value, json};
 
 use super::AppState;
+use super::path_id::PathId;
 use super::subscription_settings::take_settings;
-use super::subscriptions::{
-    parse_patterns, parse_rate_limit, subscription_id, subscription_not_found,
-};
+use super::subscriptions::{parse_patterns, parse_rate_limit};
 use crate::body::{Fields, kind, read_json_body};
 use crate::error::{ApiError, ErrorBody};
 use crate::openapi::SubscriptionPatchRequest;
@@ -69,32 +68,28 @@ fn merged(
     responses(
         (status = 200, description = "The subscription as changed; `secret` is never shown here.", body = SubscriptionView),
         (status = 400, description = "`malformed_json` or `duplicate_key`, as for creation.", body = ErrorBody),
-        (status = 404, description = "`not_found`: no such subscription, or it was deleted.", body = ErrorBody),
         (status = 413, description = "`payload_too_large`: the body exceeds `max_body_bytes`.", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: `Content-Type` is present and not JSON.", body = ErrorBody),
         (status = 422, description = "`invalid_field`: the body is not an object; `id` or `secret` is given; `url`, `event_types` or `enabled` is null; or the merged subscription has a missing, invalid or unknown field (named in `field`, e.g. `headers.Host`, `retry.max_attempts`). `destination_refused` (`field`: `url`): the new URL's host is, or resolves to, a refused address, as at creation.", body = ErrorBody),
-        (status = 500, description = "`internal`: anything unexpected.", body = ErrorBody),
-        (status = 503, description = "`database_unavailable`: retry later.", body = ErrorBody,
-            headers(("Retry-After" = String, description = "Always `1` (seconds)."))),
     ),
 )]
 pub async fn patch(
     _auth: crate::auth::Authorized,
-    path: web::Path<String>,
+    path: PathId<SubscriptionId>,
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = subscription_id(path)?;
+    let id = path.as_str();
     let body = read_json_body(&req, payload, state.max_body_bytes).await?;
     let patch = check_patch(body)?;
     let mut checked_url = false;
     for _ in 0..ATTEMPTS {
         let current = {
             let mut conn = pool::connection(&state.pool).await?;
-            subscriptions::find_active(&mut conn, &id)
+            subscriptions::find_active(&mut conn, id)
                 .await?
-                .ok_or_else(|| subscription_not_found(&id))?
+                .ok_or_else(|| path.not_found())?
         };
         let change = merged(&current, &patch)?;
         // A new URL is checked as at creation, once (resolving may take a while: no
@@ -107,7 +102,7 @@ pub async fn patch(
         }
         let expected = SubscriptionChange::of(&current);
         let mut conn = pool::connection(&state.pool).await?;
-        match subscription_changes::update(&mut conn, &id, &expected, &change).await? {
+        match subscription_changes::update(&mut conn, id, &expected, &change).await? {
             UpdateOutcome::Updated {
                 row,
                 held,
@@ -124,7 +119,7 @@ pub async fn patch(
                     .insert_header(("Cache-Control", "no-store"))
                     .json(SubscriptionView::public(*row)));
             }
-            UpdateOutcome::NotFound => return Err(subscription_not_found(&id)),
+            UpdateOutcome::NotFound => return Err(path.not_found()),
             // Changed by someone else since it was read: merge into the new state.
             UpdateOutcome::Stale => continue,
         }

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use actix_web::{HttpResponse, web};
-use dispatch_domain::{EventId, EventType, Source};
+use dispatch_domain::{EventId, EventType, Source, SubscriptionId};
 use dispatch_store::models::NewEvent;
 use dispatch_store::pool;
 use dispatch_store::queries::listing::{self, AttemptsOf};
@@ -14,7 +14,8 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use super::deliveries::DeliveryDetailView;
-use crate::error::{ApiError, ErrorBody};
+use super::path_id::PathId;
+use crate::error::ApiError;
 use crate::views::AttemptView;
 
 /// The type of every test event.
@@ -50,34 +51,29 @@ pub struct TestDeliveryView {
     responses(
         (status = 200, description = "Attempted: `attempt` says how it went (a failed attempt is retried like any other).", body = TestDeliveryView),
         (status = 202, description = "Stored, but no worker attempted it within 35 s (are the workers running? is the destination's circuit open?): follow `GET /deliveries/{id}`.", body = TestDeliveryView),
-        (status = 404, description = "`not_found`: no such subscription, or it was deleted.", body = ErrorBody),
-        (status = 500, description = "`internal`: anything unexpected.", body = ErrorBody),
-        (status = 503, description = "`database_unavailable`: retry later.", body = ErrorBody,
-            headers(("Retry-After" = String, description = "Always `1` (seconds)."))),
     ),
 )]
 pub async fn send(
     _auth: crate::auth::Authorized,
-    path: web::Path<String>,
+    id: PathId<SubscriptionId>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = super::subscriptions::subscription_id(path)?;
     let event_id = EventId::generate();
     let event = NewEvent {
         id: event_id.clone(),
         event_type: EventType::parse(TEST_EVENT_TYPE).map_err(|e| ApiError::Internal(e.into()))?,
         source: Source::parse("dispatch").map_err(|e| ApiError::Internal(e.into()))?,
         data: serde_json::json!({
-            "subscription_id": id,
+            "subscription_id": id.as_str(),
             "message": "A test event sent by an operator (POST /subscriptions/{id}/test).",
         }),
         traceparent: None,
     };
     let mut conn = pool::connection(&state.pool).await?;
-    let delivery = requeue::send_test(&mut conn, &id, &event)
+    let delivery = requeue::send_test(&mut conn, id.as_str(), &event)
         .await?
-        .ok_or_else(|| super::subscriptions::subscription_not_found(&id))?;
-    tracing::info!(subscription.id = %id, delivery.id = delivery, "test event sent");
+        .ok_or_else(|| id.not_found())?;
+    tracing::info!(subscription.id = %*id, delivery.id = delivery, "test event sent");
     state.waker.wake();
     let started = Instant::now();
     loop {

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::AppState;
+use super::path_id::PathId;
 use crate::body::{Fields, as_string, kind, read_json_body, whole_number};
 use crate::error::{ApiError, ErrorBody};
 use crate::openapi::NewSubscriptionRequest;
@@ -173,9 +174,6 @@ pub fn parse_new_subscription(body: Value) -> Result<NewSubscription, ApiError> 
         (status = 413, description = "`payload_too_large`: the body exceeds `max_body_bytes`.", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: `Content-Type` is present and not JSON.", body = ErrorBody),
         (status = 422, description = "`invalid_field`: the body is not an object, or a field (named in `field`) is missing, invalid or unknown. `destination_refused` (`field`: `url`): the URL's host is, or resolves to, a loopback, private, link-local, CGNAT, multicast, unspecified, documentation or reserved address not in `allow_destinations`.", body = ErrorBody),
-        (status = 500, description = "`internal`: anything unexpected.", body = ErrorBody),
-        (status = 503, description = "`database_unavailable`: retry later.", body = ErrorBody,
-            headers(("Retry-After" = String, description = "Always `1` (seconds)."))),
     ),
 )]
 pub async fn create(
@@ -227,9 +225,6 @@ pub struct ListParams {
     responses(
         (status = 200, description = "A page; `next_cursor` is null on the last one.", body = Page<SubscriptionView>),
         (status = 422, description = "`invalid_parameter`: `limit`, `cursor`, or `query` (a parameter given twice).", body = ErrorBody),
-        (status = 500, description = "`internal`: anything unexpected.", body = ErrorBody),
-        (status = 503, description = "`database_unavailable`: retry later.", body = ErrorBody,
-            headers(("Retry-After" = String, description = "Always `1` (seconds)."))),
     ),
 )]
 pub async fn list(
@@ -283,18 +278,6 @@ fn check_cursor(cursor: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-pub(crate) fn subscription_not_found(id: &str) -> ApiError {
-    ApiError::NotFound(format!("no subscription with id {id:?}"))
-}
-
-/// The id in the path; one that could never have been accepted cannot exist: 404.
-pub(crate) fn subscription_id(path: web::Path<String>) -> Result<String, ApiError> {
-    let id = path.into_inner();
-    SubscriptionId::parse(&id)
-        .map(SubscriptionId::into_inner)
-        .map_err(|_| subscription_not_found(&id))
-}
-
 /// Get a subscription (without its secret).
 #[utoipa::path(
     get,
@@ -304,22 +287,17 @@ pub(crate) fn subscription_id(path: web::Path<String>) -> Result<String, ApiErro
     params(("id" = String, Path, description = "The subscription's id.")),
     responses(
         (status = 200, description = "The subscription; `secret` is never shown here.", body = SubscriptionView),
-        (status = 404, description = "`not_found`: no such subscription, or it was deleted.", body = ErrorBody),
-        (status = 500, description = "`internal`: anything unexpected.", body = ErrorBody),
-        (status = 503, description = "`database_unavailable`: retry later.", body = ErrorBody,
-            headers(("Retry-After" = String, description = "Always `1` (seconds)."))),
     ),
 )]
 pub async fn get(
     _auth: crate::auth::Authorized,
-    path: web::Path<String>,
+    id: PathId<SubscriptionId>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = subscription_id(path)?;
     let mut conn = pool::connection(&state.pool).await?;
-    let row = subscriptions::find_active(&mut conn, &id)
+    let row = subscriptions::find_active(&mut conn, id.as_str())
         .await?
-        .ok_or_else(|| subscription_not_found(&id))?;
+        .ok_or_else(|| id.not_found())?;
     Ok(HttpResponse::Ok().json(SubscriptionView::public(row)))
 }
 
@@ -335,22 +313,17 @@ pub async fn get(
     params(("id" = String, Path, description = "The subscription's id.")),
     responses(
         (status = 204, description = "Deleted; unfinished deliveries cancelled."),
-        (status = 404, description = "`not_found`: no such subscription, or it was already deleted.", body = ErrorBody),
-        (status = 500, description = "`internal`: anything unexpected.", body = ErrorBody),
-        (status = 503, description = "`database_unavailable`: retry later.", body = ErrorBody,
-            headers(("Retry-After" = String, description = "Always `1` (seconds)."))),
     ),
 )]
 pub async fn delete(
     _auth: crate::auth::Authorized,
-    path: web::Path<String>,
+    id: PathId<SubscriptionId>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = subscription_id(path)?;
     let mut conn = pool::connection(&state.pool).await?;
-    let cancelled = subscriptions::delete(&mut conn, &id)
+    let cancelled = subscriptions::delete(&mut conn, id.as_str())
         .await?
-        .ok_or_else(|| subscription_not_found(&id))?;
-    tracing::info!(subscription.id = %id, cancelled, "subscription deleted");
+        .ok_or_else(|| id.not_found())?;
+    tracing::info!(subscription.id = %*id, cancelled, "subscription deleted");
     Ok(HttpResponse::NoContent().finish())
 }

@@ -76,9 +76,29 @@ fn resolve<'a>(document: &'a Value, schema: &'a Value) -> &'a Value {
     }
 }
 
+/// The documented answer `status` to `method path` (`Value::Null` when there is none), a
+/// shared one followed from `#/components/responses/…`.
+fn documented_response<'a>(
+    document: &'a Value,
+    method: &str,
+    path: &str,
+    status: &str,
+) -> &'a Value {
+    let response = &operation(document, method, path)["responses"][status];
+    let Some(reference) = response.get("$ref").and_then(Value::as_str) else {
+        return response;
+    };
+    let name = reference
+        .strip_prefix("#/components/responses/")
+        .unwrap_or_else(|| panic!("unexpected $ref {reference}"));
+    let target = &document["components"]["responses"][name];
+    assert!(target.is_object(), "dangling $ref {reference}");
+    target
+}
+
 /// The documented JSON schema of the answer `status` to `method path`.
 fn response_schema<'a>(document: &'a Value, method: &str, path: &str, status: u16) -> &'a Value {
-    let response = &operation(document, method, path)["responses"][status.to_string()];
+    let response = documented_response(document, method, path, &status.to_string());
     assert!(
         response.is_object(),
         "{method} {path} does not document a {status} answer"
@@ -279,7 +299,7 @@ async fn every_documented_operation_is_served_and_every_other_method_is_405() {
             !(status == StatusCode::NOT_FOUND && body.contains("no such route")),
             "{method} {path} is documented but is no route: {body}"
         );
-        let documented = &operation(&document, &method, &path)["responses"][status.as_str()];
+        let documented = documented_response(&document, &method, &path, status.as_str());
         assert!(
             documented.is_object(),
             "{method} {path} answered {status}, which it does not document: {body}"

@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used, dead_code)]
 
+pub mod collector;
+
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -11,6 +13,15 @@ use dispatch_test_support::secrets::TEST_SECRET_KEYS;
 
 /// The API in-process over `db` (as the API's own tests start it), and a client.
 pub fn start_api(db: &TestDb, patience: Duration) -> (String, reqwest::Client) {
+    start_api_with(db, patience, |_| {})
+}
+
+/// Like [`start_api`], with `edit` applied to the settings first.
+pub fn start_api_with(
+    db: &TestDb,
+    patience: Duration,
+    edit: impl FnOnce(&mut dispatch_api::Settings),
+) -> (String, reqwest::Client) {
     let env: HashMap<String, String> = [
         ("ADDR", "127.0.0.1:0"),
         ("DATABASE_URL", db.url()),
@@ -27,6 +38,7 @@ pub fn start_api(db: &TestDb, patience: Duration) -> (String, reqwest::Client) {
     .collect();
     let mut settings = dispatch_api::Settings::load_from(None, &env).unwrap();
     settings.database = db.settings();
+    edit(&mut settings);
     let app = dispatch_api::Application::build(&settings).unwrap();
     let base = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until_stopped());
