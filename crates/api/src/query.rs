@@ -34,14 +34,20 @@ impl Query {
         Ok(Self { pairs })
     }
 
-    /// The one value of `name`, if given; empty counts as absent.
+    /// The one value of `name`, if given (an empty value is a value: a filter given empty is
+    /// refused by its own check, as the document's formats and enums say).
     pub fn single<'a>(&'a self, name: &'a str) -> Result<Option<&'a str>, ApiError> {
         let mut values = self.all(name);
         let first = values.next();
         if values.next().is_some() {
             return Err(invalid(name, "may be given only once"));
         }
-        Ok(first.filter(|v| !v.is_empty()))
+        Ok(first)
+    }
+
+    /// Like [`Query::single`], an empty value counting as absent (`cursor=`: the first page).
+    pub fn single_or_empty<'a>(&'a self, name: &'a str) -> Result<Option<&'a str>, ApiError> {
+        Ok(self.single(name)?.filter(|v| !v.is_empty()))
     }
 
     /// Every value of `name`, in order.
@@ -106,7 +112,7 @@ impl Query {
     /// Every `status` given (repeatable), de-duplicated, in lifecycle order.
     pub fn statuses(&self) -> Result<Vec<DeliveryStatus>, ApiError> {
         let mut statuses = Vec::new();
-        for text in self.all("status").filter(|v| !v.is_empty()) {
+        for text in self.all("status") {
             let status = parse_status(text)?;
             if !statuses.contains(&status) {
                 statuses.push(status);
@@ -144,7 +150,7 @@ pub fn parse_status(text: &str) -> Result<DeliveryStatus, ApiError> {
 /// A cursor that is a row id (deliveries, attempts): its decimal text.
 pub fn id_cursor(query: &Query) -> Result<Option<i64>, ApiError> {
     query
-        .single("cursor")?
+        .single_or_empty("cursor")?
         .map(|text| {
             text.parse::<i64>()
                 .ok()
@@ -163,7 +169,7 @@ pub fn event_cursor_text(received_at: DateTime<Utc>, id: &str) -> String {
 pub fn event_cursor(
     query: &Query,
 ) -> Result<Option<dispatch_store::queries::listing::EventCursor>, ApiError> {
-    let Some(text) = query.single("cursor")? else {
+    let Some(text) = query.single_or_empty("cursor")? else {
         return Ok(None);
     };
     let refused = || invalid("cursor", "is not a cursor this API returned");
@@ -205,6 +211,15 @@ mod tests {
         );
         let e = q("status=lost").statuses().expect_err("unknown");
         assert!(e.to_string().contains("pending, processing"), "{e}");
+    }
+
+    #[test]
+    fn empty_filters_are_refused_and_an_empty_cursor_is_the_first_page() {
+        assert!(q("received_before=").time("received_before").is_err());
+        assert!(q("limit=").limit(250).is_err());
+        assert!(q("status=").statuses().is_err());
+        assert_eq!(id_cursor(&q("cursor=")).ok(), Some(None));
+        assert!(matches!(event_cursor(&q("cursor=")), Ok(None)));
     }
 
     #[test]

@@ -102,6 +102,16 @@ async fn find_fix_test_and_replay_failed_deliveries() {
     )
     .await;
     assert_eq!(status, 200, "{patched}");
+    // No worker running: the test event is stored and the answer comes at once, unattempted.
+    let (status, queued) = call(
+        &client,
+        Method::POST,
+        format!("{base}/subscriptions/sub_orders/test"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 202, "{queued}");
+    assert!(queued["attempt"].is_null(), "{queued}");
     let running = worker.clone();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let loop_task = tokio::spawn(async move {
@@ -111,6 +121,24 @@ async fn find_fix_test_and_replay_failed_deliveries() {
             })
             .await
     });
+    // Until the worker's first heartbeat, the API cannot know it runs.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let pool = db.pool();
+        let mut conn = dispatch_store::pool::connection(&pool).await.unwrap();
+        if dispatch_store::queries::workers::alive(&mut conn, 20)
+            .await
+            .unwrap()
+            > 0
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the worker never reported in"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let (status, tested) = call(
         &client,
         Method::POST,
@@ -123,12 +151,14 @@ async fn find_fix_test_and_replay_failed_deliveries() {
     assert!(tested["attempt"]["error_code"].is_null());
     assert_eq!(tested["delivery"]["status"], "delivered");
     let sent = receiver.requests("/fixed");
-    assert_eq!(sent.len(), 1);
-    let body: Value = serde_json::from_slice(&sent[0].body).unwrap();
+    let test = sent
+        .iter()
+        .find(|r| r.header("webhook-id") == tested["event_id"].as_str())
+        .expect("the test event arrived");
+    let body: Value = serde_json::from_slice(&test.body).unwrap();
     assert_eq!(body["type"], "dispatch.test");
     assert!(
-        sent[0]
-            .header("webhook-signature")
+        test.header("webhook-signature")
             .is_some_and(|s| s.starts_with("v1,"))
     );
     assert_eq!(
@@ -163,7 +193,8 @@ async fn find_fix_test_and_replay_failed_deliveries() {
         "{replay}"
     );
     let deadline = tokio::time::Instant::now() + PATIENCE;
-    while receiver.requests("/fixed").len() < 4 {
+    // Three replayed, two test events (the first went once a worker ran).
+    while receiver.requests("/fixed").len() < 5 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the replayed deliveries did not arrive"

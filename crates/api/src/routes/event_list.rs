@@ -107,7 +107,7 @@ pub async fn list(
 ) -> Result<HttpResponse, ApiError> {
     let query = Query::parse(req.query_string())?;
     let filter = event_filter(&query)?;
-    let include_data = match query.single("include")? {
+    let include_data = match query.single_or_empty("include")? {
         None => false,
         Some("data") => true,
         Some(other) => {

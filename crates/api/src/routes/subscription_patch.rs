@@ -180,6 +180,22 @@ pub fn merge(target: &mut Value, patch: Value) {
 /// Checks a patch before it is merged: an object; `id` and `secret` are not changed here;
 /// `enabled`, `url` and `event_types` cannot be reset; header names in `headers` are
 /// lower-cased (they are case-insensitive), refusing one given twice.
+/// The members a patch may name, with the members of those that are fixed-shape objects
+/// (`headers` and `metadata` are open maps: any member).
+const PATCHABLE: &[(&str, &[&str])] = &[
+    ("url", &[]),
+    ("event_types", &[]),
+    ("rate_limit", &["per_second", "burst"]),
+    ("headers", ANY),
+    ("description", &[]),
+    ("metadata", ANY),
+    ("enabled", &[]),
+    ("retry", &["max_attempts", "max_delay_secs"]),
+    ("timeout_ms", &[]),
+];
+/// Stands for "any member" in [`PATCHABLE`].
+const ANY: &[&str] = &["*"];
+
 pub fn check_patch(patch: Value) -> Result<Value, ApiError> {
     let Value::Object(mut map) = patch else {
         return Err(ApiError::invalid(
@@ -189,6 +205,25 @@ pub fn check_patch(patch: Value) -> Result<Value, ApiError> {
     };
     if map.contains_key("id") {
         return Err(ApiError::invalid("id", "cannot be changed"));
+    }
+    // Unknown members are refused even as `null` (which would remove nothing): a typo must not
+    // pass silently.
+    for (key, members) in PATCHABLE {
+        if let Some(Value::Object(inner)) = map.get(*key)
+            && *members != ANY
+            && let Some(unknown) = inner.keys().find(|k| !members.contains(&k.as_str()))
+        {
+            return Err(ApiError::invalid(
+                format!("{key}.{unknown}"),
+                "is not a known field",
+            ));
+        }
+    }
+    if let Some(unknown) = map
+        .keys()
+        .find(|k| k.as_str() != "secret" && !PATCHABLE.iter().any(|(key, _)| key == k))
+    {
+        return Err(ApiError::invalid(unknown.clone(), "is not a known field"));
     }
     if map.contains_key("secret") {
         return Err(ApiError::invalid(

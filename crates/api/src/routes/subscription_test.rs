@@ -23,6 +23,8 @@ pub const TEST_EVENT_TYPE: &str = "dispatch.test";
 /// How long the request waits for a worker's first attempt before answering `202`.
 pub const WAIT_FOR_ATTEMPT: Duration = Duration::from_secs(35);
 const POLL: Duration = Duration::from_millis(100);
+/// A worker that reported in within this long counts as running (workers report every 5 s).
+const WORKER_ALIVE_SECS: i64 = 20;
 
 /// The answer: the test delivery and, once a worker attempted it, that attempt.
 #[derive(Debug, Serialize, ToSchema)]
@@ -41,7 +43,7 @@ pub struct TestDeliveryView {
 ///
 /// Stores a `dispatch.test` event with one delivery, to this subscription only (whatever its
 /// patterns; even while it is paused), signs and sends it like any other, and waits up to 35 s
-/// for a worker's first attempt.
+/// for a worker's first attempt (not at all when no worker reported in within 20 s).
 #[utoipa::path(
     post,
     path = "/subscriptions/{id}/test",
@@ -50,7 +52,7 @@ pub struct TestDeliveryView {
     params(("id" = String, Path, description = "The subscription's id.")),
     responses(
         (status = 200, description = "Attempted: `attempt` says how it went (a failed attempt is retried like any other).", body = TestDeliveryView),
-        (status = 202, description = "Stored, but no worker attempted it within 35 s (are the workers running? is the destination's circuit open?): follow `GET /deliveries/{id}`.", body = TestDeliveryView),
+        (status = 202, description = "Stored, but no worker attempted it within 35 s (is the destination's circuit open?), or no worker is running (none reported in within 20 s; answered at once): follow `GET /deliveries/{id}`.", body = TestDeliveryView),
     ),
 )]
 pub async fn send(
@@ -75,12 +77,20 @@ pub async fn send(
         .ok_or_else(|| id.not_found())?;
     tracing::info!(subscription.id = %*id, delivery.id = delivery, "test event sent");
     state.waker.wake();
+    // No worker reported in lately: nothing will attempt it soon, so say so now rather than
+    // hold the request for the whole wait.
+    let waiting =
+        if dispatch_store::queries::workers::alive(&mut conn, WORKER_ALIVE_SECS).await? > 0 {
+            WAIT_FOR_ATTEMPT
+        } else {
+            Duration::ZERO
+        };
     let started = Instant::now();
     loop {
         let attempts =
             listing::attempts(&mut conn, AttemptsOf::Delivery(delivery), None, 1).await?;
         let done = !attempts.is_empty();
-        if done || started.elapsed() >= WAIT_FOR_ATTEMPT {
+        if done || started.elapsed() >= waiting {
             let item = listing::delivery(&mut conn, delivery)
                 .await?
                 .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("test delivery vanished")))?;

@@ -173,6 +173,10 @@ async fn every_invalid_patch_is_refused_naming_its_field_and_changes_nothing() {
     let cases = [
         (json!([1]), "body"),
         (json!({"id": "sub_other"}), "id"),
+        (json!({"colour": null}), "colour"),
+        (json!({"colour": "red"}), "colour"),
+        (json!({"retry": {"max_tries": null}}), "retry.max_tries"),
+        (json!({"rate_limit": {"rps": 5}}), "rate_limit.rps"),
         (json!({"secret": "new-secret-value"}), "secret"),
         (json!({"url": null}), "url"),
         (json!({"event_types": null}), "event_types"),

@@ -45,3 +45,14 @@ pub async fn leave(conn: &mut AsyncPgConnection, worker: &str) -> Result<(), Sto
         .await?;
     Ok(())
 }
+
+/// How many workers reported in within `alive_for_secs`.
+pub async fn alive(conn: &mut AsyncPgConnection, alive_for_secs: i64) -> Result<i64, StoreError> {
+    let row: Live = diesel::sql_query(
+        "SELECT count(*) AS live FROM workers WHERE seen_at > now() - make_interval(secs => $1)",
+    )
+    .bind::<BigInt, _>(alive_for_secs)
+    .get_result(conn)
+    .await?;
+    Ok(row.live)
+}
