@@ -89,6 +89,7 @@ pub async fn patch(
     let body = read_json_body(&req, payload, state.max_body_bytes).await?;
     let patch = check_patch(body)?;
     let mut checked_url = false;
+    let mut checked_filter = false;
     for _ in 0..ATTEMPTS {
         let current = {
             let mut conn = pool::connection(&state.pool).await?;
@@ -104,6 +105,11 @@ pub async fn patch(
                 .map_err(|e| ApiError::invalid("url", e.to_string()))?;
             crate::destination::check(&state.destinations, &url).await?;
             checked_url = true;
+        }
+        // A new filter is parsed by PostgreSQL, once.
+        if !checked_filter && let Some(filter) = patch.get("filter").and_then(Value::as_str) {
+            super::subscription_filter::check(&state, filter).await?;
+            checked_filter = true;
         }
         let expected = SubscriptionChange::of(&current);
         let mut conn = pool::connection(&state.pool).await?;
@@ -157,6 +163,9 @@ fn patchable(row: &SubscriptionRow) -> Value {
     }
     if let Some(n) = row.timeout_ms {
         doc["timeout_ms"] = json!(n);
+    }
+    if let Some(filter) = &row.filter {
+        doc["filter"] = json!(filter);
     }
     doc
 }

@@ -343,21 +343,20 @@ pub async fn plans(
         received_at: Utc::now(),
         id: "evt".to_owned(),
     });
-    let event_plan: Vec<PlanLine> =
-        diesel::sql_query(format!("EXPLAIN {}", events_sql(events)))
-            .bind::<Bool, _>(false)
-            .bind::<Nullable<Timestamptz>, _>(event_cursor.as_ref().map(|c| c.received_at))
-            .bind::<Nullable<Text>, _>(event_cursor.as_ref().map(|c| c.id.as_str()))
-            .bind::<Nullable<Text>, _>(events.type_exact.as_deref())
-            .bind::<Nullable<Text>, _>(events.type_prefix.as_deref())
-            .bind::<Nullable<Text>, _>(events.source.as_deref())
-            .bind::<Nullable<Timestamptz>, _>(events.received_after)
-            .bind::<Nullable<Timestamptz>, _>(events.received_before)
-            .bind::<Nullable<Text>, _>(events.subscription_id.as_deref())
-            .bind::<Nullable<Text>, _>(events.status.map(DeliveryStatus::as_str))
-            .bind::<BigInt, _>(50)
-            .load(conn)
-            .await?;
+    let event_plan: Vec<PlanLine> = diesel::sql_query(format!("EXPLAIN {}", events_sql(events)))
+        .bind::<Bool, _>(false)
+        .bind::<Nullable<Timestamptz>, _>(event_cursor.as_ref().map(|c| c.received_at))
+        .bind::<Nullable<Text>, _>(event_cursor.as_ref().map(|c| c.id.as_str()))
+        .bind::<Nullable<Text>, _>(events.type_exact.as_deref())
+        .bind::<Nullable<Text>, _>(events.type_prefix.as_deref())
+        .bind::<Nullable<Text>, _>(events.source.as_deref())
+        .bind::<Nullable<Timestamptz>, _>(events.received_after)
+        .bind::<Nullable<Timestamptz>, _>(events.received_before)
+        .bind::<Nullable<Text>, _>(events.subscription_id.as_deref())
+        .bind::<Nullable<Text>, _>(events.status.map(DeliveryStatus::as_str))
+        .bind::<BigInt, _>(50)
+        .load(conn)
+        .await?;
     let delivery_plan: Vec<PlanLine> =
         diesel::sql_query(format!("EXPLAIN {}", deliveries_sql(&deliveries.statuses)))
             .bind::<Nullable<Array<Text>>, _>(status_texts(&deliveries.statuses))
