@@ -168,6 +168,10 @@ pub struct SubscriptionView {
     /// `request_timeout_ms`); null: the worker's global setting.
     #[schema(required = true, minimum = 10, maximum = 600000, example = 5000)]
     pub timeout_ms: Option<i32>,
+    /// The payload filter (a SQL/JSON path predicate over `{type, source, data}`): only events
+    /// for which it is true get a delivery. Null: none (every event its patterns match).
+    #[schema(required = true, max_length = 1024, example = "$.data.amount > 100")]
+    pub filter: Option<String>,
     /// Whether the subscription has a secret: true for every subscription created by this API.
     pub has_secret: bool,
     /// Creation time.
@@ -231,6 +235,7 @@ impl SubscriptionView {
                 max_delay_secs: settings.max_delay_secs,
             },
             timeout_ms: settings.timeout_ms,
+            filter: settings.filter,
             rate_limit: RateLimitView {
                 per_second: row.rate_limit_per_sec,
                 burst: row.rate_limit_burst,

@@ -10,6 +10,7 @@ pub mod bucket;
 pub mod destination;
 pub mod error;
 pub mod event_type;
+pub mod filter;
 pub mod id;
 pub mod lifecycle;
 pub mod retry;

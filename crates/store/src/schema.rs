@@ -29,6 +29,9 @@ diesel::table! {
         max_attempts -> Nullable<Int4>,
         max_delay_secs -> Nullable<Int4>,
         timeout_ms -> Nullable<Int4>,
+        /// A SQL/JSON path predicate over `{type, source, data}`; NULL: every matching event.
+        /// (Its parsed form, the generated column `filter_path`, is read only by fan-out SQL.)
+        filter -> Nullable<Text>,
     }
 }
 

@@ -17,7 +17,8 @@ pub enum Scenario {
     Batch,
     /// N events, each to 100 subscriptions.
     Fanout,
-    /// 10 000 subscriptions, each event matching one of them.
+    /// 10 000 subscriptions, each event matching one of them; then the same with 100 more
+    /// matching every event by pattern, each with a payload filter that selects none.
     ManyDestinations,
     /// 100 000 due deliveries queued while no worker runs, then drained.
     Backlog,

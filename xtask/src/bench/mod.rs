@@ -190,6 +190,7 @@ impl Bench {
         let url_prefix = receiver.url_prefix();
         for s in &spec.subscriptions {
             let suffix = Receiver::suffix(s.fail_permille, 0);
+            let (first, count) = (i32::try_from(s.first)?, i32::try_from(s.count)?);
             let seeded = queries::seed_subscriptions(
                 &mut conn,
                 &SubscriptionSeed {
@@ -198,8 +199,8 @@ impl Bench {
                     url_suffix: &suffix,
                     pattern: s.pattern,
                     pattern_per_index: s.per_index,
-                    first: i32::try_from(s.first)?,
-                    count: i32::try_from(s.count)?,
+                    first,
+                    count,
                     secret: "bench-secret",
                     rate_limit_per_sec: RATE_LIMIT,
                     rate_limit_burst: RATE_BURST,
@@ -208,6 +209,9 @@ impl Bench {
             .await?;
             if seeded != s.count as usize {
                 bail!("seeded {seeded} subscriptions instead of {}", s.count);
+            }
+            if let Some(filter) = s.filter {
+                queries::set_filter(&mut conn, "sub-", first, count, filter).await?;
             }
         }
         Ok(())

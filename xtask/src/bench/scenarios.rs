@@ -13,6 +13,10 @@ const FANOUT_EVENTS: u64 = 100;
 const FANOUT_SUBSCRIPTIONS: u32 = 100;
 const MANY_EVENTS: u64 = 10_000;
 const MANY_SUBSCRIPTIONS: u32 = 10_000;
+/// `many-destinations/filtered`: this many more subscriptions to every event (`bench.*`), each
+/// with a payload filter that selects none of the load's events (their `seq` is never negative).
+const FILTERED_SUBSCRIPTIONS: u32 = 100;
+const NEVER_MATCHING_FILTER: &str = "$.data.seq < 0 && $.source == \"bench\"";
 pub const BACKLOG_EVENTS: u64 = 100_000;
 const MIXED_EVENTS: u64 = 5_000;
 pub const MIXED_HEALTHY: u32 = 3;
@@ -36,6 +40,8 @@ pub struct Subscriptions {
     pub pattern: &'static str,
     pub per_index: bool,
     pub fail_permille: u32,
+    /// A payload filter set on every subscription of the range.
+    pub filter: Option<&'static str>,
 }
 
 #[derive(Debug, Clone)]
@@ -95,6 +101,7 @@ fn one(pattern: &'static str) -> Subscriptions {
         pattern,
         per_index: false,
         fail_permille: 0,
+        filter: None,
     }
 }
 
@@ -164,13 +171,13 @@ impl Args {
                     u64::from(FANOUT_SUBSCRIPTIONS),
                 ),
             )],
-            Scenario::ManyDestinations => vec![spec(
-                vec![Subscriptions {
+            Scenario::ManyDestinations => {
+                let many = Subscriptions {
                     count: MANY_SUBSCRIPTIONS,
                     per_index: true,
                     ..one("bench.d")
-                }],
-                Work::Ingest {
+                };
+                let work = Work::Ingest {
                     types: EventTypes::Spread {
                         prefix: "bench.d".to_owned(),
                         count: u64::from(MANY_SUBSCRIPTIONS),
@@ -179,8 +186,23 @@ impl Args {
                         events: self.events_or(MANY_EVENTS),
                     },
                     healthy_per_event: 1,
-                },
-            )],
+                };
+                // The same, with 100 filtered candidates per event that the filters prune: the
+                // fan-out cost of evaluating filters (issue 16).
+                let filtered = Subscriptions {
+                    first: MANY_SUBSCRIPTIONS,
+                    count: FILTERED_SUBSCRIPTIONS,
+                    filter: Some(NEVER_MATCHING_FILTER),
+                    ..one("bench.*")
+                };
+                vec![
+                    spec(vec![many.clone()], work.clone()),
+                    Spec {
+                        name: "many-destinations/filtered".to_owned(),
+                        ..spec(vec![many, filtered], work)
+                    },
+                ]
+            }
             Scenario::Backlog => vec![spec(
                 vec![one("bench.*")],
                 Work::Backlog {
@@ -294,6 +316,7 @@ mod tests {
                 "batch",
                 "fanout",
                 "many-destinations",
+                "many-destinations/filtered",
                 "backlog",
                 "mixed",
                 "scale/1w",

@@ -196,6 +196,16 @@ pub struct NewSubscriptionRequest {
     /// `request_timeout_ms` (on which the lease is sized). Omitted or null: the global one.
     #[schema(minimum = 10, maximum = 600000, example = 5000)]
     pub timeout_ms: Option<i64>,
+    /// A payload filter: a SQL/JSON path predicate over the event `{"type", "source", "data"}`
+    /// (PostgreSQL's `jsonb_path_match`); only events for which it is true get a delivery. At
+    /// most 1024 bytes; must parse and be a boolean expression; `like_regex` only with a pattern
+    /// anchored with `^`; no `.**`, `.datetime()` or variables. Errors are `422 invalid_field`
+    /// with `field` `filter` and the reason. Omitted or null: no filter.
+    #[schema(
+        max_length = 1024,
+        example = "$.data.amount > 100 && $.data.currency == \"EUR\""
+    )]
+    pub filter: Option<String>,
 }
 
 /// `PATCH /subscriptions/{id}`: a JSON merge patch (RFC 7396) of the fields of
@@ -231,6 +241,9 @@ pub struct SubscriptionPatchRequest {
     pub retry: Option<RetryRequest>,
     #[schema(minimum = 10, maximum = 600000)]
     pub timeout_ms: Option<i64>,
+    /// As at creation; `null` removes the filter.
+    #[schema(max_length = 1024)]
+    pub filter: Option<String>,
 }
 
 /// `{"max_attempts": 1–1000, "max_delay_secs": 1–604800}`, both optional (null: the global

@@ -11,6 +11,7 @@ pub(crate) mod path_id;
 pub(crate) mod replays;
 pub(crate) mod secrets;
 pub(crate) mod stats;
+pub(crate) mod subscription_filter;
 pub(crate) mod subscription_patch;
 pub(crate) mod subscription_settings;
 pub(crate) mod subscription_test;
@@ -106,6 +107,9 @@ pub const ROUTES: &[Route] = &[
     }),
     route("POST", "/subscriptions/{id}/test", |r| {
         r.to(subscription_test::send)
+    }),
+    route("POST", "/subscriptions/{id}/filter-test", |r| {
+        r.to(subscription_filter::test)
     }),
     route("POST", "/subscriptions/{id}/rotate-secret", |r| {
         r.to(secrets::rotate)

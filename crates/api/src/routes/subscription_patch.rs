@@ -84,6 +84,7 @@ pub async fn patch(
     let body = read_json_body(&req, payload, state.max_body_bytes).await?;
     let patch = check_patch(body)?;
     let mut checked_url = false;
+    let mut checked_filter = false;
     for _ in 0..ATTEMPTS {
         let current = {
             let mut conn = pool::connection(&state.pool).await?;
@@ -99,6 +100,11 @@ pub async fn patch(
                 .map_err(|e| ApiError::invalid("url", e.to_string()))?;
             crate::destination::check(&state.destinations, &url).await?;
             checked_url = true;
+        }
+        // A new filter is parsed by PostgreSQL, once.
+        if !checked_filter && let Some(filter) = patch.get("filter").and_then(Value::as_str) {
+            super::subscription_filter::check(&state, filter).await?;
+            checked_filter = true;
         }
         let expected = SubscriptionChange::of(&current);
         let mut conn = pool::connection(&state.pool).await?;
@@ -153,6 +159,9 @@ fn patchable(row: &SubscriptionRow) -> Value {
     if let Some(n) = row.timeout_ms {
         doc["timeout_ms"] = json!(n);
     }
+    if let Some(filter) = &row.filter {
+        doc["filter"] = json!(filter);
+    }
     doc
 }
 
@@ -192,6 +201,7 @@ const PATCHABLE: &[(&str, &[&str])] = &[
     ("enabled", &[]),
     ("retry", &["max_attempts", "max_delay_secs"]),
     ("timeout_ms", &[]),
+    ("filter", &[]),
 ];
 /// Stands for "any member" in [`PATCHABLE`].
 const ANY: &[&str] = &["*"];

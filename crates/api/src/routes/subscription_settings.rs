@@ -1,5 +1,5 @@
 //! A subscription's own settings — `headers`, `description`, `metadata`, `retry`, `timeout_ms`,
-//! `enabled` — as `POST /subscriptions` and `PATCH /subscriptions/{id}` accept them.
+//! `filter` (its text; PostgreSQL's checks are `subscription_filter::check`), `enabled` — as `POST /subscriptions` and `PATCH /subscriptions/{id}` accept them.
 
 use std::collections::BTreeMap;
 
@@ -255,6 +255,9 @@ pub fn take_settings(fields: &mut Fields) -> Result<(SubscriptionSettings, bool)
             *TIMEOUT_MS_RANGE.start(),
             *TIMEOUT_MS_RANGE.end(),
         )?);
+    }
+    if let Some(v) = fields.optional("filter") {
+        settings.filter = Some(super::subscription_filter::parse_filter(v)?);
     }
     let enabled = match fields.optional("enabled") {
         None => true,

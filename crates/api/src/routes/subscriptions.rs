@@ -184,6 +184,9 @@ pub async fn create(
 ) -> Result<HttpResponse, ApiError> {
     let body = read_json_body(&req, payload, state.max_body_bytes).await?;
     let new = parse_new_subscription(body)?;
+    if let Some(filter) = &new.settings.filter {
+        super::subscription_filter::check(&state, filter).await?;
+    }
     crate::destination::check(&state.destinations, &new.url).await?;
     let mut conn = pool::connection(&state.pool).await?;
     // The secret is sealed with the active key on its way into the table.

@@ -7,6 +7,7 @@ mod batch;
 mod destinations;
 mod errors;
 mod events;
+mod filters;
 mod fuzz;
 mod health;
 mod helpers;

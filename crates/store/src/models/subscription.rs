@@ -33,6 +33,8 @@ pub struct SubscriptionRow {
     pub max_attempts: Option<i32>,
     pub max_delay_secs: Option<i32>,
     pub timeout_ms: Option<i32>,
+    /// The payload filter as written (`None`: none).
+    pub filter: Option<String>,
 }
 
 type HasSecret = diesel::dsl::Or<
@@ -66,6 +68,8 @@ pub struct SubscriptionSettings {
     pub max_attempts: Option<i32>,
     pub max_delay_secs: Option<i32>,
     pub timeout_ms: Option<i32>,
+    /// A SQL/JSON path predicate over `{type, source, data}` (already validated); `None`: none.
+    pub filter: Option<String>,
 }
 
 impl SubscriptionSettings {

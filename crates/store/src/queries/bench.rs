@@ -121,6 +121,27 @@ pub async fn seed_subscriptions(
     .await?)
 }
 
+/// Sets the payload filter of subscriptions `{id_prefix}{first}` … `{id_prefix}{first + count - 1}`
+/// (the `filter_path` PostgreSQL generates from it is what fan-out evaluates); returns how many.
+pub async fn set_filter(
+    conn: &mut AsyncPgConnection,
+    id_prefix: &str,
+    first: i32,
+    count: i32,
+    filter: &str,
+) -> Result<usize, StoreError> {
+    Ok(diesel::sql_query(
+        "UPDATE subscriptions SET filter = $4
+          WHERE id IN (SELECT $1 || g FROM generate_series($2, $2 + $3 - 1) AS g)",
+    )
+    .bind::<Text, _>(id_prefix)
+    .bind::<Integer, _>(first)
+    .bind::<Integer, _>(count)
+    .bind::<Text, _>(filter)
+    .execute(conn)
+    .await?)
+}
+
 /// `count` events numbered `1 ..= count` (id `{id_prefix}{i}`, type `event_type`, source
 /// `bench`, data `{"seq": i, "sent_at_ns": "<sent_at_ns>"}`), each with one delivery that is due
 /// now, to `subscription_ids[i % len]`, and that delivery's row in the work queue

@@ -7,6 +7,7 @@ pub mod bench;
 pub mod chaos;
 pub mod deliveries;
 pub mod events;
+pub mod filters;
 pub mod health;
 pub mod listing;
 pub mod ops;

@@ -53,6 +53,7 @@ impl SubscriptionChange {
                 max_attempts: row.max_attempts,
                 max_delay_secs: row.max_delay_secs,
                 timeout_ms: row.timeout_ms,
+                filter: row.filter.clone(),
             },
             enabled: row.enabled,
         }
@@ -121,6 +122,7 @@ pub async fn update(
                 subscriptions::max_attempts.eq(s.max_attempts),
                 subscriptions::max_delay_secs.eq(s.max_delay_secs),
                 subscriptions::timeout_ms.eq(s.timeout_ms),
+                subscriptions::filter.eq(s.filter.as_deref()),
             ))
             .returning(SubscriptionRow::as_returning())
             .get_result(conn)

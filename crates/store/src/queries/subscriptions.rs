@@ -58,6 +58,7 @@ pub async fn insert(
             subscriptions::max_attempts.eq(new.settings.max_attempts),
             subscriptions::max_delay_secs.eq(new.settings.max_delay_secs),
             subscriptions::timeout_ms.eq(new.settings.timeout_ms),
+            subscriptions::filter.eq(new.settings.filter.as_deref()),
         ))
         .on_conflict_do_nothing()
         .returning(SubscriptionRow::as_returning())

@@ -1,0 +1,3 @@
+ALTER TABLE subscriptions
+    DROP COLUMN IF EXISTS filter_path,
+    DROP COLUMN IF EXISTS filter;
