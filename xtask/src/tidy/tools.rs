@@ -27,7 +27,7 @@ const TOOL_ONLY: &[(&str, &str)] = &[
         "crates/store/src/queries/attempts.rs",
         "pub async fn of_event(",
     ),
-    ("crates/store/src/queries/listing.rs", "pub async fn plans("),
+    ("crates/store/src/queries/listing.rs", "mod plans;"),
     (
         "crates/store/src/queries/subscription_changes.rs",
         "pub async fn held_count(",

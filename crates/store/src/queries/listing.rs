@@ -92,7 +92,7 @@ fn event_source(status: Option<DeliveryStatus>) -> (&'static str, &'static str) 
     }
 }
 
-fn events_sql(filter: &EventFilter) -> String {
+pub(crate) fn events_sql(filter: &EventFilter) -> String {
     let (source, key) = event_source(filter.status);
     // A plain EXISTS when the filter is given: behind `$9 IS NULL OR …` PostgreSQL reads every
     // delivery of the subscription on every page.
@@ -265,7 +265,7 @@ const LAST_ATTEMPT: &str = "LEFT JOIN LATERAL (SELECT a.status_code, a.error_cod
                                 FROM attempts a WHERE a.delivery_id = d.id
                                ORDER BY a.id DESC LIMIT 1) a ON true";
 
-fn deliveries_sql(filter: &DeliveryFilter) -> String {
+pub(crate) fn deliveries_sql(filter: &DeliveryFilter) -> String {
     let narrow = filter.event_id.is_some()
         || filter.updated_after.is_some()
         || filter.updated_before.is_some();
@@ -305,7 +305,7 @@ fn deliveries_sql(filter: &DeliveryFilter) -> String {
     )
 }
 
-fn status_texts(statuses: &[DeliveryStatus]) -> Option<Vec<&'static str>> {
+pub(crate) fn status_texts(statuses: &[DeliveryStatus]) -> Option<Vec<&'static str>> {
     (!statuses.is_empty()).then(|| statuses.iter().map(|s| s.as_str()).collect())
 }
 
@@ -380,57 +380,6 @@ pub async fn attempts(
 }
 
 #[cfg(feature = "tools")]
-#[derive(QueryableByName)]
-struct PlanLine {
-    #[diesel(sql_type = Text)]
-    #[diesel(column_name = "QUERY PLAN")]
-    line: String,
-}
-
-/// The plans PostgreSQL chooses for the list statements with these filters (one text per
-/// statement: the event list, then the delivery list), for tests and for diagnosis.
+mod plans;
 #[cfg(feature = "tools")]
-pub async fn plans(
-    conn: &mut AsyncPgConnection,
-    events: &EventFilter,
-    deliveries: &DeliveryFilter,
-    cursor: bool,
-) -> Result<Vec<String>, StoreError> {
-    let event_cursor = cursor.then(|| EventCursor {
-        received_at: Utc::now(),
-        id: "evt".to_owned(),
-    });
-    let event_plan: Vec<PlanLine> = diesel::sql_query(format!("EXPLAIN {}", events_sql(events)))
-        .bind::<Bool, _>(false)
-        .bind::<Nullable<Timestamptz>, _>(event_cursor.as_ref().map(|c| c.received_at))
-        .bind::<Nullable<Text>, _>(event_cursor.as_ref().map(|c| c.id.as_str()))
-        .bind::<Nullable<Text>, _>(events.type_exact.as_deref())
-        .bind::<Nullable<Text>, _>(events.type_prefix.as_deref())
-        .bind::<Nullable<Text>, _>(events.source.as_deref())
-        .bind::<Nullable<Timestamptz>, _>(events.received_after)
-        .bind::<Nullable<Timestamptz>, _>(events.received_before)
-        .bind::<Nullable<Text>, _>(events.subscription_id.as_deref())
-        .bind::<Nullable<Text>, _>(events.status.map(DeliveryStatus::as_str))
-        .bind::<BigInt, _>(50)
-        .load(conn)
-        .await?;
-    let delivery_plan: Vec<PlanLine> =
-        diesel::sql_query(format!("EXPLAIN {}", deliveries_sql(deliveries)))
-            .bind::<Nullable<Array<Text>>, _>(status_texts(&deliveries.statuses))
-            .bind::<Nullable<Text>, _>(deliveries.subscription_id.as_deref())
-            .bind::<Nullable<Text>, _>(deliveries.event_id.as_deref())
-            .bind::<Nullable<Timestamptz>, _>(deliveries.updated_after)
-            .bind::<Nullable<Timestamptz>, _>(deliveries.updated_before)
-            .bind::<Nullable<BigInt>, _>(cursor.then_some(i64::MAX))
-            .bind::<BigInt, _>(50)
-            .load(conn)
-            .await?;
-    let join = |lines: Vec<PlanLine>| {
-        lines
-            .into_iter()
-            .map(|l| l.line)
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
-    Ok(vec![join(event_plan), join(delivery_plan)])
-}
+pub use plans::plans;
