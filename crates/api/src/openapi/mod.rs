@@ -18,7 +18,7 @@ use utoipa::OpenApi;
 pub use enums::{AttemptErrorCode, CircuitState, DeliveryStatusSchema, ErrorCode};
 pub use requests::{
     NewBatchRequest, NewEventRequest, NewSubscriptionRequest, SubscriptionPatchRequest,
-    stored_event_data,
+    new_event_data, stored_event_data,
 };
 use requests::{RateLimitRequest, RetryRequest};
 use shared::SharedResponses;

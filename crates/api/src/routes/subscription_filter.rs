@@ -71,7 +71,7 @@ pub struct FilterTestRequest {
     #[schema(example = "shop")]
     pub source: String,
     /// As an event's `data`: any JSON value.
-    #[schema(value_type = Object, example = json!({"amount": 250, "currency": "EUR"}))]
+    #[schema(schema_with = crate::openapi::new_event_data)]
     pub data: Value,
     /// A filter to try instead of the subscription's (checked as `PATCH` checks one). Omitted
     /// or null: the subscription's own filter.
