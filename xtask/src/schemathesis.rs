@@ -30,7 +30,7 @@ pub struct Args {
     max_examples: u32,
     /// Reproduce a run: the seed Schemathesis printed.
     #[arg(long)]
-    seed: Option<u64>,
+    seed: Option<u128>,
 }
 
 /// `~/.cache/dispatch/tools/schemathesis-venv`.
