@@ -85,8 +85,12 @@ pub async fn send(
         } else {
             Duration::ZERO
         };
+    // The connection goes back to the pool while waiting: a few test calls must not hold
+    // connections that ingestion needs for 35 s.
+    drop(conn);
     let started = Instant::now();
     loop {
+        let mut conn = pool::connection(&state.pool).await?;
         let attempts =
             listing::attempts(&mut conn, AttemptsOf::Delivery(delivery), None, 1).await?;
         let done = !attempts.is_empty();
@@ -105,6 +109,7 @@ pub async fn send(
                 HttpResponse::Accepted().json(view)
             });
         }
+        drop(conn);
         tokio::time::sleep(POLL).await;
     }
 }
