@@ -160,27 +160,16 @@ pub fn id_cursor(query: &Query) -> Result<Option<i64>, ApiError> {
         .transpose()
 }
 
-/// The event cursor's text: `<received_at in microseconds>.<event id>`.
-pub fn event_cursor_text(received_at: DateTime<Utc>, id: &str) -> String {
-    format!("{}.{id}", received_at.timestamp_micros())
-}
-
-/// Reads an event cursor written by [`event_cursor_text`].
+/// Reads an event cursor (its text is [`dispatch_store::queries::listing::EventCursor::text`]).
 pub fn event_cursor(
     query: &Query,
 ) -> Result<Option<dispatch_store::queries::listing::EventCursor>, ApiError> {
     let Some(text) = query.single_or_empty("cursor")? else {
         return Ok(None);
     };
-    let refused = || invalid("cursor", "is not a cursor this API returned");
-    let (micros, id) = text.split_once('.').ok_or_else(refused)?;
-    let micros = micros.parse::<i64>().map_err(|_| refused())?;
-    let received_at = DateTime::from_timestamp_micros(micros).ok_or_else(refused)?;
-    dispatch_domain::EventId::parse(id).map_err(|_| refused())?;
-    Ok(Some(dispatch_store::queries::listing::EventCursor {
-        received_at,
-        id: id.to_owned(),
-    }))
+    dispatch_store::queries::listing::EventCursor::parse(text)
+        .map(Some)
+        .ok_or_else(|| invalid("cursor", "is not a cursor this API returned"))
 }
 
 #[cfg(test)]
@@ -243,7 +232,7 @@ mod tests {
     #[test]
     fn event_cursors_round_trip_and_foreign_ones_are_refused() {
         let t = DateTime::from_timestamp_micros(1_764_950_400_123_456).expect("valid");
-        let text = event_cursor_text(t, "evt.1:a");
+        let text = dispatch_store::queries::listing::EventCursor::after(t, "evt.1:a").text();
         let cursor = event_cursor(&q(&format!("cursor={text}")))
             .expect("valid")
             .expect("given");

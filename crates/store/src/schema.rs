@@ -43,6 +43,16 @@ diesel::table! {
 }
 
 diesel::table! {
+    /// The console's sessions (migration 000019): only the SHA-256 of each cookie's token.
+    console_sessions (token_sha256) {
+        token_sha256 -> Bytea,
+        created_at -> Timestamptz,
+        last_seen_at -> Timestamptz,
+        expires_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     events (id) {
         id -> Text,
         event_type -> Text,

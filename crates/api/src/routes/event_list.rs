@@ -4,7 +4,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use dispatch_domain::{DeliveryStatus, Pattern, Source, SubscriptionId};
 use dispatch_store::pool;
-use dispatch_store::queries::listing::{self, EventFilter, EventItem};
+use dispatch_store::queries::listing::{self, EventCursor, EventFilter, EventItem};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -59,11 +59,7 @@ pub fn event_filter(query: &Query) -> Result<EventFilter, ApiError> {
             param: "type".to_owned(),
             message: e.to_string(),
         })?;
-        match pattern.as_str().strip_suffix('*') {
-            Some("") => {}
-            Some(prefix) => filter.type_prefix = Some(prefix.to_owned()),
-            None => filter.type_exact = Some(pattern.as_str().to_owned()),
-        }
+        filter.select_type(&pattern);
     }
     filter.source = query.id("source", Source::parse)?;
     filter.status = query
@@ -128,7 +124,7 @@ pub async fn list(
     let next_cursor = more
         .then(|| {
             rows.last()
-                .map(|r| query::event_cursor_text(r.received_at, &r.id))
+                .map(|r| EventCursor::after(r.received_at, &r.id).text())
         })
         .flatten();
     Ok(HttpResponse::Ok().json(Page {

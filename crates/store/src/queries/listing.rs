@@ -379,6 +379,8 @@ pub async fn attempts(
     Ok(query.load(conn).await?)
 }
 
+mod text;
+
 #[cfg(feature = "tools")]
 mod plans;
 #[cfg(feature = "tools")]

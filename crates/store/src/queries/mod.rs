@@ -5,6 +5,7 @@ pub mod attempts;
 pub mod bench;
 #[cfg(feature = "tools")]
 pub mod chaos;
+pub mod console;
 pub mod deliveries;
 pub mod events;
 pub mod filters;

@@ -1,0 +1,118 @@
+//! What only the console needs from the database: its sessions (by the SHA-256 of the cookie's
+//! token, never the token) and the overview's per-minute activity. Everything else the console
+//! shows comes from the queries the JSON API uses.
+
+use chrono::{DateTime, Utc};
+use diesel::QueryableByName;
+use diesel::sql_types::{BigInt, Bytea, Interval, Timestamptz};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+
+use crate::StoreError;
+
+fn interval(d: std::time::Duration) -> diesel::pg::data_types::PgInterval {
+    diesel::pg::data_types::PgInterval::from_microseconds(
+        i64::try_from(d.as_micros()).unwrap_or(i64::MAX),
+    )
+}
+
+/// Stores a new session that ends `lifetime` from now at the latest, and removes every expired
+/// one on the way (sign-ins are rare; nothing else needs to sweep the table).
+pub async fn create_session(
+    conn: &mut AsyncPgConnection,
+    token_sha256: &[u8],
+    lifetime: std::time::Duration,
+) -> Result<(), StoreError> {
+    diesel::sql_query("DELETE FROM console_sessions WHERE expires_at <= now()")
+        .execute(conn)
+        .await?;
+    diesel::sql_query(
+        "INSERT INTO console_sessions (token_sha256, expires_at) VALUES ($1, now() + $2)",
+    )
+    .bind::<Bytea, _>(token_sha256)
+    .bind::<Interval, _>(interval(lifetime))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Whether the session is alive (before its absolute expiry, and seen within `idle`); if so,
+/// it counts as seen now. A dead session is deleted.
+pub async fn touch_session(
+    conn: &mut AsyncPgConnection,
+    token_sha256: &[u8],
+    idle: std::time::Duration,
+) -> Result<bool, StoreError> {
+    let touched = diesel::sql_query(
+        "UPDATE console_sessions SET last_seen_at = now()
+          WHERE token_sha256 = $1 AND expires_at > now() AND last_seen_at > now() - $2",
+    )
+    .bind::<Bytea, _>(token_sha256)
+    .bind::<Interval, _>(interval(idle))
+    .execute(conn)
+    .await?;
+    if touched == 0 {
+        end_session(conn, token_sha256).await?;
+    }
+    Ok(touched == 1)
+}
+
+/// Signs a session out (nothing happens when there is no such session).
+pub async fn end_session(
+    conn: &mut AsyncPgConnection,
+    token_sha256: &[u8],
+) -> Result<(), StoreError> {
+    diesel::sql_query("DELETE FROM console_sessions WHERE token_sha256 = $1")
+        .bind::<Bytea, _>(token_sha256)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// One minute of activity: events received, attempts that delivered and attempts that failed.
+#[derive(Debug, Clone, PartialEq, QueryableByName)]
+pub struct Minute {
+    #[diesel(sql_type = Timestamptz)]
+    pub minute: DateTime<Utc>,
+    #[diesel(sql_type = BigInt)]
+    pub ingested: i64,
+    #[diesel(sql_type = BigInt)]
+    pub delivered: i64,
+    #[diesel(sql_type = BigInt)]
+    pub failed: i64,
+}
+
+/// The last `minutes` whole minutes and the current one, oldest first, every minute listed
+/// (zeros included). Events are counted along `events_received_at`; attempts as `stats` counts
+/// them (a failure is an attempt with a failure code).
+pub async fn activity(
+    conn: &mut AsyncPgConnection,
+    minutes: i64,
+) -> Result<Vec<Minute>, StoreError> {
+    Ok(diesel::sql_query(
+        "WITH span AS (
+             SELECT generate_series(date_trunc('minute', now()) - make_interval(mins => $1::int),
+                                    date_trunc('minute', now()), interval '1 minute') AS minute
+         ), ingested AS (
+             SELECT date_trunc('minute', received_at) AS minute, count(*) AS n
+               FROM events
+              WHERE received_at >= date_trunc('minute', now()) - make_interval(mins => $1::int)
+              GROUP BY 1
+         ), attempted AS (
+             SELECT date_trunc('minute', created_at) AS minute,
+                    count(*) FILTER (WHERE error_code IS NULL) AS delivered,
+                    count(*) FILTER (WHERE error_code IS NOT NULL) AS failed
+               FROM attempts
+              WHERE created_at >= date_trunc('minute', now()) - make_interval(mins => $1::int)
+              GROUP BY 1
+         )
+         SELECT span.minute, coalesce(i.n, 0) AS ingested,
+                coalesce(a.delivered, 0) AS delivered, coalesce(a.failed, 0) AS failed
+           FROM span
+           LEFT JOIN ingested i ON i.minute = span.minute
+           LEFT JOIN attempted a ON a.minute = span.minute
+          ORDER BY span.minute",
+    )
+    .bind::<BigInt, _>(minutes)
+    .load(conn)
+    .await?)
+}
