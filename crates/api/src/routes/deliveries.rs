@@ -257,8 +257,18 @@ pub async fn retry(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let DeliveryId(id) = *path;
     let body = crate::body::read_optional_json_body(&req, payload, state.max_body_bytes).await?;
+    retry_with(&state, &path, body).await
+}
+
+/// `POST /deliveries/{id}/retry` once its body (if any) is read (the console's retry runs this
+/// too).
+pub(crate) async fn retry_with(
+    state: &AppState,
+    path: &PathId<DeliveryId>,
+    body: Option<serde_json::Value>,
+) -> Result<HttpResponse, ApiError> {
+    let DeliveryId(id) = **path;
     let resend = match body {
         None => false,
         Some(body) => {

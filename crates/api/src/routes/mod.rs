@@ -7,7 +7,7 @@ pub(crate) mod deliveries;
 pub(crate) mod event_list;
 pub(crate) mod events;
 pub(crate) mod health;
-pub(crate) mod path_id;
+pub mod path_id;
 pub(crate) mod replays;
 pub(crate) mod secrets;
 pub(crate) mod stats;

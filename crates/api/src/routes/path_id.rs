@@ -67,7 +67,7 @@ pub(crate) struct PathId<T> {
 
 impl<T: Identified> PathId<T> {
     /// Parses `text` (the decoded path segment): `Err(404)` when no `T` could have it as its id.
-    fn parse(text: String) -> Result<Self, ApiError> {
+    pub(crate) fn parse(text: String) -> Result<Self, ApiError> {
         match T::parse(&text) {
             Some(id) => Ok(Self { id, text }),
             None => Err(not_found::<T>(&text)),

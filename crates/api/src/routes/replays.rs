@@ -283,6 +283,16 @@ pub async fn create(
 ) -> Result<HttpResponse, ApiError> {
     let key = idempotency_key(&req)?;
     let body = read_json_body(&req, payload, state.max_body_bytes).await?;
+    create_with(&state, key, body).await
+}
+
+/// `POST /replays` once its `Idempotency-Key` and body are read (the console's replay runs
+/// this too).
+pub(crate) async fn create_with(
+    state: &AppState,
+    key: Option<String>,
+    body: serde_json::Value,
+) -> Result<HttpResponse, ApiError> {
     let request_hash = request_hash(&body);
     let (filter, dry_run) = parse_replay(body)?;
     let mut conn = pool::connection(&state.pool).await?;

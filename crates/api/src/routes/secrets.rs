@@ -133,6 +133,16 @@ pub async fn rotate(
     } else {
         None
     };
+    rotate_with(&state, &subscription, body).await
+}
+
+/// `POST /subscriptions/{id}/rotate-secret` once its body (if any) is read (the console's
+/// rotation runs this too).
+pub(crate) async fn rotate_with(
+    state: &AppState,
+    subscription: &PathId<SubscriptionId>,
+    body: Option<serde_json::Value>,
+) -> Result<HttpResponse, ApiError> {
     let rotation = parse_rotation(body, state.secret_rotation_overlap)?;
     let mut conn = pool::connection(&state.pool).await?;
     let rotated = subscriptions::rotate_secret(
@@ -145,7 +155,7 @@ pub async fn rotate(
     .await?
     .ok_or_else(|| subscription.not_found())?;
     tracing::info!(
-        subscription.id = %*subscription,
+        subscription.id = %**subscription,
         overlap_secs = rotation.overlap.as_secs(),
         "subscription secret rotated"
     );

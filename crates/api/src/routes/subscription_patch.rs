@@ -80,8 +80,18 @@ pub async fn patch(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = path.as_str();
     let body = read_json_body(&req, payload, state.max_body_bytes).await?;
+    patch_with(&state, &path, body).await
+}
+
+/// `PATCH /subscriptions/{id}` once its body is read (the console's edit, pause and resume run
+/// this too).
+pub(crate) async fn patch_with(
+    state: &AppState,
+    path: &PathId<SubscriptionId>,
+    body: Value,
+) -> Result<HttpResponse, ApiError> {
+    let id = path.as_str();
     let patch = check_patch(body)?;
     let mut checked_url = false;
     let mut checked_filter = false;
@@ -103,7 +113,7 @@ pub async fn patch(
         }
         // A new filter is parsed by PostgreSQL, once.
         if !checked_filter && let Some(filter) = patch.get("filter").and_then(Value::as_str) {
-            super::subscription_filter::check(&state, filter).await?;
+            super::subscription_filter::check(state, filter).await?;
             checked_filter = true;
         }
         let expected = SubscriptionChange::of(&current);

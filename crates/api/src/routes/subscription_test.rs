@@ -60,6 +60,14 @@ pub async fn send(
     id: PathId<SubscriptionId>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    send_with(&state, &id).await
+}
+
+/// `POST /subscriptions/{id}/test` (the console's test button runs this too).
+pub(crate) async fn send_with(
+    state: &AppState,
+    id: &PathId<SubscriptionId>,
+) -> Result<HttpResponse, ApiError> {
     let event_id = EventId::generate();
     let event = NewEvent {
         id: event_id.clone(),
@@ -75,7 +83,7 @@ pub async fn send(
     let delivery = requeue::send_test(&mut conn, id.as_str(), &event)
         .await?
         .ok_or_else(|| id.not_found())?;
-    tracing::info!(subscription.id = %*id, delivery.id = delivery, "test event sent");
+    tracing::info!(subscription.id = %**id, delivery.id = delivery, "test event sent");
     state.waker.wake();
     // No worker reported in lately: nothing will attempt it soon, so say so now rather than
     // hold the request for the whole wait.

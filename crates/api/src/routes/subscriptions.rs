@@ -183,9 +183,17 @@ pub async fn create(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let body = read_json_body(&req, payload, state.max_body_bytes).await?;
+    create_with(&state, body).await
+}
+
+/// `POST /subscriptions` once its body is read (the console's create runs this too).
+pub(crate) async fn create_with(
+    state: &AppState,
+    body: serde_json::Value,
+) -> Result<HttpResponse, ApiError> {
     let new = parse_new_subscription(body)?;
     if let Some(filter) = &new.settings.filter {
-        super::subscription_filter::check(&state, filter).await?;
+        super::subscription_filter::check(state, filter).await?;
     }
     crate::destination::check(&state.destinations, &new.url).await?;
     let mut conn = pool::connection(&state.pool).await?;
@@ -323,10 +331,18 @@ pub async fn delete(
     id: PathId<SubscriptionId>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    delete_with(&state, &id).await
+}
+
+/// `DELETE /subscriptions/{id}` (the console's delete runs this too).
+pub(crate) async fn delete_with(
+    state: &AppState,
+    id: &PathId<SubscriptionId>,
+) -> Result<HttpResponse, ApiError> {
     let mut conn = pool::connection(&state.pool).await?;
     let cancelled = subscriptions::delete(&mut conn, id.as_str())
         .await?
         .ok_or_else(|| id.not_found())?;
-    tracing::info!(subscription.id = %*id, cancelled, "subscription deleted");
+    tracing::info!(subscription.id = %**id, cancelled, "subscription deleted");
     Ok(HttpResponse::NoContent().finish())
 }
