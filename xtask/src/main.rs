@@ -288,6 +288,8 @@ fn spawn_binary(name: &str, database_url: &str, addr: &str) -> Result<tokio::pro
         .env("DISPATCH_DEVELOPMENT", "true")
         // `cargo xtask sink` and other local receivers live on loopback.
         .env("DISPATCH_ALLOW_DESTINATIONS", "127.0.0.0/8,::1")
+        // The console is reached over plain HTTP here: a Secure cookie would never come back.
+        .env("DISPATCH_CONSOLE_SECURE_COOKIES", "false")
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("starting {name}"))

@@ -48,10 +48,14 @@ mod tests {
         ("dispatch-config", &[]),
         ("dispatch-telemetry", &[]),
         ("dispatch-store", &["dispatch-domain"]),
+        // The console is a library the API mounts: it reads through the store and changes
+        // through the API's route code, handed in (never a dependency on the API).
+        ("dispatch-console", &["dispatch-domain", "dispatch-store"]),
         (
             "dispatch-api",
             &[
                 "dispatch-config",
+                "dispatch-console",
                 "dispatch-domain",
                 "dispatch-store",
                 "dispatch-telemetry",

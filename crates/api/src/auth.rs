@@ -85,6 +85,11 @@ pub fn parse_keys(text: &str) -> Result<Vec<[u8; 32]>, String> {
 }
 
 impl Auth {
+    /// Whether `key` (as typed into the console's sign-in form) is an accepted key.
+    pub fn accepts(&self, key: &str) -> bool {
+        self.allows(Some(&format!("Bearer {}", key.trim())))
+    }
+
     /// Whether `authorization` (the header's value) carries an accepted key.
     pub fn allows(&self, authorization: Option<&str>) -> bool {
         let keys = match self {

@@ -7,6 +7,7 @@ pub mod body;
 pub mod cli;
 pub mod committer;
 pub mod config;
+pub mod console_actions;
 pub mod destination;
 pub mod error;
 #[cfg(test)]

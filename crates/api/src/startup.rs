@@ -44,6 +44,19 @@ impl Application {
             secret_rotation_overlap: settings.secret_rotation_overlap,
             destinations: settings.destinations.clone(),
         });
+        let console = web::Data::new(dispatch_console::Console {
+            pool: state.pool.clone(),
+            keys: {
+                let auth = settings.auth.clone();
+                std::sync::Arc::new(move |key: &str| auth.accepts(key))
+            },
+            settings: settings.console.clone(),
+            secret_keys: settings.secret_keys.clone(),
+            destinations: settings.destinations.clone(),
+            actions: std::sync::Arc::new(crate::console_actions::ApiActions {
+                state: state.clone(),
+            }),
+        });
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
@@ -56,6 +69,8 @@ impl Application {
                 }))
                 // Every request, matched or not, refused or not: span, metrics, header limits.
                 .wrap(actix_web::middleware::from_fn(crate::middleware::observe))
+                // The console's scope first: the API's routes end with a catch-all 404.
+                .configure(dispatch_console::configure(console.clone()))
                 .configure(routes::configure)
         })
         // A client gets 5 s to send a request's head (else 408 and the connection closed) and

@@ -10,6 +10,7 @@ const SHIPPED: &[&str] = &[
     "dispatch-config",
     "dispatch-telemetry",
     "dispatch-store",
+    "dispatch-console",
     "dispatch-api",
     "dispatch-worker",
 ];

@@ -44,6 +44,19 @@ pub fn values(s: &Settings) -> Vec<(&'static str, String)> {
             "secret_rotation_overlap_secs",
             s.secret_rotation_overlap.as_secs().to_string(),
         ),
+        ("console_enabled", s.console.enabled.to_string()),
+        (
+            "console_secure_cookies",
+            s.console.secure_cookies.to_string(),
+        ),
+        (
+            "console_session_idle_secs",
+            s.console.session_idle.as_secs().to_string(),
+        ),
+        (
+            "console_session_max_secs",
+            s.console.session_lifetime.as_secs().to_string(),
+        ),
     ]
 }
 

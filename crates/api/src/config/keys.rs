@@ -126,4 +126,28 @@ pub const KEYS: &[Key] = &[
         default: "",
         help: "comma-separated CIDR ranges subscriptions may point to although private, etc.",
     },
+    Key {
+        name: "console_enabled",
+        env: "DISPATCH_CONSOLE_ENABLED",
+        default: "true",
+        help: "serve the operator console under /console",
+    },
+    Key {
+        name: "console_secure_cookies",
+        env: "DISPATCH_CONSOLE_SECURE_COOKIES",
+        default: "true",
+        help: "mark the console's session cookie Secure (false only for plain-HTTP development)",
+    },
+    Key {
+        name: "console_session_idle_secs",
+        env: "DISPATCH_CONSOLE_SESSION_IDLE_SECS",
+        default: "1800",
+        help: "a console session ends after this long without a request (60 to 86400)",
+    },
+    Key {
+        name: "console_session_max_secs",
+        env: "DISPATCH_CONSOLE_SESSION_MAX_SECS",
+        default: "43200",
+        help: "a console session ends this long after sign-in (300 to 604800)",
+    },
 ];

@@ -50,6 +50,8 @@ pub struct Settings {
     /// Where subscriptions may point: public addresses plus `allow_destinations` (the same key
     /// and rule as the worker's).
     pub destinations: DestinationPolicy,
+    /// The operator console (`/console`).
+    pub console: dispatch_console::ConsoleSettings,
 }
 
 /// The raw values as layered, before validation.
@@ -74,6 +76,10 @@ struct Raw {
     secret_keys: String,
     secret_rotation_overlap_secs: String,
     allow_destinations: String,
+    console_enabled: String,
+    console_secure_cookies: String,
+    console_session_idle_secs: String,
+    console_session_max_secs: String,
 }
 
 impl Settings {
@@ -211,6 +217,30 @@ impl Settings {
             crate::routes::secrets::MAX_OVERLAP_SECS,
             "seconds",
         );
+        let console_enabled = c.flag("console_enabled", &raw.console_enabled);
+        let console_secure = c.flag("console_secure_cookies", &raw.console_secure_cookies);
+        let console_idle = c.number(
+            "console_session_idle_secs",
+            &raw.console_session_idle_secs,
+            60u64,
+            86_400,
+            "seconds",
+        );
+        let console_max = c.number(
+            "console_session_max_secs",
+            &raw.console_session_max_secs,
+            300u64,
+            604_800,
+            "seconds",
+        );
+        if let (Some(idle), Some(max)) = (console_idle, console_max)
+            && idle > max
+        {
+            c.problem(
+                "console_session_idle_secs",
+                format!("must not exceed console_session_max_secs ({max})"),
+            );
+        }
         let settings = (|| {
             Some(Settings {
                 addr: addr?,
@@ -234,6 +264,12 @@ impl Settings {
                 secret_keys: secret_keys?,
                 secret_rotation_overlap: Duration::from_secs(overlap?),
                 destinations: destinations?,
+                console: dispatch_console::ConsoleSettings {
+                    enabled: console_enabled?,
+                    secure_cookies: console_secure?,
+                    session_idle: Duration::from_secs(console_idle?),
+                    session_lifetime: Duration::from_secs(console_max?),
+                },
             })
         })();
         c.finish(settings)

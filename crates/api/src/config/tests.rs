@@ -256,3 +256,55 @@ fn published_development_keys_are_refused_unless_in_development() {
         .expect("allowed in development");
     }
 }
+
+#[test]
+fn the_console_is_on_with_secure_cookies_by_default_and_its_expiries_are_checked() {
+    let s = Settings::load_from(None, &env(&[])).expect("valid");
+    assert_eq!(s.console, dispatch_console::ConsoleSettings::default());
+    assert!(s.console.enabled && s.console.secure_cookies);
+    assert_eq!(s.console.session_idle, Duration::from_secs(1800));
+    assert_eq!(s.console.session_lifetime, Duration::from_secs(43_200));
+    let s = Settings::load_from(
+        None,
+        &env(&[
+            ("DISPATCH_CONSOLE_ENABLED", "false"),
+            ("DISPATCH_CONSOLE_SECURE_COOKIES", "false"),
+            ("DISPATCH_CONSOLE_SESSION_IDLE_SECS", "60"),
+            ("DISPATCH_CONSOLE_SESSION_MAX_SECS", "600"),
+        ]),
+    )
+    .expect("valid");
+    assert!(!s.console.enabled && !s.console.secure_cookies);
+    assert_eq!(s.console.session_idle, Duration::from_secs(60));
+    assert_eq!(s.console.session_lifetime, Duration::from_secs(600));
+    let err = Settings::load_from(
+        None,
+        &env(&[
+            ("DISPATCH_CONSOLE_ENABLED", "maybe"),
+            ("DISPATCH_CONSOLE_SESSION_IDLE_SECS", "5"),
+        ]),
+    )
+    .expect_err("invalid");
+    let text = err.to_string();
+    assert!(
+        text.contains("console_enabled (DISPATCH_CONSOLE_ENABLED)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("console_session_idle_secs (DISPATCH_CONSOLE_SESSION_IDLE_SECS)"),
+        "{text}"
+    );
+    let err = Settings::load_from(
+        None,
+        &env(&[
+            ("DISPATCH_CONSOLE_SESSION_IDLE_SECS", "7200"),
+            ("DISPATCH_CONSOLE_SESSION_MAX_SECS", "3600"),
+        ]),
+    )
+    .expect_err("idle longer than the lifetime");
+    assert!(
+        err.to_string()
+            .contains("must not exceed console_session_max_secs"),
+        "{err}"
+    );
+}

@@ -4,6 +4,7 @@
 mod admin;
 mod auth;
 mod batch;
+mod console;
 mod destinations;
 mod errors;
 mod events;
