@@ -4,7 +4,9 @@
 //! `dispatch-api admin` and `dispatch-worker check-config` run in the image.
 
 mod bench;
+mod browser;
 mod chaos;
+mod cover;
 mod harness;
 mod lint;
 mod openapi;
@@ -16,7 +18,7 @@ mod sink;
 mod tidy;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -44,6 +46,8 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Run the console's browser tests and copy the README's screenshots into docs/console/.
+    Screenshots,
     /// Check formatting, clippy with -D warnings, that no C TLS/libpq crates crept in, licences
     /// and advisories (cargo-deny, installed when missing) and the API docs (rustdoc, warnings
     /// denied).
@@ -153,7 +157,8 @@ async fn run(task: Task) -> Result<bool> {
         Task::Dev => dev().await,
         Task::Test { args } => test(args).await,
         Task::Lint => lint::run(),
-        Task::Cover => cover().await,
+        Task::Screenshots => browser::screenshots().await,
+        Task::Cover => cover::run().await,
         Task::Sink {
             addr,
             secret,
@@ -180,6 +185,7 @@ async fn test(args: Vec<String>) -> Result<bool> {
              restores the usual runner)"
         );
     }
+    browser::check()?;
     let mut pg = pg::for_tests(&workspace_root()).await?;
     let mut command = cargo();
     if nextest {
@@ -199,48 +205,6 @@ async fn test(args: Vec<String>) -> Result<bool> {
             "cargo test"
         },
     );
-    pg.stop();
-    passed
-}
-
-async fn cover() -> Result<bool> {
-    if !setup::ensure_cargo_tool("nextest", "cargo-nextest") {
-        bail!("cargo-nextest is not installed: `cargo install cargo-nextest --locked`");
-    }
-    let has_llvm_cov = cargo()
-        .args(["llvm-cov", "--version"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !has_llvm_cov {
-        bail!(
-            "cargo-llvm-cov is not installed: `cargo install cargo-llvm-cov --locked`, plus LLVM \
-             tools (`rustup component add llvm-tools-preview`, or Debian's llvm-22 with \
-             LLVM_COV=/usr/bin/llvm-cov-22 LLVM_PROFDATA=/usr/bin/llvm-profdata-22)"
-        );
-    }
-    let mut pg = pg::for_tests(&workspace_root()).await?;
-    let mut command = cargo();
-    command
-        .args([
-            "llvm-cov",
-            "nextest",
-            "--workspace",
-            "--all-targets",
-            "--summary-only",
-        ])
-        .env("DISPATCH_TEST_DATABASE_URL", &pg.admin_url);
-    for (var, tool) in [
-        ("LLVM_COV", "llvm-cov-22"),
-        ("LLVM_PROFDATA", "llvm-profdata-22"),
-    ] {
-        let path = Path::new("/usr/bin").join(tool);
-        if std::env::var_os(var).is_none() && path.is_file() {
-            command.env(var, path);
-        }
-    }
-    let passed = status_of(command, "cargo llvm-cov");
     pg.stop();
     passed
 }
