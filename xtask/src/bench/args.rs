@@ -38,12 +38,15 @@ pub enum Scenario {
     /// `steady` to one subscription with `ordering: per_key`, the events spread over 1 000
     /// ordering keys: the cost of per-key ordering.
     Ordered,
+    /// Console pages (issue 18) over HTTP with a signed-in session, on the `list` scenario's
+    /// seeded history (--list-deliveries deliveries), --list-samples times each.
+    Console,
     /// Every scenario above, in that order.
     All,
 }
 
 impl Scenario {
-    pub const EACH: [Scenario; 13] = [
+    pub const EACH: [Scenario; 14] = [
         Scenario::Steady,
         Scenario::Light,
         Scenario::Batch,
@@ -57,6 +60,7 @@ impl Scenario {
         Scenario::VacuumOff,
         Scenario::List,
         Scenario::Ordered,
+        Scenario::Console,
     ];
 
     pub fn expand(self) -> Vec<Scenario> {
@@ -64,6 +68,11 @@ impl Scenario {
             Scenario::All => Self::EACH.to_vec(),
             one => vec![one],
         }
+    }
+
+    /// Whether it runs on the `list` scenario's seeded history.
+    pub fn seeds_history(&self) -> bool {
+        matches!(self, Scenario::List | Scenario::Console)
     }
 
     pub fn name(self) -> &'static str {
@@ -81,6 +90,7 @@ impl Scenario {
             Scenario::VacuumOff => "vacuum-off",
             Scenario::List => "list",
             Scenario::Ordered => "ordered",
+            Scenario::Console => "console",
             Scenario::All => "all",
         }
     }

@@ -41,6 +41,8 @@ pub struct Outcome {
     pub rows: Vec<ListRow>,
     /// `(filter, plan)` of each slow filter.
     pub plans: Vec<(String, String)>,
+    /// The `console` scenario's pages, when it ran.
+    pub console: Vec<super::console::ConsoleRow>,
 }
 
 /// Events to seed for about `deliveries` deliveries (1.3 a event).
@@ -226,8 +228,21 @@ impl Bench {
         processes::wait_ready(&self.client, &mut services, READY_WITHIN).await?;
         let base = services[0].base_url.clone();
         let end = Utc::now();
+        let scenarios = self.args.scenario.expand();
+        let mut console = Vec::new();
+        if scenarios.contains(&super::args::Scenario::Console) {
+            let cookie = super::console::sign_in(&self.client, &base, &self.api_key).await?;
+            let samples = self.args.list_samples;
+            console =
+                super::console::measure(&self.client, &base, &cookie, &facts, samples).await?;
+        }
         let mut rows = Vec::new();
-        for probe in list_probes::probes(&facts, end) {
+        let probes = if scenarios.contains(&super::args::Scenario::List) {
+            list_probes::probes(&facts, end)
+        } else {
+            Vec::new()
+        };
+        for probe in probes {
             for limit in LIMITS {
                 let row = self.measure_probe(&base, &probe, limit).await;
                 let p50 = |l: Option<stats::Latency>| {
@@ -260,7 +275,7 @@ impl Bench {
             let plan = listing::plans(&mut conn, &events, &deliveries, false).await?;
             plans.push((probe.name.clone(), plan[which].clone()));
         }
-        if rows.iter().any(|r| r.errors > 0) {
+        if rows.iter().any(|r| r.errors > 0) || console.iter().any(|r| r.errors > 0) {
             bail!(
                 "some list requests failed; see the API's log in {}",
                 self.logs.display()
@@ -272,6 +287,7 @@ impl Bench {
             vacuum_secs,
             rows,
             plans,
+            console,
         })
     }
 }
@@ -295,6 +311,13 @@ pub fn print(outcome: &Outcome, server: &str, logs: &std::path::Path) {
         outcome.vacuum_secs
     );
     println!();
+    if !outcome.console.is_empty() {
+        print!("{}", super::console::table(&outcome.console));
+        println!();
+    }
+    if outcome.rows.is_empty() {
+        return;
+    }
     print!("{}", list_report::table(&outcome.rows));
     for (name, plan) in &outcome.plans {
         println!();

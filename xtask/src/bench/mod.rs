@@ -16,6 +16,7 @@
 mod args;
 mod ceiling;
 mod cluster;
+mod console;
 mod list;
 mod list_probes;
 mod list_report;
@@ -279,7 +280,7 @@ pub async fn run(args: Args) -> Result<bool> {
         .into_iter()
         .flat_map(|s| args.specs(s))
         .collect::<Vec<_>>();
-    let list = args.scenario.expand().contains(&Scenario::List);
+    let list = (args.scenario.expand().iter()).any(Scenario::seeds_history);
     let binaries = processes::build(args.debug)?;
     let (mut pg, origin) = cluster::server(&args).await?;
     let outcome = run_on_server(&args, &pg.admin_url, origin, binaries, &specs, list).await;

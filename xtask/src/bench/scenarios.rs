@@ -298,7 +298,7 @@ impl Args {
                 ..steady("bench.vacuum")
             }],
             // Not a delivery run: `list` runs on its own (see `super::list`).
-            Scenario::List => Vec::new(),
+            Scenario::List | Scenario::Console => Vec::new(),
             Scenario::All => Scenario::EACH.iter().flat_map(|s| self.specs(*s)).collect(),
         }
     }
