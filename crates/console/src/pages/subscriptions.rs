@@ -59,14 +59,14 @@ pub async fn list(
 ) -> Result<HttpResponse, ConsoleError> {
     let mut conn = dispatch_store::pool::connection(&console.pool).await?;
     let mut rows = subscriptions::list_active(&mut conn, None, LIST_LIMIT + 1).await?;
-    let stats = ops::stats(&mut conn, Duration::from_secs(3600)).await?;
+    let stats = ops::subscription_stats(&mut conn, Duration::from_secs(3600)).await?;
     drop(conn);
     let truncated = rows.len() as i64 > LIST_LIMIT;
     rows.truncate(LIST_LIMIT as usize);
     let lines = rows
         .into_iter()
         .map(|row| {
-            let s = stats.subscriptions.iter().find(|s| s.id == row.id);
+            let s = stats.iter().find(|s| s.id == row.id);
             Line {
                 url: row.url,
                 patterns: row.event_types.join(", "),
@@ -131,9 +131,9 @@ pub async fn show(
     let row = find(&console, &id).await?;
     let stats = {
         let mut conn = dispatch_store::pool::connection(&console.pool).await?;
-        ops::stats(&mut conn, Duration::from_secs(3600)).await?
+        ops::subscription_stats(&mut conn, Duration::from_secs(3600)).await?
     };
-    let s = stats.subscriptions.iter().find(|s| s.id == row.id);
+    let s = stats.iter().find(|s| s.id == row.id);
     let header_names = row
         .headers
         .as_object()

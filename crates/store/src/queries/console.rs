@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use diesel::QueryableByName;
 use diesel::sql_types::{BigInt, Bytea, Interval, Timestamptz};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use dispatch_domain::DeliveryStatus;
 
 use crate::StoreError;
 
@@ -83,11 +84,14 @@ pub struct Minute {
 
 /// The last `minutes` whole minutes and the current one, oldest first, every minute listed
 /// (zeros included). Events are counted along `events_received_at`; attempts as `stats` counts
-/// them (a failure is an attempt with a failure code).
+/// them (a failure is an attempt with a failure code), reading only the span's attempts
+/// ([`crate::queries::ops::recent_floor`]).
 pub async fn activity(
     conn: &mut AsyncPgConnection,
     minutes: i64,
 ) -> Result<Vec<Minute>, StoreError> {
+    let span = std::time::Duration::from_secs(u64::try_from(minutes + 1).unwrap_or(1) * 60);
+    let floor = crate::queries::ops::recent_floor(conn, span).await?;
     Ok(diesel::sql_query(
         "WITH span AS (
              SELECT generate_series(date_trunc('minute', now()) - make_interval(mins => $1::int),
@@ -102,7 +106,8 @@ pub async fn activity(
                     count(*) FILTER (WHERE error_code IS NULL) AS delivered,
                     count(*) FILTER (WHERE error_code IS NOT NULL) AS failed
                FROM attempts
-              WHERE created_at >= date_trunc('minute', now()) - make_interval(mins => $1::int)
+              WHERE id >= $2
+                AND created_at >= date_trunc('minute', now()) - make_interval(mins => $1::int)
               GROUP BY 1
          )
          SELECT span.minute, coalesce(i.n, 0) AS ingested,
@@ -113,6 +118,48 @@ pub async fn activity(
           ORDER BY span.minute",
     )
     .bind::<BigInt, _>(minutes)
+    .bind::<BigInt, _>(floor)
     .load(conn)
     .await?)
+}
+
+#[derive(QueryableByName)]
+struct StatusCount {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    status: String,
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+/// Deliveries that are pending, processing, retrying or failed, counted in the small tables that
+/// hold them (`delivery_queue`, `failed_deliveries`) rather than across the history, in
+/// lifecycle order, zeros included. (`GET /stats` counts every status, `delivered` and
+/// `cancelled` too, across `deliveries`: exact, and slower the longer the history.)
+pub async fn open_counts(
+    conn: &mut AsyncPgConnection,
+) -> Result<Vec<(DeliveryStatus, i64)>, StoreError> {
+    let rows: Vec<StatusCount> = diesel::sql_query(
+        "SELECT CASE WHEN leased THEN 'processing' WHEN retry THEN 'retrying' ELSE 'pending' END
+                    AS status, count(*) AS n
+           FROM delivery_queue GROUP BY 1
+         UNION ALL
+         SELECT 'failed', count(*) FROM failed_deliveries",
+    )
+    .load(conn)
+    .await?;
+    let mut counts: Vec<(DeliveryStatus, i64)> = [
+        DeliveryStatus::Pending,
+        DeliveryStatus::Processing,
+        DeliveryStatus::Retrying,
+        DeliveryStatus::Failed,
+    ]
+    .into_iter()
+    .map(|s| (s, 0))
+    .collect();
+    for row in rows {
+        if let Some(entry) = counts.iter_mut().find(|(s, _)| s.as_str() == row.status) {
+            entry.1 += row.n;
+        }
+    }
+    Ok(counts)
 }

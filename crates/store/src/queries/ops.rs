@@ -17,7 +17,9 @@ mod stats;
 pub use purge::{
     PurgeReport, Purged, count_purgeable, purge, purge_events_batch, purge_subscriptions_batch,
 };
-pub use stats::{Stats, SubscriptionStats, stats};
+pub use stats::{
+    Stats, SubscriptionStats, recent_attempts, recent_floor, stats, subscription_stats,
+};
 
 // ---------------------------------------------------------------------------------------------
 // Replay

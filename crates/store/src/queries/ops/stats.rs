@@ -1,6 +1,7 @@
 //! The queue's snapshot, behind `dispatch-api admin stats` and `GET /stats`: backlog,
 //! deliveries by status, recent attempts and failures, each subscription's share and circuit,
-//! and the hot queue's health.
+//! and the hot queue's health. The recent parts (also the console's) read only the window's
+//! attempts, found along the primary key ([`recent_floor`]).
 
 use chrono::{DateTime, Utc};
 use diesel::QueryableByName;
@@ -103,14 +104,82 @@ pub async fn stats(
             entry.1 = row.n;
         }
     }
-    let recent: AttemptCounts = diesel::sql_query(
-        "SELECT count(*) AS attempts, count(*) FILTER (WHERE error_code IS NOT NULL) AS failed
-           FROM attempts WHERE created_at > now() - $1",
+    let recent = recent_attempts(conn, window).await?;
+    let subscriptions = subscription_stats(conn, window).await?;
+    let queue = crate::queries::health::queue_health(conn).await?;
+    Ok(Stats {
+        queue,
+        backlog,
+        by_status,
+        window,
+        attempts: recent.0,
+        failed_attempts: recent.1,
+        subscriptions,
+    })
+}
+
+#[derive(QueryableByName)]
+struct Floor {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+}
+
+/// The lowest attempt id recorded within `window`, found by bisecting the primary key (about
+/// 30 index probes) instead of reading every attempt: ids grow with `created_at` (attempts are
+/// appended as they happen), so `id >= floor AND created_at > now() - window` reads only the
+/// window's rows. An attempt recorded out of order right at the window's edge may be missed:
+/// fine for counts an operator reads.
+pub async fn recent_floor(
+    conn: &mut AsyncPgConnection,
+    window: std::time::Duration,
+) -> Result<i64, StoreError> {
+    let floor: Floor = diesel::sql_query(
+        "WITH RECURSIVE b(lo, hi) AS (
+             SELECT coalesce(min(id), 1), coalesce(max(id), 0) + 1 FROM attempts
+           UNION ALL
+             SELECT CASE WHEN p.id IS NULL OR p.id >= b.hi OR p.created_at > now() - $1
+                         THEN b.lo ELSE p.id + 1 END,
+                    CASE WHEN p.id IS NULL OR p.id >= b.hi THEN (b.lo + b.hi) / 2
+                         WHEN p.created_at > now() - $1 THEN p.id ELSE b.hi END
+               FROM b
+               LEFT JOIN LATERAL (SELECT a.id, a.created_at FROM attempts a
+                                   WHERE a.id >= (b.lo + b.hi) / 2
+                                   ORDER BY a.id LIMIT 1) p ON true
+              WHERE b.lo < b.hi
+         )
+         SELECT min(hi) AS id FROM b WHERE lo >= hi",
     )
     .bind::<Interval, _>(interval(window))
     .get_result(conn)
     .await?;
-    let subscriptions: Vec<SubscriptionStats> = diesel::sql_query(
+    Ok(floor.id)
+}
+
+/// Attempts recorded within `window`, and how many of them failed.
+pub async fn recent_attempts(
+    conn: &mut AsyncPgConnection,
+    window: std::time::Duration,
+) -> Result<(i64, i64), StoreError> {
+    let floor = recent_floor(conn, window).await?;
+    let recent: AttemptCounts = diesel::sql_query(
+        "SELECT count(*) AS attempts, count(*) FILTER (WHERE error_code IS NOT NULL) AS failed
+           FROM attempts WHERE id >= $2 AND created_at > now() - $1",
+    )
+    .bind::<Interval, _>(interval(window))
+    .bind::<BigInt, _>(floor)
+    .get_result(conn)
+    .await?;
+    Ok((recent.attempts, recent.failed))
+}
+
+/// Every subscription that is not deleted with its circuit, due deliveries and attempts within
+/// `window`: most due first, then most failures, then id.
+pub async fn subscription_stats(
+    conn: &mut AsyncPgConnection,
+    window: std::time::Duration,
+) -> Result<Vec<SubscriptionStats>, StoreError> {
+    let floor = recent_floor(conn, window).await?;
+    Ok(diesel::sql_query(
         "SELECT s.id, s.circuit_state, s.circuit_open_until,
                 coalesce(due.n, 0) AS due, coalesce(a.attempts, 0) AS attempts,
                 coalesce(a.failures, 0) AS failures
@@ -120,22 +189,13 @@ pub async fn stats(
                        GROUP BY subscription_id) due ON due.subscription_id = s.id
            LEFT JOIN (SELECT subscription_id, count(*) AS attempts,
                              count(*) FILTER (WHERE error_code IS NOT NULL) AS failures
-                        FROM attempts WHERE created_at > now() - $1
+                        FROM attempts WHERE id >= $2 AND created_at > now() - $1
                        GROUP BY subscription_id) a ON a.subscription_id = s.id
           WHERE s.deleted_at IS NULL
           ORDER BY due DESC, failures DESC, s.id",
     )
     .bind::<Interval, _>(interval(window))
+    .bind::<BigInt, _>(floor)
     .load(conn)
-    .await?;
-    let queue = crate::queries::health::queue_health(conn).await?;
-    Ok(Stats {
-        queue,
-        backlog,
-        by_status,
-        window,
-        attempts: recent.attempts,
-        failed_attempts: recent.failed,
-        subscriptions,
-    })
+    .await?)
 }
