@@ -66,8 +66,9 @@ pub async fn page(
     let mut conn = dispatch_store::pool::connection(&console.pool).await?;
     let window = Duration::from_secs(3600);
     let backlog = dispatch_store::queries::deliveries::backlog(&mut conn).await?;
-    let (attempts, failed_attempts) = ops::recent_attempts(&mut conn, window).await?;
-    let subscriptions = ops::subscription_stats(&mut conn, window).await?;
+    let floor = ops::recent_floor(&mut conn, window).await?;
+    let (attempts, failed_attempts) = ops::recent_attempts(&mut conn, window, floor).await?;
+    let subscriptions = ops::subscription_stats(&mut conn, window, floor).await?;
     let open = queries::open_counts(&mut conn).await?;
     let minutes = queries::activity(&mut conn, 59).await?;
     drop(conn);

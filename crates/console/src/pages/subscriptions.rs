@@ -19,6 +19,15 @@ use crate::error::{ConsoleError, html};
 use crate::form::Fields;
 use crate::session::Session;
 
+/// Each subscription's last hour (as `GET /stats` shows it), reading only that hour's attempts.
+async fn recent(
+    conn: &mut dispatch_store::AsyncPgConnection,
+) -> Result<Vec<ops::SubscriptionStats>, ConsoleError> {
+    let hour = Duration::from_secs(3600);
+    let floor = ops::recent_floor(conn, hour).await?;
+    Ok(ops::subscription_stats(conn, hour, floor).await?)
+}
+
 /// Subscriptions the list shows (the JSON API pages through more).
 const LIST_LIMIT: i64 = 500;
 
@@ -59,7 +68,7 @@ pub async fn list(
 ) -> Result<HttpResponse, ConsoleError> {
     let mut conn = dispatch_store::pool::connection(&console.pool).await?;
     let mut rows = subscriptions::list_active(&mut conn, None, LIST_LIMIT + 1).await?;
-    let stats = ops::subscription_stats(&mut conn, Duration::from_secs(3600)).await?;
+    let stats = recent(&mut conn).await?;
     drop(conn);
     let truncated = rows.len() as i64 > LIST_LIMIT;
     rows.truncate(LIST_LIMIT as usize);
@@ -131,7 +140,7 @@ pub async fn show(
     let row = find(&console, &id).await?;
     let stats = {
         let mut conn = dispatch_store::pool::connection(&console.pool).await?;
-        ops::subscription_stats(&mut conn, Duration::from_secs(3600)).await?
+        recent(&mut conn).await?
     };
     let s = stats.iter().find(|s| s.id == row.id);
     let header_names = row

@@ -10,6 +10,9 @@ use serde_json::{Value, json};
 
 /// axe-core, vendored for these tests only (see `crates/console/tests/vendor/NOTICE.md`).
 const AXE: &str = include_str!("../../../console/tests/vendor/axe.min.js");
+/// Longest wait for a page a click asked for (a test event waits up to 35 s for its attempt,
+/// longer than a circuit opened by earlier failures stays open).
+const WAIT: Duration = Duration::from_secs(60);
 
 /// The browser and its driver, from `DISPATCH_CHROMIUM` / `DISPATCH_CHROMEDRIVER` or the Debian
 /// packages' paths.
@@ -132,14 +135,54 @@ impl Browser {
         }
     }
 
+    /// The text of the first element matching `css`, once it can be read (a page still being
+    /// replaced by the one a click asked for is read again).
     pub async fn text(&self, css: &str) -> String {
-        self.client
-            .find(Locator::Css(css))
-            .await
-            .unwrap_or_else(|e| panic!("{css}: {e}"))
-            .text()
-            .await
-            .expect("its text")
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let read = match self.client.find(Locator::Css(css)).await {
+                Ok(element) => element.text().await,
+                Err(e) => Err(e),
+            };
+            match read {
+                Ok(text) => return text,
+                Err(e) if tokio::time::Instant::now() > deadline => panic!("{css}: {e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
+    /// Waits until the text of `css` contains `needle` (the page a click led to has loaded),
+    /// and returns it.
+    pub async fn wait_text(&self, css: &str, needle: &str) -> String {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let text = self.text(css).await;
+            if text.contains(needle) {
+                return text;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{css} never showed {needle:?}: {text}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until the address's path starts with `prefix`, and returns path and query.
+    pub async fn wait_path(&self, prefix: &str) -> String {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let path = self.path().await;
+            if path.starts_with(prefix) {
+                return path;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "never reached {prefix}: at {path}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     pub async fn click(&self, css: &str) {

@@ -103,7 +103,7 @@ impl Drop for Stack {
 /// Signs in by keyboard alone: the key field has the focus, Enter submits.
 async fn sign_in(browser: &Browser, shot: Option<&str>) {
     browser.goto("/console/").await;
-    assert!(browser.path().await.starts_with("/console/sign-in"));
+    browser.wait_path("/console/sign-in").await;
     browser.check_accessibility("sign-in").await;
     if let Some(name) = shot {
         browser.screenshot(name).await;
@@ -114,7 +114,7 @@ async fn sign_in(browser: &Browser, shot: Option<&str>) {
         Some("api_key")
     );
     focused.send_keys(&format!("{KEY}\u{E007}")).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    browser.wait_text("h1", "Overview").await;
     assert_eq!(browser.path().await, "/console/");
 }
 
@@ -125,15 +125,13 @@ async fn an_operator_fixes_a_failing_subscription_and_replays_its_failures() {
         return;
     };
     let broken = stack.receiver.url("/broken");
-    assert_eq!(
-        stack
-            .post(
-                "/subscriptions",
-                json!({"id": "sub_orders", "url": broken, "event_types": ["order.*"]}),
-            )
-            .await,
-        201
-    );
+    let created = stack
+        .post(
+            "/subscriptions",
+            json!({"id": "sub_orders", "url": broken, "event_types": ["order.*"]}),
+        )
+        .await;
+    assert_eq!(created, 201);
     for i in 1..=3 {
         let status = stack
             .post(
@@ -151,49 +149,42 @@ async fn an_operator_fixes_a_failing_subscription_and_replays_its_failures() {
     }
 
     sign_in(&browser, Some("sign-in")).await;
+    let overview = browser.wait_text("main", "sub_orders").await;
+    assert!(overview.contains("Failed attempts: 3"), "{overview}");
     browser.check_accessibility("overview").await;
-    let overview = browser.text("main").await;
-    assert!(
-        overview.contains("sub_orders"),
-        "the failing subscription: {overview}"
-    );
     browser.screenshot("overview").await;
 
     // Find the failures.
     browser.click_link("Failed deliveries").await;
+    let failed = browser.wait_text("main", "evt_order_1").await;
+    assert!(failed.contains("http_status"), "{failed}");
     browser.check_accessibility("failed deliveries").await;
-    let failed = browser.text("main").await;
-    assert!(
-        failed.contains("evt_order_1") && failed.contains("http_status"),
-        "{failed}"
-    );
     browser.screenshot("failed").await;
 
     // Why: the event's attempts.
     browser.click_link("evt_order_1").await;
-    browser.check_accessibility("event").await;
+    browser.wait_text("h1", "evt_order_1").await;
     let event = browser.text("main").await;
     assert!(event.contains("410"), "the attempt's status: {event}");
     assert!(
         event.contains("<b>bold</b>"),
         "the payload as text: {event}"
     );
+    browser.check_accessibility("event").await;
 
     // Fix the subscription's URL, then check it with a test event.
     browser
         .click("td a[href='/console/subscriptions/sub_orders']")
         .await;
+    browser.wait_text("h1", "Subscription sub_orders").await;
     browser.check_accessibility("subscription").await;
     browser.fill("#e-url", &stack.receiver.url("/fixed")).await;
     browser.click("form.stacked button[type=submit]").await;
-    assert!(browser.text("main").await.contains("/fixed"));
+    browser.wait_text("dl.facts", "/fixed").await;
     browser.click("form[action$='/test'] button").await;
+    let outcome = browser.wait_text("#outcome", "delivered").await;
+    assert!(outcome.contains("200"), "{outcome}");
     browser.check_accessibility("test result").await;
-    let outcome = browser.text("#outcome").await;
-    assert!(
-        outcome.contains("200") && outcome.contains("delivered"),
-        "{outcome}"
-    );
     browser.screenshot("test-event").await;
 
     // Replay every failure of the subscription: filter, dry-run count, confirm, progress.
@@ -203,15 +194,15 @@ async fn an_operator_fixes_a_failing_subscription_and_replays_its_failures() {
     browser
         .click_link("Replay every failed delivery matching these filters…")
         .await;
+    browser.wait_text("#matched", "3").await;
     browser.check_accessibility("replay wizard").await;
-    assert!(browser.text("#matched").await.contains("3"));
     browser.screenshot("replay-confirm").await;
     browser
         .click("form[action='/console/replays'] button")
         .await;
-    assert!(browser.path().await.starts_with("/console/replays/"));
+    let progress = browser.wait_path("/console/replays/rpl_").await;
+    browser.wait_text("h1", "Replay").await;
     browser.check_accessibility("replay progress").await;
-    let progress = browser.path().await;
     browser
         .reload_until(&progress, PATIENCE, |html| html.contains(">completed<"))
         .await;
@@ -239,6 +230,7 @@ async fn an_operator_fixes_a_failing_subscription_and_replays_its_failures() {
     browser
         .goto("/console/events?subscription_id=sub_orders")
         .await;
+    browser.wait_text("main", "evt_order_3").await;
     browser.check_accessibility("events").await;
     browser.screenshot("events").await;
     browser.close().await;
@@ -251,35 +243,28 @@ async fn pausing_holds_deliveries_and_resuming_sends_them() {
         return;
     };
     let url = stack.receiver.url("/ok");
-    assert_eq!(
-        stack
-            .post(
-                "/subscriptions",
-                json!({"id": "sub_pause", "url": url, "event_types": ["user.*"]}),
-            )
-            .await,
-        201
-    );
+    let created = stack
+        .post(
+            "/subscriptions",
+            json!({"id": "sub_pause", "url": url, "event_types": ["user.*"]}),
+        )
+        .await;
+    assert_eq!(created, 201);
     sign_in(&browser, None).await;
     browser.goto("/console/subscriptions").await;
+    browser.wait_text("main", "sub_pause").await;
     browser.check_accessibility("subscriptions").await;
     browser.screenshot("subscriptions").await;
     browser.click_link("sub_pause").await;
+    browser.wait_text("h1", "sub_pause").await;
     browser.click("form input[value=pause] + button").await;
-    assert!(browser.text("main").await.contains("paused"));
-    assert_eq!(
-        stack
-            .post(
-                "/events",
-                json!({"id": "evt_held", "type": "user.created", "source": "s", "data": {}})
-            )
-            .await,
-        202
-    );
+    browser.wait_text("dl.facts", "paused").await;
+    let event = json!({"id": "evt_held", "type": "user.created", "source": "s", "data": {}});
+    assert_eq!(stack.post("/events", event).await, 202);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(stack.receiver.requests("/ok").len(), 0, "held while paused");
     browser.click("form input[value=resume] + button").await;
-    assert!(browser.text("main").await.contains("active"));
+    browser.wait_text("dl.facts", "active").await;
     stack.wait_for_status("evt_held", "delivered").await;
     browser.close().await;
 }
@@ -291,17 +276,16 @@ async fn a_forged_form_is_refused_and_signing_out_ends_the_session() {
         return;
     };
     let url = stack.receiver.url("/ok");
-    assert_eq!(
-        stack
-            .post(
-                "/subscriptions",
-                json!({"id": "sub_csrf", "url": url, "event_types": ["*"]}),
-            )
-            .await,
-        201
-    );
+    let created = stack
+        .post(
+            "/subscriptions",
+            json!({"id": "sub_csrf", "url": url, "event_types": ["*"]}),
+        )
+        .await;
+    assert_eq!(created, 201);
     sign_in(&browser, None).await;
     browser.goto("/console/subscriptions/sub_csrf").await;
+    browser.wait_text("h1", "sub_csrf").await;
     // A form whose CSRF token is not this session's (as a forged page would post it).
     browser
         .client
@@ -312,25 +296,18 @@ async fn a_forged_form_is_refused_and_signing_out_ends_the_session() {
         .await
         .unwrap();
     browser.click("form input[value=pause] + button").await;
-    let refused = browser.text("main").await;
-    assert!(
-        refused.contains("Form refused") && refused.contains("HTTP 403"),
-        "{refused}"
-    );
+    let refused = browser.wait_text("main", "Form refused").await;
+    assert!(refused.contains("HTTP 403"), "{refused}");
     browser.check_accessibility("refusal").await;
     browser.screenshot("csrf-refused").await;
     browser.goto("/console/subscriptions/sub_csrf").await;
-    assert!(
-        browser.text("main").await.contains("active"),
-        "nothing changed"
-    );
+    let facts = browser.wait_text("dl.facts", "State").await;
+    assert!(facts.contains("active"), "nothing changed: {facts}");
 
     browser.click(".sign-out button").await;
-    assert!(browser.path().await.starts_with("/console/sign-in"));
+    browser.wait_text("h1", "Sign in").await;
     browser.goto("/console/subscriptions").await;
-    assert!(
-        browser.path().await.starts_with("/console/sign-in"),
-        "signed out: the pages ask to sign in again"
-    );
+    // Signed out: the pages ask to sign in again.
+    browser.wait_path("/console/sign-in").await;
     browser.close().await;
 }
