@@ -188,3 +188,43 @@ async fn stored_sessions(app: &TestApp) -> Vec<String> {
             .expect("the sessions");
     rows.into_iter().map(|r| r.token).collect()
 }
+
+#[tokio::test]
+async fn a_database_key_cannot_sign_in_to_the_console_even_once_the_api_accepts_it() {
+    let app = TestApp::spawn().await;
+    for scope in ["read", "admin"] {
+        let response = app
+            .post_json(
+                "/keys",
+                &serde_json::json!({"name": format!("console-{scope}"), "scope": scope}),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let created: serde_json::Value = response.json().await.expect("a key");
+        let key = created["key"].as_str().expect("a key").to_owned();
+        // The API takes it (once every replica's key cache has it) ...
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let answer = reqwest::Client::new()
+                .get(app.url("/subscriptions"))
+                .bearer_auth(&key)
+                .send()
+                .await
+                .expect("answered");
+            if answer.status() == StatusCode::OK {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{scope} key never accepted"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // ... but a console session has no scope yet, so only admin keys of the configuration
+        // sign in: a read key never gets a session that could change things.
+        let mut browser = Browser::new(&app);
+        let refused = browser.sign_in_with(&key).await;
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED, "{scope}");
+        assert!(browser.session.is_none());
+    }
+}
