@@ -11,8 +11,8 @@ use super::args::Args;
 use super::ceiling::Ceiling;
 use super::report::{self, Row};
 use super::{cluster, soak};
-use crate::harness::git_revision;
-use crate::harness::processes::REQUIRED_SETTINGS;
+use crate::git_revision;
+use crate::processes::REQUIRED_SETTINGS;
 
 pub struct Report<'a> {
     pub args: &'a Args,

@@ -16,8 +16,8 @@ use super::scenarios::{Spec, Work};
 use super::snapshot::{Snapshot, mib};
 use super::soak::{self, RssSampler};
 use super::stats;
-use crate::harness::processes::{self, Launch, Service};
-use crate::harness::receiver::{self, Receiver};
+use crate::processes::{self, Launch, Service};
+use crate::receiver::{self, Receiver};
 
 /// How long a just-started API and workers get to become ready.
 const READY_WITHIN: Duration = Duration::from_secs(60);

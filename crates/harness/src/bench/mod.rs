@@ -38,7 +38,7 @@ use dispatch_store::migrations;
 use dispatch_store::queries::bench::{self as queries, HistorySeed, SubscriptionSeed};
 use serde_json::{Map, Value, json};
 
-use crate::harness::{processes, procfs, receiver};
+use crate::{processes, procfs, receiver};
 
 pub use self::args::Args;
 use self::args::Scenario;

@@ -11,8 +11,8 @@ use anyhow::{Context, Result};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::harness::http::{HttpClient, post_json};
-use crate::harness::receiver::unix_nanos;
+use crate::http::{HttpClient, post_json};
+use crate::receiver::unix_nanos;
 
 /// Longest wait for one answer of the API.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -302,7 +302,7 @@ mod tests {
     #[test]
     fn answers_are_summed_up_by_kind_and_time() {
         let producer = Producer::new(
-            crate::harness::http::client(1),
+            crate::http::client(1),
             String::new(),
             String::new(),
             "c-".to_owned(),
@@ -351,7 +351,7 @@ mod tests {
     #[test]
     fn an_event_body_carries_its_id_type_and_send_time() {
         let producer = Producer::new(
-            crate::harness::http::client(1),
+            crate::http::client(1),
             "http://127.0.0.1:1/events".to_owned(),
             String::new(),
             "kill-worker-".to_owned(),
@@ -366,7 +366,7 @@ mod tests {
             "http://127.0.0.1:2/events"
         );
         assert_eq!(v["data"]["seq"], 7);
-        assert!(crate::harness::receiver::sent_at_ns(b.as_bytes()).is_some());
+        assert!(crate::receiver::sent_at_ns(b.as_bytes()).is_some());
         assert!(v["data"].get("pad").is_none());
         let padded = Producer {
             padding: 100,

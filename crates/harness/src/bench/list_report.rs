@@ -121,7 +121,7 @@ fn cells(r: &ListRow) -> Vec<String> {
 
 /// The rows as an aligned table (milliseconds per page, as the client saw them).
 pub fn table(rows: &[ListRow]) -> String {
-    crate::harness::table::render(&HEADERS, rows.iter().map(cells).collect())
+    crate::table::render(&HEADERS, rows.iter().map(cells).collect())
 }
 
 #[cfg(test)]

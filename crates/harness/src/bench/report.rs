@@ -209,7 +209,7 @@ fn cells(row: &Row) -> Vec<String> {
 
 /// The rows as an aligned table (first column left-aligned, the others right-aligned).
 pub fn table(rows: &[Row]) -> String {
-    crate::harness::table::render(&HEADERS, rows.iter().map(cells).collect())
+    crate::table::render(&HEADERS, rows.iter().map(cells).collect())
 }
 
 #[cfg(test)]

@@ -19,9 +19,9 @@ use super::postgres::StopMode;
 use super::report::{Row, exit_text, secs_text, status_text};
 use super::traffic::Sent;
 use super::{CONCURRENCY, Chaos, Destination, Scenario, Stage, with_env, worker_base_env};
-use crate::harness::http::get_status;
-use crate::harness::processes::{Launch, Service};
-use crate::harness::receiver::Fault;
+use crate::http::get_status;
+use crate::processes::{Launch, Service};
+use crate::receiver::Fault;
 
 mod restart;
 mod workers;

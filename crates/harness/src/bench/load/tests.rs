@@ -8,7 +8,7 @@ fn event_bodies_carry_id_type_and_send_time() {
     assert!(body.starts_with(
         r#"{"id":"steady-7","type":"bench.steady","source":"bench","data":{"seq":7,"sent_at_ns":""#
     ));
-    let sent = crate::harness::receiver::sent_at_ns(body.as_bytes()).expect("stamped");
+    let sent = crate::receiver::sent_at_ns(body.as_bytes()).expect("stamped");
     assert!(sent > 1_700_000_000_000_000_000);
     assert!(body.ends_with(r#""}}"#));
 }

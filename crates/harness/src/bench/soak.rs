@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
 use super::stats::{per_second, percentile};
-use crate::harness::procfs;
+use crate::procfs;
 
 /// Resident memory (`VmRSS`, KiB) of each service at one moment, `elapsed` after the start.
 #[derive(Debug, Clone, PartialEq)]
@@ -184,7 +184,7 @@ pub fn table(windows: &[Window]) -> String {
             ]
         })
         .collect();
-    crate::harness::table::render(
+    crate::table::render(
         &[
             "from", "ingest/s", "deliv/s", "backlog", "p50 ms", "p99 ms", "api MiB", "wk MiB",
         ],

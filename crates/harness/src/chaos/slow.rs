@@ -24,7 +24,7 @@ use super::latency::{self, Summary, ms_text};
 use super::report::{Row, exit_text};
 use super::scenarios::{MAX_IN_FLIGHT, note_refusals, row, wait_until};
 use super::{Chaos, Destination};
-use crate::harness::receiver::Fault;
+use crate::receiver::Fault;
 
 /// Hanging destinations in each phase, and the phase's name (its database and row).
 pub const PHASES: [(usize, &str); 3] = [

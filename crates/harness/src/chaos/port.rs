@@ -14,7 +14,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::latency::percentile;
-use crate::harness::http::{self, HttpClient, timed_get};
+use crate::http::{self, HttpClient, timed_get};
 
 /// Connections held open to the worker's port during the flood (fewer when this process's
 /// descriptor limit would not allow them).

@@ -4,7 +4,7 @@
 //! Each scenario runs the real binaries (`dispatch-api`, `dispatch-worker`, built as for
 //! `bench`) against a private PostgreSQL cluster of its own ([`postgres`], never the machine's
 //! shared server, since one scenario stops it) and the counting receiver of
-//! [`crate::harness::receiver`] on 127.0.0.1, in a fresh database. Events are POSTed by
+//! [`crate::receiver`] on 127.0.0.1, in a fresh database. Events are POSTed by
 //! [`traffic`], which keeps each one's answer; then the fault (see [`scenarios`], the overload
 //! scenarios [`slow`] and [`flood`], and the database's side: [`diskfull`] and [`network`]); then a bounded wait until nothing is queued; then
 //! [`report::account`] checks every accepted event against what the receiver got and what the
@@ -37,10 +37,10 @@ use serde_json::{Map, json};
 use self::postgres::ChaosPostgres;
 use self::report::Row;
 use self::traffic::Producer;
-use crate::harness::git_revision;
-use crate::harness::http::{self, HttpClient};
-use crate::harness::processes::{self, Binaries, Launch, Service};
-use crate::harness::receiver::{self, Fault, Receiver};
+use crate::git_revision;
+use crate::http::{self, HttpClient};
+use crate::processes::{self, Binaries, Launch, Service};
+use crate::receiver::{self, Fault, Receiver};
 
 /// Prefix of every database the suite creates (then `<pid>_<scenario>`).
 const DB_PREFIX: &str = "dispatch_chaos_";

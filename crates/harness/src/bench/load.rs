@@ -11,9 +11,9 @@ use anyhow::{Context, Result};
 use hyper::StatusCode;
 use tokio::task::JoinSet;
 
-pub use crate::harness::http::{HttpClient, client};
-use crate::harness::http::{post_json, post_json_answer};
-use crate::harness::receiver::unix_nanos;
+pub use crate::http::{HttpClient, client};
+use crate::http::{post_json, post_json_answer};
+use crate::receiver::unix_nanos;
 use hyper::body::Bytes;
 
 /// Longest wait for one answer of the API.

@@ -232,7 +232,7 @@ pub fn table(rows: &[Row]) -> String {
             ]
         })
         .collect();
-    let mut out = crate::harness::table::render(&HEADERS, cells);
+    let mut out = crate::table::render(&HEADERS, cells);
     for r in rows {
         for note in r.notes.iter().chain(&r.failed_checks) {
             out.push_str(&format!("\n{}: {note}", r.scenario));

@@ -22,8 +22,8 @@ use super::Bench;
 use super::list_probes::{self, LIMITS, Plan, Probe};
 use super::list_report::{self, ListRow};
 use super::stats;
-use crate::harness::http::get_authorized;
-use crate::harness::processes::{self, Launch};
+use crate::http::get_authorized;
+use crate::processes::{self, Launch};
 
 /// Events seeded per statement.
 const SEED_BATCH: i64 = 200_000;

@@ -134,7 +134,10 @@ impl Launch<'_> {
     fn required_api(&self) -> Vec<(&'static str, String)> {
         vec![
             ("DISPATCH_API_KEYS", self.api_key.to_owned()),
-            ("DISPATCH_SECRET_KEYS", crate::DEV_SECRET_KEYS.to_owned()),
+            (
+                "DISPATCH_SECRET_KEYS",
+                dispatch_config::development::SECRET_KEYS.to_owned(),
+            ),
             // The development sealing key is refused without it.
             ("DISPATCH_DEVELOPMENT", "true".to_owned()),
             ("DISPATCH_ALLOW_DESTINATIONS", "127.0.0.0/8".to_owned()),
@@ -146,7 +149,10 @@ impl Launch<'_> {
         vec![
             ("DISPATCH_WORKER_ID", format!("{}-{index}", self.label)),
             ("DISPATCH_ALLOW_DESTINATIONS", "127.0.0.0/8".to_owned()),
-            ("DISPATCH_SECRET_KEYS", crate::DEV_SECRET_KEYS.to_owned()),
+            (
+                "DISPATCH_SECRET_KEYS",
+                dispatch_config::development::SECRET_KEYS.to_owned(),
+            ),
             ("DISPATCH_DEVELOPMENT", "true".to_owned()),
         ]
     }

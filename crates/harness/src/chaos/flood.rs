@@ -27,7 +27,7 @@ use super::port::{HOLD, Holding, PROBE_TIMEOUT, get_every, hold, hold_count};
 use super::report::{Row, exit_text, secs_text};
 use super::scenarios::{MAX_IN_FLIGHT, note_refusals, row};
 use super::{Chaos, Destination, worker_base_env};
-use crate::harness::procfs::{self, PortSockets};
+use crate::procfs::{self, PortSockets};
 
 /// Events a second, by default.
 pub const PER_SEC: u64 = 50;

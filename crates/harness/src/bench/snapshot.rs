@@ -4,8 +4,8 @@
 use dispatch_store::admin;
 use dispatch_store::queries::bench::{self as queries, Activity};
 
-use crate::harness::processes::Service;
-use crate::harness::procfs::{self, HostCpu, ProcSample};
+use crate::processes::Service;
+use crate::procfs::{self, HostCpu, ProcSample};
 
 /// CPU counters of the services, the database's backends, this process and the host at one
 /// moment.
