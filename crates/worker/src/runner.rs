@@ -99,7 +99,7 @@ impl Worker {
             inner: Arc::new(Inner {
                 id: settings.worker_id.clone(),
                 pool: build_pool_with(&settings.database, settings.synchronous_commit),
-                database_url: settings.database.url.clone(),
+                database_url: settings.database.url.expose().to_owned(),
                 destinations: Destinations::new(client, settings.resilience.clone()),
                 policy: settings.retry.clone(),
                 keyring: settings.secret_keys.clone(),

@@ -215,7 +215,7 @@ impl Settings {
             Some(Settings {
                 addr: addr?,
                 database: DatabaseSettings {
-                    url: url?,
+                    url: url?.into(),
                     max_connections: max_connections?,
                     connect_timeout: connect_timeout?,
                 },

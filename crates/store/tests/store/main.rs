@@ -145,7 +145,7 @@ async fn raw(conn: &mut AsyncPgConnection, sql: &str) {
 
 fn pool_with(url: &str, max_connections: u32, connect_timeout: Duration) -> Pool {
     build_pool(&DatabaseSettings {
-        url: url.to_owned(),
+        url: url.into(),
         max_connections,
         connect_timeout,
     })

@@ -315,7 +315,7 @@ impl Settings {
             Some(Settings {
                 addr: addr?,
                 database: DatabaseSettings {
-                    url: url?,
+                    url: url?.into(),
                     max_connections: max_connections?,
                     connect_timeout: db_timeout?,
                 },
