@@ -164,6 +164,12 @@ pub fn values(s: &Settings) -> Vec<(&'static str, String)> {
             "shutdown_grace_secs",
             s.shutdown_grace.as_secs().to_string(),
         ),
+        (
+            "queue_vacuum_secs",
+            s.queue_vacuum_every
+                .map_or(0, |every| every.as_secs())
+                .to_string(),
+        ),
         ("secret_keys", key_ids(s.secret_keys.ids())),
         ("log_format", lowercase_debug(&s.log_format)),
     ]

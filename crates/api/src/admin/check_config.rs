@@ -21,6 +21,7 @@ pub fn values(s: &Settings) -> Vec<(&'static str, String)> {
         ("max_body_bytes", s.max_body_bytes.to_string()),
         ("max_batch_body_bytes", s.max_batch_body_bytes.to_string()),
         ("http_workers", s.http_workers.to_string()),
+        ("body_read_timeout_ms", millis(s.body_read_timeout)),
         (
             "shutdown_timeout_secs",
             s.shutdown_timeout.as_secs().to_string(),
