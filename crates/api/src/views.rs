@@ -29,6 +29,9 @@ pub struct EventView {
     pub status: DeliveryStatus,
     /// When the event was first stored.
     pub received_at: DateTime<Utc>,
+    /// The producer's ordering key; null: none.
+    #[schema(required = true, example = "customer:42")]
+    pub ordering_key: Option<String>,
     /// One per matched subscription, in creation order, including cancelled ones.
     pub deliveries: Vec<DeliveryView>,
 }
@@ -79,6 +82,7 @@ impl EventView {
             source: event.source,
             data: event.data,
             received_at: event.received_at,
+            ordering_key: event.ordering_key,
             deliveries,
         })
     }
@@ -172,6 +176,12 @@ pub struct SubscriptionView {
     /// for which it is true get a delivery. Null: none (every event its patterns match).
     #[schema(required = true, max_length = 1024, example = "$.data.amount > 100")]
     pub filter: Option<String>,
+    /// `per_key`: events with the same `ordering_key` are delivered one at a time, in order.
+    #[schema(value_type = crate::openapi::OrderingSchema)]
+    pub ordering: String,
+    /// What a per-key subscription does when a key's head fails for good.
+    #[schema(value_type = crate::openapi::OnExhaustedSchema)]
+    pub on_exhausted: String,
     /// Whether the subscription has a secret: true for every subscription created by this API.
     pub has_secret: bool,
     /// Creation time.
@@ -236,6 +246,8 @@ impl SubscriptionView {
             },
             timeout_ms: settings.timeout_ms,
             filter: settings.filter,
+            ordering: settings.ordering.as_str().to_owned(),
+            on_exhausted: settings.on_exhausted.as_str().to_owned(),
             rate_limit: RateLimitView {
                 per_second: row.rate_limit_per_sec,
                 burst: row.rate_limit_burst,

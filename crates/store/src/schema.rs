@@ -32,6 +32,10 @@ diesel::table! {
         /// A SQL/JSON path predicate over `{type, source, data}`; NULL: every matching event.
         /// (Its parsed form, the generated column `filter_path`, is read only by fan-out SQL.)
         filter -> Nullable<Text>,
+        /// `none` or `per_key` (`dispatch_domain::Ordering`).
+        ordering -> Text,
+        /// `skip` or `block` (`dispatch_domain::OnExhausted`).
+        on_exhausted -> Text,
     }
 }
 
@@ -50,6 +54,8 @@ diesel::table! {
         data -> Jsonb,
         received_at -> Timestamptz,
         traceparent -> Nullable<Text>,
+        /// The producer's ordering key, if it gave one.
+        ordering_key -> Nullable<Text>,
     }
 }
 
@@ -68,6 +74,8 @@ diesel::table! {
         updated_at -> Timestamptz,
         /// Its subscription is paused: due at 'infinity' in `delivery_queue` until resumed.
         held -> Bool,
+        /// The event's ordering key, when its subscription ordered by key at ingest.
+        ordering_key -> Nullable<Text>,
     }
 }
 

@@ -162,6 +162,8 @@ fn patchable(row: &SubscriptionRow) -> Value {
     if let Some(filter) = &row.filter {
         doc["filter"] = json!(filter);
     }
+    doc["ordering"] = json!(row.ordering);
+    doc["on_exhausted"] = json!(row.on_exhausted);
     doc
 }
 
@@ -202,6 +204,8 @@ const PATCHABLE: &[(&str, &[&str])] = &[
     ("retry", &["max_attempts", "max_delay_secs"]),
     ("timeout_ms", &[]),
     ("filter", &[]),
+    ("ordering", &[]),
+    ("on_exhausted", &[]),
 ];
 /// Stands for "any member" in [`PATCHABLE`].
 const ANY: &[&str] = &["*"];

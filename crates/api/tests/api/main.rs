@@ -15,6 +15,7 @@ mod hostile;
 mod metrics;
 mod openapi;
 mod operate;
+mod ordering;
 mod outage;
 mod patch;
 mod replays;

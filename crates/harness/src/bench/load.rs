@@ -68,6 +68,8 @@ pub struct LoadPlan {
     pub time_limit: Duration,
     /// The API key, sent as `Authorization: Bearer <key>`.
     pub api_key: String,
+    /// Events carry `ordering_key` `k{seq % n}` (none when `None`).
+    pub ordering_keys: Option<u64>,
 }
 
 /// What sending did.
@@ -180,10 +182,14 @@ impl LoadResult {
     }
 }
 
-/// The JSON body of event `seq`, stamped with the current time.
-pub fn event_body(id_prefix: &str, event_type: &str, seq: u64) -> String {
+/// The JSON body of event `seq`, stamped with the current time, with ordering key
+/// `k{seq % keys}` when `keys` is given.
+pub fn event_body(id_prefix: &str, event_type: &str, seq: u64, keys: Option<u64>) -> String {
+    let key = keys.map_or(String::new(), |n| {
+        format!(r#","ordering_key":"k{}""#, seq % n.max(1))
+    });
     format!(
-        r#"{{"id":"{id_prefix}{seq}","type":"{event_type}","source":"bench","data":{{"seq":{seq},"sent_at_ns":"{}"}}}}"#,
+        r#"{{"id":"{id_prefix}{seq}","type":"{event_type}","source":"bench","data":{{"seq":{seq},"sent_at_ns":"{}"}}{key}}}"#,
         unix_nanos()
     )
 }
@@ -193,7 +199,12 @@ async fn post(client: &HttpClient, plan: &LoadPlan, body: String) -> Option<Stat
 }
 
 async fn send_one(client: &HttpClient, plan: &LoadPlan, seq: u64, result: &mut LoadResult) {
-    let body = event_body(&plan.id_prefix, &plan.types.of(seq), seq);
+    let body = event_body(
+        &plan.id_prefix,
+        &plan.types.of(seq),
+        seq,
+        plan.ordering_keys,
+    );
     let started = Instant::now();
     let answer = post(client, plan, body).await;
     result.count(answer, started.elapsed());
@@ -272,7 +283,14 @@ async fn batch_loop(
                 let seqs = first..(first + size).min(events);
                 let items: Vec<String> = seqs
                     .clone()
-                    .map(|seq| event_body(&plan.id_prefix, &plan.types.of(seq), seq))
+                    .map(|seq| {
+                        event_body(
+                            &plan.id_prefix,
+                            &plan.types.of(seq),
+                            seq,
+                            plan.ordering_keys,
+                        )
+                    })
                     .collect();
                 let body = format!(r#"{{"events":[{}]}}"#, items.join(","));
                 let started = Instant::now();

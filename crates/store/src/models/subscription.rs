@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use dispatch_domain::{DestinationUrl, Pattern, SubscriptionId};
+use dispatch_domain::{DestinationUrl, OnExhausted, Ordering, Pattern, SubscriptionId};
 
 use crate::schema::subscriptions;
 
@@ -35,6 +35,10 @@ pub struct SubscriptionRow {
     pub timeout_ms: Option<i32>,
     /// The payload filter as written (`None`: none).
     pub filter: Option<String>,
+    /// `none` or `per_key` ([`dispatch_domain::Ordering`]).
+    pub ordering: String,
+    /// `skip` or `block` ([`dispatch_domain::OnExhausted`]).
+    pub on_exhausted: String,
 }
 
 type HasSecret = diesel::dsl::Or<
@@ -70,6 +74,10 @@ pub struct SubscriptionSettings {
     pub timeout_ms: Option<i32>,
     /// A SQL/JSON path predicate over `{type, source, data}` (already validated); `None`: none.
     pub filter: Option<String>,
+    /// Whether events of one `ordering_key` are delivered one at a time, in order.
+    pub ordering: Ordering,
+    /// What a per-key subscription does when the head of a key fails for good.
+    pub on_exhausted: OnExhausted,
 }
 
 impl SubscriptionSettings {

@@ -15,7 +15,7 @@ mod seed;
 
 pub use seed::{
     BacklogSeed, HistorySeed, SubscriptionSeed, seed_backlog, seed_history, seed_subscriptions,
-    set_filter,
+    set_settings,
 };
 
 #[derive(QueryableByName)]

@@ -11,6 +11,7 @@ pub mod filters;
 pub mod health;
 pub mod listing;
 pub mod ops;
+pub mod ordering;
 pub mod replays;
 pub mod requeue;
 pub mod subscription_changes;

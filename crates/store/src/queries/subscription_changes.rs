@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
+use dispatch_domain::{OnExhausted, Ordering};
+
 use crate::StoreError;
 use crate::models::{RateLimit, SubscriptionRow, SubscriptionSettings};
 use crate::schema::subscriptions;
@@ -54,6 +56,10 @@ impl SubscriptionChange {
                 max_delay_secs: row.max_delay_secs,
                 timeout_ms: row.timeout_ms,
                 filter: row.filter.clone(),
+                // The CHECK constraints admit only these names; anything else reads as the
+                // default, which a change then writes back.
+                ordering: row.ordering.parse().unwrap_or_default(),
+                on_exhausted: row.on_exhausted.parse().unwrap_or_default(),
             },
             enabled: row.enabled,
         }
@@ -123,6 +129,8 @@ pub async fn update(
                 subscriptions::max_delay_secs.eq(s.max_delay_secs),
                 subscriptions::timeout_ms.eq(s.timeout_ms),
                 subscriptions::filter.eq(s.filter.as_deref()),
+                subscriptions::ordering.eq(s.ordering.as_str()),
+                subscriptions::on_exhausted.eq(s.on_exhausted.as_str()),
             ))
             .returning(SubscriptionRow::as_returning())
             .get_result(conn)
@@ -132,6 +140,15 @@ pub async fn update(
             held = hold(conn, &id).await?;
         } else if !current.enabled && change.enabled {
             released = release_held(conn, &id).await?;
+        }
+        let was = SubscriptionChange::of(&current).settings;
+        if was.ordering == Ordering::PerKey && s.ordering == Ordering::None {
+            super::ordering::stop_ordering(conn, &id).await?;
+        } else if s.ordering == Ordering::PerKey
+            && was.on_exhausted == OnExhausted::Block
+            && s.on_exhausted == OnExhausted::Skip
+        {
+            super::ordering::unblock_all(conn, &id).await?;
         }
         Ok(UpdateOutcome::Updated {
             row: Box::new(row),

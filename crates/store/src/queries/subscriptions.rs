@@ -59,6 +59,8 @@ pub async fn insert(
             subscriptions::max_delay_secs.eq(new.settings.max_delay_secs),
             subscriptions::timeout_ms.eq(new.settings.timeout_ms),
             subscriptions::filter.eq(new.settings.filter.as_deref()),
+            subscriptions::ordering.eq(new.settings.ordering.as_str()),
+            subscriptions::on_exhausted.eq(new.settings.on_exhausted.as_str()),
         ))
         .on_conflict_do_nothing()
         .returning(SubscriptionRow::as_returning())

@@ -57,6 +57,7 @@ fn new_event(id: &str, event_type: &str, data: Value) -> NewEvent {
         source: Source::parse("billing-service").unwrap(),
         data,
         traceparent: None,
+        ordering_key: None,
     }
 }
 

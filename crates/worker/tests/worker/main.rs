@@ -13,6 +13,7 @@ mod helpers;
 mod leases;
 mod metrics;
 mod operator;
+mod ordered;
 mod outage;
 mod port;
 mod processes;

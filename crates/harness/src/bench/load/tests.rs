@@ -4,13 +4,21 @@ use super::*;
 
 #[test]
 fn event_bodies_carry_id_type_and_send_time() {
-    let body = event_body("steady-", "bench.steady", 7);
+    let body = event_body("steady-", "bench.steady", 7, None);
     assert!(body.starts_with(
         r#"{"id":"steady-7","type":"bench.steady","source":"bench","data":{"seq":7,"sent_at_ns":""#
     ));
     let sent = crate::receiver::sent_at_ns(body.as_bytes()).expect("stamped");
     assert!(sent > 1_700_000_000_000_000_000);
     assert!(body.ends_with(r#""}}"#));
+}
+
+#[test]
+fn ordered_event_bodies_spread_over_their_keys() {
+    let body = event_body("o-", "bench.ordered", 1_234, Some(1_000));
+    let value: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(value["ordering_key"], "k234");
+    assert_eq!(value["data"]["seq"], 1_234);
 }
 
 #[test]

@@ -36,8 +36,11 @@ fn scenarios_expand_into_runs() {
             "vacuum-off/3",
             "vacuum-off/4",
             "vacuum-off/5",
+            "ordered",
         ]
     );
+    let ordered = &a.specs(Scenario::Ordered)[0];
+    assert_eq!(ordered.subscriptions[0].ordering_keys, Some(ORDERED_KEYS));
     // The batch scenario posts batches of --batch-size.
     let b = parse(&["--scenario", "batch", "--events", "10", "--batch-size", "4"]).expect("ok");
     assert!(matches!(
