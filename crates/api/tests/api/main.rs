@@ -12,6 +12,7 @@ mod fuzz;
 mod health;
 mod helpers;
 mod hostile;
+mod keys;
 mod metrics;
 mod openapi;
 mod operate;

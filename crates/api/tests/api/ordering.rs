@@ -243,3 +243,27 @@ async fn blocked_keys_of_an_unknown_subscription_or_with_a_bad_cursor_are_refuse
     assert_eq!(status, StatusCode::OK, "an empty cursor is the first page");
     assert_eq!(page["data"], json!([]));
 }
+
+#[tokio::test]
+async fn batch_items_carry_their_ordering_key_and_a_bad_one_fails_only_its_item() {
+    let app = TestApp::spawn().await;
+    let (status, body) = json_of(
+        app.post_json(
+            "/events/batch",
+            &json!({"events": [keyed("evt_b1", "K"), keyed("evt_b2", "not a key")]}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(app.event("evt_b1").await["ordering_key"], "K");
+    let second = body.to_string();
+    assert!(
+        second.contains("ordering_key"),
+        "the bad item's error names the field: {body}"
+    );
+    assert_eq!(
+        app.get("/events/evt_b2").await.status(),
+        StatusCode::NOT_FOUND
+    );
+}
