@@ -71,6 +71,8 @@ $$;
 -- The queue's trigger (migrations 000010, 000011) with per-key ordering; now also the insert
 -- trigger, so one function decides what is due however a delivery was written.
 CREATE OR REPLACE FUNCTION delivery_queue_sync() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    finished record;
 BEGIN
     DELETE FROM delivery_queue q
      USING new_deliveries n
@@ -94,17 +96,25 @@ BEGIN
          ORDER BY n.subscription_id, n.ordering_key
         ON CONFLICT (subscription_id, ordering_key) DO UPDATE SET head = k.head;
         -- A head that finished hands over, unless it failed for good and its subscription
-        -- blocks on that.
-        PERFORM dispatch_ordering_advance(k.subscription_id, k.ordering_key)
-           FROM ordered_keys k
-           JOIN deliveries d ON d.id = k.head
-           JOIN subscriptions s ON s.id = k.subscription_id
-          WHERE (k.subscription_id, k.ordering_key) IN
-                (SELECT n.subscription_id, n.ordering_key FROM new_deliveries n
-                  WHERE n.ordering_key IS NOT NULL
-                    AND n.status NOT IN ('pending', 'processing', 'retrying'))
-            AND d.status NOT IN ('pending', 'processing', 'retrying')
-            AND NOT (d.status = 'failed' AND s.on_exhausted = 'block');
+        -- blocks on that. Key by key, each along its primary key (a join with the statement's
+        -- rows, which have no statistics, could read every key).
+        FOR finished IN
+            SELECT DISTINCT n.subscription_id, n.ordering_key FROM new_deliveries n
+             WHERE n.ordering_key IS NOT NULL
+               AND n.status NOT IN ('pending', 'processing', 'retrying')
+             ORDER BY 1, 2
+        LOOP
+            IF EXISTS (SELECT 1 FROM ordered_keys k
+                         JOIN deliveries d ON d.id = k.head
+                         JOIN subscriptions s ON s.id = k.subscription_id
+                        WHERE k.subscription_id = finished.subscription_id
+                          AND k.ordering_key = finished.ordering_key
+                          AND d.status NOT IN ('pending', 'processing', 'retrying')
+                          AND NOT (d.status = 'failed' AND s.on_exhausted = 'block')) THEN
+                PERFORM dispatch_ordering_advance(finished.subscription_id,
+                                                  finished.ordering_key);
+            END IF;
+        END LOOP;
     END IF;
     WITH n AS (
         SELECT n.*,

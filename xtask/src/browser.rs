@@ -7,7 +7,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
-use crate::{cargo, pg, status_of, workspace_root};
+use dispatch_harness::{cargo, pg, status_of, workspace_root};
 
 /// Where the browser tests look for the browser and its driver (unless `DISPATCH_CHROMIUM` /
 /// `DISPATCH_CHROMEDRIVER` say otherwise).

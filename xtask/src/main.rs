@@ -1,28 +1,25 @@
 //! `cargo xtask`: the one entry point for developing and operating Dispatch.
 //! `dev` runs it locally, `test` runs the whole suite, `lint`, `cover`, `migrate`; the operator
 //! commands `replay`, `purge`, `stats` and `check-config` are `ops`, thin wrappers over what
-//! `dispatch-api admin` and `dispatch-worker check-config` run in the image.
+//! `dispatch-api admin` and `dispatch-worker check-config` run in the image; `bench`, `chaos`
+//! and PostgreSQL for `dev` and `test` are dispatch-harness's, called with the arguments parsed
+//! here.
 
-mod bench;
 mod browser;
-mod chaos;
-mod cover;
-mod harness;
 mod lint;
 mod openapi;
 mod ops;
-mod pg;
 mod schemathesis;
-mod setup;
 mod sink;
 mod tidy;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::path::Path;
+use std::process::{Command, ExitCode, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
+use dispatch_harness::{bench, cargo, chaos, pg, setup, status_of, target_dir, workspace_root};
 use dispatch_store::migrations;
 
 #[derive(Parser)]
@@ -109,26 +106,6 @@ enum MigrateAction {
     Status,
 }
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."))
-}
-
-fn cargo() -> Command {
-    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()));
-    c.current_dir(workspace_root());
-    c
-}
-
-fn status_of(mut command: Command, what: &str) -> Result<bool> {
-    Ok(command
-        .status()
-        .with_context(|| format!("starting {what}"))?
-        .success())
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -158,7 +135,7 @@ async fn run(task: Task) -> Result<bool> {
         Task::Test { args } => test(args).await,
         Task::Lint => lint::run(),
         Task::Screenshots => browser::screenshots().await,
-        Task::Cover => cover::run().await,
+        Task::Cover => cover().await,
         Task::Sink {
             addr,
             secret,
@@ -209,6 +186,48 @@ async fn test(args: Vec<String>) -> Result<bool> {
     passed
 }
 
+async fn cover() -> Result<bool> {
+    if !setup::ensure_cargo_tool("nextest", "cargo-nextest") {
+        bail!("cargo-nextest is not installed: `cargo install cargo-nextest --locked`");
+    }
+    let has_llvm_cov = cargo()
+        .args(["llvm-cov", "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_llvm_cov {
+        bail!(
+            "cargo-llvm-cov is not installed: `cargo install cargo-llvm-cov --locked`, plus LLVM \
+             tools (`rustup component add llvm-tools-preview`, or Debian's llvm-22 with \
+             LLVM_COV=/usr/bin/llvm-cov-22 LLVM_PROFDATA=/usr/bin/llvm-profdata-22)"
+        );
+    }
+    let mut pg = pg::for_tests(&workspace_root()).await?;
+    let mut command = cargo();
+    command
+        .args([
+            "llvm-cov",
+            "nextest",
+            "--workspace",
+            "--all-targets",
+            "--summary-only",
+        ])
+        .env("DISPATCH_TEST_DATABASE_URL", &pg.admin_url);
+    for (var, tool) in [
+        ("LLVM_COV", "llvm-cov-22"),
+        ("LLVM_PROFDATA", "llvm-profdata-22"),
+    ] {
+        let path = Path::new("/usr/bin").join(tool);
+        if std::env::var_os(var).is_none() && path.is_file() {
+            command.env(var, path);
+        }
+    }
+    let passed = status_of(command, "cargo llvm-cov");
+    pg.stop();
+    passed
+}
+
 async fn migrate(action: MigrateAction) -> Result<bool> {
     let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| pg::DEFAULT_DATABASE_URL.to_owned());
     match action {
@@ -229,12 +248,6 @@ async fn migrate(action: MigrateAction) -> Result<bool> {
         }
     }
     Ok(true)
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"))
 }
 
 fn spawn_binary(name: &str, database_url: &str, addr: &str) -> Result<tokio::process::Child> {

@@ -118,3 +118,19 @@ fn the_published_development_sealing_key_is_refused_unless_in_development() {
     )
     .expect("allowed in development");
 }
+
+#[test]
+fn the_database_password_never_prints_in_the_settings_or_the_check_config_report() {
+    let url = "postgres://app:s3cret-pw@db.internal:5432/dispatch?sslmode=disable";
+    let s = Settings::load_from(None, &env(&[("DATABASE_URL", url)])).expect("valid");
+    assert_eq!(s.database.url.expose(), url, "what connects gets all of it");
+    for shown in [
+        format!("{s:?}"),
+        s.database.url.to_string(),
+        format!("{:?}", s.database.url),
+        crate::cli::report(Ok(s.clone())).1,
+    ] {
+        assert!(!shown.contains("s3cret-pw"), "{shown}");
+        assert!(shown.contains("app:***@db.internal"), "{shown}");
+    }
+}
