@@ -13,6 +13,7 @@ pub mod event_type;
 pub mod filter;
 pub mod id;
 pub mod lifecycle;
+pub mod operational;
 pub mod retry;
 pub mod sealing;
 pub mod signature;
