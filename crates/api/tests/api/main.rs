@@ -5,6 +5,7 @@ mod admin;
 mod auth;
 mod batch;
 mod destinations;
+mod endpoint_health;
 mod errors;
 mod events;
 mod filters;
