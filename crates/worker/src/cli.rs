@@ -164,6 +164,10 @@ pub fn values(s: &Settings) -> Vec<(&'static str, String)> {
             "shutdown_grace_secs",
             s.shutdown_grace.as_secs().to_string(),
         ),
+        (
+            "auto_disable_after_secs",
+            s.auto_disable_after.map_or(0, |d| d.as_secs()).to_string(),
+        ),
         ("secret_keys", key_ids(s.secret_keys.ids())),
         ("log_format", lowercase_debug(&s.log_format)),
     ]
