@@ -183,6 +183,7 @@ mod tests {
             source: Source::parse("s").expect("valid"),
             data: serde_json::json!({}),
             traceparent: None,
+            ordering_key: None,
         }
     }
 

@@ -77,15 +77,18 @@ pub enum Conflict {
     SubscriptionDeleted,
     /// The `Idempotency-Key` was used for a different request.
     IdempotencyKeyReused,
+    /// The delivery is not the failed head of a blocked key (`POST /deliveries/{id}/skip`).
+    DeliveryNotBlocking,
 }
 
 impl Conflict {
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::DeliveryInFlight,
         Self::DeliveryQueued,
         Self::DeliveryDelivered,
         Self::SubscriptionDeleted,
         Self::IdempotencyKeyReused,
+        Self::DeliveryNotBlocking,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -95,6 +98,7 @@ impl Conflict {
             Self::DeliveryDelivered => "delivery_delivered",
             Self::SubscriptionDeleted => "subscription_deleted",
             Self::IdempotencyKeyReused => "idempotency_key_reused",
+            Self::DeliveryNotBlocking => "delivery_not_blocking",
         }
     }
 }

@@ -29,6 +29,9 @@ pub struct EventView {
     pub status: DeliveryStatus,
     /// When the event was first stored.
     pub received_at: DateTime<Utc>,
+    /// The producer's ordering key; null: none.
+    #[schema(required = true, example = "customer:42")]
+    pub ordering_key: Option<String>,
     /// One per matched subscription, in creation order, including cancelled ones.
     pub deliveries: Vec<DeliveryView>,
 }
@@ -79,6 +82,7 @@ impl EventView {
             source: event.source,
             data: event.data,
             received_at: event.received_at,
+            ordering_key: event.ordering_key,
             deliveries,
         })
     }
@@ -190,6 +194,12 @@ pub struct SubscriptionView {
     /// made).
     #[schema(required = true)]
     pub failing_since: Option<DateTime<Utc>>,
+    /// `per_key`: events with the same `ordering_key` are delivered one at a time, in order.
+    #[schema(value_type = crate::openapi::OrderingSchema)]
+    pub ordering: String,
+    /// What a per-key subscription does when a key's head fails for good.
+    #[schema(value_type = crate::openapi::OnExhaustedSchema)]
+    pub on_exhausted: String,
     /// Whether the subscription has a secret: true for every subscription created by this API.
     pub has_secret: bool,
     /// Creation time.
@@ -258,6 +268,8 @@ impl SubscriptionView {
             disabled_reason: row.disabled_reason,
             disabled_at: row.disabled_at,
             failing_since: row.failing_since,
+            ordering: settings.ordering.as_str().to_owned(),
+            on_exhausted: settings.on_exhausted.as_str().to_owned(),
             rate_limit: RateLimitView {
                 per_second: row.rate_limit_per_sec,
                 burst: row.rate_limit_burst,

@@ -84,6 +84,12 @@ string_id!(
     "sub_"
 );
 string_id!(
+    /// An event's ordering key (`ordering_key`): a per-key subscription receives the events of
+    /// one key one at a time, in the order they were accepted.
+    OrderingKey,
+    "key_"
+);
+string_id!(
     /// A replay's identifier (`POST /replays`), always generated.
     ReplayId,
     "rpl_"
@@ -98,6 +104,8 @@ mod tests {
         assert!(EventId::parse("evt_123").is_ok());
         assert!(EventId::parse("a.b:c-d_E9").is_ok());
         assert!(SubscriptionId::parse(&"x".repeat(MAX_ID_LEN)).is_ok());
+        assert!(OrderingKey::parse("customer:42").is_ok());
+        assert!(OrderingKey::parse("a b").is_err());
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod filter;
 pub mod id;
 pub mod lifecycle;
 pub mod operational;
+pub mod ordering;
 pub mod retry;
 pub mod sealing;
 pub mod signature;
@@ -22,7 +23,8 @@ pub mod url;
 
 pub use error::ParseError;
 pub use event_type::{EventType, Pattern};
-pub use id::{EventId, ReplayId, SubscriptionId};
+pub use id::{EventId, OrderingKey, ReplayId, SubscriptionId};
 pub use lifecycle::{DeliveryStatus, summarise_event_status};
+pub use ordering::{OnExhausted, Ordering};
 pub use text::Source;
 pub use url::DestinationUrl;

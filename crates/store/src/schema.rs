@@ -42,6 +42,10 @@ diesel::table! {
         failing_since -> Nullable<Timestamptz>,
         /// The share of the threshold (0, 50, 90) already warned about in this run.
         failing_warned -> Int2,
+        /// `none` or `per_key` (`dispatch_domain::Ordering`).
+        ordering -> Text,
+        /// `skip` or `block` (`dispatch_domain::OnExhausted`).
+        on_exhausted -> Text,
     }
 }
 
@@ -60,6 +64,8 @@ diesel::table! {
         data -> Jsonb,
         received_at -> Timestamptz,
         traceparent -> Nullable<Text>,
+        /// The producer's ordering key, if it gave one.
+        ordering_key -> Nullable<Text>,
     }
 }
 
@@ -78,6 +84,8 @@ diesel::table! {
         updated_at -> Timestamptz,
         /// Its subscription is paused: due at 'infinity' in `delivery_queue` until resumed.
         held -> Bool,
+        /// The event's ordering key, when its subscription ordered by key at ingest.
+        ordering_key -> Nullable<Text>,
     }
 }
 

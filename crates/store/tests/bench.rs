@@ -36,6 +36,7 @@ fn event(id: &str, event_type: &str) -> NewEvent {
         source: Source::parse("bench").unwrap(),
         data: json!({"seq": 1}),
         traceparent: None,
+        ordering_key: None,
     }
 }
 

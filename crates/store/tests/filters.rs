@@ -36,6 +36,7 @@ fn event(id: &str, data: serde_json::Value) -> NewEvent {
         source: Source::parse("shop").unwrap(),
         data,
         traceparent: None,
+        ordering_key: None,
     }
 }
 

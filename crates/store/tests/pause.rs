@@ -39,6 +39,7 @@ async fn ingest(conn: &mut AsyncPgConnection, id: &str) {
         source: Source::parse("shop").unwrap(),
         data: serde_json::json!({}),
         traceparent: None,
+        ordering_key: None,
     };
     events::ingest(conn, &new).await.unwrap();
 }

@@ -273,6 +273,7 @@ async fn the_claim_returns_the_previous_secret_only_while_its_overlap_lasts() {
         source: Source::parse("shop").unwrap(),
         data: serde_json::json!({}),
         traceparent: None,
+        ordering_key: None,
     };
 
     events::ingest(&mut conn, &event("evt_1")).await.unwrap();

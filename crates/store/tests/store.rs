@@ -48,6 +48,7 @@ fn new_event(id: &str, event_type: &str, data: Value) -> NewEvent {
         source: Source::parse("billing-service").unwrap(),
         data,
         traceparent: None,
+        ordering_key: None,
     }
 }
 
@@ -360,6 +361,7 @@ async fn the_traceparent_is_stored_kept_on_repeats_and_returned_with_claims() {
 
     let traced = NewEvent {
         traceparent: Some(TRACEPARENT.to_owned()),
+        ordering_key: None,
         ..new_event("evt_t", "order.created", json!({"n": 1}))
     };
     let (created, _) = ingest_created(&mut conn, &traced).await;
@@ -371,6 +373,7 @@ async fn the_traceparent_is_stored_kept_on_repeats_and_returned_with_claims() {
     // the first receipt's is kept.
     let other = NewEvent {
         traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00".to_owned()),
+        ordering_key: None,
         ..new_event("evt_t", "order.created", json!({"n": 1}))
     };
     for repeat in [other, new_event("evt_t", "order.created", json!({"n": 1}))] {

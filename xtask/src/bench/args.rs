@@ -35,12 +35,15 @@ pub enum Scenario {
     /// Pages of GET /events, /deliveries and attempts over HTTP, first and deep, for each
     /// common filter, on a seeded month of history of --list-deliveries deliveries.
     List,
+    /// `steady` to one subscription with `ordering: per_key`, the events spread over 1 000
+    /// ordering keys: the cost of per-key ordering.
+    Ordered,
     /// Every scenario above, in that order.
     All,
 }
 
 impl Scenario {
-    pub const EACH: [Scenario; 12] = [
+    pub const EACH: [Scenario; 13] = [
         Scenario::Steady,
         Scenario::Light,
         Scenario::Batch,
@@ -53,6 +56,7 @@ impl Scenario {
         Scenario::History,
         Scenario::VacuumOff,
         Scenario::List,
+        Scenario::Ordered,
     ];
 
     pub fn expand(self) -> Vec<Scenario> {
@@ -76,6 +80,7 @@ impl Scenario {
             Scenario::History => "history",
             Scenario::VacuumOff => "vacuum-off",
             Scenario::List => "list",
+            Scenario::Ordered => "ordered",
             Scenario::All => "all",
         }
     }

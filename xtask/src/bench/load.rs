@@ -68,6 +68,8 @@ pub struct LoadPlan {
     pub time_limit: Duration,
     /// The API key, sent as `Authorization: Bearer <key>`.
     pub api_key: String,
+    /// Events carry `ordering_key` `k{seq % n}` (none when `None`).
+    pub ordering_keys: Option<u64>,
 }
 
 /// What sending did.
@@ -180,10 +182,14 @@ impl LoadResult {
     }
 }
 
-/// The JSON body of event `seq`, stamped with the current time.
-pub fn event_body(id_prefix: &str, event_type: &str, seq: u64) -> String {
+/// The JSON body of event `seq`, stamped with the current time, with ordering key
+/// `k{seq % keys}` when `keys` is given.
+pub fn event_body(id_prefix: &str, event_type: &str, seq: u64, keys: Option<u64>) -> String {
+    let key = keys.map_or(String::new(), |n| {
+        format!(r#","ordering_key":"k{}""#, seq % n.max(1))
+    });
     format!(
-        r#"{{"id":"{id_prefix}{seq}","type":"{event_type}","source":"bench","data":{{"seq":{seq},"sent_at_ns":"{}"}}}}"#,
+        r#"{{"id":"{id_prefix}{seq}","type":"{event_type}","source":"bench","data":{{"seq":{seq},"sent_at_ns":"{}"}}{key}}}"#,
         unix_nanos()
     )
 }
@@ -193,7 +199,12 @@ async fn post(client: &HttpClient, plan: &LoadPlan, body: String) -> Option<Stat
 }
 
 async fn send_one(client: &HttpClient, plan: &LoadPlan, seq: u64, result: &mut LoadResult) {
-    let body = event_body(&plan.id_prefix, &plan.types.of(seq), seq);
+    let body = event_body(
+        &plan.id_prefix,
+        &plan.types.of(seq),
+        seq,
+        plan.ordering_keys,
+    );
     let started = Instant::now();
     let answer = post(client, plan, body).await;
     result.count(answer, started.elapsed());
@@ -272,7 +283,14 @@ async fn batch_loop(
                 let seqs = first..(first + size).min(events);
                 let items: Vec<String> = seqs
                     .clone()
-                    .map(|seq| event_body(&plan.id_prefix, &plan.types.of(seq), seq))
+                    .map(|seq| {
+                        event_body(
+                            &plan.id_prefix,
+                            &plan.types.of(seq),
+                            seq,
+                            plan.ordering_keys,
+                        )
+                    })
                     .collect();
                 let body = format!(r#"{{"events":[{}]}}"#, items.join(","));
                 let started = Instant::now();
@@ -347,13 +365,21 @@ mod tests {
 
     #[test]
     fn event_bodies_carry_id_type_and_send_time() {
-        let body = event_body("steady-", "bench.steady", 7);
+        let body = event_body("steady-", "bench.steady", 7, None);
         assert!(body.starts_with(
             r#"{"id":"steady-7","type":"bench.steady","source":"bench","data":{"seq":7,"sent_at_ns":""#
         ));
         let sent = crate::harness::receiver::sent_at_ns(body.as_bytes()).expect("stamped");
         assert!(sent > 1_700_000_000_000_000_000);
         assert!(body.ends_with(r#""}}"#));
+    }
+
+    #[test]
+    fn ordered_event_bodies_spread_over_their_keys() {
+        let body = event_body("o-", "bench.ordered", 1_234, Some(1_000));
+        let value: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        assert_eq!(value["ordering_key"], "k234");
+        assert_eq!(value["data"]["seq"], 1_234);
     }
 
     #[test]

@@ -99,6 +99,7 @@ impl Bench {
             concurrency: self.args.concurrency as usize,
             time_limit: spec.limit,
             api_key: self.api_key.clone(),
+            ordering_keys: spec.subscriptions.iter().find_map(|s| s.ordering_keys),
         };
         let started = Instant::now();
         let rss = spec.window.map(|every| {

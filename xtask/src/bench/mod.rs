@@ -210,9 +210,8 @@ impl Bench {
             if seeded != s.count as usize {
                 bail!("seeded {seeded} subscriptions instead of {}", s.count);
             }
-            if let Some(filter) = s.filter {
-                queries::set_filter(&mut conn, "sub-", first, count, filter).await?;
-            }
+            let ordering = s.ordering_keys.map(|_| "per_key");
+            queries::set_settings(&mut conn, "sub-", (first, count), s.filter, ordering).await?;
         }
         Ok(())
     }

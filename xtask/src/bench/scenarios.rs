@@ -18,6 +18,8 @@ const MANY_SUBSCRIPTIONS: u32 = 10_000;
 const FILTERED_SUBSCRIPTIONS: u32 = 100;
 const NEVER_MATCHING_FILTER: &str = "$.data.seq < 0 && $.source == \"bench\"";
 pub const BACKLOG_EVENTS: u64 = 100_000;
+/// `ordered`: the load's events spread over this many ordering keys.
+const ORDERED_KEYS: u64 = 1_000;
 const MIXED_EVENTS: u64 = 5_000;
 pub const MIXED_HEALTHY: u32 = 3;
 const SCALE_EVENTS: u64 = 20_000;
@@ -42,6 +44,9 @@ pub struct Subscriptions {
     pub fail_permille: u32,
     /// A payload filter set on every subscription of the range.
     pub filter: Option<&'static str>,
+    /// `ordering: per_key` on every subscription of the range, and the load's events spread
+    /// over this many ordering keys.
+    pub ordering_keys: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -102,6 +107,7 @@ fn one(pattern: &'static str) -> Subscriptions {
         per_index: false,
         fail_permille: 0,
         filter: None,
+        ordering_keys: None,
     }
 }
 
@@ -138,6 +144,13 @@ impl Args {
         };
         match scenario {
             Scenario::Steady => vec![steady("bench.steady")],
+            Scenario::Ordered => vec![spec(
+                vec![Subscriptions {
+                    ordering_keys: Some(ORDERED_KEYS),
+                    ..one("bench.*")
+                }],
+                closed("bench.ordered", self.events_or(STEADY_EVENTS), 1),
+            )],
             Scenario::Light => vec![spec(
                 vec![one("bench.*")],
                 Work::Ingest {
@@ -329,8 +342,11 @@ mod tests {
                 "vacuum-off/3",
                 "vacuum-off/4",
                 "vacuum-off/5",
+                "ordered",
             ]
         );
+        let ordered = &a.specs(Scenario::Ordered)[0];
+        assert_eq!(ordered.subscriptions[0].ordering_keys, Some(ORDERED_KEYS));
         // The batch scenario posts batches of --batch-size.
         let b = parse(&["--scenario", "batch", "--events", "10", "--batch-size", "4"]).expect("ok");
         assert!(matches!(

@@ -70,6 +70,24 @@ domain_enum!(
      missing from the worker's `secret_keys`, or a damaged value; nothing was sent)."
 );
 
+domain_enum!(
+    /// `Ordering` in the document: the domain's orderings.
+    OrderingSchema as "Ordering",
+    dispatch_domain::Ordering::ALL.map(dispatch_domain::Ordering::as_str),
+    "`none`: deliveries are attempted concurrently as they fall due. `per_key`: the deliveries \
+     of events with the same `ordering_key` are attempted one at a time, in the order the events \
+     were accepted (events without a key are not ordered)."
+);
+
+domain_enum!(
+    /// `OnExhausted` in the document: what a per-key subscription does with a failed head.
+    OnExhaustedSchema as "OnExhausted",
+    dispatch_domain::OnExhausted::ALL.map(dispatch_domain::OnExhausted::as_str),
+    "What a per-key subscription does when the delivery at the head of a key fails for good: \
+     `skip` (the next one proceeds; the failed one stays replayable) or `block` (the key waits \
+     until the failed one is replayed or skipped with `POST /deliveries/{id}/skip`)."
+);
+
 /// The stable, machine-readable error code. Program against this, not the message.
 #[derive(ToSchema)]
 #[schema(rename_all = "snake_case")]
@@ -115,6 +133,8 @@ pub enum ErrorCode {
     SubscriptionDeleted,
     /// 409: the `Idempotency-Key` was used before for a different request.
     IdempotencyKeyReused,
+    /// 409: `POST /deliveries/{id}/skip`: the delivery is not the failed head of a blocked key.
+    DeliveryNotBlocking,
     /// 408: the request body did not arrive within `body_read_timeout_ms`.
     RequestTimeout,
     /// 503: no database connection; retrying is safe (sent with `Retry-After: 1`).

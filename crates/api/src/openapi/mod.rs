@@ -15,7 +15,10 @@ use std::sync::OnceLock;
 use actix_web::HttpResponse;
 use utoipa::OpenApi;
 
-pub use enums::{AttemptErrorCode, CircuitState, DeliveryStatusSchema, ErrorCode};
+pub use enums::{
+    AttemptErrorCode, CircuitState, DeliveryStatusSchema, ErrorCode, OnExhaustedSchema,
+    OrderingSchema,
+};
 pub use requests::{
     NewBatchRequest, NewEventRequest, NewSubscriptionRequest, SubscriptionPatchRequest,
     new_event_data, stored_event_data,
@@ -54,6 +57,7 @@ use crate::views::{
         routes::deliveries::get,
         routes::deliveries::attempts,
         routes::deliveries::retry,
+        routes::ordering::skip,
         routes::replays::create,
         routes::replays::get,
         routes::replays::cancel,
@@ -65,6 +69,7 @@ use crate::views::{
         routes::secrets::rotate,
         routes::subscription_test::send,
         routes::subscription_filter::test,
+        routes::ordering::blocked_keys,
         routes::health::healthz,
         routes::health::readyz,
         routes::health::metrics,
@@ -86,6 +91,8 @@ use crate::views::{
         routes::deliveries::DeliveryDetailView,
         routes::deliveries::LastAttemptView,
         Page<routes::deliveries::DeliveryDetailView>,
+        routes::ordering::BlockedKeyView,
+        Page<routes::ordering::BlockedKeyView>,
         routes::deliveries::RetryRequest,
         routes::replays::NewReplayRequest,
         routes::replays::ReplayView,
@@ -115,6 +122,8 @@ use crate::views::{
         DeliveryStatusSchema,
         CircuitState,
         AttemptErrorCode,
+        OrderingSchema,
+        OnExhaustedSchema,
     )),
     tags(
         (name = "events", description = "Ingesting events and reading their deliveries and attempts."),

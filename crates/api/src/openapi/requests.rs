@@ -130,6 +130,17 @@ pub struct NewEventRequest {
     pub source: String,
     #[schema(schema_with = new_event_data)]
     pub data: serde_json::Value,
+    /// Orders this event's deliveries to `ordering: per_key` subscriptions: those of events
+    /// with the same key are attempted one at a time, in the order the events were accepted.
+    /// Spelled like an id (1–128 characters from `A-Z a-z 0-9 _ - . :`, not `.` or `..`).
+    /// Part of the event's content for idempotency. Omitted or null: not ordered.
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[A-Za-z0-9_.:-]{1,128}$",
+        example = "customer:42"
+    )]
+    pub ordering_key: Option<String>,
 }
 
 /// `POST /subscriptions`. Fields are checked in this order; the first failure is answered
@@ -215,6 +226,13 @@ pub struct NewSubscriptionRequest {
     /// `auto_disable_after_secs` (default 432 000, 5 days).
     #[schema(minimum = 0, maximum = 31536000, example = 86400)]
     pub auto_disable_after_secs: Option<i64>,
+    /// `per_key`: the deliveries of events with the same `ordering_key` are attempted one at a
+    /// time, in the order the events were accepted. Omitted or null: `none`.
+    #[schema(value_type = Option<crate::openapi::OrderingSchema>)]
+    pub ordering: Option<String>,
+    /// For `per_key`: what happens when a key's head fails for good. Omitted or null: `skip`.
+    #[schema(value_type = Option<crate::openapi::OnExhaustedSchema>)]
+    pub on_exhausted: Option<String>,
 }
 
 /// `PATCH /subscriptions/{id}`: a JSON merge patch (RFC 7396) of the fields of
@@ -257,6 +275,14 @@ pub struct SubscriptionPatchRequest {
     /// As at creation; `null`: back to the worker's global threshold.
     #[schema(minimum = 0, maximum = 31536000)]
     pub auto_disable_after_secs: Option<i64>,
+    /// As at creation; `null` is `none`. From `per_key` to `none`: every waiting delivery is
+    /// due at its own time again. From `none` to `per_key`: events accepted from then on are
+    /// ordered.
+    #[schema(value_type = Option<crate::openapi::OrderingSchema>)]
+    pub ordering: Option<String>,
+    /// As at creation; `null` is `skip`. From `block` to `skip`: every blocked key moves on.
+    #[schema(value_type = Option<crate::openapi::OnExhaustedSchema>)]
+    pub on_exhausted: Option<String>,
 }
 
 /// `{"max_attempts": 1–1000, "max_delay_secs": 1–604800}`, both optional (null: the global

@@ -1,7 +1,7 @@
 //! `POST /events`, `GET /events/{id}`, `GET /events/{id}/attempts`.
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use dispatch_domain::{EventId, EventType, Source, operational};
+use dispatch_domain::{EventId, EventType, OrderingKey, Source, operational};
 use dispatch_store::models::NewEvent;
 use dispatch_store::queries::events::{self, Ingested};
 use dispatch_store::queries::listing::AttemptsOf;
@@ -54,6 +54,12 @@ pub fn parse_new_event(body: serde_json::Value) -> Result<NewEvent, ApiError> {
     let source = Source::parse(&source).map_err(|e| ApiError::invalid("source", e.to_string()))?;
     let data = fields.required("data")?;
     check_storable_json(&data).map_err(|e| ApiError::invalid("data", e))?;
+    let ordering_key = fields
+        .optional_str("ordering_key")?
+        .map(|key| {
+            OrderingKey::parse(&key).map_err(|e| ApiError::invalid("ordering_key", e.to_string()))
+        })
+        .transpose()?;
     fields.finish()?;
     Ok(NewEvent {
         id,
@@ -61,6 +67,7 @@ pub fn parse_new_event(body: serde_json::Value) -> Result<NewEvent, ApiError> {
         source,
         data,
         traceparent: None,
+        ordering_key,
     })
 }
 

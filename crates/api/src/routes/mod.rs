@@ -7,6 +7,7 @@ pub(crate) mod deliveries;
 pub(crate) mod event_list;
 pub(crate) mod events;
 pub(crate) mod health;
+pub(crate) mod ordering;
 pub(crate) mod path_id;
 pub(crate) mod replays;
 pub(crate) mod secrets;
@@ -93,6 +94,7 @@ pub const ROUTES: &[Route] = &[
     route("POST", "/deliveries/{id}/retry", |r| {
         r.to(deliveries::retry)
     }),
+    route("POST", "/deliveries/{id}/skip", |r| r.to(ordering::skip)),
     route("POST", "/replays", |r| r.to(replays::create)),
     route("GET", "/replays/{id}", |r| r.to(replays::get)),
     route("POST", "/replays/{id}/cancel", |r| r.to(replays::cancel)),
@@ -110,6 +112,9 @@ pub const ROUTES: &[Route] = &[
     }),
     route("POST", "/subscriptions/{id}/filter-test", |r| {
         r.to(subscription_filter::test)
+    }),
+    route("GET", "/subscriptions/{id}/blocked-keys", |r| {
+        r.to(ordering::blocked_keys)
     }),
     route("POST", "/subscriptions/{id}/rotate-secret", |r| {
         r.to(secrets::rotate)

@@ -167,6 +167,8 @@ fn patchable(row: &SubscriptionRow) -> Value {
     if let Some(secs) = row.auto_disable_after_secs {
         doc["auto_disable_after_secs"] = json!(secs);
     }
+    doc["ordering"] = json!(row.ordering);
+    doc["on_exhausted"] = json!(row.on_exhausted);
     doc
 }
 
@@ -208,6 +210,8 @@ const PATCHABLE: &[(&str, &[&str])] = &[
     ("timeout_ms", &[]),
     ("filter", &[]),
     ("auto_disable_after_secs", &[]),
+    ("ordering", &[]),
+    ("on_exhausted", &[]),
 ];
 /// Stands for "any member" in [`PATCHABLE`].
 const ANY: &[&str] = &["*"];

@@ -1,7 +1,7 @@
 //! A subscription's own settings — `headers`, `description`, `metadata`, `retry`, `timeout_ms`,
 //! `filter` (its text; PostgreSQL's checks are `subscription_filter::check`),
-//! `auto_disable_after_secs`, `enabled` — as `POST /subscriptions` and `PATCH /subscriptions/{id}`
-//! accept them.
+//! `auto_disable_after_secs`, `ordering`, `on_exhausted`, `enabled` — as `POST /subscriptions`
+//! and `PATCH /subscriptions/{id}` accept them.
 
 use std::collections::BTreeMap;
 
@@ -9,7 +9,7 @@ use dispatch_domain::retry::{MAX_ATTEMPTS_LIMIT, MAX_DELAY_SECS_LIMIT, TIMEOUT_M
 use dispatch_store::models::SubscriptionSettings;
 use serde_json::Value;
 
-use crate::body::{Fields, kind};
+use crate::body::{Fields, as_string, kind};
 use crate::error::ApiError;
 
 /// Most headers a subscription may add to its requests.
@@ -236,6 +236,16 @@ fn parse_retry(value: Value, settings: &mut SubscriptionSettings) -> Result<(), 
     })
 }
 
+/// One of a setting's names (`ordering`, `on_exhausted`): the error lists them.
+fn parse_name<T>(field: &str, value: Value) -> Result<T, ApiError>
+where
+    T: std::str::FromStr<Err = dispatch_domain::ParseError>,
+{
+    as_string(field, value)?
+        .parse()
+        .map_err(|e: dispatch_domain::ParseError| ApiError::invalid(field, e.to_string()))
+}
+
 /// Takes the settings fields out of a request (creation) or a merged document (PATCH): absent
 /// or null is the global default. Returns them with `enabled` (absent: true).
 pub fn take_settings(fields: &mut Fields) -> Result<(SubscriptionSettings, bool), ApiError> {
@@ -270,6 +280,12 @@ pub fn take_settings(fields: &mut Fields) -> Result<(SubscriptionSettings, bool)
             0,
             MAX_AUTO_DISABLE_AFTER_SECS,
         )?);
+    }
+    if let Some(v) = fields.optional("ordering") {
+        settings.ordering = parse_name("ordering", v)?;
+    }
+    if let Some(v) = fields.optional("on_exhausted") {
+        settings.on_exhausted = parse_name("on_exhausted", v)?;
     }
     let enabled = match fields.optional("enabled") {
         None => true,

@@ -70,6 +70,8 @@ pub async fn send(
             "message": "A test event sent by an operator (POST /subscriptions/{id}/test).",
         }),
         traceparent: None,
+        // Never ordered: a test goes out at once, whatever waits in the subscription's keys.
+        ordering_key: None,
     };
     let mut conn = pool::connection(&state.pool).await?;
     let delivery = requeue::send_test(&mut conn, id.as_str(), &event)

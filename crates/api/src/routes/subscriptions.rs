@@ -267,7 +267,7 @@ pub const MAX_CURSOR_LEN: usize = 128;
 
 /// A cursor is the last id of the previous page, used only as a bound (`id > cursor`), so any
 /// text the document's pattern allows is a valid bound (`.` included); other text is refused.
-fn check_cursor(cursor: &str) -> Result<(), ApiError> {
+pub(crate) fn check_cursor(cursor: &str) -> Result<(), ApiError> {
     let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-');
     if cursor.len() > MAX_CURSOR_LEN || !cursor.chars().all(allowed) {
         return Err(ApiError::InvalidParam {

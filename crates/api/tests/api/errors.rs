@@ -96,7 +96,7 @@ async fn every_id_route_answers_an_id_that_could_never_exist_with_a_404_naming_i
         );
         checked += 1;
     }
-    assert_eq!(checked, 13, "every {{id}} route of ROUTES is checked");
+    assert_eq!(checked, 15, "every {{id}} route of ROUTES is checked");
 
     // A delivery id is a positive whole number; the message names it as the path gave it.
     for (id, message) in [

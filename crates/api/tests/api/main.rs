@@ -16,6 +16,7 @@ mod hostile;
 mod metrics;
 mod openapi;
 mod operate;
+mod ordering;
 mod outage;
 mod patch;
 mod replays;

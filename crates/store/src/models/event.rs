@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use dispatch_domain::{EventId, EventType, Source};
+use dispatch_domain::{EventId, EventType, OrderingKey, Source};
 
 use crate::schema::events;
 
@@ -16,6 +16,8 @@ pub struct EventRow {
     pub received_at: DateTime<Utc>,
     /// The W3C `traceparent` the event was ingested under, continued by its deliveries.
     pub traceparent: Option<String>,
+    /// The producer's ordering key (per-key subscriptions receive one key's events in order).
+    pub ordering_key: Option<String>,
 }
 
 /// An event as accepted by the API, about to be stored.
@@ -28,4 +30,6 @@ pub struct NewEvent {
     /// The W3C `traceparent` to store with the event (already validated). Not part of the
     /// event's content: a repeat with another (or no) traceparent is still the same event.
     pub traceparent: Option<String>,
+    /// Orders the event's deliveries to per-key subscriptions. Part of the event's content.
+    pub ordering_key: Option<OrderingKey>,
 }

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use dispatch_domain::{DestinationUrl, Pattern, SubscriptionId};
+use dispatch_domain::{DestinationUrl, OnExhausted, Ordering, Pattern, SubscriptionId};
 
 use crate::schema::subscriptions;
 
@@ -42,6 +42,10 @@ pub struct SubscriptionRow {
     pub disabled_at: Option<DateTime<Utc>>,
     /// When its current run of failed attempts began (`None`: healthy).
     pub failing_since: Option<DateTime<Utc>>,
+    /// `none` or `per_key` ([`dispatch_domain::Ordering`]).
+    pub ordering: String,
+    /// `skip` or `block` ([`dispatch_domain::OnExhausted`]).
+    pub on_exhausted: String,
 }
 
 type HasSecret = diesel::dsl::Or<
@@ -80,6 +84,10 @@ pub struct SubscriptionSettings {
     /// Seconds of nothing but failed attempts before it is disabled (`Some(0)`: never);
     /// `None`: the worker's `auto_disable_after_secs`.
     pub auto_disable_after_secs: Option<i32>,
+    /// Whether events of one `ordering_key` are delivered one at a time, in order.
+    pub ordering: Ordering,
+    /// What a per-key subscription does when the head of a key fails for good.
+    pub on_exhausted: OnExhausted,
 }
 
 impl SubscriptionSettings {

@@ -121,23 +121,28 @@ pub async fn seed_subscriptions(
     .await?)
 }
 
-/// Sets the payload filter of subscriptions `{id_prefix}{first}` … `{id_prefix}{first + count - 1}`
-/// (the `filter_path` PostgreSQL generates from it is what fan-out evaluates); returns how many.
-pub async fn set_filter(
+/// Sets the payload filter (the `filter_path` PostgreSQL generates from it is what fan-out
+/// evaluates) and the `ordering` of subscriptions `{id_prefix}{first}` …
+/// `{id_prefix}{first + count - 1}`, where given; returns how many were updated.
+pub async fn set_settings(
     conn: &mut AsyncPgConnection,
     id_prefix: &str,
-    first: i32,
-    count: i32,
-    filter: &str,
+    (first, count): (i32, i32),
+    filter: Option<&str>,
+    ordering: Option<&str>,
 ) -> Result<usize, StoreError> {
+    if filter.is_none() && ordering.is_none() {
+        return Ok(0);
+    }
     Ok(diesel::sql_query(
-        "UPDATE subscriptions SET filter = $4
+        "UPDATE subscriptions SET filter = coalesce($4, filter), ordering = coalesce($5, ordering)
           WHERE id IN (SELECT $1 || g FROM generate_series($2, $2 + $3 - 1) AS g)",
     )
     .bind::<Text, _>(id_prefix)
     .bind::<Integer, _>(first)
     .bind::<Integer, _>(count)
-    .bind::<Text, _>(filter)
+    .bind::<diesel::sql_types::Nullable<Text>, _>(filter)
+    .bind::<diesel::sql_types::Nullable<Text>, _>(ordering)
     .execute(conn)
     .await?)
 }

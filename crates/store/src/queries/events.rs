@@ -100,7 +100,7 @@ impl From<DeliveryJson> for DeliveryRow {
     }
 }
 
-/// The events of a group, with their candidate patterns, as the array parameters `$1`–`$6` of
+/// The events of a group, with their candidate patterns, as the array parameters `$1`–`$7` of
 /// [`INSERT_GROUP`].
 struct GroupColumns<'a> {
     ids: Vec<&'a str>,
@@ -109,6 +109,7 @@ struct GroupColumns<'a> {
     data: Vec<&'a serde_json::Value>,
     traceparents: Vec<Option<&'a str>>,
     patterns: Vec<String>,
+    ordering_keys: Vec<Option<&'a str>>,
 }
 
 impl<'a> GroupColumns<'a> {
@@ -124,27 +125,33 @@ impl<'a> GroupColumns<'a> {
                 .iter()
                 .map(|e| e.event_type.matching_patterns().join(" "))
                 .collect(),
+            ordering_keys: batch
+                .iter()
+                .map(|e| e.ordering_key.as_ref().map(|k| k.as_str()))
+                .collect(),
         }
     }
 }
 
-/// The common part of group and batch ingestion: the input (`$1`–`$6`) numbered from 1, the
+/// The common part of group and batch ingestion: the input (`$1`–`$7`) numbered from 1, the
 /// first item of each id, the events inserted (in id order, so two groups sharing ids wait for
 /// each other instead of deadlocking) and their deliveries. The caller appends its `SELECT`.
 const INSERT_GROUP: &str = concat!(
     "WITH input AS (
          SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[],
-                              $5::text[], $6::text[])
-             WITH ORDINALITY AS i(id, event_type, source, data, traceparent, patterns, idx)
+                              $5::text[], $6::text[], $7::text[])
+             WITH ORDINALITY AS i(id, event_type, source, data, traceparent, patterns,
+                                  ordering_key, idx)
      ), first AS (
          SELECT DISTINCT ON (id) * FROM input ORDER BY id, idx
      ), ev AS (
-         INSERT INTO events (id, event_type, source, data, traceparent)
-         SELECT id, event_type, source, data, traceparent FROM first ORDER BY id
+         INSERT INTO events (id, event_type, source, data, traceparent, ordering_key)
+         SELECT id, event_type, source, data, traceparent, ordering_key FROM first ORDER BY id
          ON CONFLICT (id) DO NOTHING
-         RETURNING id, event_type, source, data, received_at, traceparent
+         RETURNING id, event_type, source, data, received_at, traceparent, ordering_key
      ), fan AS (
-         SELECT ev.id, f.event_type, f.source, f.data, f.patterns, NULL::text AS subject
+         SELECT ev.id, f.event_type, f.source, f.data, f.patterns, ev.ordering_key,
+                NULL::text AS subject
            FROM ev JOIN first f ON f.id = ev.id
      ), dl AS (",
     super::fan_out::fan_out_sql!(),
@@ -165,9 +172,11 @@ async fn compare_existing(
 ) -> Result<Vec<BatchCompared>, StoreError> {
     Ok(crate::prepared::prepared(
         "SELECT i.idx, e.id, e.event_type, e.source, e.data, e.received_at, e.traceparent,
-                (e.event_type = i.event_type AND e.source = i.source AND e.data = i.data) AS same
-           FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[])
-                WITH ORDINALITY AS i(id, event_type, source, data, idx)
+                e.ordering_key,
+                (e.event_type = i.event_type AND e.source = i.source AND e.data = i.data
+                 AND e.ordering_key IS NOT DISTINCT FROM i.ordering_key) AS same
+           FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $6::text[])
+                WITH ORDINALITY AS i(id, event_type, source, data, ordering_key, idx)
            JOIN events e ON e.id = i.id
           WHERE i.idx <> ALL($5::int8[])",
     )
@@ -176,6 +185,7 @@ async fn compare_existing(
     .bind::<Array<Text>, _>(&columns.sources)
     .bind::<Array<Jsonb>, _>(&columns.data)
     .bind::<Array<BigInt>, _>(created_idx)
+    .bind::<Array<Nullable<Text>>, _>(&columns.ordering_keys)
     .load(conn)
     .await?)
 }
@@ -226,6 +236,7 @@ pub async fn ingest_group(
     .bind::<Array<Jsonb>, _>(&columns.data)
     .bind::<Array<Nullable<Text>>, _>(&columns.traceparents)
     .bind::<Array<Text>, _>(&columns.patterns)
+    .bind::<Array<Nullable<Text>>, _>(&columns.ordering_keys)
     .load(conn)
     .await?;
     let mut outcomes: Vec<Option<Ingested>> = vec![None; batch.len()];
@@ -336,6 +347,7 @@ pub async fn ingest_batch(
     .bind::<Array<Jsonb>, _>(&columns.data)
     .bind::<Array<Nullable<Text>>, _>(&columns.traceparents)
     .bind::<Array<Text>, _>(&columns.patterns)
+    .bind::<Array<Nullable<Text>>, _>(&columns.ordering_keys)
     .load(conn)
     .await?;
     let mut outcomes: Vec<Option<BatchOutcome>> = vec![None; batch.len()];

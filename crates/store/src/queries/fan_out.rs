@@ -3,17 +3,21 @@
 //! (`operational::emit`).
 
 /// An `INSERT INTO deliveries … RETURNING *` of one delivery per (event, subscription) pair the
-/// preceding CTE `fan(id, event_type, source, data, patterns, subject)` selects: `patterns` the
-/// candidate patterns of the event's type as one space-separated text, `subject` the
-/// subscription an operational event is about (it never receives that event; NULL for a
-/// producer's event). Paused subscriptions get their deliveries held.
+/// preceding CTE `fan(id, event_type, source, data, patterns, ordering_key, subject)` selects:
+/// `patterns` the candidate patterns of the event's type as one space-separated text,
+/// `ordering_key` the event's (NULL: none), `subject` the subscription an operational event is
+/// about (it never receives that event; NULL for a producer's event). Paused subscriptions get
+/// their deliveries held.
 macro_rules! fan_out_sql {
     () => {
         "-- A delivery to a destination whose circuit is open is due when it half-opens, so
          -- it never sits at the head of the queue where claims pick their candidates. One to a
          -- paused subscription is held (due at 'infinity' in the queue) until it is resumed.
-         INSERT INTO deliveries (event_id, subscription_id, next_attempt_at, held)
-         SELECT fan.id, s.id, greatest(now(), s.circuit_open_until), NOT s.enabled
+         -- The key only for a per-key subscription: the queue's trigger then makes the delivery
+         -- wait for the earlier ones of its key (migration 000016).
+         INSERT INTO deliveries (event_id, subscription_id, next_attempt_at, held, ordering_key)
+         SELECT fan.id, s.id, greatest(now(), s.circuit_open_until), NOT s.enabled,
+                CASE WHEN s.ordering = 'per_key' THEN fan.ordering_key END
            FROM fan, subscriptions s
           WHERE s.deleted_at IS NULL
             AND s.event_types && string_to_array(fan.patterns, ' ')

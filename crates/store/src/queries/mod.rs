@@ -15,6 +15,7 @@ pub mod health;
 pub mod listing;
 pub mod operational;
 pub mod ops;
+pub mod ordering;
 pub mod replays;
 pub mod requeue;
 pub mod subscription_changes;

@@ -157,7 +157,8 @@ pub async fn emit(
               ORDER BY c.id
              RETURNING id, event_type, source, data
          ), fan AS (
-             SELECT ev.id, ev.event_type, ev.source, ev.data, c.patterns, c.subscription_id AS subject
+             SELECT ev.id, ev.event_type, ev.source, ev.data, c.patterns,
+                    NULL::text AS ordering_key, c.subscription_id AS subject
                FROM ev JOIN cand c ON c.id = ev.id
          ), dl AS (",
         super::fan_out::fan_out_sql!(),

@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
+use dispatch_domain::{OnExhausted, Ordering};
+
 use crate::StoreError;
 use crate::models::{RateLimit, SubscriptionRow, SubscriptionSettings};
 use crate::schema::subscriptions;
@@ -57,6 +59,10 @@ impl SubscriptionChange {
                 timeout_ms: row.timeout_ms,
                 filter: row.filter.clone(),
                 auto_disable_after_secs: row.auto_disable_after_secs,
+                // The CHECK constraints admit only these names; anything else reads as the
+                // default, which a change then writes back.
+                ordering: row.ordering.parse().unwrap_or_default(),
+                on_exhausted: row.on_exhausted.parse().unwrap_or_default(),
             },
             enabled: row.enabled,
         }
@@ -127,6 +133,8 @@ pub async fn update(
                 subscriptions::timeout_ms.eq(s.timeout_ms),
                 subscriptions::filter.eq(s.filter.as_deref()),
                 subscriptions::auto_disable_after_secs.eq(s.auto_disable_after_secs),
+                subscriptions::ordering.eq(s.ordering.as_str()),
+                subscriptions::on_exhausted.eq(s.on_exhausted.as_str()),
             ))
             .returning(SubscriptionRow::as_returning())
             .get_result(conn)
@@ -149,6 +157,15 @@ pub async fn update(
                 .returning(SubscriptionRow::as_returning())
                 .get_result(conn)
                 .await?;
+        }
+        let was = SubscriptionChange::of(&current).settings;
+        if was.ordering == Ordering::PerKey && s.ordering == Ordering::None {
+            super::ordering::stop_ordering(conn, &id).await?;
+        } else if s.ordering == Ordering::PerKey
+            && was.on_exhausted == OnExhausted::Block
+            && s.on_exhausted == OnExhausted::Skip
+        {
+            super::ordering::unblock_all(conn, &id).await?;
         }
         Ok(UpdateOutcome::Updated {
             row: Box::new(row),

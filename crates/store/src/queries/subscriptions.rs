@@ -62,6 +62,8 @@ pub async fn insert(
             subscriptions::timeout_ms.eq(new.settings.timeout_ms),
             subscriptions::filter.eq(new.settings.filter.as_deref()),
             subscriptions::auto_disable_after_secs.eq(new.settings.auto_disable_after_secs),
+            subscriptions::ordering.eq(new.settings.ordering.as_str()),
+            subscriptions::on_exhausted.eq(new.settings.on_exhausted.as_str()),
         ))
         .on_conflict_do_nothing()
         .returning(SubscriptionRow::as_returning())

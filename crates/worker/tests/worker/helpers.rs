@@ -9,7 +9,9 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Integer, Text};
 use diesel_async::RunQueryDsl;
-use dispatch_domain::{DestinationUrl, EventId, EventType, Pattern, Source, SubscriptionId};
+use dispatch_domain::{
+    DestinationUrl, EventId, EventType, OrderingKey, Pattern, Source, SubscriptionId,
+};
 use dispatch_store::models::{
     AttemptRow, DeliveryRow, EventRow, NewEvent, NewSubscription, RateLimit, SubscriptionRow,
 };
@@ -132,12 +134,24 @@ impl Harness {
 
     /// Stores a new event (with its deliveries) and returns the stored row.
     pub async fn ingest(&self, id: &str, event_type: &str, data: Value) -> EventRow {
+        self.ingest_keyed(id, event_type, None, data).await
+    }
+
+    /// [`Harness::ingest`] with an ordering key.
+    pub async fn ingest_keyed(
+        &self,
+        id: &str,
+        event_type: &str,
+        key: Option<&str>,
+        data: Value,
+    ) -> EventRow {
         let new = NewEvent {
             id: EventId::parse(id).expect("a valid event id"),
             event_type: EventType::parse(event_type).expect("a valid event type"),
             source: Source::parse("shop-service").expect("a valid source"),
             data,
             traceparent: None,
+            ordering_key: key.map(|k| OrderingKey::parse(k).expect("a valid ordering key")),
         };
         match events::ingest(&mut *self.conn().await, &new)
             .await

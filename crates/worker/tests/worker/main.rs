@@ -14,6 +14,7 @@ mod leases;
 mod metrics;
 mod operational;
 mod operator;
+mod ordered;
 mod outage;
 mod port;
 mod processes;

@@ -19,7 +19,7 @@ const SECRET_KEYS: &str = "k1:AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=";
 
 /// A worker process named `id` on the harness's database, polling every 100 ms, with
 /// `overrides` on top.
-fn spawn_worker(h: &Harness, id: &str, overrides: &[(&str, &str)]) -> Child {
+pub(crate) fn spawn_worker(h: &Harness, id: &str, overrides: &[(&str, &str)]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_dispatch-worker"))
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -40,7 +40,7 @@ fn spawn_worker(h: &Harness, id: &str, overrides: &[(&str, &str)]) -> Child {
         .unwrap()
 }
 
-async fn sigterm(child: &mut Child) -> ExitStatus {
+pub(crate) async fn sigterm(child: &mut Child) -> ExitStatus {
     let pid = child.id().unwrap();
     let sent = std::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])
