@@ -2,7 +2,7 @@
 //! rows, with the `dispatch.circuit.*` operational events their changes cause.
 
 use chrono::{DateTime, Utc};
-use diesel::sql_types::{Nullable, Text, Timestamptz};
+use diesel::sql_types::{Array, Nullable, Text, Timestamptz};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
 use crate::StoreError;
@@ -72,7 +72,6 @@ pub async fn publish_circuits(
     conn: &mut AsyncPgConnection,
     updates: &[CircuitUpdate],
 ) -> Result<(), StoreError> {
-    use diesel::sql_types::{Array, Nullable, Text, Timestamptz};
     if updates.is_empty() {
         return Ok(());
     }
