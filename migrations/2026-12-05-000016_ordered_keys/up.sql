@@ -36,6 +36,8 @@ CREATE TABLE ordered_keys (
     head            bigint NOT NULL,
     PRIMARY KEY (subscription_id, ordering_key)
 );
+-- Retention keeps the event of a head (a failed head blocks its key until skipped or replayed).
+CREATE INDEX ordered_keys_head ON ordered_keys (head);
 
 -- Makes the next delivery of a key its head (due when its own schedule says), or forgets the key
 -- when none is left. The caller holds the key's row lock.

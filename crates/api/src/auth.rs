@@ -1,7 +1,8 @@
-//! Who may call the API: bearer API keys from `DISPATCH_API_KEYS`, each given as the key or as
-//! `sha256:<hex>` of it (so the plain key need not be stored). Only SHA-256 digests are kept in
-//! memory, and a presented key is compared with each in constant time. `/healthz`, `/readyz`,
-//! `/metrics` and `/openapi.json` need no key.
+//! Who may call the API: bearer API keys from `DISPATCH_API_KEYS` (admin keys), each given as
+//! the key or as `sha256:<hex>` of it (so the plain key need not be stored), and keys kept in the
+//! database (`dk_…`, with a scope: `key_cache.rs`). Only SHA-256 digests are kept in memory, and
+//! a presented key is compared with each in constant time. `/healthz`, `/readyz`, `/metrics` and
+//! `/openapi.json` need no key.
 
 use std::fmt;
 
@@ -84,20 +85,24 @@ pub fn parse_keys(text: &str) -> Result<Vec<[u8; 32]>, String> {
     Ok(keys)
 }
 
+/// The key in an `Authorization: Bearer <key>` header's value. The scheme is case-insensitive
+/// (RFC 9110, section 11.1): `Bearer`, `bearer`, `BEARER`.
+pub fn bearer(authorization: Option<&str>) -> Option<&str> {
+    authorization
+        .and_then(|h| h.trim_start().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, key)| key.trim())
+        .filter(|k| !k.is_empty())
+}
+
 impl Auth {
-    /// Whether `authorization` (the header's value) carries an accepted key.
+    /// Whether `authorization` (the header's value) carries a key of `DISPATCH_API_KEYS`.
     pub fn allows(&self, authorization: Option<&str>) -> bool {
         let keys = match self {
             Self::Disabled => return true,
             Self::Keys(keys) => keys,
         };
-        // The scheme is case-insensitive (RFC 9110, section 11.1): `Bearer`, `bearer`, `BEARER`.
-        let Some(presented) = authorization
-            .and_then(|h| h.trim_start().split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, key)| key.trim())
-            .filter(|k| !k.is_empty())
-        else {
+        let Some(presented) = bearer(authorization) else {
             return false;
         };
         let presented = sha256(presented.as_bytes());
@@ -113,29 +118,56 @@ impl Auth {
     }
 }
 
-/// Extractor that lets a handler run only for an authenticated caller; put it first in the
-/// handler's arguments so nothing (not even the body) is read for anyone else.
-pub struct Authorized;
+/// Extractor that lets a handler run only for a caller whose key allows this route; put it
+/// first in the handler's arguments so nothing (not even the body) is read for anyone else.
+pub struct Authorized {
+    /// Who is calling, as the audit log names them: a database key's id, `env` for a key of
+    /// `DISPATCH_API_KEYS`, `anonymous` when authentication is disabled.
+    pub actor: String,
+}
+
+/// `401` without a valid key; `403` when the key's scope does not allow the route.
+fn authorize(req: &actix_web::HttpRequest) -> Result<Authorized, crate::error::ApiError> {
+    use crate::error::ApiError;
+    let state = req
+        .app_data::<actix_web::web::Data<crate::routes::AppState>>()
+        .ok_or(ApiError::Unauthorized)?;
+    let header = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if state.auth == Auth::Disabled {
+        return Ok(Authorized {
+            actor: "anonymous".to_owned(),
+        });
+    }
+    if state.auth.allows(header) {
+        return Ok(Authorized {
+            actor: "env".to_owned(),
+        });
+    }
+    let (id, scope) = bearer(header)
+        .and_then(|key| state.keys.lookup(key))
+        .ok_or(ApiError::Unauthorized)?;
+    let route = req.match_pattern().unwrap_or_else(|| req.path().to_owned());
+    if scope.permits(req.method().as_str(), &route) {
+        Ok(Authorized {
+            actor: id.as_str().to_owned(),
+        })
+    } else {
+        Err(ApiError::Forbidden(format!(
+            "key {id} has scope {scope}, which does not allow {} {route}",
+            req.method()
+        )))
+    }
+}
 
 impl actix_web::FromRequest for Authorized {
     type Error = crate::error::ApiError;
     type Future = std::future::Ready<Result<Self, Self::Error>>;
 
     fn from_request(req: &actix_web::HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
-        let allowed = req
-            .app_data::<actix_web::web::Data<crate::routes::AppState>>()
-            .is_some_and(|state| {
-                let header = req
-                    .headers()
-                    .get(actix_web::http::header::AUTHORIZATION)
-                    .and_then(|v| v.to_str().ok());
-                state.auth.allows(header)
-            });
-        std::future::ready(if allowed {
-            Ok(Self)
-        } else {
-            Err(crate::error::ApiError::Unauthorized)
-        })
+        std::future::ready(authorize(req))
     }
 }
 

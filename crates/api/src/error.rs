@@ -35,6 +35,9 @@ pub enum ApiError {
     /// No valid API key (401).
     #[error("a valid API key is required: send `Authorization: Bearer <key>`")]
     Unauthorized,
+    /// The key is valid but its scope does not allow this route (403).
+    #[error("{0}")]
+    Forbidden(String),
     /// No such resource (404).
     #[error("{0}")]
     NotFound(String),
@@ -79,16 +82,19 @@ pub enum Conflict {
     IdempotencyKeyReused,
     /// The delivery is not the failed head of a blocked key (`POST /deliveries/{id}/skip`).
     DeliveryNotBlocking,
+    /// The API key is revoked or expired (`POST /keys/{id}/rotate`).
+    KeyInactive,
 }
 
 impl Conflict {
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::DeliveryInFlight,
         Self::DeliveryQueued,
         Self::DeliveryDelivered,
         Self::SubscriptionDeleted,
         Self::IdempotencyKeyReused,
         Self::DeliveryNotBlocking,
+        Self::KeyInactive,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -99,6 +105,7 @@ impl Conflict {
             Self::SubscriptionDeleted => "subscription_deleted",
             Self::IdempotencyKeyReused => "idempotency_key_reused",
             Self::DeliveryNotBlocking => "delivery_not_blocking",
+            Self::KeyInactive => "key_inactive",
         }
     }
 }
@@ -139,6 +146,7 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::Unauthorized => "unauthorized",
+            Self::Forbidden(_) => "forbidden",
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::EventConflict(_) => "event_conflict",
@@ -174,6 +182,7 @@ impl ResponseError for ApiError {
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::EventConflict(_) | Self::SubscriptionExists(_) | Self::Conflict { .. } => {

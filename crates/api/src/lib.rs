@@ -13,6 +13,7 @@ pub mod error;
 mod fuzz;
 pub mod headers;
 pub mod json;
+pub mod key_cache;
 pub mod middleware;
 pub mod openapi;
 pub mod query;

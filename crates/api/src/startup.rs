@@ -31,6 +31,8 @@ impl Application {
         dispatch_telemetry::metrics::register_api_series();
         let pool = build_pool(&settings.database);
         let waker = Waker::spawn(pool.clone(), settings.notify_interval);
+        let keys = std::sync::Arc::new(crate::key_cache::KeyCache::default());
+        keys.spawn_reloads(pool.clone());
         let state = web::Data::new(AppState {
             committer: Committer::spawn(pool.clone(), waker.clone(), settings.ingest_groups),
             replayer: crate::replayer::Replayer::spawn(pool.clone(), waker.clone()),
@@ -40,6 +42,7 @@ impl Application {
             max_batch_body_bytes: settings.max_batch_body_bytes,
             body_read_timeout: settings.body_read_timeout,
             auth: settings.auth.clone(),
+            keys,
             secret_keys: settings.secret_keys.clone(),
             secret_rotation_overlap: settings.secret_rotation_overlap,
             destinations: settings.destinations.clone(),

@@ -5,6 +5,7 @@
 //! Every type here is "parse, don't validate": a value that exists is valid, so the store and the
 //! API never re-check what a constructor already checked.
 
+pub mod api_key;
 pub mod breaker;
 pub mod bucket;
 pub mod destination;

@@ -130,6 +130,9 @@ pub fn build(
     if let Some(traceparent) = traceparent(delivery) {
         request = request.header(dispatch_telemetry::TRACEPARENT, header(&traceparent)?);
     }
+    if let Some(key) = &delivery.ordering_key {
+        request = request.header("X-Dispatch-Ordering-Key", header(key)?);
+    }
     if !keys.is_empty() {
         request = request
             .header(
@@ -208,7 +211,19 @@ mod tests {
             max_attempts: None,
             max_delay_secs: None,
             timeout_ms: None,
+            ordering_key: None,
         }
+    }
+
+    #[test]
+    fn an_event_s_ordering_key_is_sent_in_its_own_header_and_only_then() {
+        let keyring = keyring();
+        let plain = build(&delivery(None), &keyring, Utc::now()).unwrap();
+        assert!(!plain.headers().contains_key("x-dispatch-ordering-key"));
+        let mut keyed = delivery(None);
+        keyed.ordering_key = Some("customer:42".to_owned());
+        let request = build(&keyed, &keyring, Utc::now()).unwrap();
+        assert_eq!(request.headers()["x-dispatch-ordering-key"], "customer:42");
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Operator commands shipped in the image: `dispatch-api admin replay | purge | stats |
+//! Operator commands shipped in the image: `dispatch-api admin replay | purge | stats | keys |
 //! check-config`. The library behind them, also behind `cargo xtask replay | purge | stats |
 //! check-config` and `GET /stats`: one code path for each. They need only the database URL
 //! (and, for `check-config`, the configuration they check): no API keys, no sealing keys.
@@ -6,6 +6,7 @@
 pub mod args;
 pub mod check_config;
 pub mod history;
+pub mod keys;
 pub mod parse;
 pub mod stats;
 pub mod stats_text;
@@ -35,6 +36,9 @@ pub enum Command {
     /// Load and validate the API's configuration as `serve` does, and print the effective
     /// values (secrets masked) or every problem; exits 1 when invalid.
     CheckConfig,
+    /// API keys kept in the database: create, list, revoke, rotate (as `/keys` does).
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
 }
 
 /// Runs `command`; `Ok(false)` when it found a problem it has already reported (an invalid
@@ -77,6 +81,7 @@ pub async fn run_on(database_url: &str, command: Command) -> anyhow::Result<bool
                 text
             }
         }
+        Command::Keys(command) => keys::run(&mut conn, command).await?,
         Command::CheckConfig => bail!("check-config needs no database"),
     };
     emit(&mut std::io::stdout().lock(), &format!("{out}\n"))?;

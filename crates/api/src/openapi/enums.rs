@@ -114,6 +114,8 @@ pub enum ErrorCode {
     UnsupportedMediaType,
     /// 401: no valid API key (`WWW-Authenticate: Bearer realm="dispatch"`).
     Unauthorized,
+    /// 403: the key is valid, but its scope does not allow this route.
+    Forbidden,
     /// 404: no such event, subscription (deleted ones included) or route.
     NotFound,
     /// 405: the path exists, not with this method (`Allow` names the path's methods).
@@ -135,6 +137,8 @@ pub enum ErrorCode {
     IdempotencyKeyReused,
     /// 409: `POST /deliveries/{id}/skip`: the delivery is not the failed head of a blocked key.
     DeliveryNotBlocking,
+    /// 409: `POST /keys/{id}/rotate`: the key is revoked or expired.
+    KeyInactive,
     /// 408: the request body did not arrive within `body_read_timeout_ms`.
     RequestTimeout,
     /// 503: no database connection; retrying is safe (sent with `Retry-After: 1`).
@@ -195,6 +199,7 @@ mod tests {
             ApiError::PayloadTooLarge { limit: 1 },
             ApiError::UnsupportedMediaType(String::new()),
             ApiError::Unauthorized,
+            ApiError::Forbidden(String::new()),
             ApiError::NotFound(String::new()),
             ApiError::MethodNotAllowed,
             ApiError::EventConflict(String::new()),

@@ -7,6 +7,8 @@ pub(crate) mod deliveries;
 pub(crate) mod event_list;
 pub(crate) mod events;
 pub(crate) mod health;
+pub(crate) mod key_views;
+pub(crate) mod keys;
 pub(crate) mod ordering;
 pub(crate) mod path_id;
 pub(crate) mod replays;
@@ -33,6 +35,8 @@ pub struct AppState {
     /// Longest a body may take to arrive.
     pub body_read_timeout: std::time::Duration,
     pub auth: crate::auth::Auth,
+    /// The database's API keys, reloaded every second.
+    pub keys: std::sync::Arc<crate::key_cache::KeyCache>,
     /// Seals subscription secrets before they are stored.
     pub secret_keys: dispatch_domain::sealing::Keyring,
     /// The default overlap of `POST /subscriptions/{id}/rotate-secret`.
@@ -119,6 +123,11 @@ pub const ROUTES: &[Route] = &[
     route("POST", "/subscriptions/{id}/rotate-secret", |r| {
         r.to(secrets::rotate)
     }),
+    route("POST", "/keys", |r| r.to(keys::create)),
+    route("GET", "/keys", |r| r.to(keys::list)),
+    route("DELETE", "/keys/{id}", |r| r.to(keys::revoke)),
+    route("POST", "/keys/{id}/rotate", |r| r.to(keys::rotate_key)),
+    route("GET", "/audit", |r| r.to(keys::audit)),
     route("GET", "/healthz", |r| r.to(health::healthz)),
     route("GET", "/readyz", |r| r.to(health::readyz)),
     route("GET", "/metrics", |r| r.to(health::metrics)),

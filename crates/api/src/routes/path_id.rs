@@ -41,6 +41,13 @@ impl Identified for ReplayId {
     }
 }
 
+impl Identified for dispatch_domain::api_key::ApiKeyId {
+    const NOUN: &'static str = "API key";
+    fn parse(text: &str) -> Option<Self> {
+        Self::parse(text).ok()
+    }
+}
+
 /// A delivery's id: a positive whole number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct DeliveryId(pub i64);

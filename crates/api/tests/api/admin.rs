@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use crate::helpers::{TEST_API_KEY, TestApp, event, json_of};
 
 /// Runs the built `dispatch-api` with only `PATH` and `extra` in its environment.
-fn dispatch_api(args: &[&str], extra: &[(&str, &str)]) -> Output {
+pub(crate) fn dispatch_api(args: &[&str], extra: &[(&str, &str)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_dispatch-api"));
     command
         .env_clear()
@@ -25,7 +25,7 @@ fn dispatch_api(args: &[&str], extra: &[(&str, &str)]) -> Output {
 }
 
 /// Runs `dispatch-api admin …` on the test's database; it must succeed. Returns stdout.
-fn admin(app: &TestApp, args: &[&str]) -> String {
+pub(crate) fn admin(app: &TestApp, args: &[&str]) -> String {
     let mut argv = vec!["admin"];
     argv.extend_from_slice(args);
     let out = dispatch_api(&argv, &[("DATABASE_URL", app.db.url())]);

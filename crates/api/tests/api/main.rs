@@ -13,6 +13,7 @@ mod fuzz;
 mod health;
 mod helpers;
 mod hostile;
+mod keys;
 mod metrics;
 mod openapi;
 mod operate;

@@ -72,6 +72,9 @@ pub struct ClaimedDelivery {
     pub max_delay_secs: Option<i32>,
     #[diesel(sql_type = Nullable<Int4>)]
     pub timeout_ms: Option<i32>,
+    /// The event's ordering key, sent as `X-Dispatch-Ordering-Key`.
+    #[diesel(sql_type = Nullable<Text>)]
+    pub ordering_key: Option<String>,
 }
 
 fn interval(d: std::time::Duration) -> diesel::pg::data_types::PgInterval {
@@ -204,7 +207,8 @@ pub const CLAIM_SQL: &str = "WITH cand AS MATERIALIZED (
                     THEN s.previous_sealed_secret END AS previous_sealed_secret,
                d.leased_until,
                s.rate_limit_per_sec, s.rate_limit_burst, s.circuit_open_until,
-               e.traceparent, s.headers, s.max_attempts, s.max_delay_secs, s.timeout_ms";
+               e.traceparent, s.headers, s.max_attempts, s.max_delay_secs, s.timeout_ms,
+               e.ordering_key";
 
 /// Claims up to `limit` due deliveries for `worker`, marking them `processing` with a lease of
 /// `lease`, and no more of one destination than its allowance. Due means a row of the hot

@@ -1,5 +1,6 @@
 //! Query functions. Each takes `&mut AsyncPgConnection`; the caller decides the transaction.
 
+pub mod api_keys;
 pub mod attempts;
 #[cfg(feature = "tools")]
 pub mod bench;

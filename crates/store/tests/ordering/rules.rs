@@ -277,3 +277,37 @@ async fn turning_ordering_off_or_blocking_to_skip_lets_waiting_deliveries_go() {
         "new events are not ordered either"
     );
 }
+
+#[tokio::test]
+async fn retention_keeps_a_blocked_head_however_old_so_its_key_can_still_move_on() {
+    let db = TestDb::new().await;
+    let pool = db.pool();
+    let mut conn = connection(&pool).await.unwrap();
+    subscribe(&mut conn, "s_b", "per_key", "block").await;
+    let [k1, k2, _] = exhaust_head(&mut conn, "s_b").await;
+    // A finished, unordered event of the same age goes; the blocked head's event stays.
+    ingest(&mut conn, "done", None).await;
+    let done = claim(&mut conn, "w1").await;
+    record(
+        &mut conn,
+        "w1",
+        &[outcome(&done[0], DeliveryStatus::Delivered, NOW)],
+    )
+    .await;
+    diesel_async::RunQueryDsl::execute(
+        diesel::sql_query("UPDATE events SET received_at = now() - interval '90 days'"),
+        &mut conn,
+    )
+    .await
+    .unwrap();
+    let cutoff = chrono::Utc::now() - chrono::Duration::days(30);
+    let report = dispatch_store::queries::ops::purge(&mut conn, cutoff, 100, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(report.purged.events, 1, "only the finished unordered event");
+    assert_eq!(
+        ordering::skip(&mut conn, k1).await.unwrap(),
+        Skipped::Skipped { next: Some(k2) },
+        "the head is still there to skip"
+    );
+}

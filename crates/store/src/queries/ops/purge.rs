@@ -48,6 +48,12 @@ pub struct PurgeReport {
 /// Statuses after which nothing happens to a delivery by itself.
 const FINISHED: &str = "('delivered', 'failed', 'cancelled')";
 
+/// A delivery of event `e` that is the head of an ordered key (a failed head blocking its key,
+/// `on_exhausted: block`): its event is kept, however old, so the key can still be skipped or
+/// replayed (migration 000016).
+const HOLDS_A_KEY: &str =
+    "SELECT 1 FROM deliveries h JOIN ordered_keys k ON k.head = h.id WHERE h.event_id = e.id";
+
 /// Counts what [`purge`] would delete with this `cutoff` (the dry run): events received before
 /// it whose deliveries are all finished (or that have none), their deliveries and attempts, and
 /// subscriptions deleted before it that would be left without deliveries.
@@ -61,6 +67,7 @@ pub async fn count_purgeable(
               WHERE e.received_at < $1
                 AND NOT EXISTS (SELECT 1 FROM deliveries d
                                  WHERE d.event_id = e.id AND d.status NOT IN {FINISHED})
+                AND NOT EXISTS ({HOLDS_A_KEY})
          ), dl AS MATERIALIZED (
              SELECT d.id FROM deliveries d JOIN ev ON ev.id = d.event_id
          )
@@ -98,6 +105,7 @@ pub async fn purge_events_batch(
               WHERE e.received_at < $1
                 AND NOT EXISTS (SELECT 1 FROM deliveries d
                                  WHERE d.event_id = e.id AND d.status NOT IN {FINISHED})
+                AND NOT EXISTS ({HOLDS_A_KEY})
               ORDER BY e.received_at
               LIMIT $2
                 FOR UPDATE SKIP LOCKED
