@@ -341,3 +341,24 @@ async fn a_success_ends_a_failing_spell_that_failed_attempts_start() {
     finish(&mut conn, "s_a", DeliveryStatus::Delivered).await;
     assert_eq!(failing_since(&mut conn, "s_a").await, None);
 }
+
+#[tokio::test]
+async fn an_operational_event_nobody_subscribes_to_is_not_stored() {
+    let db = TestDb::new().await;
+    let pool = db.pool();
+    let mut conn = connection(&pool).await.unwrap();
+    subscribe(&mut conn, "s_fail", "order.*").await;
+    subscribe(&mut conn, "s_all", "*").await;
+    subscribe(&mut conn, "s_circuits", "dispatch.circuit.*").await;
+    ingest(&mut conn, "evt_1").await;
+    assert_eq!(finish(&mut conn, "s_fail", DeliveryStatus::Failed).await, 1);
+    assert!(
+        operational_events(&mut conn).await.is_empty(),
+        "no subscription names dispatch.delivery.exhausted"
+    );
+    // Nor is one whose only taker is the subscription it is about.
+    let about = Emission::new(Operational::CircuitOpened, "s_circuits", "test");
+    assert_eq!(emit(&mut conn, &[about]).await.unwrap().events, 0);
+    let to_others = Emission::new(Operational::CircuitOpened, "s_fail", "test");
+    assert_eq!(emit(&mut conn, &[to_others]).await.unwrap().events, 1);
+}

@@ -60,7 +60,8 @@ pub struct Emitted {
 
 /// Stores the operational events `emissions` describe, each with one delivery per subscription
 /// whose patterns name it (`*` does not), other than the subscription it is about; in one
-/// statement, inside the caller's transaction. Per subscription and kind, at most the kind's
+/// statement, inside the caller's transaction. One that no subscription's patterns name is not
+/// stored at all (an install that does not listen sees no `dispatch.*` events). Per subscription and kind, at most the kind's
 /// [`RateBound`](operational::RateBound) are stored per window; the rest are counted, and the
 /// first one stored in a later window reports them in its data's `suppressed`. The caller
 /// takes care that no operational event is emitted about an operational event's delivery.
@@ -95,10 +96,16 @@ pub async fn emit(
         .collect();
     Ok(crate::prepared::prepared(concat!(
         "WITH cand AS (
+             -- Only what some subscription (other than its subject) asks for: an operational
+             -- event nobody subscribes to is neither stored nor counted against its bound.
              SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::text[],
                                   $6::int4[], $7::int4[])
                  WITH ORDINALITY AS c(id, event_type, subscription_id, data, patterns,
                                       window_max, window_secs, idx)
+              WHERE EXISTS (SELECT 1 FROM subscriptions s
+                             WHERE s.deleted_at IS NULL
+                               AND s.event_types && string_to_array(c.patterns, ' ')
+                               AND s.id <> c.subscription_id)
          ), grouped AS (
              SELECT subscription_id, event_type, count(*)::int4 AS n,
                     min(window_max) AS window_max, min(window_secs) AS window_secs
