@@ -71,34 +71,50 @@ $$;
 -- The queue's trigger (migrations 000010, 000011) with per-key ordering; now also the insert
 -- trigger, so one function decides what is due however a delivery was written.
 CREATE OR REPLACE FUNCTION delivery_queue_sync() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    finished record;
 BEGIN
     DELETE FROM delivery_queue q
      USING new_deliveries n
      WHERE q.delivery_id = n.id AND n.status NOT IN ('pending', 'processing', 'retrying');
-    IF EXISTS (SELECT 1 FROM new_deliveries WHERE ordering_key IS NOT NULL) THEN
+    -- Keyed deliveries that are `processing` or `retrying` are heads already (only a head is
+    -- ever claimed, and it stays the head until it finishes): a claim, or an attempt that will
+    -- be retried, decides nothing about its key and takes no lock, so claims never wait for an
+    -- ingestion of the same key. Every other keyed write (a new or re-queued delivery, one that
+    -- finished, a hold or release) decides under the key's lock.
+    IF EXISTS (SELECT 1 FROM new_deliveries
+                WHERE ordering_key IS NOT NULL AND status NOT IN ('processing', 'retrying')) THEN
         -- Lock (or create, headed by its earliest unfinished delivery here) the row of every
-        -- key this statement touched, in key order. A no-op update, for its lock.
+        -- key this statement decides about, in key order. A no-op update, for its lock.
         INSERT INTO ordered_keys AS k (subscription_id, ordering_key, head)
         SELECT n.subscription_id, n.ordering_key,
-               coalesce(min(n.id) FILTER (WHERE n.status IN ('pending', 'processing', 'retrying')),
-                        min(n.id))
+               coalesce(min(n.id) FILTER (WHERE n.status = 'pending'), min(n.id))
           FROM new_deliveries n
           JOIN subscriptions s ON s.id = n.subscription_id AND s.ordering = 'per_key'
-         WHERE n.ordering_key IS NOT NULL
+         WHERE n.ordering_key IS NOT NULL AND n.status NOT IN ('processing', 'retrying')
          GROUP BY n.subscription_id, n.ordering_key
          ORDER BY n.subscription_id, n.ordering_key
         ON CONFLICT (subscription_id, ordering_key) DO UPDATE SET head = k.head;
         -- A head that finished hands over, unless it failed for good and its subscription
-        -- blocks on that.
-        PERFORM dispatch_ordering_advance(k.subscription_id, k.ordering_key)
-           FROM ordered_keys k
-           JOIN deliveries d ON d.id = k.head
-           JOIN subscriptions s ON s.id = k.subscription_id
-          WHERE (k.subscription_id, k.ordering_key) IN
-                (SELECT n.subscription_id, n.ordering_key FROM new_deliveries n
-                  WHERE n.ordering_key IS NOT NULL)
-            AND d.status NOT IN ('pending', 'processing', 'retrying')
-            AND NOT (d.status = 'failed' AND s.on_exhausted = 'block');
+        -- blocks on that. Key by key, each along its primary key (a join with the statement's
+        -- rows, which have no statistics, could read every key).
+        FOR finished IN
+            SELECT DISTINCT n.subscription_id, n.ordering_key FROM new_deliveries n
+             WHERE n.ordering_key IS NOT NULL
+               AND n.status NOT IN ('pending', 'processing', 'retrying')
+             ORDER BY 1, 2
+        LOOP
+            IF EXISTS (SELECT 1 FROM ordered_keys k
+                         JOIN deliveries d ON d.id = k.head
+                         JOIN subscriptions s ON s.id = k.subscription_id
+                        WHERE k.subscription_id = finished.subscription_id
+                          AND k.ordering_key = finished.ordering_key
+                          AND d.status NOT IN ('pending', 'processing', 'retrying')
+                          AND NOT (d.status = 'failed' AND s.on_exhausted = 'block')) THEN
+                PERFORM dispatch_ordering_advance(finished.subscription_id,
+                                                  finished.ordering_key);
+            END IF;
+        END LOOP;
     END IF;
     WITH n AS (
         SELECT n.*,

@@ -65,6 +65,10 @@ async fn three_workers_random_500s_and_a_sigkill_keep_every_key_in_order() {
         ("DISPATCH_RETRY_INITIAL_DELAY_MS", "20"),
         ("DISPATCH_RETRY_MAX_DELAY_SECS", "1"),
         ("DISPATCH_RETRY_MAX_ATTEMPTS", "100"),
+        // A quarter of the answers fail: the circuit must not open (and hold everything for
+        // 30 s), as it would for a destination failing this often in production.
+        ("DISPATCH_BREAKER_FAILURE_PERCENT", "100"),
+        ("DISPATCH_BREAKER_MIN_REQUESTS", "1000000"),
     ];
     let mut workers: Vec<Child> = ["w1", "w2", "w3"]
         .iter()
