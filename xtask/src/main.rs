@@ -1,26 +1,24 @@
 //! `cargo xtask`: the one entry point for developing and operating Dispatch.
 //! `dev` runs it locally, `test` runs the whole suite, `lint`, `cover`, `migrate`; the operator
 //! commands `replay`, `purge`, `stats` and `check-config` are `ops`, thin wrappers over what
-//! `dispatch-api admin` and `dispatch-worker check-config` run in the image.
+//! `dispatch-api admin` and `dispatch-worker check-config` run in the image; `bench`, `chaos`
+//! and PostgreSQL for `dev` and `test` are dispatch-harness's, called with the arguments parsed
+//! here.
 
-mod bench;
-mod chaos;
-mod harness;
 mod lint;
 mod openapi;
 mod ops;
-mod pg;
 mod schemathesis;
-mod setup;
 mod sink;
 mod tidy;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
+use dispatch_harness::{bench, cargo, chaos, pg, setup, status_of, target_dir, workspace_root};
 use dispatch_store::migrations;
 
 #[derive(Parser)]
@@ -103,26 +101,6 @@ enum MigrateAction {
     Up,
     Down,
     Status,
-}
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."))
-}
-
-fn cargo() -> Command {
-    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()));
-    c.current_dir(workspace_root());
-    c
-}
-
-fn status_of(mut command: Command, what: &str) -> Result<bool> {
-    Ok(command
-        .status()
-        .with_context(|| format!("starting {what}"))?
-        .success())
 }
 
 fn main() -> ExitCode {
@@ -265,12 +243,6 @@ async fn migrate(action: MigrateAction) -> Result<bool> {
         }
     }
     Ok(true)
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"))
 }
 
 fn spawn_binary(name: &str, database_url: &str, addr: &str) -> Result<tokio::process::Child> {

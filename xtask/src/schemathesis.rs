@@ -11,9 +11,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use dispatch_store::{admin, migrations};
 
-use crate::harness::http;
-use crate::harness::processes::{self, Launch};
-use crate::pg;
+use dispatch_harness::http;
+use dispatch_harness::pg;
+use dispatch_harness::processes::{self, Launch};
 
 /// The Schemathesis release CI runs (a newer one may add checks: move deliberately).
 const SCHEMATHESIS: &str = "schemathesis==4.32.5";

@@ -199,7 +199,7 @@ mod tests {
             silent.local_addr().expect("an address")
         );
         let pool = dispatch_store::pool::build_pool(&DatabaseSettings {
-            url,
+            url: url.into(),
             max_connections: 1,
             connect_timeout: Duration::from_secs(30),
         });

@@ -87,6 +87,14 @@ pub fn layer<T: DeserializeOwned>(
         .map_err(|e| fail(e.to_string()))
 }
 
+/// The checked database keys (no `Debug`: the URL may carry a password; the binaries hold it as
+/// `dispatch_store::DatabaseUrl`).
+pub struct Database {
+    pub url: String,
+    pub max_connections: u32,
+    pub connect_timeout: Duration,
+}
+
 /// Checks raw values, collecting every problem before failing.
 pub struct Checker<'k> {
     keys: &'k [Key],
@@ -152,6 +160,31 @@ impl<'k> Checker<'k> {
             .map(|()| value.to_owned())
             .map_err(|e| self.problem(key, e))
             .ok()
+    }
+
+    /// The database keys both binaries read, checked by the same rules: `database_url`,
+    /// `db_max_connections` (1 to 1000) and `db_connect_timeout_ms` (100 to 600000).
+    pub fn database(
+        &mut self,
+        url: &str,
+        max_connections: &str,
+        connect_timeout_ms: &str,
+    ) -> Option<Database> {
+        let url = self.database_url("database_url", url);
+        let max_connections = self.number(
+            "db_max_connections",
+            max_connections,
+            1u32,
+            1000,
+            "connections",
+        );
+        let connect_timeout =
+            self.millis("db_connect_timeout_ms", connect_timeout_ms, 100, 600_000);
+        Some(Database {
+            url: url?,
+            max_connections: max_connections?,
+            connect_timeout: connect_timeout?,
+        })
     }
 
     /// `Ok(value)` when no problem was recorded, else every problem.
@@ -228,6 +261,54 @@ pub fn check_database_url(value: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const DATABASE_KEYS: &[Key] = &[
+        Key {
+            name: "database_url",
+            env: "DATABASE_URL / DISPATCH_DATABASE_URL",
+            default: "",
+            help: "",
+        },
+        Key {
+            name: "db_max_connections",
+            env: "DISPATCH_DB_MAX_CONNECTIONS",
+            default: "",
+            help: "",
+        },
+        Key {
+            name: "db_connect_timeout_ms",
+            env: "DISPATCH_DB_CONNECT_TIMEOUT_MS",
+            default: "",
+            help: "",
+        },
+    ];
+
+    #[test]
+    fn the_database_keys_are_checked_once_for_both_binaries_naming_each_bad_one() {
+        let mut c = Checker::new(DATABASE_KEYS);
+        let database = c
+            .database("postgres://u:p@h:5432/db", "7", "250")
+            .expect("valid");
+        assert_eq!(
+            (
+                database.url.as_str(),
+                database.max_connections,
+                database.connect_timeout
+            ),
+            ("postgres://u:p@h:5432/db", 7, Duration::from_millis(250))
+        );
+        assert!(c.finish(Some(())).is_ok());
+
+        let mut c = Checker::new(DATABASE_KEYS);
+        assert!(c.database("mysql://h/db", "0", "99").is_none());
+        let problems = c.finish(Some(())).expect_err("three bad keys").0;
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(problems[0].starts_with("database_url (DATABASE_URL / DISPATCH_DATABASE_URL)"));
+        assert!(problems[1].starts_with("db_max_connections (DISPATCH_DB_MAX_CONNECTIONS)"));
+        assert!(problems[1].contains("from 1 to 1000"), "{problems:?}");
+        assert!(problems[2].starts_with("db_connect_timeout_ms (DISPATCH_DB_CONNECT_TIMEOUT_MS)"));
+        assert!(problems[2].contains("from 100 to 600000"), "{problems:?}");
+    }
 
     #[test]
     fn seed_addr_forms_parse() {

@@ -1,5 +1,5 @@
 //! What `check-config` prints for a binary: `OK` and its effective values (nothing secret:
-//! passwords in URLs masked, keys named by id only), or every problem. Shared by
+//! the database URL as `dispatch_store::DatabaseUrl` shows it, keys named by id only), or every problem. Shared by
 //! `dispatch-api admin check-config`, `dispatch-worker check-config` and `cargo xtask
 //! check-config`, which differ only in the values they list.
 
@@ -54,62 +54,9 @@ pub fn key_ids<'a>(ids: impl Iterator<Item = &'a str>) -> String {
         .join(", ")
 }
 
-/// The URL without its password (in the user info or a `password=` parameter).
-pub fn redact_url(url: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let base = match base.split_once("://") {
-        Some((scheme, rest)) => {
-            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-            match authority.rsplit_once('@') {
-                Some((user_info, host)) => match user_info.split_once(':') {
-                    Some((user, _password)) => format!("{scheme}://{user}:***@{host}{path}"),
-                    None => base.to_owned(),
-                },
-                None => base.to_owned(),
-            }
-        }
-        None => base.to_owned(),
-    };
-    match query {
-        None => base,
-        Some(q) => {
-            let params: Vec<String> = q
-                .split('&')
-                .map(|kv| match kv.split_once('=') {
-                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
-                    _ => kv.to_owned(),
-                })
-                .collect();
-            format!("{base}?{}", params.join("&"))
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn passwords_are_masked_in_urls() {
-        assert_eq!(
-            redact_url("postgres://postgres:postgres@localhost:5432/dispatch?sslmode=disable"),
-            "postgres://postgres:***@localhost:5432/dispatch?sslmode=disable"
-        );
-        assert_eq!(
-            redact_url("postgresql://u:p@ss:w@rd@h/db"),
-            "postgresql://u:***@h/db",
-            "the host follows the last @"
-        );
-        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
-        assert_eq!(redact_url("postgres://h/db"), "postgres://h/db");
-        assert_eq!(
-            redact_url("postgres://h/db?user=u&password=p&sslmode=prefer"),
-            "postgres://h/db?user=u&password=***&sslmode=prefer"
-        );
-    }
 
     #[test]
     fn a_report_is_ok_with_aligned_values_or_lists_every_problem() {

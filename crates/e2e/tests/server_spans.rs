@@ -105,7 +105,7 @@ async fn a_server_error_marks_the_request_span_as_an_error() {
     let db = TestDb::new().await;
     // Nothing listens on port 1: every request that needs the database answers 503.
     let (base, client) = common::start_api_with(&db, PATIENCE, |settings| {
-        settings.database.url = "postgres://postgres@127.0.0.1:1/postgres".to_owned();
+        settings.database.url = "postgres://postgres@127.0.0.1:1/postgres".into();
         settings.database.connect_timeout = Duration::from_secs(1);
     });
 

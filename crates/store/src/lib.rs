@@ -5,6 +5,7 @@
 #[cfg(feature = "tools")]
 pub mod admin;
 pub mod connect;
+pub mod database_url;
 pub mod error;
 pub mod migrations;
 pub mod models;
@@ -14,6 +15,7 @@ pub mod prepared;
 pub mod queries;
 pub mod schema;
 
+pub use database_url::DatabaseUrl;
 pub use diesel_async::AsyncPgConnection;
 pub use error::StoreError;
 pub use pool::{DatabaseSettings, Pool, PooledConnection};

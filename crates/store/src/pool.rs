@@ -6,7 +6,7 @@ use std::time::Duration;
 use diesel_async::AsyncPgConnection;
 use diesel_async::pooled_connection::AsyncDieselConnectionManager;
 
-use crate::StoreError;
+use crate::{DatabaseUrl, StoreError};
 
 pub type Pool = bb8::Pool<AsyncDieselConnectionManager<AsyncPgConnection>>;
 pub type PooledConnection<'a> =
@@ -15,8 +15,8 @@ pub type PooledConnection<'a> =
 /// How to reach PostgreSQL and how many connections to keep.
 #[derive(Debug, Clone)]
 pub struct DatabaseSettings {
-    /// `postgres://user:password@host:port/database?sslmode=...`
-    pub url: String,
+    /// `postgres://user:password@host:port/database?sslmode=...`, which never prints.
+    pub url: DatabaseUrl,
     /// Most connections the pool opens.
     pub max_connections: u32,
     /// How long a caller waits for a connection before the database counts as unavailable.
@@ -59,8 +59,8 @@ pub fn build_pool(settings: &DatabaseSettings) -> Pool {
 /// [`build_pool`] with the given commit durability.
 pub fn build_pool_with(settings: &DatabaseSettings, durability: Durability) -> Pool {
     let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
-        settings.url.clone(),
-        crate::connect::manager_config(&settings.url, durability),
+        settings.url.expose().to_owned(),
+        crate::connect::manager_config(settings.url.expose(), durability),
     );
     bb8::Pool::builder()
         .max_size(settings.max_connections)

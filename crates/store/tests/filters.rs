@@ -96,8 +96,14 @@ async fn a_filter_that_errors_for_an_event_matches_nothing_and_the_others_still_
     assert_eq!(
         outcomes,
         [
-            BatchOutcome::Created { deliveries: 1 },
-            BatchOutcome::Created { deliveries: 3 }
+            BatchOutcome::Created {
+                event: (),
+                deliveries: 1
+            },
+            BatchOutcome::Created {
+                event: (),
+                deliveries: 3
+            }
         ]
     );
     assert_eq!(delivered_to(&mut conn, "evt_b_text").await, ["sub_plain"]);

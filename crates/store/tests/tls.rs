@@ -342,7 +342,7 @@ async fn the_listener_hears_a_notification_over_tls() {
 async fn pooled_connections_use_tls() {
     let pg = TlsPostgres::start();
     let settings = DatabaseSettings {
-        url: pg.verify_full_url("postgres"),
+        url: pg.verify_full_url("postgres").into(),
         max_connections: 2,
         connect_timeout: Duration::from_secs(30),
     };

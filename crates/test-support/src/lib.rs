@@ -126,7 +126,7 @@ impl TestDb {
 
     pub fn settings(&self) -> DatabaseSettings {
         DatabaseSettings {
-            url: self.url.clone(),
+            url: self.url.clone().into(),
             max_connections: 4,
             connect_timeout: Duration::from_secs(5),
         }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use dispatch_config::ConfigError;
-use dispatch_config::report::{key_ids, lowercase_debug, millis, redact_url};
+use dispatch_config::report::{key_ids, lowercase_debug, millis};
 
 use crate::{Settings, Worker, health};
 
@@ -108,7 +108,7 @@ pub fn values(s: &Settings) -> Vec<(&'static str, String)> {
         .collect();
     vec![
         ("addr", s.addr.to_string()),
-        ("database_url", redact_url(&s.database.url)),
+        ("database_url", s.database.url.to_string()),
         ("db_max_connections", s.database.max_connections.to_string()),
         ("db_connect_timeout_ms", millis(s.database.connect_timeout)),
         (
@@ -163,6 +163,12 @@ pub fn values(s: &Settings) -> Vec<(&'static str, String)> {
         (
             "shutdown_grace_secs",
             s.shutdown_grace.as_secs().to_string(),
+        ),
+        (
+            "queue_vacuum_secs",
+            s.queue_vacuum_every
+                .map_or(0, |every| every.as_secs())
+                .to_string(),
         ),
         (
             "auto_disable_after_secs",

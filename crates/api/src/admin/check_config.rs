@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use dispatch_config::ConfigError;
-use dispatch_config::report::{key_ids, lowercase_debug, millis, redact_url};
+use dispatch_config::report::{key_ids, lowercase_debug, millis};
 
 use crate::Settings;
 use crate::auth::Auth;
@@ -15,12 +15,13 @@ use crate::auth::Auth;
 pub fn values(s: &Settings) -> Vec<(&'static str, String)> {
     vec![
         ("addr", s.addr.to_string()),
-        ("database_url", redact_url(&s.database.url)),
+        ("database_url", s.database.url.to_string()),
         ("db_max_connections", s.database.max_connections.to_string()),
         ("db_connect_timeout_ms", millis(s.database.connect_timeout)),
         ("max_body_bytes", s.max_body_bytes.to_string()),
         ("max_batch_body_bytes", s.max_batch_body_bytes.to_string()),
         ("http_workers", s.http_workers.to_string()),
+        ("body_read_timeout_ms", millis(s.body_read_timeout)),
         (
             "shutdown_timeout_secs",
             s.shutdown_timeout.as_secs().to_string(),

@@ -17,7 +17,6 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
-use dispatch_config::report::redact_url;
 use dispatch_store::{AsyncPgConnection, StoreError, connect::establish, migrations};
 
 pub use args::{PurgeArgs, ReplayArgs, StatsArgs};
@@ -98,7 +97,7 @@ pub fn emit(to: &mut impl Write, text: &str) -> anyhow::Result<()> {
 
 /// Connects to `url` and makes sure its schema is complete.
 pub async fn connect(url: &str) -> anyhow::Result<AsyncPgConnection> {
-    let shown = redact_url(url);
+    let shown = dispatch_store::DatabaseUrl::new(url);
     dispatch_config::check_database_url(url)
         .map_err(|e| anyhow::anyhow!("DATABASE_URL {shown}: {e}"))?;
     let mut conn = establish(url)

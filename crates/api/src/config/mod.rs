@@ -104,7 +104,11 @@ impl Settings {
         let raw: Raw = layer(KEYS, file, env)?;
         let mut c = Checker::new(KEYS);
         let addr = c.addr("addr", &raw.addr);
-        let url = c.database_url("database_url", &raw.database_url);
+        let database = c.database(
+            &raw.database_url,
+            &raw.db_max_connections,
+            &raw.db_connect_timeout_ms,
+        );
         let max_body_bytes = c.number(
             "max_body_bytes",
             &raw.max_body_bytes,
@@ -118,19 +122,6 @@ impl Settings {
             1024usize,
             64 << 20,
             "bytes",
-        );
-        let max_connections = c.number(
-            "db_max_connections",
-            &raw.db_max_connections,
-            1u32,
-            1000,
-            "connections",
-        );
-        let connect_timeout = c.millis(
-            "db_connect_timeout_ms",
-            &raw.db_connect_timeout_ms,
-            100,
-            600_000,
         );
         let http_workers = c.number("http_workers", &raw.http_workers, 0usize, 1024, "threads");
         let body_read_timeout = c.number(
@@ -214,11 +205,11 @@ impl Settings {
         let settings = (|| {
             Some(Settings {
                 addr: addr?,
-                database: DatabaseSettings {
-                    url: url?,
-                    max_connections: max_connections?,
-                    connect_timeout: connect_timeout?,
-                },
+                database: database.map(|d| DatabaseSettings {
+                    url: d.url.into(),
+                    max_connections: d.max_connections,
+                    connect_timeout: d.connect_timeout,
+                })?,
                 max_body_bytes: max_body_bytes?,
                 max_batch_body_bytes: max_batch_body_bytes?,
                 http_workers: http_workers?,

@@ -142,7 +142,7 @@ fn allowed_destinations_are_read_with_the_workers_rule_and_bad_ranges_are_named(
 fn defaults_follow_the_seed() {
     let s = Settings::load_from(None, &env(&[])).expect("defaults are valid");
     assert_eq!(s.addr, "0.0.0.0:8080".parse().expect("addr"));
-    assert_eq!(s.database.url, DEFAULT_DATABASE_URL);
+    assert_eq!(s.database.url.expose(), DEFAULT_DATABASE_URL);
     assert_eq!(s.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
 }
 
@@ -167,7 +167,7 @@ fn environment_overrides_file_and_dispatch_prefix_overrides_seed_names() {
     )
     .expect("env is valid");
     assert_eq!(s.addr.port(), 7000);
-    assert_eq!(s.database.url, "postgres://a@h/two");
+    assert_eq!(s.database.url.expose(), "postgres://a@h/two");
     assert_eq!(s.max_body_bytes, 4096);
     std::fs::remove_dir_all(dir).ok();
 }
@@ -254,5 +254,21 @@ fn published_development_keys_are_refused_unless_in_development() {
             &env(&[(key, value), ("DISPATCH_DEVELOPMENT", "true")]),
         )
         .expect("allowed in development");
+    }
+}
+
+#[test]
+fn the_database_password_never_prints_in_the_settings_or_the_check_config_report() {
+    let url = "postgres://app:s3cret-pw@db.internal:5432/dispatch?sslmode=disable";
+    let s = Settings::load_from(None, &env(&[("DATABASE_URL", url)])).expect("valid");
+    assert_eq!(s.database.url.expose(), url, "what connects gets all of it");
+    for shown in [
+        format!("{s:?}"),
+        s.database.url.to_string(),
+        format!("{:?}", s.database.url),
+        crate::admin::check_config::report(Ok(s.clone())).1,
+    ] {
+        assert!(!shown.contains("s3cret-pw"), "{shown}");
+        assert!(shown.contains("app:***@db.internal"), "{shown}");
     }
 }

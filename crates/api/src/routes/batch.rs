@@ -146,7 +146,7 @@ pub async fn create(
     for ((index, event), outcome) in positions.into_iter().zip(&valid).zip(outcomes) {
         let id = Some(event.id.as_str().to_owned());
         results[index] = Some(match outcome {
-            BatchOutcome::Created { deliveries } => {
+            BatchOutcome::Created { deliveries, .. } => {
                 accepted += 1;
                 woke |= deliveries > 0;
                 BatchItemResult {
@@ -156,13 +156,13 @@ pub async fn create(
                     error: None,
                 }
             }
-            BatchOutcome::Duplicate => BatchItemResult {
+            BatchOutcome::Duplicate(()) => BatchItemResult {
                 id,
                 status: "replayed",
                 deliveries: None,
                 error: None,
             },
-            BatchOutcome::Conflict => {
+            BatchOutcome::Conflict(()) => {
                 let error = ApiError::EventConflict(format!(
                     "event {} was already received with different content",
                     event.id

@@ -81,7 +81,7 @@ impl Drop for BareDb {
 async fn readyz_answers_503_not_ready_on_a_database_without_migrations_while_healthz_stays_200() {
     let bare = BareDb::create().await;
     let mut settings = settings_for(dispatch_store::DatabaseSettings {
-        url: bare.url(),
+        url: bare.url().into(),
         max_connections: 2,
         connect_timeout: std::time::Duration::from_secs(5),
     });
@@ -119,7 +119,8 @@ async fn with_the_database_unreachable_the_api_starts_readyz_is_503_and_writes_a
         .expect("a free port")
         .port();
     let app = TestApp::spawn_with(|s| {
-        s.database.url = format!("postgres://postgres@127.0.0.1:{port}/dispatch?sslmode=disable");
+        s.database.url =
+            format!("postgres://postgres@127.0.0.1:{port}/dispatch?sslmode=disable").into();
         s.database.connect_timeout = std::time::Duration::from_millis(500);
     })
     .await;

@@ -23,7 +23,7 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 256 * 1024;
 pub fn settings_for(database: dispatch_store::DatabaseSettings) -> Settings {
     let env: HashMap<String, String> = [
         ("ADDR", "127.0.0.1:0"),
-        ("DATABASE_URL", database.url.as_str()),
+        ("DATABASE_URL", database.url.expose()),
         ("DISPATCH_HTTP_WORKERS", "1"),
         ("DISPATCH_SHUTDOWN_TIMEOUT_SECS", "1"),
         ("DISPATCH_LOG_FORMAT", "text"),

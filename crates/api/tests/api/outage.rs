@@ -18,7 +18,7 @@ async fn during_a_database_outage_writes_are_503_and_the_api_recovers_without_a_
         .await
         .expect("the proxy listens");
     let app = TestApp::spawn_with(|s| {
-        s.database.url = proxy.url_for(&s.database.url);
+        s.database.url = proxy.url_for(s.database.url.expose()).into();
         s.database.connect_timeout = Duration::from_secs(1);
     })
     .await;

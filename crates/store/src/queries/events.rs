@@ -8,16 +8,44 @@ use crate::StoreError;
 use crate::models::{DeliveryRow, EventRow, NewEvent};
 use crate::schema::{deliveries, events};
 
-/// What ingesting an event did.
-#[derive(Debug, Clone, PartialEq)]
-pub enum IngestOutcome {
-    /// First receipt: the event and `deliveries` delivery rows were stored.
-    Created { event: EventRow, deliveries: i64 },
-    /// The id was already stored with the same content: nothing new was created.
-    Duplicate(EventRow),
+/// What ingesting an event did: one type for every way of ingesting, which differ only in what
+/// they return of the stored event (`E`) and of the deliveries created with it (`D`):
+/// [`Ingested`] (rows, for the API's answers), [`IngestOutcome`] (the event and a count) and
+/// [`BatchOutcome`] (a count only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ingestion<E, D> {
+    /// First receipt: the event and its delivery rows were stored.
+    Created { event: E, deliveries: D },
+    /// The id was already stored (earlier, or by an earlier item of the same group or batch) with
+    /// the same content: nothing new was created.
+    Duplicate(E),
     /// The id was already stored with different content: nothing was changed.
-    Conflict(EventRow),
+    Conflict(E),
 }
+
+impl<E, D> Ingestion<E, D> {
+    /// The same outcome, its deliveries (when created) turned into `f` of them.
+    pub fn map_deliveries<T>(self, f: impl FnOnce(D) -> T) -> Ingestion<E, T> {
+        match self {
+            Self::Created { event, deliveries } => Ingestion::Created {
+                event,
+                deliveries: f(deliveries),
+            },
+            Self::Duplicate(event) => Ingestion::Duplicate(event),
+            Self::Conflict(event) => Ingestion::Conflict(event),
+        }
+    }
+}
+
+/// [`ingest`]'s outcome: the stored event and how many delivery rows were created.
+pub type IngestOutcome = Ingestion<EventRow, i64>;
+
+/// [`ingest_group`]'s outcome for one event: the stored event and its new delivery rows (in
+/// creation order).
+pub type Ingested = Ingestion<EventRow, Vec<DeliveryRow>>;
+
+/// [`ingest_batch`]'s outcome for one event: how many delivery rows were created.
+pub type BatchOutcome = Ingestion<(), i64>;
 
 /// Inserts the event and one pending delivery per active subscription whose patterns select
 /// its type (held if the subscription is paused), in one statement (hence one transaction and one round trip). A repeated id creates
@@ -35,28 +63,7 @@ pub async fn ingest(
             what: "ingestion",
             reason: format!("{} was neither stored nor found", new.id),
         })?;
-    Ok(match outcome {
-        Ingested::Created { event, deliveries } => IngestOutcome::Created {
-            event,
-            deliveries: i64::try_from(deliveries.len()).unwrap_or(i64::MAX),
-        },
-        Ingested::Duplicate(event) => IngestOutcome::Duplicate(event),
-        Ingested::Conflict(event) => IngestOutcome::Conflict(event),
-    })
-}
-
-/// What ingesting one event of a group did, with the rows an answer shows.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Ingested {
-    /// First receipt: the event and its new delivery rows (in creation order).
-    Created {
-        event: EventRow,
-        deliveries: Vec<DeliveryRow>,
-    },
-    /// Already stored (earlier, or by an earlier item of the group) with the same content.
-    Duplicate(EventRow),
-    /// Already stored with different content: nothing was changed.
-    Conflict(EventRow),
+    Ok(outcome.map_deliveries(|rows| i64::try_from(rows.len()).unwrap_or(i64::MAX)))
 }
 
 /// The columns of one created event, its place in the input, and its deliveries as JSON.
@@ -294,17 +301,6 @@ pub async fn deliveries_of(
         .await?)
 }
 
-/// What ingesting one event of a batch did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BatchOutcome {
-    /// First receipt: stored with `deliveries` delivery rows.
-    Created { deliveries: i64 },
-    /// Already stored with the same content (earlier, or earlier in this batch).
-    Duplicate,
-    /// Already stored with different content.
-    Conflict,
-}
-
 #[derive(QueryableByName)]
 struct BatchCreated {
     #[diesel(sql_type = BigInt)]
@@ -354,6 +350,7 @@ pub async fn ingest_batch(
     for row in &created {
         if let Some(i) = slot(row.idx, batch.len()) {
             outcomes[i] = Some(BatchOutcome::Created {
+                event: (),
                 deliveries: row.deliveries,
             });
         }
@@ -363,9 +360,9 @@ pub async fn ingest_batch(
         for row in compare_existing(conn, &columns, &created_idx).await? {
             if let Some(i) = slot(row.idx, batch.len()) {
                 outcomes[i] = Some(if row.same {
-                    BatchOutcome::Duplicate
+                    BatchOutcome::Duplicate(())
                 } else {
-                    BatchOutcome::Conflict
+                    BatchOutcome::Conflict(())
                 });
             }
         }

@@ -146,19 +146,10 @@ impl Settings {
         let raw: Raw = layer(KEYS, file, env)?;
         let mut c = Checker::new(KEYS);
         let addr = c.addr("addr", &raw.addr);
-        let url = c.database_url("database_url", &raw.database_url);
-        let max_connections = c.number(
-            "db_max_connections",
+        let database = c.database(
+            &raw.database_url,
             &raw.db_max_connections,
-            1u32,
-            1000,
-            "connections",
-        );
-        let db_timeout = c.millis(
-            "db_connect_timeout_ms",
             &raw.db_connect_timeout_ms,
-            100,
-            600_000,
         );
         let synchronous_commit =
             c.parse::<Durability>("synchronous_commit", &raw.synchronous_commit);
@@ -326,11 +317,11 @@ impl Settings {
             let request_timeout = timeout?;
             Some(Settings {
                 addr: addr?,
-                database: DatabaseSettings {
-                    url: url?,
-                    max_connections: max_connections?,
-                    connect_timeout: db_timeout?,
-                },
+                database: database.map(|d| DatabaseSettings {
+                    url: d.url.into(),
+                    max_connections: d.max_connections,
+                    connect_timeout: d.connect_timeout,
+                })?,
                 synchronous_commit: synchronous_commit?,
                 worker_id: worker_id?,
                 max_in_flight: max_in_flight?,

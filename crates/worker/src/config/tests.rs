@@ -142,3 +142,19 @@ fn auto_disable_defaults_to_five_days_zero_is_never_and_bad_values_name_the_key(
         );
     }
 }
+
+#[test]
+fn the_database_password_never_prints_in_the_settings_or_the_check_config_report() {
+    let url = "postgres://app:s3cret-pw@db.internal:5432/dispatch?sslmode=disable";
+    let s = Settings::load_from(None, &env(&[("DATABASE_URL", url)])).expect("valid");
+    assert_eq!(s.database.url.expose(), url, "what connects gets all of it");
+    for shown in [
+        format!("{s:?}"),
+        s.database.url.to_string(),
+        format!("{:?}", s.database.url),
+        crate::cli::report(Ok(s.clone())).1,
+    ] {
+        assert!(!shown.contains("s3cret-pw"), "{shown}");
+        assert!(shown.contains("app:***@db.internal"), "{shown}");
+    }
+}

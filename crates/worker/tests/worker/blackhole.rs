@@ -24,7 +24,7 @@ async fn a_worker_cut_off_by_a_silent_network_gives_up_is_fenced_and_carries_on(
         ("DISPATCH_DB_CONNECT_TIMEOUT_MS", "500"),
     ];
     let mut settings = h.settings(&timings);
-    settings.database.url = proxy.url_for(h.db.url());
+    settings.database.url = proxy.url_for(h.db.url()).into();
     let cut_off = dispatch_worker::Worker::new(&settings).unwrap();
     let mut other = timings.to_vec();
     other.push(("DISPATCH_WORKER_ID", "worker-b"));

@@ -37,7 +37,7 @@ async fn readiness_follows_the_database_and_the_worker_recovers_by_itself() {
         ("DISPATCH_POLL_INTERVAL_MS", "200"),
         ("DISPATCH_DB_CONNECT_TIMEOUT_MS", "500"),
     ]);
-    settings.database.url = through_proxy;
+    settings.database.url = through_proxy.into();
     let worker = dispatch_worker::Worker::new(&settings).unwrap();
     let (addr, server) =
         dispatch_worker::health::serve("127.0.0.1:0".parse().unwrap(), worker.clone())
