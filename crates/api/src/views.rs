@@ -176,6 +176,24 @@ pub struct SubscriptionView {
     /// for which it is true get a delivery. Null: none (every event its patterns match).
     #[schema(required = true, max_length = 1024, example = "$.data.amount > 100")]
     pub filter: Option<String>,
+    /// Seconds of nothing but failed attempts after which Dispatch disables it (0: never); null:
+    /// the worker's `auto_disable_after_secs` (default 5 days).
+    #[schema(required = true, minimum = 0, maximum = 31536000, example = 86400)]
+    pub auto_disable_after_secs: Option<i32>,
+    /// Why Dispatch disabled it (auto-disable; `enabled` is then false); null unless it did.
+    /// Cleared when `PATCH` sets `enabled: true`.
+    #[schema(
+        required = true,
+        example = "every attempt failed for 432000 s (since 2026-12-01T10:00:00+00:00): auto-disabled"
+    )]
+    pub disabled_reason: Option<String>,
+    /// When Dispatch disabled it; null unless it did.
+    #[schema(required = true)]
+    pub disabled_at: Option<DateTime<Utc>>,
+    /// Since when every attempt has failed; null while its last attempt succeeded (or none was
+    /// made).
+    #[schema(required = true)]
+    pub failing_since: Option<DateTime<Utc>>,
     /// `per_key`: events with the same `ordering_key` are delivered one at a time, in order.
     #[schema(value_type = crate::openapi::OrderingSchema)]
     pub ordering: String,
@@ -246,6 +264,10 @@ impl SubscriptionView {
             },
             timeout_ms: settings.timeout_ms,
             filter: settings.filter,
+            auto_disable_after_secs: settings.auto_disable_after_secs,
+            disabled_reason: row.disabled_reason,
+            disabled_at: row.disabled_at,
+            failing_since: row.failing_since,
             ordering: settings.ordering.as_str().to_owned(),
             on_exhausted: settings.on_exhausted.as_str().to_owned(),
             rate_limit: RateLimitView {

@@ -14,6 +14,7 @@ pub mod event_type;
 pub mod filter;
 pub mod id;
 pub mod lifecycle;
+pub mod operational;
 pub mod ordering;
 pub mod retry;
 pub mod sealing;

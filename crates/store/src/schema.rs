@@ -32,6 +32,16 @@ diesel::table! {
         /// A SQL/JSON path predicate over `{type, source, data}`; NULL: every matching event.
         /// (Its parsed form, the generated column `filter_path`, is read only by fan-out SQL.)
         filter -> Nullable<Text>,
+        /// Seconds of nothing but failed attempts before it is disabled; NULL: the worker's
+        /// `auto_disable_after_secs`; 0: never.
+        auto_disable_after_secs -> Nullable<Int4>,
+        /// Why it was disabled by Dispatch (auto-disable); NULL when enabled or paused by hand.
+        disabled_reason -> Nullable<Text>,
+        disabled_at -> Nullable<Timestamptz>,
+        /// When its current run of failed attempts began; NULL: its last attempt succeeded.
+        failing_since -> Nullable<Timestamptz>,
+        /// The share of the threshold (0, 50, 90) already warned about in this run.
+        failing_warned -> Int2,
         /// `none` or `per_key` (`dispatch_domain::Ordering`).
         ordering -> Text,
         /// `skip` or `block` (`dispatch_domain::OnExhausted`).

@@ -34,6 +34,7 @@ pub const WORKER_LISTENING: &str = "dispatch_worker_listening";
 pub const QUEUE_ROWS: &str = "dispatch_queue_rows";
 pub const QUEUE_AUTOVACUUM: &str = "dispatch_queue_autovacuum_enabled";
 pub const QUEUE_VACUUMS: &str = "dispatch_queue_vacuums_total";
+pub const SUBSCRIPTIONS_AUTO_DISABLED: &str = "dispatch_subscriptions_auto_disabled_total";
 
 // Label keys.
 pub const SUBSCRIPTION_ID: &str = "subscription_id";
@@ -125,6 +126,10 @@ fn describe() {
     describe_counter!(
         QUEUE_VACUUMS,
         "Times this worker vacuumed the hot queue because dead rows piled up."
+    );
+    describe_counter!(
+        SUBSCRIPTIONS_AUTO_DISABLED,
+        "Subscriptions this worker disabled because every attempt failed for their threshold."
     );
     describe_histogram!(CLAIM_BATCH_SIZE, "Deliveries returned per claim.");
     describe_histogram!(
@@ -236,7 +241,12 @@ pub fn register_api_series() {
 /// Registers the worker's label-less counters at zero, so dashboards and alerts see them
 /// before the first delivery.
 pub fn register_worker_series() {
-    for name in [EVENTS_DELIVERED, EVENTS_FAILED, EVENTS_RETRYING] {
+    for name in [
+        EVENTS_DELIVERED,
+        EVENTS_FAILED,
+        EVENTS_RETRYING,
+        SUBSCRIPTIONS_AUTO_DISABLED,
+    ] {
         metrics::counter!(name).increment(0);
     }
 }

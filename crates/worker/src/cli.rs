@@ -170,6 +170,10 @@ pub fn values(s: &Settings) -> Vec<(&'static str, String)> {
                 .map_or(0, |every| every.as_secs())
                 .to_string(),
         ),
+        (
+            "auto_disable_after_secs",
+            s.auto_disable_after.map_or(0, |d| d.as_secs()).to_string(),
+        ),
         ("secret_keys", key_ids(s.secret_keys.ids())),
         ("log_format", lowercase_debug(&s.log_format)),
     ]

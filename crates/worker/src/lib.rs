@@ -8,6 +8,7 @@ pub mod client;
 pub mod config;
 pub mod deliver;
 pub mod health;
+pub mod health_sweep;
 pub mod request;
 pub mod resilience;
 pub mod runner;

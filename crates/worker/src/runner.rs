@@ -78,6 +78,8 @@ struct Inner {
     db_deadline: Duration,
     shutdown_grace: Duration,
     queue_vacuum_every: Option<Duration>,
+    /// The global auto-disable threshold (`None`: never).
+    auto_disable_after: Option<Duration>,
     /// When the delivery loop last went round (none before it started).
     progress: std::sync::Mutex<Option<std::time::Instant>>,
     /// How long the due deliveries of a stalled destination are put off.
@@ -109,6 +111,7 @@ impl Worker {
                 db_deadline: settings.lease.min(DATABASE_DEADLINE),
                 shutdown_grace: settings.shutdown_grace,
                 queue_vacuum_every: settings.queue_vacuum_every,
+                auto_disable_after: settings.auto_disable_after,
                 progress: std::sync::Mutex::new(None),
                 park_for: settings
                     .request_timeout
@@ -256,6 +259,7 @@ impl Worker {
                 }
             }
         });
+        let sweeper = tokio::spawn(crate::health_sweep::sweep_forever(self.clone()));
         let mut in_flight: JoinSet<Outcome> = JoinSet::new();
         let mut ids: HashMap<tokio::task::Id, i64> = HashMap::new();
         let mut buffer: Vec<Outcome> = Vec::new();
@@ -377,6 +381,7 @@ impl Worker {
         listener.abort();
         heartbeat.abort();
         maintenance.abort();
+        sweeper.abort();
         self.inner.listening.store(false, Ordering::Relaxed);
         if let Err(e) = self.leave().await {
             tracing::warn!(error = %e, "could not leave the worker registry; the entry will age out");

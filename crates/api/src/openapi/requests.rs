@@ -100,21 +100,23 @@ pub fn batch_events() -> RefOr<Schema> {
 #[allow(dead_code)] // documentation only: never constructed
 pub struct NewEventRequest {
     /// Chosen by the producer; the idempotency key. 1–128 characters from
-    /// `A-Z a-z 0-9 _ - . :`, other than `.` and `..` (URLs treat those as path steps).
+    /// `A-Z a-z 0-9 _ - . :`, other than `.` and `..` (URLs treat those as path steps), not
+    /// starting with `dispatch_` (the operational events' ids).
     #[schema(
         min_length = 1,
         max_length = 128,
-        pattern = r"^[A-Za-z0-9_.:-]{1,128}$",
+        pattern = r"^(?!dispatch_)[A-Za-z0-9_.:-]{1,128}$",
         example = "evt_123"
     )]
     pub id: String,
     /// One or more segments of `A-Z a-z 0-9 _ -` separated by `.`; no empty segment, no `*`;
-    /// 1–128 characters, case-sensitive.
+    /// 1–128 characters, case-sensitive; not starting with `dispatch.` (Dispatch's own
+    /// operational events).
     #[serde(rename = "type")]
     #[schema(
         min_length = 1,
         max_length = 128,
-        pattern = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$",
+        pattern = r"^(?!dispatch\.)[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$",
         example = "order.created"
     )]
     pub event_type: String,
@@ -217,6 +219,13 @@ pub struct NewSubscriptionRequest {
         example = "$.data.amount > 100 && $.data.currency == \"EUR\""
     )]
     pub filter: Option<String>,
+    /// Auto-disable: after this many seconds of nothing but failed attempts, Dispatch disables
+    /// the subscription (as `enabled: false`: deliveries held, nothing lost) with a
+    /// `disabled_reason`, after `dispatch.subscription.failing` warnings at 50 % and 90 %. 0:
+    /// never; at most 31 536 000 (a year). Omitted or null: the worker's
+    /// `auto_disable_after_secs` (default 432 000, 5 days).
+    #[schema(minimum = 0, maximum = 31536000, example = 86400)]
+    pub auto_disable_after_secs: Option<i64>,
     /// `per_key`: the deliveries of events with the same `ordering_key` are attempted one at a
     /// time, in the order the events were accepted. Omitted or null: `none`.
     #[schema(value_type = Option<crate::openapi::OrderingSchema>)]
@@ -247,8 +256,9 @@ pub struct SubscriptionPatchRequest {
     #[schema(schema_with = event_type_patterns)]
     pub event_types: Option<Vec<String>>,
     pub rate_limit: Option<RateLimitRequest>,
-    /// `false` pauses, `true` resumes (releasing held deliveries, oldest first). Either twice is
-    /// the same as once.
+    /// `false` pauses, `true` resumes (releasing held deliveries, oldest first; clearing
+    /// `disabled_reason` and `disabled_at` when Dispatch had disabled it). Either twice is the
+    /// same as once.
     pub enabled: Option<bool>,
     #[schema(max_length = 1024)]
     pub description: Option<String>,
@@ -262,6 +272,9 @@ pub struct SubscriptionPatchRequest {
     /// As at creation; `null` removes the filter.
     #[schema(max_length = 1024)]
     pub filter: Option<String>,
+    /// As at creation; `null`: back to the worker's global threshold.
+    #[schema(minimum = 0, maximum = 31536000)]
+    pub auto_disable_after_secs: Option<i64>,
     /// As at creation; `null` is `none`. From `per_key` to `none`: every waiting delivery is
     /// due at its own time again. From `none` to `per_key`: events accepted from then on are
     /// ordered.

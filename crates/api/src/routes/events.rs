@@ -1,7 +1,7 @@
 //! `POST /events`, `GET /events/{id}`, `GET /events/{id}/attempts`.
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use dispatch_domain::{EventId, EventType, OrderingKey, Source};
+use dispatch_domain::{EventId, EventType, OrderingKey, Source, operational};
 use dispatch_store::models::NewEvent;
 use dispatch_store::queries::events::{self, Ingested};
 use dispatch_store::queries::listing::AttemptsOf;
@@ -23,6 +23,15 @@ pub fn parse_new_event(body: serde_json::Value) -> Result<NewEvent, ApiError> {
     let mut fields = Fields::from_body(body)?;
     let id = fields.required_str("id")?;
     let id = EventId::parse(&id).map_err(|e| ApiError::invalid("id", e.to_string()))?;
+    if operational::is_reserved_id(id.as_str()) {
+        return Err(ApiError::invalid(
+            "id",
+            format!(
+                "ids starting with \"{}\" are reserved for Dispatch's operational events",
+                operational::ID_PREFIX
+            ),
+        ));
+    }
     if id.as_str() == RESERVED_EVENT_ID {
         return Err(ApiError::invalid(
             "id",
@@ -32,6 +41,15 @@ pub fn parse_new_event(body: serde_json::Value) -> Result<NewEvent, ApiError> {
     let event_type = fields.required_str("type")?;
     let event_type =
         EventType::parse(&event_type).map_err(|e| ApiError::invalid("type", e.to_string()))?;
+    if operational::is_reserved(event_type.as_str()) {
+        return Err(ApiError::invalid(
+            "type",
+            format!(
+                "types starting with \"{}\" are Dispatch's own operational events and cannot be posted",
+                operational::RESERVED_PREFIX
+            ),
+        ));
+    }
     let source = fields.required_str("source")?;
     let source = Source::parse(&source).map_err(|e| ApiError::invalid("source", e.to_string()))?;
     let data = fields.required("data")?;
@@ -83,7 +101,7 @@ async fn view(
         (status = 409, description = "`event_conflict`: the id was already received with different content.", body = ErrorBody),
         (status = 413, description = "`payload_too_large`: the body exceeds `max_body_bytes`.", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: `Content-Type` is present and not JSON.", body = ErrorBody),
-        (status = 422, description = "`invalid_field`: the body is not an object, or a field (named in `field`) is missing, invalid or unknown.", body = ErrorBody),
+        (status = 422, description = "`invalid_field`: the body is not an object, or a field (named in `field`) is missing, invalid or unknown (a `type` starting with `dispatch.` or an `id` starting with `dispatch_` is reserved for operational events).", body = ErrorBody),
     ),
 )]
 pub async fn create(

@@ -56,7 +56,9 @@ fn merged(
 /// default (`headers`/`metadata` members: removes that one; `retry`, `rate_limit` members: back
 /// to the global setting). `enabled: false` pauses: new deliveries are still created but held,
 /// never attempted, until `enabled: true` resumes and releases them oldest first. Changes apply
-/// to every delivery not yet attempted and to the next attempt of retrying ones.
+/// to every delivery not yet attempted and to the next attempt of retrying ones. Resuming a
+/// subscription Dispatch disabled (auto-disable) clears `disabled_reason` and `disabled_at` and
+/// starts its health afresh.
 #[utoipa::path(
     patch,
     path = "/subscriptions/{id}",
@@ -172,6 +174,9 @@ fn patchable(row: &SubscriptionRow) -> Value {
     if let Some(filter) = &row.filter {
         doc["filter"] = json!(filter);
     }
+    if let Some(secs) = row.auto_disable_after_secs {
+        doc["auto_disable_after_secs"] = json!(secs);
+    }
     doc["ordering"] = json!(row.ordering);
     doc["on_exhausted"] = json!(row.on_exhausted);
     doc
@@ -214,6 +219,7 @@ const PATCHABLE: &[(&str, &[&str])] = &[
     ("retry", &["max_attempts", "max_delay_secs"]),
     ("timeout_ms", &[]),
     ("filter", &[]),
+    ("auto_disable_after_secs", &[]),
     ("ordering", &[]),
     ("on_exhausted", &[]),
 ];

@@ -1,7 +1,7 @@
 //! A subscription's own settings — `headers`, `description`, `metadata`, `retry`, `timeout_ms`,
-//! `filter` (its text; PostgreSQL's checks are `subscription_filter::check`), `ordering`,
-//! `on_exhausted`, `enabled` — as `POST /subscriptions` and `PATCH /subscriptions/{id}` accept
-//! them.
+//! `filter` (its text; PostgreSQL's checks are `subscription_filter::check`),
+//! `auto_disable_after_secs`, `ordering`, `on_exhausted`, `enabled` — as `POST /subscriptions`
+//! and `PATCH /subscriptions/{id}` accept them.
 
 use std::collections::BTreeMap;
 
@@ -23,6 +23,8 @@ pub const MAX_METADATA_KEY: usize = 64;
 pub const MAX_METADATA_VALUE: usize = 512;
 /// Longest description, in characters.
 pub const MAX_DESCRIPTION: usize = 1024;
+/// Longest auto-disable threshold a subscription may set: a year, in seconds.
+pub const MAX_AUTO_DISABLE_AFTER_SECS: u64 = 31_536_000;
 
 /// Header names a subscription may not set: hop-by-hop headers, those describing the body or
 /// the connection, and Dispatch's own (signatures, `webhook-*`, `x-dispatch-*`).
@@ -270,6 +272,14 @@ pub fn take_settings(fields: &mut Fields) -> Result<(SubscriptionSettings, bool)
     }
     if let Some(v) = fields.optional("filter") {
         settings.filter = Some(super::subscription_filter::parse_filter(v)?);
+    }
+    if let Some(v) = fields.optional("auto_disable_after_secs") {
+        settings.auto_disable_after_secs = Some(whole_number(
+            "auto_disable_after_secs",
+            &v,
+            0,
+            MAX_AUTO_DISABLE_AFTER_SECS,
+        )?);
     }
     if let Some(v) = fields.optional("ordering") {
         settings.ordering = parse_name("ordering", v)?;

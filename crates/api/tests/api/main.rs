@@ -6,6 +6,7 @@ mod auth;
 mod batch;
 mod console;
 mod destinations;
+mod endpoint_health;
 mod errors;
 mod events;
 mod filters;

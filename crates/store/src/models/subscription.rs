@@ -35,6 +35,13 @@ pub struct SubscriptionRow {
     pub timeout_ms: Option<i32>,
     /// The payload filter as written (`None`: none).
     pub filter: Option<String>,
+    /// `None`: the worker's global threshold; `Some(0)`: never auto-disabled.
+    pub auto_disable_after_secs: Option<i32>,
+    /// Set when Dispatch disabled it (auto-disable); cleared when it is enabled again.
+    pub disabled_reason: Option<String>,
+    pub disabled_at: Option<DateTime<Utc>>,
+    /// When its current run of failed attempts began (`None`: healthy).
+    pub failing_since: Option<DateTime<Utc>>,
     /// `none` or `per_key` ([`dispatch_domain::Ordering`]).
     pub ordering: String,
     /// `skip` or `block` ([`dispatch_domain::OnExhausted`]).
@@ -74,6 +81,9 @@ pub struct SubscriptionSettings {
     pub timeout_ms: Option<i32>,
     /// A SQL/JSON path predicate over `{type, source, data}` (already validated); `None`: none.
     pub filter: Option<String>,
+    /// Seconds of nothing but failed attempts before it is disabled (`Some(0)`: never);
+    /// `None`: the worker's `auto_disable_after_secs`.
+    pub auto_disable_after_secs: Option<i32>,
     /// Whether events of one `ordering_key` are delivered one at a time, in order.
     pub ordering: Ordering,
     /// What a per-key subscription does when the head of a key fails for good.

@@ -143,7 +143,8 @@ impl<'a> GroupColumns<'a> {
 /// The common part of group and batch ingestion: the input (`$1`–`$7`) numbered from 1, the
 /// first item of each id, the events inserted (in id order, so two groups sharing ids wait for
 /// each other instead of deadlocking) and their deliveries. The caller appends its `SELECT`.
-const INSERT_GROUP: &str = "WITH input AS (
+const INSERT_GROUP: &str = concat!(
+    "WITH input AS (
          SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[],
                               $5::text[], $6::text[], $7::text[])
              WITH ORDINALITY AS i(id, event_type, source, data, traceparent, patterns,
@@ -155,35 +156,15 @@ const INSERT_GROUP: &str = "WITH input AS (
          SELECT id, event_type, source, data, traceparent, ordering_key FROM first ORDER BY id
          ON CONFLICT (id) DO NOTHING
          RETURNING id, event_type, source, data, received_at, traceparent, ordering_key
-     ), dl AS (
-         -- A delivery to a destination whose circuit is open is due when it half-opens, so
-         -- it never sits at the head of the queue where claims pick their candidates. One to a
-         -- paused subscription is held (due at 'infinity' in the queue) until it is resumed.
-         -- The key only for a per-key subscription: the queue's trigger then makes the delivery
-         -- wait for the earlier ones of its key (migration 000016).
-         INSERT INTO deliveries (event_id, subscription_id, next_attempt_at, held, ordering_key)
-         SELECT ev.id, s.id, greatest(now(), s.circuit_open_until), NOT s.enabled,
-                CASE WHEN s.ordering = 'per_key' THEN ev.ordering_key END
-           FROM ev JOIN first f ON f.id = ev.id, subscriptions s
-          WHERE s.deleted_at IS NULL
-            AND s.event_types && string_to_array(f.patterns, ' ')
-            -- A payload filter (migration 000015), only where there is one: CASE fixes the
-            -- order, so an unfiltered subscription costs one NULL test and no event document.
-            -- `silent`: a filter that raises an error for this event (a strict-mode type
-            -- mismatch, say) does not match, and the ingestion goes on.
-            AND CASE WHEN s.filter_path IS NULL THEN true
-                     ELSE jsonb_path_match(jsonb_build_object('type', f.event_type,
-                                                              'source', f.source,
-                                                              'data', f.data),
-                                           s.filter_path, '{}', true)
-                END
-         -- The key-share lock the foreign key takes anyway, taken while choosing: a concurrent
-         -- delete, pause or resume (which lock the row FOR UPDATE) either waits for this
-         -- ingestion and then sees its deliveries, or commits first and is seen here (the
-         -- locked row is re-read, `enabled` included).
-         FOR KEY SHARE OF s
-         RETURNING *
-     )";
+     ), fan AS (
+         SELECT ev.id, f.event_type, f.source, f.data, f.patterns, ev.ordering_key,
+                NULL::text AS subject
+           FROM ev JOIN first f ON f.id = ev.id
+     ), dl AS (",
+    super::fan_out::fan_out_sql!(),
+    "
+     )"
+);
 
 /// Marks every item not created by [`INSERT_GROUP`] as a duplicate or a conflict, comparing
 /// with the stored event in SQL: jsonb equality compares numbers by value (1e17 =

@@ -6,12 +6,16 @@ pub mod attempts;
 pub mod bench;
 #[cfg(feature = "tools")]
 pub mod chaos;
+mod circuits;
 pub mod console;
 pub mod deliveries;
+pub mod endpoint_health;
 pub mod events;
+mod fan_out;
 pub mod filters;
 pub mod health;
 pub mod listing;
+pub mod operational;
 pub mod ops;
 pub mod ordering;
 pub mod replays;

@@ -2,6 +2,8 @@
 //! settings in one short transaction, and pausing and resuming it. A paused subscription's
 //! unfinished deliveries are *held*: due at 'infinity' in `delivery_queue`, past the end of every
 //! claim's range, until it is resumed, which hands them back at their own times (oldest first).
+//! Resuming a subscription that Dispatch disabled (auto-disable) clears the reason and its
+//! failing spell.
 
 use std::collections::BTreeMap;
 
@@ -56,6 +58,7 @@ impl SubscriptionChange {
                 max_delay_secs: row.max_delay_secs,
                 timeout_ms: row.timeout_ms,
                 filter: row.filter.clone(),
+                auto_disable_after_secs: row.auto_disable_after_secs,
                 // The CHECK constraints admit only these names; anything else reads as the
                 // default, which a change then writes back.
                 ordering: row.ordering.parse().unwrap_or_default(),
@@ -114,7 +117,7 @@ pub async fn update(
             return Ok(UpdateOutcome::Stale);
         }
         let s = &change.settings;
-        let row = diesel::update(subscriptions::table)
+        let mut row = diesel::update(subscriptions::table)
             .filter(subscriptions::id.eq(&id))
             .set((
                 subscriptions::url.eq(&change.url),
@@ -129,6 +132,7 @@ pub async fn update(
                 subscriptions::max_delay_secs.eq(s.max_delay_secs),
                 subscriptions::timeout_ms.eq(s.timeout_ms),
                 subscriptions::filter.eq(s.filter.as_deref()),
+                subscriptions::auto_disable_after_secs.eq(s.auto_disable_after_secs),
                 subscriptions::ordering.eq(s.ordering.as_str()),
                 subscriptions::on_exhausted.eq(s.on_exhausted.as_str()),
             ))
@@ -140,6 +144,19 @@ pub async fn update(
             held = hold(conn, &id).await?;
         } else if !current.enabled && change.enabled {
             released = release_held(conn, &id).await?;
+            // Enabled again: whatever disabled it is over, and its health starts afresh (else
+            // the next sweep would disable it again at once).
+            row = diesel::update(subscriptions::table)
+                .filter(subscriptions::id.eq(&id))
+                .set((
+                    subscriptions::disabled_reason.eq(None::<String>),
+                    subscriptions::disabled_at.eq(None::<chrono::DateTime<chrono::Utc>>),
+                    subscriptions::failing_since.eq(None::<chrono::DateTime<chrono::Utc>>),
+                    subscriptions::failing_warned.eq(0),
+                ))
+                .returning(SubscriptionRow::as_returning())
+                .get_result(conn)
+                .await?;
         }
         let was = SubscriptionChange::of(&current).settings;
         if was.ordering == Ordering::PerKey && s.ordering == Ordering::None {
@@ -163,7 +180,7 @@ pub async fn update(
 /// delivery in flight is held too: its outcome keeps it held, and should its worker die, its
 /// expired lease is not taken while paused. The queue rows are locked first, in id order, as a
 /// claim or an outcome locks them, so none of them deadlock with this.
-async fn hold(conn: &mut AsyncPgConnection, id: &str) -> Result<usize, StoreError> {
+pub(crate) async fn hold(conn: &mut AsyncPgConnection, id: &str) -> Result<usize, StoreError> {
     Ok(crate::prepared::prepared(
         "WITH queued AS MATERIALIZED (
              SELECT q.delivery_id FROM delivery_queue q

@@ -12,6 +12,8 @@ use dispatch_domain::sealing::{Keyring, SealError};
 
 use crate::StoreError;
 use crate::models::{NewSubscription, SubscriptionRow};
+
+pub use super::circuits::{CircuitUpdate, publish_circuits};
 use crate::schema::subscriptions;
 
 fn seal(keyring: &Keyring, subscription_id: &str, secret: &str) -> Result<String, StoreError> {
@@ -59,6 +61,7 @@ pub async fn insert(
             subscriptions::max_delay_secs.eq(new.settings.max_delay_secs),
             subscriptions::timeout_ms.eq(new.settings.timeout_ms),
             subscriptions::filter.eq(new.settings.filter.as_deref()),
+            subscriptions::auto_disable_after_secs.eq(new.settings.auto_disable_after_secs),
             subscriptions::ordering.eq(new.settings.ordering.as_str()),
             subscriptions::on_exhausted.eq(new.settings.on_exhausted.as_str()),
         ))
@@ -450,65 +453,4 @@ pub async fn table_text(conn: &mut AsyncPgConnection) -> Result<String, StoreErr
     .get_result(conn)
     .await?;
     Ok(dump.dump)
-}
-
-/// A change of a destination's circuit, published by the worker that saw it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CircuitUpdate {
-    pub subscription_id: String,
-    /// `closed`, `half_open` or `open`.
-    pub state: &'static str,
-    pub open_until: Option<chrono::DateTime<chrono::Utc>>,
-}
-
-/// Publishes circuit changes in one statement. An open circuit is never shortened by another
-/// worker's news: `open_until` only grows while the circuit stays open, and a worker whose own
-/// breaker half-opened or closed cannot clear a circuit that is still open. The waiting
-/// deliveries of a destination whose circuit opened are put off until it half-opens (a deferral:
-/// no attempt is spent), so claims stop walking past them in the due indexes.
-pub async fn publish_circuits(
-    conn: &mut AsyncPgConnection,
-    updates: &[CircuitUpdate],
-) -> Result<(), StoreError> {
-    use diesel::sql_types::{Array, Nullable, Text, Timestamptz};
-    if updates.is_empty() {
-        return Ok(());
-    }
-    let ids: Vec<&str> = updates.iter().map(|u| u.subscription_id.as_str()).collect();
-    let states: Vec<&str> = updates.iter().map(|u| u.state).collect();
-    let until: Vec<Option<chrono::DateTime<chrono::Utc>>> =
-        updates.iter().map(|u| u.open_until).collect();
-    crate::prepared::prepared(
-        "WITH changed AS (
-             UPDATE subscriptions s
-                SET circuit_state = u.state,
-                    circuit_open_until = CASE
-                        WHEN u.state = 'open' THEN greatest(u.open_until, s.circuit_open_until)
-                        ELSE NULL END,
-                    circuit_changed_at = now()
-               FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS u(id, state, open_until)
-              WHERE s.id = u.id
-                AND (u.state = 'open' OR s.circuit_open_until IS NULL
-                     OR s.circuit_open_until <= now())
-             RETURNING s.id, s.circuit_open_until
-         ), held AS MATERIALIZED (
-             -- Along the hot queue; rows a claim holds right now are left as they are.
-             SELECT q.delivery_id, c.circuit_open_until
-               FROM delivery_queue q JOIN changed c ON c.id = q.subscription_id
-              WHERE c.circuit_open_until IS NOT NULL AND q.due_at < c.circuit_open_until
-              FOR UPDATE OF q SKIP LOCKED
-         )
-         UPDATE deliveries d
-            SET next_attempt_at = h.circuit_open_until, updated_at = now()
-           FROM held h
-          WHERE d.id = h.delivery_id
-            AND d.status IN ('pending', 'retrying')
-            AND d.next_attempt_at < h.circuit_open_until",
-    )
-    .bind::<Array<Text>, _>(ids)
-    .bind::<Array<Text>, _>(states)
-    .bind::<Array<Nullable<Timestamptz>>, _>(until)
-    .execute(conn)
-    .await?;
-    Ok(())
 }

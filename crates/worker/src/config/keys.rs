@@ -179,6 +179,12 @@ pub const KEYS: &[Key] = &[
         help: "vacuum the hot queue at most this often when dead rows pile up (0: never, autovacuum only)",
     },
     Key {
+        name: "auto_disable_after_secs",
+        env: "DISPATCH_AUTO_DISABLE_AFTER_SECS",
+        default: "432000",
+        help: "disable a subscription whose every attempt failed this long, warning at 50 % and 90 % (0: never; a subscription's own setting wins)",
+    },
+    Key {
         name: "development",
         env: "DISPATCH_DEVELOPMENT",
         default: "false",

@@ -63,6 +63,9 @@ pub struct Settings {
     /// How often at most this worker vacuums the hot queue when dead rows pile up (`None`:
     /// never; autovacuum alone).
     pub queue_vacuum_every: Option<Duration>,
+    /// How long a subscription's every attempt may fail before it is disabled, where it sets no
+    /// threshold of its own (`None`: never).
+    pub auto_disable_after: Option<Duration>,
     pub log_format: LogFormat,
 }
 
@@ -97,6 +100,7 @@ struct Raw {
     destination_idle_secs: String,
     shutdown_grace_secs: String,
     queue_vacuum_secs: String,
+    auto_disable_after_secs: String,
     development: String,
     log_format: String,
 }
@@ -292,6 +296,14 @@ impl Settings {
             3600,
             "seconds",
         );
+        // As a subscription's own threshold, at most what fits its integer column.
+        let auto_disable = c.number(
+            "auto_disable_after_secs",
+            &raw.auto_disable_after_secs,
+            0u64,
+            i32::MAX as u64,
+            "seconds",
+        );
         let log_format = c.parse::<LogFormat>("log_format", &raw.log_format);
         if let (Some(initial), Some(max)) = (initial, max_delay)
             && initial > Duration::from_secs(max)
@@ -341,6 +353,10 @@ impl Settings {
                 },
                 shutdown_grace: Duration::from_secs(grace?),
                 queue_vacuum_every: match queue_vacuum? {
+                    0 => None,
+                    secs => Some(Duration::from_secs(secs)),
+                },
+                auto_disable_after: match auto_disable? {
                     0 => None,
                     secs => Some(Duration::from_secs(secs)),
                 },

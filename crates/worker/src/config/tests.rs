@@ -120,6 +120,30 @@ fn the_published_development_sealing_key_is_refused_unless_in_development() {
 }
 
 #[test]
+fn auto_disable_defaults_to_five_days_zero_is_never_and_bad_values_name_the_key() {
+    let s = Settings::load_from(None, &env(&[])).expect("defaults are valid");
+    assert_eq!(
+        s.auto_disable_after,
+        Some(Duration::from_secs(5 * 24 * 3600))
+    );
+    let s = Settings::load_from(None, &env(&[("DISPATCH_AUTO_DISABLE_AFTER_SECS", "0")]))
+        .expect("0 is valid");
+    assert_eq!(s.auto_disable_after, None);
+    let s = Settings::load_from(None, &env(&[("DISPATCH_AUTO_DISABLE_AFTER_SECS", "2")]))
+        .expect("2 is valid");
+    assert_eq!(s.auto_disable_after, Some(Duration::from_secs(2)));
+    for bad in ["-1", "5d", "2147483648"] {
+        let err = Settings::load_from(None, &env(&[("DISPATCH_AUTO_DISABLE_AFTER_SECS", bad)]))
+            .expect_err(bad);
+        assert!(
+            err.to_string()
+                .contains("auto_disable_after_secs (DISPATCH_AUTO_DISABLE_AFTER_SECS)"),
+            "{bad}: {err}"
+        );
+    }
+}
+
+#[test]
 fn the_database_password_never_prints_in_the_settings_or_the_check_config_report() {
     let url = "postgres://app:s3cret-pw@db.internal:5432/dispatch?sslmode=disable";
     let s = Settings::load_from(None, &env(&[("DATABASE_URL", url)])).expect("valid");

@@ -4,6 +4,12 @@
 use super::*;
 
 impl Worker {
+    /// The global auto-disable threshold (`None`: never; a subscription's own one wins), for
+    /// the health sweep (`crate::health_sweep`).
+    pub fn auto_disable_after(&self) -> Option<Duration> {
+        self.inner.auto_disable_after
+    }
+
     #[tracing::instrument(
         name = "claim",
         skip_all,

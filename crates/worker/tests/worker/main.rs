@@ -12,6 +12,7 @@ mod failures;
 mod helpers;
 mod leases;
 mod metrics;
+mod operational;
 mod operator;
 mod ordered;
 mod outage;

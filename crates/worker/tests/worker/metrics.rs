@@ -175,3 +175,43 @@ async fn reqwest_like_get(addr: std::net::SocketAddr, path: &str) -> String {
     );
     body.to_owned()
 }
+
+#[tokio::test]
+async fn an_auto_disabled_subscription_is_counted() {
+    let h = Harness::new().await;
+    h.subscribe("sub_down", "/down", None).await;
+    h.subscribe("sub_fine", "/fine", None).await;
+    h.receiver.set_default("/down", Reply::status(503));
+    let worker = h.worker(&[("DISPATCH_AUTO_DISABLE_AFTER_SECS", "60")]);
+    h.ingest("evt_1", "order.created", json!({})).await;
+    worker.run_once().await.unwrap();
+    // The spell began long enough ago (rather than waiting a minute).
+    h.execute(
+        "UPDATE subscriptions SET failing_since = now() - interval '61 seconds'
+          WHERE failing_since IS NOT NULL",
+    )
+    .await;
+    let report = worker.sweep_health().await.unwrap();
+    assert_eq!(report.disabled, ["sub_down"], "only the failing one");
+
+    let (addr, server) =
+        dispatch_worker::health::serve("127.0.0.1:0".parse().unwrap(), worker.clone())
+            .await
+            .unwrap();
+    let serving = tokio::spawn(server);
+    let text = reqwest_like_get(addr, "/metrics").await;
+    serving.abort();
+    let (types, values) = parse(&text);
+    assert_eq!(
+        types
+            .get("dispatch_subscriptions_auto_disabled_total")
+            .map(String::as_str),
+        Some("counter"),
+        "{text}"
+    );
+    assert_eq!(
+        values.get("dispatch_subscriptions_auto_disabled_total"),
+        Some(&1.0),
+        "{text}"
+    );
+}
