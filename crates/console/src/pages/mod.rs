@@ -1,6 +1,7 @@
-//! The console's routes, one module per page family. Each handler takes the [`Session`] first
-//! (so nothing runs for a visitor who is not signed in), reads through the store functions the
-//! JSON API calls, and renders its template with [`crate::error::html`].
+//! The console's routes, one module per page family. Each handler takes the
+//! [`Session`](crate::session::Session) first (so nothing runs for a visitor who is not signed
+//! in), reads through the store functions the JSON API calls, and renders its template with
+//! [`crate::error::html`].
 
 mod deliveries;
 mod events;
