@@ -328,6 +328,26 @@ pub struct Page<T> {
     pub next_cursor: Option<String>,
 }
 
+impl<T> Page<T> {
+    /// The page of `rows`, read with a limit of `limit + 1`: the extra row, if any, only says
+    /// that another page exists, whose cursor `cursor` makes from the page's last row.
+    pub fn of<R>(
+        mut rows: Vec<R>,
+        limit: i64,
+        cursor: impl Fn(&R) -> String,
+        view: impl FnMut(R) -> T,
+    ) -> Self {
+        let keep = usize::try_from(limit).unwrap_or(0);
+        let more = rows.len() > keep;
+        rows.truncate(keep);
+        let next_cursor = more.then(|| rows.last().map(&cursor)).flatten();
+        Self {
+            data: rows.into_iter().map(view).collect(),
+            next_cursor,
+        }
+    }
+}
+
 /// `GET /healthz` and `GET /readyz` when all is well.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct HealthView {

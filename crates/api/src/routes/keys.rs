@@ -186,14 +186,8 @@ pub async fn list(
         super::subscriptions::check_cursor(c)?;
     }
     let mut conn = pool::connection(&state.pool).await?;
-    let mut rows = api_keys::list(&mut conn, cursor, limit + 1).await?;
-    let more = rows.len() as i64 > limit;
-    rows.truncate(usize::try_from(limit).unwrap_or(0));
-    let next_cursor = more.then(|| rows.last().map(|r| r.id.clone())).flatten();
-    Ok(HttpResponse::Ok().json(Page {
-        data: rows.into_iter().map(KeyView::from).collect(),
-        next_cursor,
-    }))
+    let rows = api_keys::list(&mut conn, cursor, limit + 1).await?;
+    Ok(HttpResponse::Ok().json(Page::of(rows, limit, |r| r.id.clone(), KeyView::from)))
 }
 
 /// Revoke an API key.
@@ -309,14 +303,6 @@ pub async fn audit(
     let limit = query.limit(MAX_LIMIT)?;
     let before = crate::query::id_cursor(&query)?;
     let mut conn = pool::connection(&state.pool).await?;
-    let mut rows = api_keys::audit_log(&mut conn, before, limit + 1).await?;
-    let more = rows.len() as i64 > limit;
-    rows.truncate(usize::try_from(limit).unwrap_or(0));
-    let next_cursor = more
-        .then(|| rows.last().map(|r| r.id.to_string()))
-        .flatten();
-    Ok(HttpResponse::Ok().json(Page {
-        data: rows.into_iter().map(AuditView::from).collect(),
-        next_cursor,
-    }))
+    let rows = api_keys::audit_log(&mut conn, before, limit + 1).await?;
+    Ok(HttpResponse::Ok().json(Page::of(rows, limit, |r| r.id.to_string(), AuditView::from)))
 }

@@ -99,16 +99,13 @@ pub async fn blocked_keys(
         return Err(id.not_found());
     }
     // One extra row tells whether another page exists.
-    let mut rows = ordering::blocked_keys(&mut conn, id.as_str(), cursor, limit + 1).await?;
-    let more = rows.len() as i64 > limit;
-    rows.truncate(usize::try_from(limit).unwrap_or(0));
-    let next_cursor = more
-        .then(|| rows.last().map(|k| k.ordering_key.clone()))
-        .flatten();
-    Ok(HttpResponse::Ok().json(Page {
-        data: rows.into_iter().map(BlockedKeyView::from).collect(),
-        next_cursor,
-    }))
+    let rows = ordering::blocked_keys(&mut conn, id.as_str(), cursor, limit + 1).await?;
+    Ok(HttpResponse::Ok().json(Page::of(
+        rows,
+        limit,
+        |k| k.ordering_key.clone(),
+        BlockedKeyView::from,
+    )))
 }
 
 /// Skip a blocked key's failed head.
