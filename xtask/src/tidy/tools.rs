@@ -34,15 +34,15 @@ const TOOL_ONLY: &[(&str, &str)] = &[
         "pub async fn held_count(",
     ),
     (
-        "crates/store/src/queries/subscriptions.rs",
+        "crates/store/src/queries/subscriptions/secrets.rs",
         "pub struct StoredSecretColumns",
     ),
     (
-        "crates/store/src/queries/subscriptions.rs",
+        "crates/store/src/queries/subscriptions/secrets.rs",
         "pub async fn stored_secret_columns(",
     ),
     (
-        "crates/store/src/queries/subscriptions.rs",
+        "crates/store/src/queries/subscriptions/secrets.rs",
         "pub async fn table_text(",
     ),
 ];
