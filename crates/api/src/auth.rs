@@ -2,11 +2,17 @@
 //! the key or as `sha256:<hex>` of it (so the plain key need not be stored), and keys kept in the
 //! database (`dk_…`, with a scope: `key_cache.rs`). Only SHA-256 digests are kept in memory, and
 //! a presented key is compared with each in constant time. `/healthz`, `/readyz`, `/metrics` and
-//! `/openapi.json` need no key.
+//! `/openapi.json` need no key. [`resolve`] is the one place a credential (a bearer key, a key
+//! typed into the console, a console session's key id) becomes an [`Authorized`] caller with a
+//! scope, and [`Authorized::permit`] the one place a scope is judged against a route.
 
 use std::fmt;
 
+use dispatch_domain::api_key::{ApiKeyId, Scope};
 use ring::digest::{SHA256, digest};
+
+use crate::error::ApiError;
+use crate::routes::AppState;
 
 /// Shortest plain key accepted: a key is a password, not a name.
 pub const MIN_KEY_LEN: usize = 16;
@@ -96,20 +102,19 @@ pub fn bearer(authorization: Option<&str>) -> Option<&str> {
 }
 
 impl Auth {
-    /// Whether `key` (as typed into the console's sign-in form) is a key of
-    /// `DISPATCH_API_KEYS` (an admin key). Keys kept in the database cannot sign in to the
-    /// console yet: a session does not carry a scope.
-    pub fn accepts(&self, key: &str) -> bool {
-        self.allows(Some(&format!("Bearer {}", key.trim())))
-    }
-
     /// Whether `authorization` (the header's value) carries a key of `DISPATCH_API_KEYS`.
     pub fn allows(&self, authorization: Option<&str>) -> bool {
+        self.accepts(bearer(authorization))
+    }
+
+    /// Whether `presented` (a bearer header's key, or one typed into the console's sign-in
+    /// form) is a key of `DISPATCH_API_KEYS`.
+    fn accepts(&self, presented: Option<&str>) -> bool {
         let keys = match self {
             Self::Disabled => return true,
             Self::Keys(keys) => keys,
         };
-        let Some(presented) = bearer(authorization) else {
+        let Some(presented) = presented.map(str::trim).filter(|k| !k.is_empty()) else {
             return false;
         };
         let presented = sha256(presented.as_bytes());
@@ -125,52 +130,91 @@ impl Auth {
     }
 }
 
-/// Extractor that lets a handler run only for a caller whose key allows this route; put it
-/// first in the handler's arguments so nothing (not even the body) is read for anyone else.
+/// How a caller proves who it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential<'a> {
+    /// A key as presented: an `Authorization: Bearer` header's, or one typed into the
+    /// console's sign-in form (`None`: no key at all).
+    Key(Option<&'a str>),
+    /// A console session's signer, whose key was checked at sign-in: the id of the database
+    /// key that signed in, or `None` for a key of `DISPATCH_API_KEYS`. A database key is looked
+    /// up again, so a session ends with its key's revocation or expiry.
+    Session(Option<&'a str>),
+}
+
+/// Who is calling and what they may do, resolved by [`resolve`] and nowhere else: the
+/// bearer-header extractor (put it first in a handler's arguments so nothing, not even the
+/// body, is read for anyone else) and every console request and action use it.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Authorized {
     /// Who is calling, as the audit log names them: a database key's id, `env` for a key of
     /// `DISPATCH_API_KEYS`, `anonymous` when authentication is disabled.
     pub actor: String,
+    /// The database key's id, `None` for a key of `DISPATCH_API_KEYS` (or none at all).
+    pub key_id: Option<ApiKeyId>,
+    /// What it may call: a database key's scope; admin for every other caller.
+    pub scope: Scope,
+}
+
+/// The one place a credential becomes an [`Authorized`] caller, or `None` (unknown, revoked or
+/// expired key). `DISPATCH_AUTH_DISABLED=true` authorizes everyone as an `anonymous` admin; a
+/// key of `DISPATCH_API_KEYS` is an admin (`env`); a database key has its id and scope, from
+/// the key cache (reloaded every second).
+pub fn resolve(state: &AppState, credential: Credential<'_>) -> Option<Authorized> {
+    let admin = |actor: &str| Authorized {
+        actor: actor.to_owned(),
+        key_id: None,
+        scope: Scope::Admin,
+    };
+    if state.auth == Auth::Disabled {
+        return Some(admin("anonymous"));
+    }
+    let (id, scope) = match credential {
+        Credential::Key(presented) if state.auth.accepts(presented) => return Some(admin("env")),
+        Credential::Key(presented) => state.keys.lookup(presented?.trim())?,
+        Credential::Session(None) => return Some(admin("env")),
+        Credential::Session(Some(id)) => state.keys.lookup_id(id)?,
+    };
+    Some(Authorized {
+        actor: id.as_str().to_owned(),
+        key_id: Some(id),
+        scope,
+    })
+}
+
+impl Authorized {
+    /// `Ok` when this caller's scope allows `method` on the route pattern `route` (as routed,
+    /// e.g. `/subscriptions/{id}`); `403 forbidden` naming both otherwise.
+    pub fn permit(&self, method: &str, route: &str) -> Result<(), ApiError> {
+        if self.scope.permits(method, route) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "key {} has scope {}, which does not allow {method} {route}",
+                self.actor, self.scope
+            )))
+        }
+    }
 }
 
 /// `401` without a valid key; `403` when the key's scope does not allow the route.
-fn authorize(req: &actix_web::HttpRequest) -> Result<Authorized, crate::error::ApiError> {
-    use crate::error::ApiError;
+fn authorize(req: &actix_web::HttpRequest) -> Result<Authorized, ApiError> {
     let state = req
-        .app_data::<actix_web::web::Data<crate::routes::AppState>>()
+        .app_data::<actix_web::web::Data<AppState>>()
         .ok_or(ApiError::Unauthorized)?;
     let header = req
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    if state.auth == Auth::Disabled {
-        return Ok(Authorized {
-            actor: "anonymous".to_owned(),
-        });
-    }
-    if state.auth.allows(header) {
-        return Ok(Authorized {
-            actor: "env".to_owned(),
-        });
-    }
-    let (id, scope) = bearer(header)
-        .and_then(|key| state.keys.lookup(key))
-        .ok_or(ApiError::Unauthorized)?;
+    let authorized =
+        resolve(state, Credential::Key(bearer(header))).ok_or(ApiError::Unauthorized)?;
     let route = req.match_pattern().unwrap_or_else(|| req.path().to_owned());
-    if scope.permits(req.method().as_str(), &route) {
-        Ok(Authorized {
-            actor: id.as_str().to_owned(),
-        })
-    } else {
-        Err(ApiError::Forbidden(format!(
-            "key {id} has scope {scope}, which does not allow {} {route}",
-            req.method()
-        )))
-    }
+    authorized.permit(req.method().as_str(), &route)?;
+    Ok(authorized)
 }
 
 impl actix_web::FromRequest for Authorized {
-    type Error = crate::error::ApiError;
+    type Error = ApiError;
     type Future = std::future::Ready<Result<Self, Self::Error>>;
 
     fn from_request(req: &actix_web::HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {

@@ -1,12 +1,18 @@
 //! The console's changes, run through the JSON routes' own functions: `dispatch-console` calls
-//! [`ApiActions`] with an [`Action`], this runs the function the route runs once its body is
-//! read, and hands back the JSON answer or the refusal as the route's caller would see them.
+//! [`ApiActions`] with an [`Action`], this resolves the session's key ([`auth::resolve`]),
+//! checks its scope against the route the action performs (method and route pattern, as the
+//! bearer-header extractor does), runs the function the route runs once its body is read, and
+//! hands back the JSON answer or the refusal as the route's caller would see them. It also
+//! answers the console's [`Access`] questions (who signs in, who a session's key is now)
+//! through the same [`auth::resolve`].
 
 use actix_web::ResponseError;
 use actix_web::web;
+use dispatch_console::access::{Access, Signer};
 use dispatch_console::actions::{Action, Actions, Outcome, Refusal};
 use serde_json::Value;
 
+use crate::auth::{self, Authorized, Credential};
 use crate::error::ApiError;
 use crate::routes::path_id::PathId;
 use crate::routes::{
@@ -47,10 +53,38 @@ async fn answer(result: Result<actix_web::HttpResponse, ApiError>) -> Result<Val
     })
 }
 
+/// What the console needs to know of a resolved caller.
+fn signer(authorized: Authorized) -> Signer {
+    Signer {
+        key_id: authorized.key_id.map(|id| id.as_str().to_owned()),
+        scope: authorized.scope,
+    }
+}
+
+impl Access for ApiActions {
+    fn sign_in(&self, key: &str) -> Option<Signer> {
+        auth::resolve(&self.state, Credential::Key(Some(key))).map(signer)
+    }
+
+    fn current(&self, key_id: Option<&str>) -> Option<Signer> {
+        auth::resolve(&self.state, Credential::Session(key_id)).map(signer)
+    }
+}
+
 impl Actions for ApiActions {
-    fn run(&self, action: Action) -> Outcome {
+    fn run(&self, key_id: Option<&str>, action: Action) -> Outcome {
         let state = self.state.clone();
+        // The action boundary: the key as it is now, and the scope of the route it performs.
+        let allowed = auth::resolve(&state, Credential::Session(key_id))
+            .ok_or(ApiError::Unauthorized)
+            .and_then(|authorized| {
+                let (method, route) = action.route();
+                authorized.permit(method, route)
+            });
         Box::pin(async move {
+            if let Err(refused) = allowed {
+                return answer(Err(refused)).await;
+            }
             let result = match action {
                 Action::CreateSubscription(body) => subscriptions::create_with(&state, body).await,
                 Action::PatchSubscription { id, patch } => match PathId::parse(id) {
@@ -77,5 +111,30 @@ impl Actions for ApiActions {
             };
             answer(result).await
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use dispatch_console::actions::routes;
+
+    #[test]
+    fn every_console_action_names_a_route_the_api_serves() {
+        for (method, path) in [
+            routes::CREATE_SUBSCRIPTION,
+            routes::PATCH_SUBSCRIPTION,
+            routes::DELETE_SUBSCRIPTION,
+            routes::ROTATE_SECRET,
+            routes::SEND_TEST,
+            routes::RETRY_DELIVERY,
+            routes::CREATE_REPLAY,
+        ] {
+            assert!(
+                crate::routes::ROUTES
+                    .iter()
+                    .any(|r| r.method == method && r.path == path),
+                "{method} {path} is not in ROUTES"
+            );
+        }
     }
 }

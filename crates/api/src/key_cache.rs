@@ -39,13 +39,29 @@ impl KeyCache {
     pub fn lookup(&self, presented: &str) -> Option<(ApiKeyId, Scope)> {
         let id = api_key::id_of(presented)?;
         let hash = api_key::hash(presented);
+        self.active(id, |key| key.hash.ct_eq(&hash).into())
+    }
+
+    /// The id and scope of the key with id `id` while it is active: a console session's key,
+    /// proven at sign-in, looked up again on each request (so revoking the key, or its
+    /// expiry, ends the session within [`RELOAD_EVERY`]).
+    pub fn lookup_id(&self, id: &str) -> Option<(ApiKeyId, Scope)> {
+        let id = ApiKeyId::parse(id).ok()?;
+        self.active(id, |_| true)
+    }
+
+    /// The key `id` if it is cached, not expired and `proven`; its use is noted.
+    fn active(
+        &self,
+        id: ApiKeyId,
+        proven: impl FnOnce(&CachedKey) -> bool,
+    ) -> Option<(ApiKeyId, Scope)> {
         let keys = self
             .keys
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let key = keys.get(id.as_str())?;
-        let matches: bool = key.hash.ct_eq(&hash).into();
-        if !matches || key.expires_at.is_some_and(|at| at <= Utc::now()) {
+        if !proven(key) || key.expires_at.is_some_and(|at| at <= Utc::now()) {
             return None;
         }
         let scope = key.scope;
@@ -138,6 +154,13 @@ mod tests {
         assert_eq!(cache.lookup(&format!("{}x", key.key)), None);
         assert_eq!(cache.lookup(key.id.as_str()), None);
         assert!(lock(&cache.used).contains(key.id.as_str()));
+        assert_eq!(
+            cache.lookup_id(key.id.as_str()),
+            Some((key.id.clone(), Scope::Read)),
+            "a session's key, by its id"
+        );
+        assert_eq!(cache.lookup_id("dk_aaaaaaaaaaaa"), None);
+        assert_eq!(cache.lookup_id("not an id"), None);
 
         let past = Utc::now() - chrono::Duration::seconds(1);
         cache.replace(vec![row(key.id.as_str(), &key.key, "read", Some(past))]);
@@ -146,13 +169,16 @@ mod tests {
             None,
             "expired since the last reload"
         );
+        assert_eq!(cache.lookup_id(key.id.as_str()), None, "expired");
         cache.replace(vec![row(key.id.as_str(), &key.key, "owner", None)]);
         assert_eq!(
             cache.lookup(&key.key),
             None,
             "a damaged row is not accepted"
         );
+        assert_eq!(cache.lookup_id(key.id.as_str()), None, "damaged");
         cache.replace(Vec::new());
         assert_eq!(cache.lookup(&key.key), None, "revoked");
+        assert_eq!(cache.lookup_id(key.id.as_str()), None, "revoked");
     }
 }

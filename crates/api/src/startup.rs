@@ -47,18 +47,17 @@ impl Application {
             secret_rotation_overlap: settings.secret_rotation_overlap,
             destinations: settings.destinations.clone(),
         });
+        // The console's keys and actions both go through the API's own resolution and routes.
+        let api = std::sync::Arc::new(crate::console_actions::ApiActions {
+            state: state.clone(),
+        });
         let console = web::Data::new(dispatch_console::Console {
             pool: state.pool.clone(),
-            keys: {
-                let auth = settings.auth.clone();
-                std::sync::Arc::new(move |key: &str| auth.accepts(key))
-            },
+            access: api.clone(),
             settings: settings.console.clone(),
             secret_keys: settings.secret_keys.clone(),
             destinations: settings.destinations.clone(),
-            actions: std::sync::Arc::new(crate::console_actions::ApiActions {
-                state: state.clone(),
-            }),
+            actions: api,
         });
         let mut server = HttpServer::new(move || {
             App::new()

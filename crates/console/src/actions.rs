@@ -27,6 +27,33 @@ pub enum Action {
     CreateReplay(Value),
 }
 
+/// The JSON route each [`Action`] performs, as method and route pattern (as the API routes
+/// it): what a key's scope is checked against.
+pub mod routes {
+    pub const CREATE_SUBSCRIPTION: (&str, &str) = ("POST", "/subscriptions");
+    pub const PATCH_SUBSCRIPTION: (&str, &str) = ("PATCH", "/subscriptions/{id}");
+    pub const DELETE_SUBSCRIPTION: (&str, &str) = ("DELETE", "/subscriptions/{id}");
+    pub const ROTATE_SECRET: (&str, &str) = ("POST", "/subscriptions/{id}/rotate-secret");
+    pub const SEND_TEST: (&str, &str) = ("POST", "/subscriptions/{id}/test");
+    pub const RETRY_DELIVERY: (&str, &str) = ("POST", "/deliveries/{id}/retry");
+    pub const CREATE_REPLAY: (&str, &str) = ("POST", "/replays");
+}
+
+impl Action {
+    /// The JSON route this action performs: `(method, route pattern)`.
+    pub fn route(&self) -> (&'static str, &'static str) {
+        match self {
+            Self::CreateSubscription(_) => routes::CREATE_SUBSCRIPTION,
+            Self::PatchSubscription { .. } => routes::PATCH_SUBSCRIPTION,
+            Self::DeleteSubscription { .. } => routes::DELETE_SUBSCRIPTION,
+            Self::RotateSecret { .. } => routes::ROTATE_SECRET,
+            Self::SendTest { .. } => routes::SEND_TEST,
+            Self::RetryDelivery { .. } => routes::RETRY_DELIVERY,
+            Self::CreateReplay(_) => routes::CREATE_REPLAY,
+        }
+    }
+}
+
 /// How the API refused an action: its status and its error body's message and field.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
@@ -43,5 +70,8 @@ pub type Outcome = Pin<Box<dyn Future<Output = Result<Value, Refusal>>>>;
 
 /// Runs actions through the API's route code.
 pub trait Actions: Send + Sync {
-    fn run(&self, action: Action) -> Outcome;
+    /// Runs `action` for the session signed in by the database key `key_id` (`None`: a key of
+    /// `DISPATCH_API_KEYS`). The API resolves that key again and refuses (`403`) an action its
+    /// scope does not allow on the action's [`Action::route`], before running anything.
+    fn run(&self, key_id: Option<&str>, action: Action) -> Outcome;
 }

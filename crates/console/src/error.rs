@@ -20,6 +20,9 @@ pub enum ConsoleError {
     Invalid { field: String, message: String },
     #[error("{0}")]
     NotFound(String),
+    /// The session's key may not do this (a read-only key asking for a form that changes).
+    #[error("{0}")]
+    Forbidden(String),
     /// The API refused an action (its status and message, shown as they are).
     #[error("{}", .0.message)]
     Refused(crate::actions::Refusal),
@@ -91,6 +94,7 @@ impl ResponseError for ConsoleError {
             Self::Csrf => StatusCode::FORBIDDEN,
             Self::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Refused(r) => {
                 StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
             }
@@ -116,6 +120,7 @@ impl ResponseError for ConsoleError {
             ),
             Self::Invalid { field, message } => ("Invalid input", format!("{field}: {message}")),
             Self::NotFound(what) => ("Not found", what.clone()),
+            Self::Forbidden(what) => ("Not allowed", what.clone()),
             Self::Refused(r) => (
                 "Refused",
                 match &r.field {

@@ -28,6 +28,11 @@ impl Fields {
             .find(|v| !v.is_empty())
     }
 
+    /// Whether the form has a field `name` at all, blank or not (a cleared input).
+    pub fn has(&self, name: &str) -> bool {
+        self.0.iter().any(|(k, _)| k == name)
+    }
+
     /// Every non-blank value of `name`.
     pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
         self.0
@@ -48,6 +53,10 @@ mod tests {
         assert_eq!(f.get("a"), Some("x"));
         assert_eq!(f.all("b").collect::<Vec<_>>(), ["1", "2"]);
         assert_eq!(f.get("c"), None);
+        assert!(
+            f.has("c") && !f.has("d"),
+            "a blank field is there, an absent one is not"
+        );
         assert!(Fields::from_bytes(&[0xff]).is_err());
     }
 }

@@ -4,8 +4,10 @@
 //! escaping every value) and reads and changes Dispatch through the same store functions the
 //! JSON API calls. A vendored htmx (embedded, see `static/NOTICE.md`) only adds live refresh:
 //! every page reads and every form posts without JavaScript. Operators sign in with an API key,
-//! exchanged for a server-side session (a row in `console_sessions`, shared by every replica).
+//! exchanged for a server-side session (a row in `console_sessions`, shared by every replica);
+//! the key's scope, looked up again on every request, limits what the console offers and does.
 
+pub mod access;
 pub mod actions;
 pub mod assets;
 mod chart;
@@ -23,9 +25,6 @@ use dispatch_store::Pool;
 
 /// Where the console is mounted.
 pub const PREFIX: &str = "/console";
-
-/// Tells whether a presented API key is accepted (the API's own check, handed in by the API).
-pub type KeyCheck = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 /// How the console behaves, from the API's configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,7 +53,8 @@ impl Default for ConsoleSettings {
 /// What every console handler shares.
 pub struct Console {
     pub pool: Pool,
-    pub keys: KeyCheck,
+    /// The API's resolution of keys: who signs in, and who a session's key is now.
+    pub access: Arc<dyn access::Access>,
     pub settings: ConsoleSettings,
     /// Seals the secret a rotation creates.
     pub secret_keys: dispatch_domain::sealing::Keyring,

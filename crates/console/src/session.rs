@@ -10,7 +10,12 @@ use actix_web::{FromRequest, HttpRequest, web};
 use ring::rand::{SecureRandom, SystemRandom};
 use ring::{digest, hmac};
 
+use dispatch_store::queries::console as console_sessions;
+use serde_json::Value;
+
 use crate::Console;
+use crate::access::{Can, Signer, reads};
+use crate::actions::Action;
 use crate::error::ConsoleError;
 
 /// The session cookie's name.
@@ -69,11 +74,16 @@ pub fn removal(console: &Console, name: &'static str) -> Cookie<'static> {
 }
 
 /// A signed-in operator: the extractor answers every other request with a redirect to the
-/// sign-in page (which comes back to the page asked for).
+/// sign-in page (which comes back to the page asked for), and so does it once the session's
+/// key is revoked or expired (the session is ended on the way).
 pub struct Session {
     token: String,
     /// The token every form of this session posts.
     pub csrf: String,
+    /// The key it was signed in with, as the API resolved it for this request.
+    pub signer: Signer,
+    /// What the pages offer this key's scope.
+    pub can: Can,
 }
 
 impl Session {
@@ -87,6 +97,16 @@ impl Session {
 
     pub fn token_sha256(&self) -> Vec<u8> {
         token_sha256(&self.token)
+    }
+
+    /// Runs `action` through the API's route code as this session's key (the API refuses,
+    /// `403`, what its scope does not allow).
+    pub async fn run(&self, console: &Console, action: Action) -> Result<Value, ConsoleError> {
+        console
+            .actions
+            .run(self.signer.key_id.as_deref(), action)
+            .await
+            .map_err(ConsoleError::Refused)
     }
 }
 
@@ -117,17 +137,31 @@ impl FromRequest for Session {
                 return Err(ConsoleError::SignIn { next });
             };
             let mut conn = dispatch_store::pool::connection(&console.pool).await?;
-            let alive = dispatch_store::queries::console::touch_session(
-                &mut conn,
-                &token_sha256(&token),
-                console.settings.session_idle,
-            )
-            .await?;
-            if !alive {
+            let hash = token_sha256(&token);
+            let Some(live) =
+                console_sessions::touch_session(&mut conn, &hash, console.settings.session_idle)
+                    .await?
+            else {
                 return Err(ConsoleError::SignIn { next });
-            }
+            };
+            // The key is looked up again (in the API's key cache): a revoked or expired key
+            // ends its sessions here.
+            let Some(signer) = console
+                .access
+                .current(live.api_key_id.as_deref())
+                .filter(|s| reads(s.scope))
+            else {
+                console_sessions::end_session(&mut conn, &hash).await?;
+                return Err(ConsoleError::SignIn { next });
+            };
             let csrf = csrf_for(&token);
-            Ok(Self { token, csrf })
+            let can = Can::of(signer.scope);
+            Ok(Self {
+                token,
+                csrf,
+                signer,
+                can,
+            })
         })
     }
 }

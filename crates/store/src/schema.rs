@@ -63,6 +63,7 @@ diesel::table! {
         created_at -> Timestamptz,
         last_seen_at -> Timestamptz,
         expires_at -> Timestamptz,
+        api_key_id -> Nullable<Text>,
     }
 }
 

@@ -129,18 +129,20 @@ async fn a_session_is_stored_by_its_hash_and_ends_idle_or_at_its_expiry() {
     let mut conn = admin::connect(db.url()).await.unwrap();
     let (hash, other) = (vec![1u8; 32], vec![2u8; 32]);
     let long = Duration::from_secs(3600);
-    console::create_session(&mut conn, &hash, long)
+    console::create_session(&mut conn, &hash, long, None)
         .await
         .unwrap();
     assert!(
         console::touch_session(&mut conn, &hash, long)
             .await
             .unwrap()
+            .is_some()
     );
     assert!(
-        !console::touch_session(&mut conn, &other, long)
+        console::touch_session(&mut conn, &other, long)
             .await
             .unwrap()
+            .is_none()
     );
     // Idle for longer than allowed: ended, and the row is gone.
     exec(
@@ -149,17 +151,19 @@ async fn a_session_is_stored_by_its_hash_and_ends_idle_or_at_its_expiry() {
     )
     .await;
     assert!(
-        !console::touch_session(&mut conn, &hash, long)
+        console::touch_session(&mut conn, &hash, long)
             .await
             .unwrap()
+            .is_none()
     );
     assert!(
-        !console::touch_session(&mut conn, &hash, long)
+        console::touch_session(&mut conn, &hash, long)
             .await
             .unwrap()
+            .is_none()
     );
     // Past its absolute expiry however recently seen; a new sign-in sweeps it away.
-    console::create_session(&mut conn, &other, Duration::from_secs(1))
+    console::create_session(&mut conn, &other, Duration::from_secs(1), None)
         .await
         .unwrap();
     exec(
@@ -168,17 +172,48 @@ async fn a_session_is_stored_by_its_hash_and_ends_idle_or_at_its_expiry() {
     )
     .await;
     assert!(
-        !console::touch_session(&mut conn, &other, long)
+        console::touch_session(&mut conn, &other, long)
             .await
             .unwrap()
+            .is_none()
     );
-    console::create_session(&mut conn, &hash, long)
+    console::create_session(&mut conn, &hash, long, None)
         .await
         .unwrap();
     console::end_session(&mut conn, &hash).await.unwrap();
     assert!(
-        !console::touch_session(&mut conn, &hash, long)
+        console::touch_session(&mut conn, &hash, long)
             .await
             .unwrap()
+            .is_none()
     );
+}
+
+#[tokio::test]
+async fn a_session_remembers_the_database_key_that_signed_it_in() {
+    let db = TestDb::new().await;
+    let mut conn = admin::connect(db.url()).await.unwrap();
+    let long = Duration::from_secs(3600);
+    exec(
+        &mut conn,
+        "INSERT INTO api_keys (id, name, scope, hash)
+         VALUES ('dk_abcdefgh1234', 'reader', 'read', decode(repeat('00', 32), 'hex'))",
+    )
+    .await;
+    console::create_session(&mut conn, &[3u8; 32], long, Some("dk_abcdefgh1234"))
+        .await
+        .unwrap();
+    console::create_session(&mut conn, &[4u8; 32], long, None)
+        .await
+        .unwrap();
+    let signed = console::touch_session(&mut conn, &[3u8; 32], long)
+        .await
+        .unwrap()
+        .expect("alive");
+    assert_eq!(signed.api_key_id.as_deref(), Some("dk_abcdefgh1234"));
+    let env = console::touch_session(&mut conn, &[4u8; 32], long)
+        .await
+        .unwrap()
+        .expect("alive");
+    assert_eq!(env.api_key_id, None, "a key of DISPATCH_API_KEYS");
 }

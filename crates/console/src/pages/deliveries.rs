@@ -25,12 +25,13 @@ pub async fn retry(
 ) -> Result<HttpResponse, ConsoleError> {
     let fields = Fields::from_bytes(&body)?;
     session.check_csrf(fields.get("csrf"))?;
-    console
-        .actions
-        .run(Action::RetryDelivery {
-            id: id.into_inner(),
-        })
-        .await
-        .map_err(ConsoleError::Refused)?;
+    session
+        .run(
+            &console,
+            Action::RetryDelivery {
+                id: id.into_inner(),
+            },
+        )
+        .await?;
     Ok(super::see_other(&back(&fields, "/console/failed")))
 }

@@ -270,6 +270,7 @@ struct EventPage {
     deliveries: Vec<DeliveryLine>,
     attempts: Vec<AttemptLine>,
     more_attempts: bool,
+    can: crate::access::Can,
 }
 
 fn excerpt(text: &str) -> String {
@@ -311,6 +312,7 @@ pub async fn show(
             title: format!("Event {id}"),
             csrf: session.csrf.clone(),
             nav: "events",
+            can: session.can,
             collapsed: payload.len() > COLLAPSE_BYTES,
             payload_bytes: payload.len(),
             payload,

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 use super::events::{parse_id, parse_time, time};
 use crate::Console;
+use crate::access::Can;
 use crate::actions::Action;
 use crate::error::{ConsoleError, html};
 use crate::form::Fields;
@@ -45,6 +46,7 @@ struct FailedPage {
     next: Option<String>,
     /// This page's address, to come back to after a retry.
     here: String,
+    can: Can,
 }
 
 fn query_of(pairs: &[(&str, &str)]) -> String {
@@ -133,6 +135,7 @@ pub async fn list(
             event_id,
             next,
             here,
+            can: session.can,
         },
     ))
 }
@@ -166,11 +169,7 @@ pub async fn retry_selected(
         ));
     }
     for id in ids {
-        console
-            .actions
-            .run(Action::RetryDelivery { id })
-            .await
-            .map_err(ConsoleError::Refused)?;
+        session.run(&console, Action::RetryDelivery { id }).await?;
     }
     Ok(super::see_other(&super::deliveries::back(
         &fields,
@@ -232,6 +231,7 @@ struct WizardPage {
     selector: Selector,
     /// The dry run's count, once a selector is given.
     matched: Option<i64>,
+    can: Can,
 }
 
 /// `GET /console/replays/new`: step 1 (the filter) and, once given, step 2 (the dry-run count
@@ -243,14 +243,13 @@ pub async fn wizard(
 ) -> Result<HttpResponse, ConsoleError> {
     let fields = Fields::parse(req.query_string())?;
     let selector = Selector::of(&fields)?;
-    let matched = if selector.is_empty() {
+    // The count is `POST /replays` with `dry_run`: a key that may not replay does not get it.
+    let matched = if selector.is_empty() || !session.can.replay {
         None
     } else {
-        let answer = console
-            .actions
-            .run(Action::CreateReplay(selector.body(true)))
-            .await
-            .map_err(ConsoleError::Refused)?;
+        let answer = session
+            .run(&console, Action::CreateReplay(selector.body(true)))
+            .await?;
         Some(answer.get("matched").and_then(Value::as_i64).unwrap_or(0))
     };
     Ok(html(
@@ -261,6 +260,7 @@ pub async fn wizard(
             nav: "failed",
             selector,
             matched,
+            can: session.can,
         },
     ))
 }
@@ -274,11 +274,9 @@ pub async fn start(
     let fields = Fields::from_bytes(&body)?;
     session.check_csrf(fields.get("csrf"))?;
     let selector = Selector::of(&fields)?;
-    let answer = console
-        .actions
-        .run(Action::CreateReplay(selector.body(false)))
-        .await
-        .map_err(ConsoleError::Refused)?;
+    let answer = session
+        .run(&console, Action::CreateReplay(selector.body(false)))
+        .await?;
     let id = answer
         .get("id")
         .and_then(Value::as_str)

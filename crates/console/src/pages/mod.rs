@@ -9,6 +9,7 @@ mod failed;
 mod overview;
 mod sign_in;
 mod subscription_actions;
+mod subscription_edit;
 mod subscriptions;
 
 use actix_web::{HttpResponse, web};
@@ -28,7 +29,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::get().to(subscription_actions::new_form),
         )
         .route("/subscriptions/{id}", web::get().to(subscriptions::show))
-        .route("/subscriptions/{id}", web::post().to(subscriptions::change))
+        .route(
+            "/subscriptions/{id}",
+            web::post().to(subscription_edit::change),
+        )
         .route(
             "/subscriptions/{id}/test",
             web::post().to(subscription_actions::test),

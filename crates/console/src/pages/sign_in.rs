@@ -1,10 +1,12 @@
-//! Signing in with an API key (exchanged for a session), and signing out.
+//! Signing in with an API key (exchanged for a session that remembers which database key it
+//! was, so its scope applies and its revocation ends it), and signing out.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 
 use crate::Console;
+use crate::access::reads;
 use crate::error::{ConsoleError, html};
 use crate::form::Fields;
 use crate::session::{self, SIGN_IN_COOKIE, Session};
@@ -92,12 +94,23 @@ pub async fn submit(
             Some("Enter an API key."),
         );
     };
-    if !(console.keys)(key) {
+    let Some(signer) = console.access.sign_in(key) else {
         return page(
             &console,
             StatusCode::UNAUTHORIZED,
             next,
             Some("That API key is not accepted here."),
+        );
+    };
+    if !reads(signer.scope) {
+        return page(
+            &console,
+            StatusCode::FORBIDDEN,
+            next,
+            Some(
+                "That key's scope only sends events (ingest): it can read nothing in the \
+                 console. Sign in with a read or admin key.",
+            ),
         );
     }
     let token = session::random_token()?;
@@ -106,6 +119,7 @@ pub async fn submit(
         &mut conn,
         &session::token_sha256(&token),
         console.settings.session_lifetime,
+        signer.key_id.as_deref(),
     )
     .await?;
     let mut response = super::see_other(&next);

@@ -7,7 +7,8 @@ use actix_web::{HttpResponse, web};
 use askama::Template;
 use serde_json::{Value, json};
 
-use super::subscriptions::{edit_patch, find, run};
+use super::subscription_edit::edit_patch;
+use super::subscriptions::find;
 use crate::Console;
 use crate::actions::Action;
 use crate::error::{ConsoleError, html};
@@ -59,7 +60,9 @@ pub async fn test(
     let fields = Fields::from_bytes(&body)?;
     session.check_csrf(fields.get("csrf"))?;
     let id = id.into_inner();
-    let answer = run(&console, Action::SendTest { id: id.clone() }).await?;
+    let answer = session
+        .run(&console, Action::SendTest { id: id.clone() })
+        .await?;
     let attempted = answer.get("attempt").is_some_and(|a| !a.is_null());
     Ok(html(
         StatusCode::OK,
@@ -89,7 +92,9 @@ pub async fn rotate(
     let fields = Fields::from_bytes(&body)?;
     session.check_csrf(fields.get("csrf"))?;
     let id = id.into_inner();
-    let answer = run(&console, Action::RotateSecret { id: id.clone() }).await?;
+    let answer = session
+        .run(&console, Action::RotateSecret { id: id.clone() })
+        .await?;
     Ok(html(
         StatusCode::OK,
         &SecretPage {
@@ -111,7 +116,17 @@ struct NewPage {
     nav: &'static str,
 }
 
+/// What a read-only session is told when it asks for a form that changes something.
+pub(super) fn read_only(what: &str) -> ConsoleError {
+    ConsoleError::Forbidden(format!(
+        "Your key's scope does not allow {what}: it can look at everything, not change it."
+    ))
+}
+
 pub async fn new_form(session: Session) -> Result<HttpResponse, ConsoleError> {
+    if !session.can.create {
+        return Err(read_only("creating subscriptions"));
+    }
     Ok(html(
         StatusCode::OK,
         &NewPage {
@@ -130,11 +145,13 @@ pub async fn create(
 ) -> Result<HttpResponse, ConsoleError> {
     let fields = Fields::from_bytes(&body)?;
     session.check_csrf(fields.get("csrf"))?;
-    let mut request = edit_patch(&fields)?;
+    let mut request = edit_patch(&fields, false)?;
     if let Some(id) = fields.get("id") {
         request["id"] = json!(id);
     }
-    let answer = run(&console, Action::CreateSubscription(request)).await?;
+    let answer = session
+        .run(&console, Action::CreateSubscription(request))
+        .await?;
     Ok(html(
         StatusCode::CREATED,
         &SecretPage {
@@ -164,6 +181,9 @@ pub async fn confirm_delete(
     id: web::Path<String>,
     console: web::Data<Console>,
 ) -> Result<HttpResponse, ConsoleError> {
+    if !session.can.delete {
+        return Err(read_only("deleting subscriptions"));
+    }
     let row = find(&console, &id).await?;
     Ok(html(
         StatusCode::OK,
@@ -192,12 +212,13 @@ pub async fn delete(
             "type the subscription's id to confirm its deletion",
         ));
     }
-    run(
-        &console,
-        Action::DeleteSubscription {
-            id: id.into_inner(),
-        },
-    )
-    .await?;
+    session
+        .run(
+            &console,
+            Action::DeleteSubscription {
+                id: id.into_inner(),
+            },
+        )
+        .await?;
     Ok(super::see_other("/console/subscriptions"))
 }

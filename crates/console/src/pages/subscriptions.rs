@@ -1,6 +1,7 @@
-//! Subscriptions: the list with circuit state and the last hour's success rate, one
-//! subscription's page, and its edit, pause and resume, run through the API's own route code
-//! ([`Action`]); `subscription_actions.rs` has the rest of its changes.
+//! Subscriptions: the list with state (paused, or disabled by Dispatch), circuit and the last
+//! hour's success rate, and one subscription's page with its settings, auto-disable state and
+//! forms; `subscription_edit.rs` runs the edit, pause and resume, `subscription_actions.rs` the
+//! rest, all through the API's own route code.
 
 use std::time::Duration;
 
@@ -10,13 +11,12 @@ use askama::Template;
 use dispatch_domain::SubscriptionId;
 use dispatch_store::models::SubscriptionRow;
 use dispatch_store::queries::{ops, subscriptions};
-use serde_json::{Value, json};
 
 use super::events::time;
+use super::subscription_edit::{EditForm, Problem};
 use crate::Console;
-use crate::actions::Action;
+use crate::access::Can;
 use crate::error::{ConsoleError, html};
-use crate::form::Fields;
 use crate::session::Session;
 
 /// Each subscription's last hour (as `GET /stats` shows it), reading only that hour's attempts.
@@ -31,11 +31,24 @@ async fn recent(
 /// Subscriptions the list shows (the JSON API pages through more).
 const LIST_LIMIT: i64 = 500;
 
+/// `active`, `paused` (by an operator) or `disabled` (by Dispatch's auto-disable).
+fn state_of(row: &SubscriptionRow) -> &'static str {
+    match (row.enabled, &row.disabled_reason) {
+        (true, _) => "active",
+        (false, Some(_)) => "disabled",
+        (false, None) => "paused",
+    }
+}
+
 struct Line {
     id: String,
     url: String,
     patterns: String,
     state: &'static str,
+    /// Why Dispatch disabled it (empty unless `disabled`).
+    disabled_reason: String,
+    /// When its current run of failed attempts began (empty: healthy).
+    failing_since: String,
     circuit: String,
     success: String,
     due: i64,
@@ -49,6 +62,7 @@ struct ListPage {
     nav: &'static str,
     lines: Vec<Line>,
     truncated: bool,
+    can: Can,
 }
 
 fn rate(attempts: i64, failures: i64) -> String {
@@ -77,9 +91,11 @@ pub async fn list(
         .map(|row| {
             let s = stats.iter().find(|s| s.id == row.id);
             Line {
-                url: row.url,
+                url: row.url.clone(),
                 patterns: row.event_types.join(", "),
-                state: if row.enabled { "active" } else { "paused" },
+                state: state_of(&row),
+                disabled_reason: row.disabled_reason.clone().unwrap_or_default(),
+                failing_since: row.failing_since.map(time).unwrap_or_default(),
                 circuit: row.circuit_state.replace('_', "-"),
                 success: s.map_or_else(|| rate(0, 0), |s| rate(s.attempts, s.failures)),
                 due: s.map_or(0, |s| s.due),
@@ -95,6 +111,7 @@ pub async fn list(
             nav: "subscriptions",
             lines,
             truncated,
+            can: session.can,
         },
     ))
 }
@@ -110,18 +127,41 @@ struct ShowPage {
     patterns: String,
     per_second: f64,
     burst: i32,
-    enabled: bool,
+    state: &'static str,
+    disabled_reason: String,
+    disabled_at: String,
+    failing_since: String,
     circuit: String,
     circuit_until: String,
     created_at: String,
     description: String,
     /// Header names only: values may be credentials.
-    header_names: String,
+    header_names: Vec<String>,
     retry: String,
     filter: String,
     success: String,
     failures: i64,
     due: i64,
+    /// What the edit form holds.
+    form: EditForm,
+    /// Why the last edit was refused.
+    problem: Option<Problem>,
+    can: Can,
+}
+
+impl ShowPage {
+    /// The problem's message when it is about the form field `name`.
+    fn problem_at(&self, name: &str) -> Option<&str> {
+        self.problem
+            .as_ref()
+            .filter(|p| p.about(name))
+            .map(|p| p.message.as_str())
+    }
+
+    /// Whether the header `name` is ticked for removal in the form.
+    fn removing(&self, name: &str) -> bool {
+        self.form.remove_headers.iter().any(|h| h == name)
+    }
 }
 
 pub(super) async fn find(console: &Console, id: &str) -> Result<SubscriptionRow, ConsoleError> {
@@ -138,6 +178,18 @@ pub async fn show(
     console: web::Data<Console>,
 ) -> Result<HttpResponse, ConsoleError> {
     let row = find(&console, &id).await?;
+    render(&session, &console, row, None, None, StatusCode::OK).await
+}
+
+/// A subscription's page: its edit form holds `form` (else its settings), with `problem`.
+pub(super) async fn render(
+    session: &Session,
+    console: &Console,
+    row: SubscriptionRow,
+    form: Option<EditForm>,
+    problem: Option<Problem>,
+    status: StatusCode,
+) -> Result<HttpResponse, ConsoleError> {
     let stats = {
         let mut conn = dispatch_store::pool::connection(&console.pool).await?;
         recent(&mut conn).await?
@@ -146,7 +198,7 @@ pub async fn show(
     let header_names = row
         .headers
         .as_object()
-        .map(|m| m.keys().cloned().collect::<Vec<_>>().join(", "))
+        .map(|m| m.keys().cloned().collect::<Vec<_>>())
         .unwrap_or_default();
     let retry = format!(
         "max attempts {}, max delay {}, timeout {}",
@@ -157,17 +209,21 @@ pub async fn show(
         row.timeout_ms
             .map_or_else(|| "global".to_owned(), |n| format!("{n} ms")),
     );
+    let form = form.unwrap_or_else(|| EditForm::of(&row));
     Ok(html(
-        StatusCode::OK,
+        status,
         &ShowPage {
             title: format!("Subscription {}", row.id),
             csrf: session.csrf.clone(),
             nav: "subscriptions",
+            state: state_of(&row),
+            disabled_reason: row.disabled_reason.unwrap_or_default(),
+            disabled_at: row.disabled_at.map(time).unwrap_or_default(),
+            failing_since: row.failing_since.map(time).unwrap_or_default(),
             url: row.url,
             patterns: row.event_types.join(", "),
             per_second: row.rate_limit_per_sec,
             burst: row.rate_limit_burst,
-            enabled: row.enabled,
             circuit: row.circuit_state.replace('_', "-"),
             circuit_until: row.circuit_open_until.map(time).unwrap_or_default(),
             created_at: time(row.created_at),
@@ -178,61 +234,12 @@ pub async fn show(
             success: s.map_or_else(|| rate(0, 0), |s| rate(s.attempts, s.failures)),
             failures: s.map_or(0, |s| s.failures),
             due: s.map_or(0, |s| s.due),
+            form,
+            problem,
+            can: session.can,
             id: row.id,
         },
     ))
-}
-
-/// Patterns as typed: separated by commas or white space.
-fn patterns(text: &str) -> Vec<String> {
-    text.split(|c: char| c == ',' || c.is_whitespace())
-        .filter(|p| !p.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
-fn number(fields: &Fields, name: &str) -> Result<Option<Value>, ConsoleError> {
-    fields
-        .get(name)
-        .map(|text| {
-            text.parse::<f64>()
-                .ok()
-                .and_then(|n| serde_json::Number::from_f64(n).map(Value::Number))
-                .ok_or_else(|| {
-                    ConsoleError::invalid(name, format!("must be a number, got {text:?}"))
-                })
-        })
-        .transpose()
-}
-
-/// The edit form as a merge patch: URL, patterns and rate limit.
-pub(super) fn edit_patch(fields: &Fields) -> Result<Value, ConsoleError> {
-    let mut patch = json!({});
-    if let Some(url) = fields.get("url") {
-        patch["url"] = json!(url);
-    }
-    if let Some(text) = fields.get("event_types") {
-        patch["event_types"] = json!(patterns(text));
-    }
-    let mut limit = json!({});
-    if let Some(n) = number(fields, "per_second")? {
-        limit["per_second"] = n;
-    }
-    if let Some(n) = number(fields, "burst")? {
-        limit["burst"] = n;
-    }
-    if limit.as_object().is_some_and(|m| !m.is_empty()) {
-        patch["rate_limit"] = limit;
-    }
-    Ok(patch)
-}
-
-pub(super) async fn run(console: &Console, action: Action) -> Result<Value, ConsoleError> {
-    console
-        .actions
-        .run(action)
-        .await
-        .map_err(ConsoleError::Refused)
 }
 
 pub(super) fn page_of(id: &str) -> String {
@@ -240,57 +247,9 @@ pub(super) fn page_of(id: &str) -> String {
     format!("/console/subscriptions/{}", query.trim_start_matches('='))
 }
 
-/// `POST /console/subscriptions/{id}`: the edit form, pause, resume (field `do`).
-pub async fn change(
-    session: Session,
-    id: web::Path<String>,
-    console: web::Data<Console>,
-    body: web::Bytes,
-) -> Result<HttpResponse, ConsoleError> {
-    let fields = Fields::from_bytes(&body)?;
-    session.check_csrf(fields.get("csrf"))?;
-    let id = id.into_inner();
-    let patch = match fields.get("do") {
-        Some("pause") => json!({"enabled": false}),
-        Some("resume") => json!({"enabled": true}),
-        Some("edit") => edit_patch(&fields)?,
-        other => {
-            return Err(ConsoleError::invalid(
-                "do",
-                format!("must be edit, pause or resume, got {other:?}"),
-            ));
-        }
-    };
-    run(
-        &console,
-        Action::PatchSubscription {
-            id: id.clone(),
-            patch,
-        },
-    )
-    .await?;
-    Ok(super::see_other(&page_of(&id)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_edit_form_becomes_a_merge_patch_of_what_was_filled_in() {
-        let f = Fields::parse("url=https%3A%2F%2Fa.example%2Fh&event_types=order.*%2C+user.created&per_second=5&burst=").expect("parses");
-        assert_eq!(
-            edit_patch(&f).expect("valid"),
-            json!({"url": "https://a.example/h", "event_types": ["order.*", "user.created"],
-                   "rate_limit": {"per_second": 5.0}})
-        );
-        let f = Fields::parse("per_second=fast").expect("parses");
-        assert!(edit_patch(&f).is_err());
-        assert_eq!(
-            edit_patch(&Fields::parse("").expect("parses")).ok(),
-            Some(json!({}))
-        );
-    }
 
     #[test]
     fn a_subscription_page_link_is_url_encoded() {

@@ -1,7 +1,8 @@
 //! The console in a real browser (headless Chromium over WebDriver), against the real API, a
 //! real worker, a real receiver and PostgreSQL: an operator finds a failing subscription, fixes
 //! its URL, tests it, replays its failures and watches them delivered; pauses and resumes; a
-//! forged form is refused; signing out ends the session. axe-core checks every page, and each
+//! forged form is refused; signing out ends the session; a read-only key sees everything and
+//! changes nothing (`read_only.rs`). axe-core checks every page, and each
 //! test saves screenshots under `target/console-screenshots/`.
 
 #![allow(clippy::unwrap_used)]
@@ -9,6 +10,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod harness;
+mod read_only;
 
 use std::time::Duration;
 

@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use diesel::QueryableByName;
-use diesel::sql_types::{BigInt, Bytea, Interval, Timestamptz};
+use diesel::sql_types::{BigInt, Bytea, Interval, Nullable, Text, Timestamptz};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use dispatch_domain::DeliveryStatus;
 
@@ -16,45 +16,59 @@ fn interval(d: std::time::Duration) -> diesel::pg::data_types::PgInterval {
     )
 }
 
-/// Stores a new session that ends `lifetime` from now at the latest, and removes every expired
-/// one on the way (sign-ins are rare; nothing else needs to sweep the table).
+/// Stores a new session that ends `lifetime` from now at the latest, signed in by the database
+/// key `api_key_id` (`None`: a key of `DISPATCH_API_KEYS`), and removes every expired one on the
+/// way (sign-ins are rare; nothing else needs to sweep the table).
 pub async fn create_session(
     conn: &mut AsyncPgConnection,
     token_sha256: &[u8],
     lifetime: std::time::Duration,
+    api_key_id: Option<&str>,
 ) -> Result<(), StoreError> {
     diesel::sql_query("DELETE FROM console_sessions WHERE expires_at <= now()")
         .execute(conn)
         .await?;
     diesel::sql_query(
-        "INSERT INTO console_sessions (token_sha256, expires_at) VALUES ($1, now() + $2)",
+        "INSERT INTO console_sessions (token_sha256, expires_at, api_key_id)
+         VALUES ($1, now() + $2, $3)",
     )
     .bind::<Bytea, _>(token_sha256)
     .bind::<Interval, _>(interval(lifetime))
+    .bind::<Nullable<Text>, _>(api_key_id)
     .execute(conn)
     .await?;
     Ok(())
 }
 
-/// Whether the session is alive (before its absolute expiry, and seen within `idle`); if so,
-/// it counts as seen now. A dead session is deleted.
+/// A live session, as [`touch_session`] found it.
+#[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
+pub struct LiveSession {
+    /// The database key that signed it in; `None` for a key of `DISPATCH_API_KEYS`.
+    #[diesel(sql_type = Nullable<Text>)]
+    pub api_key_id: Option<String>,
+}
+
+/// The session, if it is alive (before its absolute expiry, and seen within `idle`); it then
+/// counts as seen now. A dead session is deleted. One `UPDATE … RETURNING`.
 pub async fn touch_session(
     conn: &mut AsyncPgConnection,
     token_sha256: &[u8],
     idle: std::time::Duration,
-) -> Result<bool, StoreError> {
-    let touched = diesel::sql_query(
+) -> Result<Option<LiveSession>, StoreError> {
+    let touched: Vec<LiveSession> = diesel::sql_query(
         "UPDATE console_sessions SET last_seen_at = now()
-          WHERE token_sha256 = $1 AND expires_at > now() AND last_seen_at > now() - $2",
+          WHERE token_sha256 = $1 AND expires_at > now() AND last_seen_at > now() - $2
+          RETURNING api_key_id",
     )
     .bind::<Bytea, _>(token_sha256)
     .bind::<Interval, _>(interval(idle))
-    .execute(conn)
+    .load(conn)
     .await?;
-    if touched == 0 {
+    let live = touched.into_iter().next();
+    if live.is_none() {
         end_session(conn, token_sha256).await?;
     }
-    Ok(touched == 1)
+    Ok(live)
 }
 
 /// Signs a session out (nothing happens when there is no such session).

@@ -1,7 +1,9 @@
 //! The console over plain HTTP (the browser tests are in `crates/e2e/tests/console/`): sign-in,
 //! session cookies and expiry, CSRF refusals, security headers and escaping.
 
+mod edit;
 mod pages;
+mod scopes;
 mod session;
 
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
