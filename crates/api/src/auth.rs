@@ -8,6 +8,7 @@
 
 use std::fmt;
 
+use dispatch_domain::TenantId;
 use dispatch_domain::api_key::{ApiKeyId, Scope};
 use ring::digest::{SHA256, digest};
 
@@ -130,6 +131,9 @@ impl Auth {
     }
 }
 
+/// The header an `admin` or `read` key names the tenant it works in with (absent: `default`).
+pub const TENANT_HEADER: &str = "Dispatch-Tenant";
+
 /// How a caller proves who it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Credential<'a> {
@@ -142,9 +146,9 @@ pub enum Credential<'a> {
     Session(Option<&'a str>),
 }
 
-/// Who is calling and what they may do, resolved by [`resolve`] and nowhere else: the
-/// bearer-header extractor (put it first in a handler's arguments so nothing, not even the
-/// body, is read for anyone else) and every console request and action use it.
+/// Who is calling, what they may do and in which tenant, resolved by [`resolve`] and nowhere
+/// else: the bearer-header extractor (put it first in a handler's arguments so nothing, not
+/// even the body, is read for anyone else) and every console request and action use it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Authorized {
     /// Who is calling, as the audit log names them: a database key's id, `env` for a key of
@@ -152,8 +156,13 @@ pub struct Authorized {
     pub actor: String,
     /// The database key's id, `None` for a key of `DISPATCH_API_KEYS` (or none at all).
     pub key_id: Option<ApiKeyId>,
-    /// What it may call: a database key's scope; admin for every other caller.
+    /// What the key may do: `admin` for the keys of `DISPATCH_API_KEYS` and when
+    /// authentication is disabled.
     pub scope: Scope,
+    /// The tenant this caller works in: every store query it makes is filtered by it. As
+    /// resolved, the key's own tenant (else `default`); [`Authorized::in_tenant`] applies the
+    /// `Dispatch-Tenant` header.
+    pub tenant: TenantId,
 }
 
 /// The one place a credential becomes an [`Authorized`] caller, or `None` (unknown, revoked or
@@ -165,6 +174,7 @@ pub fn resolve(state: &AppState, credential: Credential<'_>) -> Option<Authorize
         actor: actor.to_owned(),
         key_id: None,
         scope: Scope::Admin,
+        tenant: TenantId::default_tenant(),
     };
     if state.auth == Auth::Disabled {
         return Some(admin("anonymous"));
@@ -178,6 +188,10 @@ pub fn resolve(state: &AppState, credential: Credential<'_>) -> Option<Authorize
     Some(Authorized {
         actor: id.as_str().to_owned(),
         key_id: Some(id),
+        tenant: scope
+            .tenant()
+            .cloned()
+            .unwrap_or_else(TenantId::default_tenant),
         scope,
     })
 }
@@ -195,9 +209,49 @@ impl Authorized {
             )))
         }
     }
+
+    /// The caller in the tenant the `Dispatch-Tenant` header's value names ([`tenant_of`]);
+    /// without a header, its own tenant or `default`, which must be live.
+    pub fn in_tenant(mut self, state: &AppState, header: Option<&str>) -> Result<Self, ApiError> {
+        self.tenant = tenant_of(state, &self.scope, header)?;
+        Ok(self)
+    }
 }
 
-/// `401` without a valid key; `403` when the key's scope does not allow the route.
+/// The tenant a caller of `scope` works in, given the `Dispatch-Tenant` header's value: the
+/// key's own tenant (a header naming another is refused), else the header's, else `default`.
+/// It must be live on this replica's view.
+pub fn tenant_of(
+    state: &AppState,
+    scope: &Scope,
+    header: Option<&str>,
+) -> Result<TenantId, ApiError> {
+    let named = header
+        .map(|h| {
+            TenantId::parse(h.trim()).map_err(|e| ApiError::InvalidHeader {
+                header: TENANT_HEADER.to_owned(),
+                message: format!("not a tenant id: {e}"),
+            })
+        })
+        .transpose()?;
+    let tenant = match (scope.tenant(), named) {
+        (Some(own), Some(named)) if *own != named => {
+            return Err(ApiError::Forbidden(format!(
+                "a key of scope {scope} works only in tenant {own}, not {named}"
+            )));
+        }
+        (Some(own), _) => own.clone(),
+        (None, Some(named)) => named,
+        (None, None) => TenantId::default_tenant(),
+    };
+    if state.keys.tenant(&tenant).is_none() {
+        return Err(ApiError::NotFound(format!("no tenant {tenant}")));
+    }
+    Ok(tenant)
+}
+
+/// `401` without a valid key; `403` when the key's scope does not allow the route or names
+/// another tenant; `404` for a tenant that does not exist.
 fn authorize(req: &actix_web::HttpRequest) -> Result<Authorized, ApiError> {
     let state = req
         .app_data::<actix_web::web::Data<AppState>>()
@@ -210,7 +264,14 @@ fn authorize(req: &actix_web::HttpRequest) -> Result<Authorized, ApiError> {
         resolve(state, Credential::Key(bearer(header))).ok_or(ApiError::Unauthorized)?;
     let route = req.match_pattern().unwrap_or_else(|| req.path().to_owned());
     authorized.permit(req.method().as_str(), &route)?;
-    Ok(authorized)
+    let named = match req.headers().get(TENANT_HEADER) {
+        None => None,
+        Some(v) => Some(v.to_str().map_err(|_| ApiError::InvalidHeader {
+            header: TENANT_HEADER.to_owned(),
+            message: "not visible ASCII".to_owned(),
+        })?),
+    };
+    authorized.in_tenant(state, named)
 }
 
 impl actix_web::FromRequest for Authorized {

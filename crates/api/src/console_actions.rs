@@ -58,56 +58,75 @@ fn signer(authorized: Authorized) -> Signer {
     Signer {
         key_id: authorized.key_id.map(|id| id.as_str().to_owned()),
         scope: authorized.scope,
+        tenant: authorized.tenant,
     }
+}
+
+/// A console session's caller now: its key resolved again, in its own tenant (`default` for
+/// an admin or read key: the console has no `Dispatch-Tenant`), which must be live.
+fn authorized(state: &AppState, key_id: Option<&str>) -> Option<Authorized> {
+    auth::resolve(state, Credential::Session(key_id))?
+        .in_tenant(state, None)
+        .ok()
 }
 
 impl Access for ApiActions {
     fn sign_in(&self, key: &str) -> Option<Signer> {
-        auth::resolve(&self.state, Credential::Key(Some(key))).map(signer)
+        auth::resolve(&self.state, Credential::Key(Some(key)))?
+            .in_tenant(&self.state, None)
+            .ok()
+            .map(signer)
     }
 
     fn current(&self, key_id: Option<&str>) -> Option<Signer> {
-        auth::resolve(&self.state, Credential::Session(key_id)).map(signer)
+        authorized(&self.state, key_id).map(signer)
     }
 }
 
 impl Actions for ApiActions {
     fn run(&self, key_id: Option<&str>, action: Action) -> Outcome {
         let state = self.state.clone();
-        // The action boundary: the key as it is now, and the scope of the route it performs.
-        let allowed = auth::resolve(&state, Credential::Session(key_id))
+        // The action boundary: the key as it is now (and its tenant), and the scope of the
+        // route the action performs.
+        let allowed = authorized(&state, key_id)
             .ok_or(ApiError::Unauthorized)
             .and_then(|authorized| {
                 let (method, route) = action.route();
-                authorized.permit(method, route)
+                authorized.permit(method, route)?;
+                Ok(authorized.tenant)
             });
         Box::pin(async move {
-            if let Err(refused) = allowed {
-                return answer(Err(refused)).await;
-            }
+            let tenant = match allowed {
+                Ok(tenant) => tenant,
+                Err(refused) => return answer(Err(refused)).await,
+            };
             let result = match action {
-                Action::CreateSubscription(body) => subscriptions::create_with(&state, body).await,
+                Action::CreateSubscription(body) => {
+                    subscriptions::create_with(&state, &tenant, body).await
+                }
                 Action::PatchSubscription { id, patch } => match PathId::parse(id) {
-                    Ok(id) => subscription_patch::patch_with(&state, &id, patch).await,
+                    Ok(id) => subscription_patch::patch_with(&state, &tenant, &id, patch).await,
                     Err(e) => Err(e),
                 },
                 Action::DeleteSubscription { id } => match PathId::parse(id) {
-                    Ok(id) => subscriptions::delete_with(&state, &id).await,
+                    Ok(id) => subscriptions::delete_with(&state, &tenant, &id).await,
                     Err(e) => Err(e),
                 },
                 Action::RotateSecret { id } => match PathId::parse(id) {
-                    Ok(id) => secrets::rotate_with(&state, &id, None).await,
+                    Ok(id) => secrets::rotate_with(&state, &tenant, &id, None).await,
                     Err(e) => Err(e),
                 },
                 Action::SendTest { id } => match PathId::parse(id) {
-                    Ok(id) => subscription_test::send_with(&state, &id).await,
+                    Ok(id) => subscription_test::send_with(&state, &tenant, &id).await,
                     Err(e) => Err(e),
                 },
                 Action::RetryDelivery { id } => match PathId::parse(id.to_string()) {
-                    Ok(id) => deliveries::retry_with(&state, &id, None).await,
+                    Ok(id) => deliveries::retry_with(&state, &tenant, &id, None).await,
                     Err(e) => Err(e),
                 },
-                Action::CreateReplay(body) => replays::create_with(&state, None, body).await,
+                Action::CreateReplay(body) => {
+                    replays::create_with(&state, &tenant, None, body).await
+                }
             };
             answer(result).await
         })

@@ -46,6 +46,8 @@ impl Application {
             secret_keys: settings.secret_keys.clone(),
             secret_rotation_overlap: settings.secret_rotation_overlap,
             destinations: settings.destinations.clone(),
+            tenant_defaults: settings.tenant_defaults,
+            ingest_limiter: Default::default(),
         });
         // The console's keys and actions both go through the API's own resolution and routes.
         let api = std::sync::Arc::new(crate::console_actions::ApiActions {

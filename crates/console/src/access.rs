@@ -5,6 +5,7 @@
 //! request, for the key a session was signed in with; the API checks each action's scope
 //! again where it runs it. [`Can`] only decides which buttons a page shows.
 
+use dispatch_domain::TenantId;
 use dispatch_domain::api_key::Scope;
 
 use crate::actions::routes;
@@ -15,6 +16,8 @@ pub struct Signer {
     /// The database key's id; `None` for a key of `DISPATCH_API_KEYS` (an admin).
     pub key_id: Option<String>,
     pub scope: Scope,
+    /// The tenant the session works in: a tenant key's own, else `default`.
+    pub tenant: TenantId,
 }
 
 /// The API's side of signing in: what a key is, and what a session's key is now.
@@ -26,7 +29,7 @@ pub trait Access: Send + Sync {
 }
 
 /// Whether a key of `scope` can read anything the console shows (an `ingest` key cannot).
-pub fn reads(scope: Scope) -> bool {
+pub fn reads(scope: &Scope) -> bool {
     scope.permits("GET", "/events") && scope.permits("GET", "/subscriptions")
 }
 
@@ -46,7 +49,7 @@ pub struct Can {
 }
 
 impl Can {
-    pub fn of(scope: Scope) -> Self {
+    pub fn of(scope: &Scope) -> Self {
         let may = |(method, route): (&str, &str)| scope.permits(method, route);
         Self {
             create: may(routes::CREATE_SUBSCRIPTION),
@@ -77,10 +80,18 @@ mod tests {
 
     #[test]
     fn a_read_key_reads_everything_and_can_change_nothing() {
-        assert!(reads(Scope::Read));
-        assert!(!Can::of(Scope::Read).anything());
+        let tenant = TenantId::default_tenant();
+        for read in [Scope::Read, Scope::TenantRead(tenant.clone())] {
+            assert!(reads(&read));
+            assert!(!Can::of(&read).anything(), "{read}");
+        }
+        assert!(reads(&Scope::Tenant(tenant.clone())));
         assert_eq!(
-            Can::of(Scope::Admin),
+            Can::of(&Scope::Tenant(tenant.clone())),
+            Can::of(&Scope::Admin)
+        );
+        assert_eq!(
+            Can::of(&Scope::Admin),
             Can {
                 create: true,
                 patch: true,
@@ -91,7 +102,10 @@ mod tests {
                 replay: true,
             }
         );
-        assert!(reads(Scope::Admin));
-        assert!(!reads(Scope::Ingest), "an ingest key reads nothing");
+        assert!(reads(&Scope::Admin));
+        assert!(
+            !reads(&Scope::Ingest(tenant)),
+            "an ingest key reads nothing"
+        );
     }
 }

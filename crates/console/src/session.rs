@@ -84,6 +84,9 @@ pub struct Session {
     pub signer: Signer,
     /// What the pages offer this key's scope.
     pub can: Can,
+    /// The tenant whose rows the console shows and changes: every store call filters by it
+    /// (the key's own tenant; `default` for an admin or read key).
+    pub tenant: dispatch_domain::TenantId,
 }
 
 impl Session {
@@ -149,18 +152,20 @@ impl FromRequest for Session {
             let Some(signer) = console
                 .access
                 .current(live.api_key_id.as_deref())
-                .filter(|s| reads(s.scope))
+                .filter(|s| reads(&s.scope))
             else {
                 console_sessions::end_session(&mut conn, &hash).await?;
                 return Err(ConsoleError::SignIn { next });
             };
             let csrf = csrf_for(&token);
-            let can = Can::of(signer.scope);
+            let can = Can::of(&signer.scope);
+            let tenant = signer.tenant.clone();
             Ok(Self {
                 token,
                 csrf,
                 signer,
                 can,
+                tenant,
             })
         })
     }

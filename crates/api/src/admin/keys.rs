@@ -73,7 +73,7 @@ pub async fn run(conn: &mut AsyncPgConnection, command: KeysCommand) -> anyhow::
             scope,
             expires_at,
         } => {
-            let (row, key) = key_routes::issue(conn, CLI_ACTOR, &name, scope, expires_at)
+            let (row, key) = key_routes::issue(conn, CLI_ACTOR, &name, &scope, expires_at)
                 .await
                 .map_err(failed)?;
             created(row, key)
@@ -82,7 +82,7 @@ pub async fn run(conn: &mut AsyncPgConnection, command: KeysCommand) -> anyhow::
             let mut lines = Vec::new();
             let mut after: Option<String> = None;
             loop {
-                let page = api_keys::list(conn, after.as_deref(), 250).await?;
+                let page = api_keys::list(conn, None, after.as_deref(), 250).await?;
                 let Some(last) = page.last() else { break };
                 after = Some(last.id.clone());
                 for row in page {

@@ -83,7 +83,8 @@ pub async fn list(
         ..DeliveryFilter::default()
     };
     let mut conn = dispatch_store::pool::connection(&console.pool).await?;
-    let mut items = listing::deliveries(&mut conn, &filter, cursor, PAGE + 1).await?;
+    let mut items =
+        listing::deliveries(&mut conn, &session.tenant, &filter, cursor, PAGE + 1).await?;
     drop(conn);
     let more = items.len() as i64 > PAGE;
     items.truncate(PAGE as usize);
@@ -311,7 +312,7 @@ pub async fn progress(
 ) -> Result<HttpResponse, ConsoleError> {
     ReplayId::parse(&id).map_err(|e| ConsoleError::invalid("id", e.to_string()))?;
     let mut conn = dispatch_store::pool::connection(&console.pool).await?;
-    let row = replays::find(&mut conn, &id)
+    let row = replays::find(&mut conn, &session.tenant, &id)
         .await?
         .ok_or_else(|| ConsoleError::NotFound(format!("There is no replay {id}.")))?;
     drop(conn);

@@ -102,7 +102,7 @@ pub async fn submit(
             Some("That API key is not accepted here."),
         );
     };
-    if !reads(signer.scope) {
+    if !reads(&signer.scope) {
         return page(
             &console,
             StatusCode::FORBIDDEN,

@@ -184,7 +184,7 @@ pub async fn confirm_delete(
     if !session.can.delete {
         return Err(read_only("deleting subscriptions"));
     }
-    let row = find(&console, &id).await?;
+    let row = find(&console, &session, &id).await?;
     Ok(html(
         StatusCode::OK,
         &DeletePage {

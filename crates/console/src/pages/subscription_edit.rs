@@ -247,7 +247,7 @@ async fn refused(
     message: String,
     status: u16,
 ) -> Result<HttpResponse, ConsoleError> {
-    let row = find(console, id).await?;
+    let row = find(console, session, id).await?;
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);
     let problem = Problem { field, message };
     render(

@@ -81,7 +81,8 @@ pub async fn list(
     console: web::Data<Console>,
 ) -> Result<HttpResponse, ConsoleError> {
     let mut conn = dispatch_store::pool::connection(&console.pool).await?;
-    let mut rows = subscriptions::list_active(&mut conn, None, LIST_LIMIT + 1).await?;
+    let mut rows =
+        subscriptions::list_active(&mut conn, &session.tenant, None, LIST_LIMIT + 1).await?;
     let stats = recent(&mut conn).await?;
     drop(conn);
     let truncated = rows.len() as i64 > LIST_LIMIT;
@@ -164,10 +165,14 @@ impl ShowPage {
     }
 }
 
-pub(super) async fn find(console: &Console, id: &str) -> Result<SubscriptionRow, ConsoleError> {
+pub(super) async fn find(
+    console: &Console,
+    session: &Session,
+    id: &str,
+) -> Result<SubscriptionRow, ConsoleError> {
     SubscriptionId::parse(id).map_err(|e| ConsoleError::invalid("id", e.to_string()))?;
     let mut conn = dispatch_store::pool::connection(&console.pool).await?;
-    subscriptions::find_active(&mut conn, id)
+    subscriptions::find_active(&mut conn, &session.tenant, id)
         .await?
         .ok_or_else(|| ConsoleError::NotFound(format!("There is no subscription {id}.")))
 }
@@ -177,7 +182,7 @@ pub async fn show(
     id: web::Path<String>,
     console: web::Data<Console>,
 ) -> Result<HttpResponse, ConsoleError> {
-    let row = find(&console, &id).await?;
+    let row = find(&console, &session, &id).await?;
     render(&session, &console, row, None, None, StatusCode::OK).await
 }
 
