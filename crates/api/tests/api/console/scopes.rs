@@ -1,6 +1,7 @@
 //! Database keys in the console: a `read` key signs in, sees every page and changes nothing
 //! (every action refused `403` by the API at the action boundary), an `ingest` key is refused
-//! at sign-in, an `admin` key changes things, and revoking a key ends its sessions.
+//! at sign-in, an `admin` key changes things, a tenant key stays in its tenant, and revoking a
+//! key ends its sessions.
 
 use std::time::{Duration, Instant};
 
@@ -250,4 +251,80 @@ async fn sessions(app: &TestApp) -> i64 {
         .await
         .expect("counted");
     row.n
+}
+
+#[tokio::test]
+async fn a_tenant_key_sees_and_changes_only_its_own_tenant_in_the_console() {
+    let app = TestApp::spawn().await;
+    let (status, body) = json_of(
+        app.post_json("/tenants", &json!({"id": "acme", "name": "Acme"}))
+            .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    app.subscribe("sub_default", &["order.*"]).await;
+    let (status, body) = json_of(
+        app.post_json(
+            "/tenants/acme/keys",
+            &json!({"name": "acme operator", "scope": "tenant:acme"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let key = body["key"].as_str().expect("a key").to_owned();
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let answer = reqwest::Client::new()
+            .post(app.url("/subscriptions"))
+            .bearer_auth(&key)
+            .json(
+                &json!({"id": "sub_acme", "url": "https://hooks.example.com/acme",
+                          "event_types": ["*"]}),
+            )
+            .send()
+            .await
+            .expect("answered");
+        if answer.status() == StatusCode::CREATED {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the tenant key never worked");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut browser = Browser::new(&app);
+    assert_eq!(
+        browser.sign_in_with(&key).await.status(),
+        StatusCode::SEE_OTHER
+    );
+    let list = browser.page("/console/subscriptions").await;
+    assert!(list.contains("sub_acme"), "{list}");
+    assert!(
+        !list.contains("sub_default"),
+        "another tenant's row: {list}"
+    );
+    assert_eq!(
+        browser
+            .get("/console/subscriptions/sub_default")
+            .await
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+    // Its changes run in its tenant: pausing the other tenant's id finds nothing.
+    let csrf = browser.csrf().await;
+    let response = browser
+        .post(
+            "/console/subscriptions/sub_default",
+            &[("csrf", csrf.as_str()), ("do", "pause")],
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let (_, theirs) = json_of(app.get("/subscriptions/sub_default").await).await;
+    assert_eq!(theirs["enabled"], true);
+    let response = browser
+        .post(
+            "/console/subscriptions/sub_acme",
+            &[("csrf", csrf.as_str()), ("do", "pause")],
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
 }
