@@ -532,3 +532,74 @@ async fn a_deleted_tenant_loses_its_keys_and_subscriptions_and_its_id_stays_take
         assert!(actions.contains(&action), "{actions:?}");
     }
 }
+
+#[tokio::test]
+async fn the_admin_command_manages_the_same_tenants_as_the_api() {
+    let app = TestApp::spawn().await;
+    let created: Value = serde_json::from_str(&crate::admin::admin(
+        &app,
+        &[
+            "tenants",
+            "create",
+            "--id",
+            "cli-t",
+            "--name",
+            "From the CLI",
+            "--max-subscriptions",
+            "1",
+        ],
+    ))
+    .unwrap();
+    assert_eq!(created["limits"]["max_subscriptions"], 1);
+    let key: Value = serde_json::from_str(&crate::admin::admin(
+        &app,
+        &[
+            "keys",
+            "create",
+            "--name",
+            "cli-t owner",
+            "--scope",
+            "tenant:cli-t",
+        ],
+    ))
+    .unwrap();
+    let owner = Caller::new(&app, key["key"].as_str().unwrap(), None);
+    owner.ready("/subscriptions").await;
+    assert_eq!(
+        owner.post("/subscriptions", subscription("s1")).await.0,
+        StatusCode::CREATED
+    );
+    let (status, body) = owner.post("/subscriptions", subscription("s2")).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::CONFLICT, Some("subscription_limit_reached"))
+    );
+    assert!(crate::admin::admin(&app, &["tenants", "list"]).contains("\"cli-t\""));
+    let out = crate::admin::dispatch_api(
+        &[
+            "admin",
+            "keys",
+            "create",
+            "--name",
+            "x",
+            "--scope",
+            "tenant:nobody",
+        ],
+        &[("DATABASE_URL", app.db.url())],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("there is no tenant nobody"));
+    let deleted = crate::admin::admin(&app, &["tenants", "delete", "cli-t"]);
+    assert!(
+        deleted.contains("1 subscriptions deleted, 1 keys revoked"),
+        "{deleted}"
+    );
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while owner.get("/subscriptions").await.0 != StatusCode::UNAUTHORIZED {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the key still works"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
