@@ -50,8 +50,11 @@ impl Effective {
 /// bucket at its new rate.
 #[derive(Default)]
 pub struct IngestLimiter {
-    buckets: Mutex<HashMap<String, ((f64, u32), TokenBucket)>>,
+    buckets: Mutex<HashMap<String, Bucket>>,
 }
+
+/// A tenant's bucket and the (rate, burst) it was made for.
+type Bucket = ((f64, u32), TokenBucket);
 
 impl IngestLimiter {
     /// Admits `n` events for `tenant` now, or refuses with `429` and the seconds until they

@@ -205,7 +205,7 @@ pub(crate) async fn create_with(
     // The secret is sealed with the active key on its way into the table.
     let max = state.limits_of(tenant).max_subscriptions;
     let row = match subscriptions::insert_within(&mut conn, &new, &state.secret_keys, max).await? {
-        Inserted::Created(row) => row,
+        Inserted::Created(row) => *row,
         Inserted::Taken => {
             return Err(ApiError::SubscriptionExists(format!(
                 "subscription id {:?} is taken (ids of deleted subscriptions are not reused)",

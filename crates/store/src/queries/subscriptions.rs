@@ -83,7 +83,7 @@ pub async fn insert(
 /// What [`insert_within`] did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Inserted {
-    Created(SubscriptionRow),
+    Created(Box<SubscriptionRow>),
     /// The id is taken in its tenant (also by a deleted subscription).
     Taken,
     /// The tenant has this many live subscriptions: as many as the limit allows.
@@ -102,7 +102,7 @@ pub async fn insert_within(
     let Some(max) = max else {
         return Ok(insert(conn, new, keyring)
             .await?
-            .map_or(Inserted::Taken, Inserted::Created));
+            .map_or(Inserted::Taken, |row| Inserted::Created(Box::new(row))));
     };
     let (new, keyring) = (new.clone(), keyring.clone());
     conn.transaction::<_, StoreError, _>(async move |conn| {
@@ -112,7 +112,7 @@ pub async fn insert_within(
         }
         Ok(insert(conn, &new, &keyring)
             .await?
-            .map_or(Inserted::Taken, Inserted::Created))
+            .map_or(Inserted::Taken, |row| Inserted::Created(Box::new(row))))
     })
     .await
 }
