@@ -167,12 +167,23 @@ impl Connector {
     /// (`synchronous_commit = off`): what they write may be lost if PostgreSQL itself crashes
     /// within the last fraction of a second, but never corrupted. Only for writes that are safe
     /// to lose (see [`crate::pool::Durability::Relaxed`]).
-    pub fn relaxed(mut self) -> Self {
+    pub fn relaxed(self) -> Self {
+        self.with_setting("synchronous_commit=off")
+    }
+
+    /// Sessions opened from now on never compile plans with JIT (`jit = off`). Dispatch runs
+    /// short statements many times a second; PostgreSQL's default compiles any plan whose
+    /// estimated cost passes `jit_above_cost`, and a claim whose estimate is off by a few
+    /// orders (a table never analysed, a set-returning function) would spend 100 ms compiling
+    /// what runs in 2 ms.
+    pub fn without_jit(self) -> Self {
+        self.with_setting("jit=off")
+    }
+
+    fn with_setting(mut self, setting: &str) -> Self {
         let options = match self.config.get_options() {
-            Some(existing) if !existing.trim().is_empty() => {
-                format!("{existing} -c synchronous_commit=off")
-            }
-            _ => "-c synchronous_commit=off".to_owned(),
+            Some(existing) if !existing.trim().is_empty() => format!("{existing} -c {setting}"),
+            _ => format!("-c {setting}"),
         };
         self.config.options(&options);
         self
@@ -218,6 +229,7 @@ pub fn manager_config(
     durability: crate::pool::Durability,
 ) -> ManagerConfig<AsyncPgConnection> {
     let connector = Connector::from_url(url)
+        .map(Connector::without_jit)
         .map(|c| match durability {
             crate::pool::Durability::Durable => c,
             crate::pool::Durability::Relaxed => c.relaxed(),
