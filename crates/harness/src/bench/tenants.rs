@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use hyper::StatusCode;
+use hyper::body::Bytes;
 use serde_json::{Value, json};
 
 use super::Bench;
@@ -58,12 +59,18 @@ pub struct Observed {
     drained: bool,
 }
 
-/// `POST url` of `body` with `key`, which must answer `201`; returns the answer's JSON.
-async fn create(bench: &Bench, url: &str, key: &str, body: &Value) -> Result<Value> {
-    let (status, answer) =
-        post_json_answer(&bench.client, url, key, body.to_string(), CALL_TIMEOUT)
-            .await
-            .with_context(|| format!("no answer to POST {url}"))?;
+/// A new key works once the API has reloaded its keys (every second), not at once.
+const KEY_USABLE_WITHIN: Duration = Duration::from_secs(10);
+
+/// `POST url` of `body` with `key`: the answer's status and body.
+async fn post(bench: &Bench, url: &str, key: &str, body: &Value) -> Result<(StatusCode, Bytes)> {
+    post_json_answer(&bench.client, url, key, body.to_string(), CALL_TIMEOUT)
+        .await
+        .with_context(|| format!("no answer to POST {url}"))
+}
+
+/// The JSON of an answer to `POST url`, which must be `201`.
+fn created(url: &str, (status, answer): (StatusCode, Bytes)) -> Result<Value> {
     if status != StatusCode::CREATED {
         bail!(
             "POST {url} answered {status}: {}",
@@ -71,6 +78,11 @@ async fn create(bench: &Bench, url: &str, key: &str, body: &Value) -> Result<Val
         );
     }
     serde_json::from_slice(&answer).with_context(|| format!("reading the answer to POST {url}"))
+}
+
+/// `POST url` of `body` with `key`, which must answer `201`; returns the answer's JSON.
+async fn create(bench: &Bench, url: &str, key: &str, body: &Value) -> Result<Value> {
+    created(url, post(bench, url, key, body).await?)
 }
 
 impl Bench {
@@ -100,7 +112,14 @@ impl Bench {
             "event_types": ["bench.*"],
             "rate_limit": {"per_second": 100_000, "burst": 100_000},
         });
-        create(self, &format!("{api}/subscriptions"), &key, &body).await?;
+        let url = format!("{api}/subscriptions");
+        let deadline = Instant::now() + KEY_USABLE_WITHIN;
+        let mut answer = post(self, &url, &key, &body).await?;
+        while answer.0 == StatusCode::UNAUTHORIZED && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            answer = post(self, &url, &key, &body).await?;
+        }
+        created(&url, answer)?;
         Ok(key)
     }
 
