@@ -111,8 +111,9 @@ pub fn unix_nanos() -> u64 {
 struct Record {
     /// (subscription, event id) → times answered 200.
     delivered: HashMap<(u32, Box<str>), u32>,
-    /// Latency of each pair's first 200, ns.
+    /// Latency of each pair's first 200, ns; and the same by subscription.
     latencies_ns: Vec<u64>,
+    latencies_by_subscription: HashMap<u32, Vec<u64>>,
     /// Arrival and latency (ns) of each pair's first 200, in arrival order.
     timeline: Vec<(Instant, u64)>,
     /// Arrival of each pair's first 200.
@@ -235,6 +236,13 @@ impl Receiver {
             .filter(|((sub, _), _)| *sub == subscription)
             .map(|((_, event), at)| (event.clone(), *at))
             .collect()
+    }
+
+    /// The latencies (ns) of `subscription`'s first 200s so far, in arrival order.
+    pub fn latencies_of(&self, subscription: u32) -> Vec<u64> {
+        let record = self.state.lock();
+        let latencies = record.latencies_by_subscription.get(&subscription);
+        latencies.cloned().unwrap_or_default()
     }
 
     /// Distinct (subscription, event) pairs answered 200 so far.
@@ -367,6 +375,8 @@ async fn handle(
             Some(sent) => {
                 let latency = arrived_ns.saturating_sub(sent);
                 record.latencies_ns.push(latency);
+                let by_subscription = record.latencies_by_subscription.entry(route.subscription);
+                by_subscription.or_default().push(latency);
                 record.timeline.push((arrived, latency));
             }
             None => record.unreadable += 1,

@@ -41,12 +41,15 @@ pub enum Scenario {
     /// Console pages (issue 18) over HTTP with a signed-in session, on the `list` scenario's
     /// seeded history (--list-deliveries deliveries), --list-samples times each.
     Console,
+    /// Tenant `big` loads a backlog of N events (200 000) through the batch endpoint, then
+    /// tenant `small` sends --small-rate events/s for --small-seconds: `small`'s latency.
+    Tenants,
     /// Every scenario above, in that order.
     All,
 }
 
 impl Scenario {
-    pub const EACH: [Scenario; 14] = [
+    pub const EACH: [Scenario; 15] = [
         Scenario::Steady,
         Scenario::Light,
         Scenario::Batch,
@@ -61,6 +64,7 @@ impl Scenario {
         Scenario::List,
         Scenario::Ordered,
         Scenario::Console,
+        Scenario::Tenants,
     ];
 
     pub fn expand(self) -> Vec<Scenario> {
@@ -91,6 +95,7 @@ impl Scenario {
             Scenario::List => "list",
             Scenario::Ordered => "ordered",
             Scenario::Console => "console",
+            Scenario::Tenants => "tenants",
             Scenario::All => "all",
         }
     }
@@ -103,7 +108,7 @@ pub struct Args {
     pub scenario: Scenario,
     /// Events per scenario (default: steady, history and vacuum-off 5000, batch 50000, fanout
     /// 100 (x100 subscriptions), many-destinations 10000, backlog 100000, mixed 5000, scale
-    /// 20000). `light` and `soak` send at a fixed rate for a time instead.
+    /// 20000, tenants 200000 for `big`). `light` and `soak` send at a fixed rate instead.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub events: Option<u64>,
     /// Requests in flight from the load generator, and pgbench clients of the ceiling.
@@ -123,6 +128,12 @@ pub struct Args {
     /// Events a second that `soak` offers (open loop, at most --concurrency in flight).
     #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub rate: u64,
+    /// Events a second the tenant `small` of `tenants` sends while `big`'s backlog is due.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub small_rate: u64,
+    /// How long the tenant `small` of `tenants` sends, in seconds.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub small_seconds: u64,
     /// Finished deliveries (events + delivered deliveries + attempts) `history` seeds.
     #[arg(
         long,
@@ -251,6 +262,7 @@ mod tests {
             (600, 2000, 5_000_000)
         );
         assert!(!a.debug && !a.use_database_url && a.database_url.is_none());
+        assert_eq!((a.small_rate, a.small_seconds), (50, 60));
         assert_eq!(a.overrides(), None);
         assert_eq!(
             (a.list_deliveries, a.list_depth, a.list_samples),
@@ -275,6 +287,9 @@ mod tests {
             "history",
             "vacuum-off",
             "list",
+            "ordered",
+            "console",
+            "tenants",
             "all",
         ] {
             let a = parse(&["--scenario", name]).expect(name);
@@ -305,6 +320,8 @@ mod tests {
             &["--list-deliveries", "999"],
             &["--list-depth", "1"],
             &["--list-samples", "0"],
+            &["--small-rate", "0"],
+            &["--small-seconds", "0"],
             &["--database-url", "postgres://x/y", "--use-database-url"],
             &["--unknown"],
         ] {

@@ -16,28 +16,30 @@ use super::scenarios::{Spec, Work};
 use super::snapshot::{Snapshot, mib};
 use super::soak::{self, RssSampler};
 use super::stats;
+use super::tenants::Observed;
 use crate::processes::{self, Launch, Service};
 use crate::receiver::{self, Receiver};
 
 /// How long a just-started API and workers get to become ready.
-const READY_WITHIN: Duration = Duration::from_secs(60);
+pub(super) const READY_WITHIN: Duration = Duration::from_secs(60);
 /// After the last expected delivery: how long to keep listening for late duplicates.
 const SETTLE: Duration = Duration::from_millis(500);
 
 /// What the work phase leaves for the row.
-struct Phase {
-    started: Instant,
-    before: Snapshot,
-    expected: u64,
-    all_arrived: bool,
-    accepted_at: Vec<Instant>,
-    rss: Option<RssSampler>,
+pub(super) struct Phase {
+    pub(super) started: Instant,
+    pub(super) before: Snapshot,
+    pub(super) expected: u64,
+    pub(super) all_arrived: bool,
+    pub(super) accepted_at: Vec<Instant>,
+    pub(super) rss: Option<RssSampler>,
+    pub(super) tenants: Option<Observed>,
 }
 
 impl Bench {
     /// Waits until the receiver has `expected` distinct deliveries, or `within` has passed, or
     /// a service died. Returns whether everything arrived.
-    async fn wait_for_deliveries(
+    pub(super) async fn wait_for_deliveries(
         &self,
         receiver: &Receiver,
         expected: u64,
@@ -144,6 +146,7 @@ impl Bench {
             all_arrived,
             accepted_at: std::mem::take(&mut sent.accepted_at),
             rss,
+            tenants: None,
         })
     }
 
@@ -201,6 +204,7 @@ impl Bench {
             all_arrived,
             accepted_at: Vec::new(),
             rss: None,
+            tenants: None,
         })
     }
 
@@ -237,6 +241,10 @@ impl Bench {
             }
             Work::Backlog { .. } => {
                 self.drain_backlog(spec, &launch, receiver, url, &mut services, &mut row)
+                    .await?
+            }
+            Work::Tenants { .. } => {
+                self.tenants(spec, &launch, receiver, url, &mut services, &mut row)
                     .await?
             }
         };
@@ -288,6 +296,9 @@ impl Bench {
         });
         row.delivered_per_sec = stats::per_second(received.unique.min(expected), window);
         row.latency = stats::summarize(&mut received.latencies_ns.clone());
+        if let Some(tenants) = &phase.tenants {
+            tenants.report(receiver, &mut row);
+        }
         if let (Some(width), Some(rss)) = (spec.window, rss) {
             let since = |at: &Instant| at.saturating_duration_since(phase.started);
             let accepted: Vec<Duration> = phase.accepted_at.iter().map(since).collect();

@@ -9,9 +9,9 @@
 //! database); a wait, bounded, until every expected delivery has arrived; then one
 //! [`report::Row`] per run ([`measure`]). Before and after the scenarios, [`ceiling`] measures
 //! durable one-row inserts per second with `pgbench` at the same concurrency on the same server,
-//! and every rate is also reported as a share of it ([`output`]). docs/performance.md describes
-//! the method and the latest results. The `list` scenario ([`list`]) times pages of the list
-//! routes over a seeded month of history instead, with no worker and no ceiling.
+//! and every rate is also reported as a share of it ([`output`]); docs/performance.md has the
+//! method and results. `list` ([`list`]) times list pages over a seeded month of history instead
+//! (no worker, no ceiling); `tenants` ([`tenants`]) makes its tenants through the API.
 
 mod args;
 mod ceiling;
@@ -28,6 +28,7 @@ mod scenarios;
 mod snapshot;
 mod soak;
 mod stats;
+mod tenants;
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -55,8 +56,7 @@ const DB_PREFIX: &str = "dispatch_bench_";
 const CEILING_SECS: u64 = 5;
 /// An unreported pgbench run before the first ceiling (a fresh cluster's first writes are slow).
 const CEILING_WARM_UP: Duration = Duration::from_secs(5);
-/// Rate limit of the seeded subscriptions: the highest the schema allows, so that the limiter
-/// never holds the benchmark back (its cost is still paid).
+/// The seeded subscriptions' rate limit: the schema's highest (the limiter's cost is still paid).
 const RATE_LIMIT: f64 = 100_000.0;
 const RATE_BURST: i32 = 100_000;
 /// `history` seeds this many finished deliveries per statement.

@@ -117,6 +117,7 @@ fn comparisons(rows: &[Row]) -> Vec<String> {
                 .map_or_else(|| "-".to_owned(), |r| format!("{r:.3}"))
         ));
     }
+    out.extend(rows.iter().filter_map(super::tenants::summary));
     out
 }
 

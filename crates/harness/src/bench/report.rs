@@ -55,7 +55,7 @@ fn round(x: f64, digits: i32) -> f64 {
     (x * f).round() / f
 }
 
-fn latency_json(l: &Option<Latency>) -> Value {
+pub(super) fn latency_json(l: &Option<Latency>) -> Value {
     match l {
         Some(l) => json!({
             "count": l.count,

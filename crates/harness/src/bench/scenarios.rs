@@ -26,6 +26,8 @@ const SCALE_EVENTS: u64 = 20_000;
 /// `light`: this many events a second, for this long (or `--seconds`, if shorter).
 const LIGHT_RATE: u64 = 200;
 const LIGHT_SECS: u64 = 30;
+/// `tenants`: the backlog the tenant `big` loads unless `--events` says otherwise.
+pub const TENANTS_BACKLOG: u64 = 200_000;
 /// `vacuum-off`: runs of `steady` on the one database.
 pub const VACUUM_OFF_RUNS: usize = 5;
 /// `soak`: the width of a reported window.
@@ -60,6 +62,15 @@ pub enum Work {
     },
     /// Due deliveries seeded in the database before any worker starts.
     Backlog { events: u64, subscriptions: u32 },
+    /// Two tenants made through the API, one subscription each: `big` loads `backlog` events
+    /// through `POST /events/batch` (`batch_size` each), then `small` sends `per_sec` events a
+    /// second for `seconds` while the workers work through `big`'s backlog (issue 17).
+    Tenants {
+        backlog: u64,
+        batch_size: u64,
+        per_sec: u64,
+        seconds: u64,
+    },
 }
 
 /// How the scenario's database is prepared once its subscriptions are seeded.
@@ -297,6 +308,16 @@ impl Args {
                 runs: VACUUM_OFF_RUNS,
                 ..steady("bench.vacuum")
             }],
+            // The tenants and their subscriptions are made through the API (`super::tenants`).
+            Scenario::Tenants => vec![spec(
+                Vec::new(),
+                Work::Tenants {
+                    backlog: self.events_or(TENANTS_BACKLOG),
+                    batch_size: self.batch_size,
+                    per_sec: self.small_rate,
+                    seconds: self.small_seconds,
+                },
+            )],
             // Not a delivery run: `list` runs on its own (see `super::list`).
             Scenario::List | Scenario::Console => Vec::new(),
             Scenario::All => Scenario::EACH.iter().flat_map(|s| self.specs(*s)).collect(),

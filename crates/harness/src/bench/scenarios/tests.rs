@@ -37,6 +37,7 @@ fn scenarios_expand_into_runs() {
             "vacuum-off/4",
             "vacuum-off/5",
             "ordered",
+            "tenants",
         ]
     );
     let ordered = &a.specs(Scenario::Ordered)[0];
@@ -149,4 +150,44 @@ fn soak_history_and_vacuum_off_are_shaped_by_their_flags() {
         (Setup::AutovacuumOff, VACUUM_OFF_RUNS)
     );
     assert_eq!(vacuum.run_name(5), "vacuum-off/5");
+}
+
+#[test]
+fn tenants_are_shaped_by_their_flags() {
+    let full = &parse(&["--scenario", "tenants"])
+        .expect("ok")
+        .specs(Scenario::Tenants)[0];
+    assert!(
+        full.subscriptions.is_empty(),
+        "made through the API instead"
+    );
+    assert!(matches!(
+        full.work,
+        Work::Tenants {
+            backlog: TENANTS_BACKLOG,
+            batch_size: 500,
+            per_sec: 50,
+            seconds: 60,
+        }
+    ));
+    let quick = parse(&[
+        "--scenario",
+        "tenants",
+        "--events",
+        "20000",
+        "--small-rate",
+        "20",
+        "--small-seconds",
+        "10",
+    ])
+    .expect("ok");
+    assert!(matches!(
+        quick.specs(Scenario::Tenants)[0].work,
+        Work::Tenants {
+            backlog: 20_000,
+            per_sec: 20,
+            seconds: 10,
+            ..
+        }
+    ));
 }
