@@ -101,6 +101,25 @@ impl KeyCache {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = keys;
     }
 
+    /// Notes a key this replica just issued (`row`, and the key itself, shown once), so it works
+    /// here at once; the other replicas learn it at their next reload.
+    pub fn note_issued(&self, row: &dispatch_store::queries::api_keys::ApiKeyRow, key: &str) {
+        let Ok(scope) = row.scope.parse::<Scope>() else {
+            return;
+        };
+        self.keys
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(
+                row.id.clone(),
+                CachedKey {
+                    hash: api_key::hash(key),
+                    scope,
+                    expires_at: row.expires_at,
+                },
+            );
+    }
+
     /// The limits of tenant `id` when it is live (the default tenant always is).
     pub fn tenant(&self, id: &TenantId) -> Option<TenantLimits> {
         let tenants = self

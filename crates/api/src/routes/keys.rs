@@ -155,6 +155,7 @@ pub async fn create(
     }
     let mut conn = pool::connection(&state.pool).await?;
     let (row, key) = issue(&mut conn, &auth.actor, &name, &scope, expires_at).await?;
+    state.keys.note_issued(&row, &key);
     tracing::info!(key.id = %row.id, scope = %row.scope, actor = %auth.actor, "API key created");
     Ok(HttpResponse::Created()
         .insert_header(("Cache-Control", "no-store"))
@@ -275,6 +276,7 @@ pub async fn rotate_key(
     let (row, key) = rotate(&mut conn, &auth.actor, &id, overlap)
         .await?
         .ok_or_else(|| id.not_found())?;
+    state.keys.note_issued(&row, &key);
     tracing::info!(key.id = %*id, new_key.id = %row.id, actor = %auth.actor, "API key rotated");
     Ok(HttpResponse::Created()
         .insert_header(("Cache-Control", "no-store"))

@@ -303,6 +303,7 @@ pub async fn create_key(
     fields.finish()?;
     let mut conn = pool::connection(&state.pool).await?;
     let (row, key) = super::keys::issue(&mut conn, &auth.actor, &name, &scope, expires_at).await?;
+    state.keys.note_issued(&row, &key);
     tracing::info!(key.id = %row.id, scope = %row.scope, actor = %auth.actor, "tenant key created");
     Ok(HttpResponse::Created()
         .insert_header(("Cache-Control", "no-store"))

@@ -19,7 +19,11 @@ async fn tenant_limits_refuse_with_clear_errors_and_are_counted_per_tenant() {
     )
     .await;
     let small = Caller::new(&app, &key(&app, "small", "tenant").await, None);
-    small.ready("/events").await;
+    assert_eq!(
+        small.get("/events").await.0,
+        StatusCode::OK,
+        "a key works at once on the replica that issued it"
+    );
     assert_eq!(
         small.post("/subscriptions", subscription("s1")).await.0,
         StatusCode::CREATED
