@@ -19,6 +19,8 @@ use super::stats;
 use crate::processes::{self, Launch, Service};
 use crate::receiver::{self, Receiver};
 
+pub(super) mod statements;
+
 /// How long a just-started API and workers get to become ready.
 const READY_WITHIN: Duration = Duration::from_secs(60);
 /// After the last expected delivery: how long to keep listening for late duplicates.
@@ -32,6 +34,8 @@ struct Phase {
     all_arrived: bool,
     accepted_at: Vec<Instant>,
     rss: Option<RssSampler>,
+    /// `--pg-statements`: the server's WAL position when the phase started.
+    wal_before: Option<i64>,
 }
 
 impl Bench {
@@ -90,6 +94,7 @@ impl Bench {
             services.push(launch.worker_as_shipped(i)?);
         }
         processes::wait_ready(&self.client, services, READY_WITHIN).await?;
+        let wal_before = self.statements_start(url).await;
         let before = Snapshot::take(services, url).await;
         let plan = LoadPlan {
             url: format!("{}{}", services[0].base_url, pace.path()),
@@ -144,6 +149,7 @@ impl Bench {
             all_arrived,
             accepted_at: std::mem::take(&mut sent.accepted_at),
             rss,
+            wal_before,
         })
     }
 
@@ -183,6 +189,7 @@ impl Bench {
             seeding.elapsed().as_secs_f64()
         );
         drop(conn);
+        let wal_before = self.statements_start(url).await;
         let before = Snapshot::take(&[], url).await;
         let started = Instant::now();
         for i in 1..=spec.workers {
@@ -201,7 +208,16 @@ impl Bench {
             all_arrived,
             accepted_at: Vec::new(),
             rss: None,
+            wal_before,
         })
+    }
+
+    /// `--pg-statements`: forgets the statements counted so far; the server's WAL position.
+    async fn statements_start(&self, url: &str) -> Option<i64> {
+        match self.args.pg_statements {
+            true => statements::start(url).await,
+            false => None,
+        }
     }
 
     /// Run `name` of `spec` on the database at `url`, whose subscriptions point at `receiver`.
@@ -263,6 +279,9 @@ impl Bench {
         row.log_lines = services.iter().map(Service::log_lines).sum();
         for service in services {
             service.stop().await;
+        }
+        if let Some(wal_before) = phase.wal_before {
+            statements::report(url, wal_before, phase.expected, &mut row).await;
         }
         self.count_in_database(url, &phase, &mut row).await?;
         let received = receiver.received();
