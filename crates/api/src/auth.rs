@@ -6,6 +6,8 @@
 
 use std::fmt;
 
+use dispatch_domain::TenantId;
+use dispatch_domain::api_key::Scope;
 use ring::digest::{SHA256, digest};
 
 /// Shortest plain key accepted: a key is a password, not a name.
@@ -125,15 +127,77 @@ impl Auth {
     }
 }
 
+/// The header an `admin` or `read` key names the tenant it works in with (absent: `default`).
+pub const TENANT_HEADER: &str = "Dispatch-Tenant";
+
 /// Extractor that lets a handler run only for a caller whose key allows this route; put it
 /// first in the handler's arguments so nothing (not even the body) is read for anyone else.
+/// It also decides the request's tenant: the key's own for a tenant key, else the one the
+/// `Dispatch-Tenant` header names (else `default`); it must be a live tenant.
+#[derive(Debug, Clone)]
 pub struct Authorized {
     /// Who is calling, as the audit log names them: a database key's id, `env` for a key of
     /// `DISPATCH_API_KEYS`, `anonymous` when authentication is disabled.
     pub actor: String,
+    /// What the key may do: `admin` for the keys of `DISPATCH_API_KEYS` and when
+    /// authentication is disabled.
+    pub scope: Scope,
+    /// The tenant this request works in: every store query it makes is filtered by it.
+    pub tenant: TenantId,
 }
 
-/// `401` without a valid key; `403` when the key's scope does not allow the route.
+/// The caller a presented key is (`None`: no valid key), before any route or tenant is chosen:
+/// `(actor, scope)`. The one place keys are resolved, for the `Authorization` header and for
+/// the console's sign-in.
+pub fn resolve(state: &crate::routes::AppState, key: Option<&str>) -> Option<(String, Scope)> {
+    if state.auth == Auth::Disabled {
+        return Some(("anonymous".to_owned(), Scope::Admin));
+    }
+    let key = key?;
+    if state.auth.allows(Some(&format!("Bearer {key}"))) {
+        return Some(("env".to_owned(), Scope::Admin));
+    }
+    state
+        .keys
+        .lookup(key)
+        .map(|(id, scope)| (id.as_str().to_owned(), scope))
+}
+
+/// The tenant a caller of `scope` works in, given the `Dispatch-Tenant` header's value: the
+/// key's own tenant (a header naming another is refused), else the header's, else `default`.
+/// It must be live on this replica's view.
+pub fn tenant_of(
+    state: &crate::routes::AppState,
+    scope: &Scope,
+    header: Option<&str>,
+) -> Result<TenantId, crate::error::ApiError> {
+    use crate::error::ApiError;
+    let named = header
+        .map(|h| {
+            TenantId::parse(h.trim()).map_err(|e| ApiError::InvalidHeader {
+                header: TENANT_HEADER.to_owned(),
+                message: format!("not a tenant id: {e}"),
+            })
+        })
+        .transpose()?;
+    let tenant = match (scope.tenant(), named) {
+        (Some(own), Some(named)) if *own != named => {
+            return Err(ApiError::Forbidden(format!(
+                "a key of scope {scope} works only in tenant {own}, not {named}"
+            )));
+        }
+        (Some(own), _) => own.clone(),
+        (None, Some(named)) => named,
+        (None, None) => TenantId::default_tenant(),
+    };
+    if state.keys.tenant(&tenant).is_none() {
+        return Err(ApiError::NotFound(format!("no tenant {tenant}")));
+    }
+    Ok(tenant)
+}
+
+/// `401` without a valid key; `403` when the key's scope does not allow the route or names
+/// another tenant; `404` for a tenant that does not exist.
 fn authorize(req: &actix_web::HttpRequest) -> Result<Authorized, crate::error::ApiError> {
     use crate::error::ApiError;
     let state = req
@@ -143,30 +207,27 @@ fn authorize(req: &actix_web::HttpRequest) -> Result<Authorized, crate::error::A
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    if state.auth == Auth::Disabled {
-        return Ok(Authorized {
-            actor: "anonymous".to_owned(),
-        });
-    }
-    if state.auth.allows(header) {
-        return Ok(Authorized {
-            actor: "env".to_owned(),
-        });
-    }
-    let (id, scope) = bearer(header)
-        .and_then(|key| state.keys.lookup(key))
-        .ok_or(ApiError::Unauthorized)?;
+    let (actor, scope) = resolve(state, bearer(header)).ok_or(ApiError::Unauthorized)?;
     let route = req.match_pattern().unwrap_or_else(|| req.path().to_owned());
-    if scope.permits(req.method().as_str(), &route) {
-        Ok(Authorized {
-            actor: id.as_str().to_owned(),
-        })
-    } else {
-        Err(ApiError::Forbidden(format!(
-            "key {id} has scope {scope}, which does not allow {} {route}",
+    if !scope.permits(req.method().as_str(), &route) {
+        return Err(ApiError::Forbidden(format!(
+            "key {actor} has scope {scope}, which does not allow {} {route}",
             req.method()
-        )))
+        )));
     }
+    let named = match req.headers().get(TENANT_HEADER) {
+        None => None,
+        Some(v) => Some(v.to_str().map_err(|_| ApiError::InvalidHeader {
+            header: TENANT_HEADER.to_owned(),
+            message: "not visible ASCII".to_owned(),
+        })?),
+    };
+    let tenant = tenant_of(state, &scope, named)?;
+    Ok(Authorized {
+        actor,
+        scope,
+        tenant,
+    })
 }
 
 impl actix_web::FromRequest for Authorized {

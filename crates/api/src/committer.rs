@@ -178,6 +178,7 @@ mod tests {
 
     fn event(id: &str) -> NewEvent {
         NewEvent {
+            tenant: dispatch_domain::TenantId::default_tenant(),
             id: EventId::parse(id).expect("valid"),
             event_type: EventType::parse("a.b").expect("valid"),
             source: Source::parse("s").expect("valid"),

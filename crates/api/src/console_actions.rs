@@ -5,6 +5,7 @@
 use actix_web::ResponseError;
 use actix_web::web;
 use dispatch_console::actions::{Action, Actions, Outcome, Refusal};
+use dispatch_domain::TenantId;
 use serde_json::Value;
 
 use crate::error::ApiError;
@@ -48,32 +49,37 @@ async fn answer(result: Result<actix_web::HttpResponse, ApiError>) -> Result<Val
 }
 
 impl Actions for ApiActions {
-    fn run(&self, action: Action) -> Outcome {
+    fn run(&self, tenant: &TenantId, action: Action) -> Outcome {
         let state = self.state.clone();
+        let tenant = tenant.clone();
         Box::pin(async move {
             let result = match action {
-                Action::CreateSubscription(body) => subscriptions::create_with(&state, body).await,
+                Action::CreateSubscription(body) => {
+                    subscriptions::create_with(&state, &tenant, body).await
+                }
                 Action::PatchSubscription { id, patch } => match PathId::parse(id) {
-                    Ok(id) => subscription_patch::patch_with(&state, &id, patch).await,
+                    Ok(id) => subscription_patch::patch_with(&state, &tenant, &id, patch).await,
                     Err(e) => Err(e),
                 },
                 Action::DeleteSubscription { id } => match PathId::parse(id) {
-                    Ok(id) => subscriptions::delete_with(&state, &id).await,
+                    Ok(id) => subscriptions::delete_with(&state, &tenant, &id).await,
                     Err(e) => Err(e),
                 },
                 Action::RotateSecret { id } => match PathId::parse(id) {
-                    Ok(id) => secrets::rotate_with(&state, &id, None).await,
+                    Ok(id) => secrets::rotate_with(&state, &tenant, &id, None).await,
                     Err(e) => Err(e),
                 },
                 Action::SendTest { id } => match PathId::parse(id) {
-                    Ok(id) => subscription_test::send_with(&state, &id).await,
+                    Ok(id) => subscription_test::send_with(&state, &tenant, &id).await,
                     Err(e) => Err(e),
                 },
                 Action::RetryDelivery { id } => match PathId::parse(id.to_string()) {
-                    Ok(id) => deliveries::retry_with(&state, &id, None).await,
+                    Ok(id) => deliveries::retry_with(&state, &tenant, &id, None).await,
                     Err(e) => Err(e),
                 },
-                Action::CreateReplay(body) => replays::create_with(&state, None, body).await,
+                Action::CreateReplay(body) => {
+                    replays::create_with(&state, &tenant, None, body).await
+                }
             };
             answer(result).await
         })

@@ -50,6 +50,15 @@ pub enum ApiError {
     /// The subscription id is taken (409).
     #[error("{0}")]
     SubscriptionExists(String),
+    /// A request header is invalid (400).
+    #[error("header {header}: {message}")]
+    InvalidHeader { header: String, message: String },
+    /// The tenant's ingest rate is exceeded (429); retry after this many seconds.
+    #[error("{message}")]
+    RateLimited {
+        retry_after_secs: u64,
+        message: String,
+    },
     /// The request conflicts with the resource's state (409); `code` says how.
     #[error("{message}")]
     Conflict { code: Conflict, message: String },
@@ -84,10 +93,16 @@ pub enum Conflict {
     DeliveryNotBlocking,
     /// The API key is revoked or expired (`POST /keys/{id}/rotate`).
     KeyInactive,
+    /// The tenant id is taken, possibly by a deleted tenant (`POST /tenants`).
+    TenantExists,
+    /// The tenant has as many subscriptions as its `max_subscriptions` allows.
+    SubscriptionLimitReached,
+    /// The default tenant cannot be deleted.
+    DefaultTenant,
 }
 
 impl Conflict {
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 10] = [
         Self::DeliveryInFlight,
         Self::DeliveryQueued,
         Self::DeliveryDelivered,
@@ -95,6 +110,9 @@ impl Conflict {
         Self::IdempotencyKeyReused,
         Self::DeliveryNotBlocking,
         Self::KeyInactive,
+        Self::TenantExists,
+        Self::SubscriptionLimitReached,
+        Self::DefaultTenant,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -106,6 +124,9 @@ impl Conflict {
             Self::IdempotencyKeyReused => "idempotency_key_reused",
             Self::DeliveryNotBlocking => "delivery_not_blocking",
             Self::KeyInactive => "key_inactive",
+            Self::TenantExists => "tenant_exists",
+            Self::SubscriptionLimitReached => "subscription_limit_reached",
+            Self::DefaultTenant => "default_tenant",
         }
     }
 }
@@ -120,7 +141,8 @@ pub struct ErrorBody<'a> {
     pub message: String,
     /// Only for `invalid_field` (the body field, `body`, or `event_types[i]`),
     /// `invalid_parameter` (`limit`, `cursor` or `query`), `duplicate_key` (the repeated key's
-    /// path, such as `data.items[2].sku`) and `destination_refused` (`url`).
+    /// path, such as `data.items[2].sku`), `destination_refused` (`url`) and `invalid_header`
+    /// (the header's name).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub field: Option<&'a str>,
@@ -151,6 +173,8 @@ impl ApiError {
             Self::MethodNotAllowed => "method_not_allowed",
             Self::EventConflict(_) => "event_conflict",
             Self::SubscriptionExists(_) => "subscription_exists",
+            Self::InvalidHeader { .. } => "invalid_header",
+            Self::RateLimited { .. } => "rate_limited",
             Self::Conflict { code, .. } => code.as_str(),
             Self::RequestTimeout(_) => "request_timeout",
             Self::DatabaseUnavailable => "database_unavailable",
@@ -174,7 +198,10 @@ impl From<StoreError> for ApiError {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            Self::MalformedJson(_) | Self::DuplicateKey(_) => StatusCode::BAD_REQUEST,
+            Self::MalformedJson(_) | Self::DuplicateKey(_) | Self::InvalidHeader { .. } => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::InvalidField { .. } | Self::InvalidParam { .. } | Self::DestinationRefused(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
@@ -203,6 +230,7 @@ impl ResponseError for ApiError {
             Self::InvalidParam { param, .. } => Some(param.as_str()),
             Self::DuplicateKey(path) => Some(path.as_str()),
             Self::DestinationRefused(_) => Some("url"),
+            Self::InvalidHeader { header, .. } => Some(header.as_str()),
             _ => None,
         };
         let mut response = HttpResponse::build(self.status_code());
@@ -211,6 +239,12 @@ impl ResponseError for ApiError {
         }
         if matches!(self, Self::DatabaseUnavailable) {
             response.insert_header(("Retry-After", "1"));
+        }
+        if let Self::RateLimited {
+            retry_after_secs, ..
+        } = self
+        {
+            response.insert_header(("Retry-After", retry_after_secs.to_string()));
         }
         response.json(ErrorBody {
             code: self.code(),

@@ -108,10 +108,10 @@ proptest! {
     fn validators_answer_any_body_with_ok_or_a_client_error(text in json_text()) {
         if let Ok(value) = parse(text.as_bytes()) {
             let _ = check_storable_json(&value);
-            if let Err(e) = parse_new_event(value.clone()) {
+            if let Err(e) = parse_new_event(&dispatch_domain::TenantId::default_tenant(), value.clone()) {
                 prop_assert!(is_client_error(&e), "{e:?} for {text}");
             }
-            if let Err(e) = parse_new_subscription(value) {
+            if let Err(e) = parse_new_subscription(&dispatch_domain::TenantId::default_tenant(), value) {
                 prop_assert!(is_client_error(&e), "{e:?} for {text}");
             }
         }

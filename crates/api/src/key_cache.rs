@@ -1,16 +1,19 @@
 //! The database's API keys as one API replica sees them: reloaded every second, so a new key
 //! works and a revoked or expired one stops within about a second on every replica, without a
 //! request ever waiting for the database to check a key; uses are noted in memory and written
-//! back (`last_used_at`) with each reload.
+//! back (`last_used_at`) with each reload. The live tenants and their limits are reloaded with
+//! them, so a request's tenant is checked without the database too.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use dispatch_domain::TenantId;
 use dispatch_domain::api_key::{self, ApiKeyId, Scope};
 use dispatch_store::pool::{self, Pool};
 use dispatch_store::queries::api_keys::{self, ActiveKey};
+use dispatch_store::queries::tenants::{self, TenantLimits, TenantRow};
 use subtle::ConstantTimeEq;
 
 /// How often every replica reloads the keys: the longest a revoked key keeps working.
@@ -26,6 +29,8 @@ struct CachedKey {
 #[derive(Default)]
 pub struct KeyCache {
     keys: RwLock<HashMap<String, CachedKey>>,
+    /// Live tenants but the default one (always live), with their limits.
+    tenants: RwLock<HashMap<String, TenantLimits>>,
     used: Mutex<HashSet<String>>,
 }
 
@@ -48,7 +53,7 @@ impl KeyCache {
         if !matches || key.expires_at.is_some_and(|at| at <= Utc::now()) {
             return None;
         }
-        let scope = key.scope;
+        let scope = key.scope.clone();
         drop(keys);
         lock(&self.used).insert(id.as_str().to_owned());
         Some((id, scope))
@@ -80,7 +85,49 @@ impl KeyCache {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = keys;
     }
 
-    /// Reloads the keys and writes back their uses, once.
+    /// The limits of tenant `id` when it is live (the default tenant always is).
+    pub fn tenant(&self, id: &TenantId) -> Option<TenantLimits> {
+        let tenants = self
+            .tenants
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match tenants.get(id.as_str()) {
+            Some(limits) => Some(*limits),
+            None if id.is_default() => Some(TenantLimits::default()),
+            None => None,
+        }
+    }
+
+    /// Notes a tenant created or changed on this replica (the others see it at their next
+    /// reload), so its keys and its `Dispatch-Tenant` work here at once.
+    pub fn note_tenant(&self, row: &TenantRow) {
+        let mut tenants = self
+            .tenants
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if row.deleted_at.is_some() {
+            tenants.remove(&row.id);
+        } else {
+            tenants.insert(row.id.clone(), row.limits());
+        }
+    }
+
+    /// Replaces the cached tenants with `active`.
+    pub fn replace_tenants(&self, active: Vec<TenantRow>) {
+        let tenants = active
+            .into_iter()
+            .map(|row| {
+                let limits = row.limits();
+                (row.id, limits)
+            })
+            .collect();
+        *self
+            .tenants
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = tenants;
+    }
+
+    /// Reloads the keys and tenants and writes back the keys' uses, once.
     pub async fn reload(&self, pool: &Pool) -> Result<(), dispatch_store::StoreError> {
         let mut conn = pool::connection(pool).await?;
         let used: Vec<String> = lock(&self.used).drain().collect();
@@ -89,6 +136,7 @@ impl KeyCache {
             return Err(e);
         }
         self.replace(api_keys::active(&mut conn).await?);
+        self.replace_tenants(tenants::active(&mut conn).await?);
         Ok(())
     }
 

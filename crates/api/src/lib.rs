@@ -21,6 +21,7 @@ pub mod query;
 pub mod replayer;
 pub mod routes;
 pub mod startup;
+pub mod tenant_limits;
 pub mod views;
 pub mod wake;
 

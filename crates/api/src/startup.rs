@@ -46,6 +46,8 @@ impl Application {
             secret_keys: settings.secret_keys.clone(),
             secret_rotation_overlap: settings.secret_rotation_overlap,
             destinations: settings.destinations.clone(),
+            tenant_defaults: settings.tenant_defaults,
+            ingest_limiter: Default::default(),
         });
         let console = web::Data::new(dispatch_console::Console {
             pool: state.pool.clone(),

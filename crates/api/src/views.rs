@@ -9,6 +9,12 @@ use utoipa::ToSchema;
 
 use crate::openapi::{AttemptErrorCode, CircuitState, DeliveryStatusSchema};
 
+/// The id a caller knows for a stored id (`TenantId::stored_id`): every id an answer shows
+/// goes through this, so no answer names a tenant's stored form.
+pub(crate) fn external(stored: String) -> String {
+    dispatch_domain::tenant::external_id(&stored).to_owned()
+}
+
 /// An event and its deliveries (`POST /events`, `GET /events/{id}`).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EventView {
@@ -67,7 +73,7 @@ impl EventView {
                     next_attempt_at: (!status.is_terminal()
                         && status != DeliveryStatus::Processing)
                         .then_some(d.next_attempt_at),
-                    subscription_id: d.subscription_id,
+                    subscription_id: external(d.subscription_id),
                     status,
                     attempts: d.attempts,
                     last_error: d.last_error,
@@ -77,7 +83,7 @@ impl EventView {
             .collect::<Result<Vec<_>, StoreError>>()?;
         Ok(Self {
             status: summarise_event_status(deliveries.iter().map(|d| d.status)),
-            id: event.id,
+            id: external(event.id),
             event_type: event.event_type,
             source: event.source,
             data: event.data,
@@ -125,7 +131,7 @@ impl From<AttemptRow> for AttemptView {
     fn from(a: AttemptRow) -> Self {
         Self {
             delivery_id: a.delivery_id,
-            subscription_id: a.subscription_id,
+            subscription_id: external(a.subscription_id),
             attempt: a.attempt,
             status_code: a.status_code,
             latency_ms: a.latency_ms,
@@ -284,7 +290,7 @@ impl SubscriptionView {
                 changed_at: row.circuit_changed_at,
             },
             has_secret: row.has_secret,
-            id: row.id,
+            id: external(row.id),
             url: row.url,
             event_types: row.event_types,
             enabled: row.enabled,

@@ -43,5 +43,5 @@ pub type Outcome = Pin<Box<dyn Future<Output = Result<Value, Refusal>>>>;
 
 /// Runs actions through the API's route code.
 pub trait Actions: Send + Sync {
-    fn run(&self, action: Action) -> Outcome;
+    fn run(&self, tenant: &dispatch_domain::TenantId, action: Action) -> Outcome;
 }

@@ -74,6 +74,9 @@ pub struct Session {
     token: String,
     /// The token every form of this session posts.
     pub csrf: String,
+    /// The tenant whose rows the console shows and changes: every store call filters by it.
+    /// Sessions are signed in with admin keys, which work in the default tenant.
+    pub tenant: dispatch_domain::TenantId,
 }
 
 impl Session {
@@ -127,7 +130,11 @@ impl FromRequest for Session {
                 return Err(ConsoleError::SignIn { next });
             }
             let csrf = csrf_for(&token);
-            Ok(Self { token, csrf })
+            Ok(Self {
+                token,
+                csrf,
+                tenant: dispatch_domain::TenantId::default_tenant(),
+            })
         })
     }
 }

@@ -10,6 +10,7 @@ use ring::digest::{SHA256, digest};
 use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::error::ParseError;
+use crate::tenant::TenantId;
 
 /// Prefix of every database key and of its id: a leaked key is recognisable and greppable.
 pub const KEY_PREFIX: &str = "dk_";
@@ -104,49 +105,83 @@ pub fn id_of(presented: &str) -> Option<ApiKeyId> {
     ApiKeyId::parse(id).ok()
 }
 
-/// What a key may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
+/// What a key may do, and in which tenants.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Scope {
-    /// Everything, including managing keys and reading the audit log.
+    /// Everything in every tenant, including tenants, keys and the audit log.
     Admin,
-    /// Every `GET` but the key and audit routes: sees everything, changes nothing.
+    /// Every `GET` in every tenant but the key and audit routes: sees everything, changes
+    /// nothing.
     Read,
-    /// Only `POST /events` and `POST /events/batch`: for producers.
-    Ingest,
+    /// `tenant:<id>`: that tenant's events, subscriptions, deliveries and replays.
+    Tenant(TenantId),
+    /// `tenant:<id>:read`: the `GET`s of [`Scope::Tenant`].
+    TenantRead(TenantId),
+    /// `ingest:<id>`: only `POST /events` and `POST /events/batch`, into that tenant; for
+    /// producers. `ingest` alone (keys made before tenants) is `ingest:default`.
+    Ingest(TenantId),
 }
 
 /// Routes only an admin key may call, whatever the method.
-const ADMIN_ONLY: [&str; 4] = ["/keys", "/keys/{id}", "/keys/{id}/rotate", "/audit"];
+const ADMIN_ONLY: [&str; 5] = [
+    "/keys",
+    "/keys/{id}",
+    "/keys/{id}/rotate",
+    "/audit",
+    "/tenants/{id}/keys",
+];
+
+/// Routes about every tenant at once: admin keys, and `read` keys for their `GET`s.
+const ALL_TENANTS: [&str; 3] = ["/tenants", "/tenants/{id}", "/stats"];
 
 impl Scope {
-    pub const ALL: [Self; 3] = [Self::Admin, Self::Read, Self::Ingest];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Admin => "admin",
-            Self::Read => "read",
-            Self::Ingest => "ingest",
-        }
-    }
-
     /// Whether a key of this scope may call `method` on the route pattern `route` (as routed,
     /// e.g. `/events/{id}`).
-    pub fn permits(self, method: &str, route: &str) -> bool {
+    pub fn permits(&self, method: &str, route: &str) -> bool {
+        let get = method.eq_ignore_ascii_case("GET");
         match self {
             Self::Admin => true,
             _ if ADMIN_ONLY.contains(&route) => false,
-            Self::Read => method.eq_ignore_ascii_case("GET"),
-            Self::Ingest => {
+            Self::Read => get,
+            _ if ALL_TENANTS.contains(&route) => false,
+            Self::Tenant(_) => true,
+            Self::TenantRead(_) => get,
+            Self::Ingest(_) => {
                 method.eq_ignore_ascii_case("POST") && matches!(route, "/events" | "/events/batch")
             }
         }
+    }
+
+    /// The one tenant a key of this scope works in; `None` for the keys of every tenant
+    /// (`admin`, `read`), which name one with the `Dispatch-Tenant` header.
+    pub fn tenant(&self) -> Option<&TenantId> {
+        match self {
+            Self::Admin | Self::Read => None,
+            Self::Tenant(t) | Self::TenantRead(t) | Self::Ingest(t) => Some(t),
+        }
+    }
+
+    /// Whether it may change anything (a read-only scope may not).
+    pub fn writes(&self) -> bool {
+        !matches!(self, Self::Read | Self::TenantRead(_))
     }
 }
 
 impl fmt::Display for Scope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        match self {
+            Self::Admin => f.write_str("admin"),
+            Self::Read => f.write_str("read"),
+            Self::Tenant(t) => write!(f, "tenant:{t}"),
+            Self::TenantRead(t) => write!(f, "tenant:{t}:read"),
+            Self::Ingest(t) => write!(f, "ingest:{t}"),
+        }
+    }
+}
+
+impl serde::Serialize for Scope {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
     }
 }
 
@@ -154,12 +189,23 @@ impl FromStr for Scope {
     type Err = ParseError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|v| v.as_str() == s)
-            .ok_or_else(|| {
-                ParseError::Invalid(format!("unknown scope {s:?}: one of admin, read, ingest"))
+        let tenant = |id: &str| {
+            TenantId::parse(id).map_err(|e| {
+                ParseError::Invalid(format!("scope {s:?} names an invalid tenant id: {e}"))
             })
+        };
+        match s.split(':').collect::<Vec<_>>().as_slice() {
+            ["admin"] => Ok(Self::Admin),
+            ["read"] => Ok(Self::Read),
+            ["ingest"] => Ok(Self::Ingest(TenantId::default_tenant())),
+            ["tenant", id] => Ok(Self::Tenant(tenant(id)?)),
+            ["tenant", id, "read"] => Ok(Self::TenantRead(tenant(id)?)),
+            ["ingest", id] => Ok(Self::Ingest(tenant(id)?)),
+            _ => Err(ParseError::Invalid(format!(
+                "unknown scope {s:?}: one of admin, read, tenant:<tenant id>, \
+                 tenant:<tenant id>:read, ingest:<tenant id>"
+            ))),
+        }
     }
 }
 
@@ -203,18 +249,64 @@ mod tests {
     #[test]
     fn scopes_permit_what_they_say() {
         use Scope::*;
+        let acme = TenantId::parse("acme").expect("valid");
         assert!(Admin.permits("DELETE", "/keys/{id}"));
+        assert!(Admin.permits("POST", "/tenants"));
         assert!(Read.permits("GET", "/events/{id}"));
+        assert!(Read.permits("GET", "/tenants"));
         assert!(!Read.permits("POST", "/events"));
         assert!(!Read.permits("GET", "/keys"), "keys are for admins");
         assert!(!Read.permits("GET", "/audit"));
-        assert!(Ingest.permits("POST", "/events"));
-        assert!(Ingest.permits("POST", "/events/batch"));
-        assert!(!Ingest.permits("GET", "/events/{id}"));
-        assert!(!Ingest.permits("POST", "/subscriptions"));
-        for s in Scope::ALL {
-            assert_eq!(s.as_str().parse::<Scope>(), Ok(s));
+        assert!(!Read.permits("GET", "/tenants/{id}/keys"));
+        let tenant = Tenant(acme.clone());
+        assert!(tenant.permits("POST", "/subscriptions"));
+        assert!(tenant.permits("POST", "/replays"));
+        assert!(
+            !tenant.permits("GET", "/tenants"),
+            "other tenants are not its business"
+        );
+        assert!(!tenant.permits("GET", "/stats"), "stats span every tenant");
+        assert!(!tenant.permits("POST", "/keys"));
+        let reader = TenantRead(acme.clone());
+        assert!(reader.permits("GET", "/deliveries/{id}"));
+        assert!(!reader.permits("POST", "/deliveries/{id}/retry"));
+        assert!(!reader.permits("GET", "/tenants/{id}"));
+        let ingest = Ingest(acme.clone());
+        assert!(ingest.permits("POST", "/events"));
+        assert!(ingest.permits("POST", "/events/batch"));
+        assert!(!ingest.permits("GET", "/events/{id}"));
+        assert!(!ingest.permits("POST", "/subscriptions"));
+        assert_eq!(tenant.tenant(), Some(&acme));
+        assert_eq!(Admin.tenant(), None);
+        assert!(!reader.writes() && !Read.writes() && ingest.writes());
+    }
+
+    #[test]
+    fn scopes_read_back_what_they_print() {
+        let acme = TenantId::parse("acme").expect("valid");
+        for s in [
+            Scope::Admin,
+            Scope::Read,
+            Scope::Tenant(acme.clone()),
+            Scope::TenantRead(acme.clone()),
+            Scope::Ingest(acme),
+        ] {
+            assert_eq!(s.to_string().parse::<Scope>(), Ok(s));
         }
-        assert!("owner".parse::<Scope>().is_err());
+        assert_eq!(
+            "ingest".parse::<Scope>(),
+            Ok(Scope::Ingest(TenantId::default_tenant())),
+            "keys made before tenants ingest into the default tenant"
+        );
+        for bad in [
+            "owner",
+            "tenant",
+            "tenant:",
+            "tenant:Acme",
+            "tenant:a:write",
+            "ingest:a/b",
+        ] {
+            assert!(bad.parse::<Scope>().is_err(), "{bad}");
+        }
     }
 }

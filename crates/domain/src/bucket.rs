@@ -32,15 +32,28 @@ impl TokenBucket {
 
     /// Takes one token at `now`, or says when one will be there.
     pub fn try_take(&mut self, now: Instant) -> Result<(), Instant> {
+        self.try_take_n(1, now)
+    }
+
+    /// Takes `n` tokens at once at `now` (a batch of requests), or says when they will be
+    /// there. `n` above the burst can never be taken: the caller refuses such a batch.
+    pub fn try_take_n(&mut self, n: u32, now: Instant) -> Result<(), Instant> {
         self.refill(now);
+        let n = f64::from(n);
         // The epsilon absorbs floating-point error, so a token is there at the promised time.
-        if self.tokens >= 1.0 - 1e-9 {
-            self.tokens = (self.tokens - 1.0).max(0.0);
+        if self.tokens >= n - 1e-9 {
+            self.tokens = (self.tokens - n).max(0.0);
             Ok(())
         } else {
-            let wait = (1.0 - self.tokens) / self.rate;
+            let wait = (n - self.tokens) / self.rate;
             Err(now + Duration::from_secs_f64(wait.min(86_400.0)))
         }
+    }
+
+    /// The most tokens it ever holds.
+    pub fn burst(&self) -> u32 {
+        // A whole number from `new`.
+        self.burst as u32
     }
 }
 
@@ -49,6 +62,21 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn a_batch_takes_its_tokens_at_once_or_waits_for_all_of_them() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(10.0, 5, t0);
+        b.try_take_n(4, t0).expect("within the burst");
+        let next = b.try_take_n(3, t0).expect_err("one token left");
+        assert_eq!(
+            next,
+            t0 + Duration::from_millis(200),
+            "two more tokens at 10/s"
+        );
+        assert!(b.try_take_n(3, next).is_ok());
+        assert_eq!(b.burst(), 5);
+    }
 
     #[test]
     fn a_full_bucket_allows_a_burst_then_one_request_per_interval() {

@@ -19,6 +19,7 @@ pub mod ordering;
 pub mod retry;
 pub mod sealing;
 pub mod signature;
+pub mod tenant;
 pub mod text;
 pub mod url;
 
@@ -27,5 +28,6 @@ pub use event_type::{EventType, Pattern};
 pub use id::{EventId, OrderingKey, ReplayId, SubscriptionId};
 pub use lifecycle::{DeliveryStatus, summarise_event_status};
 pub use ordering::{OnExhausted, Ordering};
+pub use tenant::TenantId;
 pub use text::Source;
 pub use url::DestinationUrl;

@@ -58,7 +58,10 @@ async fn post_event(
 async fn stored_traceparent(db: &TestDb, id: &str) -> Option<TraceParent> {
     let pool = db.pool();
     let mut conn = dispatch_store::pool::connection(&pool).await.unwrap();
-    let event = events::find(&mut conn, id).await.unwrap().unwrap();
+    let event = events::find(&mut conn, &dispatch_domain::TenantId::default_tenant(), id)
+        .await
+        .unwrap()
+        .unwrap();
     event.traceparent.map(|t| TraceParent::parse(&t).unwrap())
 }
 

@@ -46,6 +46,8 @@ diesel::table! {
         ordering -> Text,
         /// `skip` or `block` (`dispatch_domain::OnExhausted`).
         on_exhausted -> Text,
+        /// Whose it is (migration 000023); `id` is stored as `TenantId::stored_id` spells it.
+        tenant_id -> Text,
     }
 }
 
@@ -76,6 +78,22 @@ diesel::table! {
         traceparent -> Nullable<Text>,
         /// The producer's ordering key, if it gave one.
         ordering_key -> Nullable<Text>,
+        /// Whose it is (migration 000023); `id` is stored as `TenantId::stored_id` spells it.
+        tenant_id -> Text,
+    }
+}
+
+diesel::table! {
+    /// Tenants (migration 000023): never deleted, only marked so.
+    tenants (id) {
+        id -> Text,
+        name -> Text,
+        created_at -> Timestamptz,
+        deleted_at -> Nullable<Timestamptz>,
+        ingest_rate_per_sec -> Nullable<Float8>,
+        ingest_burst -> Nullable<Int4>,
+        max_subscriptions -> Nullable<Int4>,
+        max_payload_bytes -> Nullable<Int4>,
     }
 }
 

@@ -39,6 +39,7 @@ async fn subscribe(conn: &mut AsyncPgConnection, id: &str, patterns: &str) {
 
 async fn ingest(conn: &mut AsyncPgConnection, id: &str) {
     let new = NewEvent {
+        tenant: dispatch_domain::TenantId::default_tenant(),
         id: EventId::parse(id).unwrap(),
         event_type: EventType::parse("order.created").unwrap(),
         source: Source::parse("shop").unwrap(),
@@ -74,13 +75,25 @@ async fn operational_events(conn: &mut AsyncPgConnection) -> Vec<OpEvent> {
 }
 
 async fn set_enabled(conn: &mut AsyncPgConnection, id: &str, enabled: bool) -> usize {
-    let row = subscriptions::find_active(conn, id).await.unwrap().unwrap();
+    let row = subscriptions::find_active(conn, &dispatch_domain::TenantId::default_tenant(), id)
+        .await
+        .unwrap()
+        .unwrap();
     let before = SubscriptionChange::of(&row);
     let after = SubscriptionChange {
         enabled,
         ..before.clone()
     };
-    match update(conn, id, &before, &after).await.unwrap() {
+    match update(
+        conn,
+        &dispatch_domain::TenantId::default_tenant(),
+        id,
+        &before,
+        &after,
+    )
+    .await
+    .unwrap()
+    {
         UpdateOutcome::Updated { released, .. } => released,
         other => panic!("not updated: {other:?}"),
     }
@@ -126,10 +139,14 @@ async fn a_failing_subscription_is_warned_at_half_and_nine_tenths_then_disabled_
     ingest(&mut conn, "evt_waiting").await;
     sql(&mut conn, &spell(101)).await;
     assert_eq!(sweep(&mut conn, 3600).await.unwrap().disabled, ["s_fail"]);
-    let row = subscriptions::find_active(&mut conn, "s_fail")
-        .await
-        .unwrap()
-        .unwrap();
+    let row = subscriptions::find_active(
+        &mut conn,
+        &dispatch_domain::TenantId::default_tenant(),
+        "s_fail",
+    )
+    .await
+    .unwrap()
+    .unwrap();
     assert!(!row.enabled);
     assert!(row.disabled_at.is_some());
     assert!(row.disabled_reason.unwrap().contains("100 s"));
@@ -160,10 +177,14 @@ async fn a_failing_subscription_is_warned_at_half_and_nine_tenths_then_disabled_
     // Enabled again: the reason and the spell are gone, the held deliveries released, and the
     // next sweep leaves it alone.
     assert_eq!(set_enabled(&mut conn, "s_fail", true).await, 2);
-    let row = subscriptions::find_active(&mut conn, "s_fail")
-        .await
-        .unwrap()
-        .unwrap();
+    let row = subscriptions::find_active(
+        &mut conn,
+        &dispatch_domain::TenantId::default_tenant(),
+        "s_fail",
+    )
+    .await
+    .unwrap()
+    .unwrap();
     assert!(row.enabled && row.disabled_reason.is_none() && row.disabled_at.is_none());
     assert_eq!(row.failing_since, None);
     assert_eq!(sweep(&mut conn, 3600).await.unwrap(), Default::default());

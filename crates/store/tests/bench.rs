@@ -31,6 +31,7 @@ fn seed<'a>(pattern: &'a str, per_index: bool, first: i32, count: i32) -> Subscr
 
 fn event(id: &str, event_type: &str) -> NewEvent {
     NewEvent {
+        tenant: dispatch_domain::TenantId::default_tenant(),
         id: EventId::parse(id).unwrap(),
         event_type: EventType::parse(event_type).unwrap(),
         source: Source::parse("bench").unwrap(),
@@ -103,10 +104,14 @@ async fn a_seeded_backlog_is_due_spread_and_claimable() {
         .unwrap();
     assert_eq!(claimed.len(), 30);
     // The send time survives as text, digit for digit.
-    let stored = events::find(&mut conn, &claimed[0].event_id)
-        .await
-        .unwrap()
-        .unwrap();
+    let stored = events::find(
+        &mut conn,
+        &dispatch_domain::TenantId::default_tenant(),
+        &claimed[0].event_id,
+    )
+    .await
+    .unwrap()
+    .unwrap();
     assert_eq!(stored.data["sent_at_ns"], "1764412345678901234");
     let tally = bench::delivery_tally(&mut conn).await.unwrap();
     assert_eq!((tally.pending, tally.processing), (270, 30));

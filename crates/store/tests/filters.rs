@@ -31,6 +31,7 @@ async fn subscribe(conn: &mut AsyncPgConnection, id: &str, filter: Option<&str>)
 
 fn event(id: &str, data: serde_json::Value) -> NewEvent {
     NewEvent {
+        tenant: dispatch_domain::TenantId::default_tenant(),
         id: EventId::parse(id).unwrap(),
         event_type: EventType::parse("order.created").unwrap(),
         source: Source::parse("shop").unwrap(),
@@ -41,12 +42,13 @@ fn event(id: &str, data: serde_json::Value) -> NewEvent {
 }
 
 async fn delivered_to(conn: &mut AsyncPgConnection, event_id: &str) -> Vec<String> {
-    let mut subs: Vec<String> = events::deliveries_of(conn, event_id)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|d| d.subscription_id)
-        .collect();
+    let mut subs: Vec<String> =
+        events::deliveries_of(conn, &dispatch_domain::TenantId::default_tenant(), event_id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|d| d.subscription_id)
+            .collect();
     subs.sort();
     subs
 }

@@ -230,7 +230,16 @@ async fn first_id(conn: &mut AsyncPgConnection, status: DeliveryStatus) -> i64 {
         statuses: vec![status],
         ..DeliveryFilter::default()
     };
-    listing::deliveries(conn, &filter, None, 1).await.unwrap()[0].id
+    listing::deliveries(
+        conn,
+        &dispatch_domain::TenantId::default_tenant(),
+        &filter,
+        None,
+        1,
+    )
+    .await
+    .unwrap()[0]
+        .id
 }
 
 #[tokio::test]
@@ -244,14 +253,24 @@ async fn failed_deliveries_follow_every_status_change_and_retries_requeue_one() 
 
     // A failed one retried: pending, due now, a fresh schedule; no longer listed as failed.
     let id = first_id(&mut conn, DeliveryStatus::Failed).await;
-    let retried = requeue::retry(&mut conn, id, false).await.unwrap();
+    let retried = requeue::retry(
+        &mut conn,
+        &dispatch_domain::TenantId::default_tenant(),
+        id,
+        false,
+    )
+    .await
+    .unwrap();
     assert_eq!(
         retried,
         Retried::Requeued {
             from: DeliveryStatus::Failed
         }
     );
-    let item = listing::delivery(&mut conn, id).await.unwrap().unwrap();
+    let item = listing::delivery(&mut conn, &dispatch_domain::TenantId::default_tenant(), id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((item.status.as_str(), item.attempts), ("pending", 0));
     assert_eq!(count(&mut conn, failed).await, 9);
     assert_eq!(
@@ -260,22 +279,50 @@ async fn failed_deliveries_follow_every_status_change_and_retries_requeue_one() 
     );
     // Pending now: a second retry is refused, and so is a delivered one without resend.
     assert_eq!(
-        requeue::retry(&mut conn, id, false).await.unwrap(),
+        requeue::retry(
+            &mut conn,
+            &dispatch_domain::TenantId::default_tenant(),
+            id,
+            false
+        )
+        .await
+        .unwrap(),
         Retried::Refused(RetryRefusal::AlreadyQueued)
     );
     let delivered = first_id(&mut conn, DeliveryStatus::Delivered).await;
     assert_eq!(
-        requeue::retry(&mut conn, delivered, false).await.unwrap(),
+        requeue::retry(
+            &mut conn,
+            &dispatch_domain::TenantId::default_tenant(),
+            delivered,
+            false
+        )
+        .await
+        .unwrap(),
         Retried::Refused(RetryRefusal::Delivered)
     );
     assert_eq!(
-        requeue::retry(&mut conn, delivered, true).await.unwrap(),
+        requeue::retry(
+            &mut conn,
+            &dispatch_domain::TenantId::default_tenant(),
+            delivered,
+            true
+        )
+        .await
+        .unwrap(),
         Retried::Requeued {
             from: DeliveryStatus::Delivered
         }
     );
     assert_eq!(
-        requeue::retry(&mut conn, 1 << 40, false).await.unwrap(),
+        requeue::retry(
+            &mut conn,
+            &dispatch_domain::TenantId::default_tenant(),
+            1 << 40,
+            false
+        )
+        .await
+        .unwrap(),
         Retried::NotFound
     );
 
@@ -311,6 +358,7 @@ async fn a_replay_of_100_000_failed_deliveries_runs_in_bounded_batches_beside_in
         ..DeliveryFilter::default()
     };
     let new = NewReplay {
+        tenant: dispatch_domain::TenantId::default_tenant(),
         id: "rpl_test".to_owned(),
         filter,
         idempotency_key: Some("k1".to_owned()),
@@ -329,6 +377,7 @@ async fn a_replay_of_100_000_failed_deliveries_runs_in_bounded_batches_beside_in
         matches!(replays::create(&mut conn, &new).await.unwrap(), Created::Existing(r) if r.id == "rpl_test")
     );
     let other = NewReplay {
+        tenant: dispatch_domain::TenantId::default_tenant(),
         request_hash: "h2".to_owned(),
         id: "rpl_other".to_owned(),
         ..new.clone()
@@ -354,7 +403,14 @@ async fn a_replay_of_100_000_failed_deliveries_runs_in_bounded_batches_beside_in
         .await
         .unwrap();
     }
-    let done = replays::find(&mut conn, "rpl_test").await.unwrap().unwrap();
+    let done = replays::find(
+        &mut conn,
+        &dispatch_domain::TenantId::default_tenant(),
+        "rpl_test",
+    )
+    .await
+    .unwrap()
+    .unwrap();
     assert_eq!(done.state, "completed");
     assert_eq!(done.requeued, 50_000);
     assert_eq!(
@@ -382,11 +438,15 @@ async fn a_replay_of_100_000_failed_deliveries_runs_in_bounded_batches_beside_in
     );
     // Cancelling a finished replay changes nothing.
     assert_eq!(
-        replays::cancel(&mut conn, "rpl_test")
-            .await
-            .unwrap()
-            .unwrap()
-            .state,
+        replays::cancel(
+            &mut conn,
+            &dispatch_domain::TenantId::default_tenant(),
+            "rpl_test"
+        )
+        .await
+        .unwrap()
+        .unwrap()
+        .state,
         "completed"
     );
 }

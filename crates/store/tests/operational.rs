@@ -43,6 +43,7 @@ async fn subscribe(conn: &mut AsyncPgConnection, id: &str, patterns: &str) {
 
 async fn ingest(conn: &mut AsyncPgConnection, id: &str) {
     let new = NewEvent {
+        tenant: dispatch_domain::TenantId::default_tenant(),
         id: EventId::parse(id).unwrap(),
         event_type: EventType::parse("order.created").unwrap(),
         source: Source::parse("shop").unwrap(),
@@ -195,7 +196,13 @@ async fn an_outcome_that_rolls_back_emits_nothing() {
         .await;
     assert!(result.is_err());
     assert!(operational_events(&mut conn).await.is_empty());
-    let delivery = &events::deliveries_of(&mut conn, "evt_1").await.unwrap()[0];
+    let delivery = &events::deliveries_of(
+        &mut conn,
+        &dispatch_domain::TenantId::default_tenant(),
+        "evt_1",
+    )
+    .await
+    .unwrap()[0];
     assert_eq!(delivery.status, "processing", "the outcome rolled back too");
     assert!(failing_since(&mut conn, "s_fail").await.is_none());
 }
@@ -311,11 +318,15 @@ async fn circuit_changes_emit_opened_and_closed_once_per_change() {
         .unwrap();
     assert_eq!(operational_events(&mut conn).await.len(), 2);
     assert_eq!(
-        subscriptions::find_active(&mut conn, "s_dest")
-            .await
-            .unwrap()
-            .unwrap()
-            .circuit_state,
+        subscriptions::find_active(
+            &mut conn,
+            &dispatch_domain::TenantId::default_tenant(),
+            "s_dest"
+        )
+        .await
+        .unwrap()
+        .unwrap()
+        .circuit_state,
         "open",
         "the state change itself is not bounded"
     );

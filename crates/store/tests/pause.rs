@@ -34,6 +34,7 @@ async fn subscribe(conn: &mut AsyncPgConnection, id: &str) {
 
 async fn ingest(conn: &mut AsyncPgConnection, id: &str) {
     let new = NewEvent {
+        tenant: dispatch_domain::TenantId::default_tenant(),
         id: EventId::parse(id).unwrap(),
         event_type: EventType::parse("order.created").unwrap(),
         source: Source::parse("shop").unwrap(),
@@ -46,13 +47,25 @@ async fn ingest(conn: &mut AsyncPgConnection, id: &str) {
 
 /// Sets `enabled` through the same store function `PATCH` uses.
 async fn set_enabled(conn: &mut AsyncPgConnection, id: &str, enabled: bool) -> (usize, usize) {
-    let row = subscriptions::find_active(conn, id).await.unwrap().unwrap();
+    let row = subscriptions::find_active(conn, &dispatch_domain::TenantId::default_tenant(), id)
+        .await
+        .unwrap()
+        .unwrap();
     let before = SubscriptionChange::of(&row);
     let after = SubscriptionChange {
         enabled,
         ..before.clone()
     };
-    match update(conn, id, &before, &after).await.unwrap() {
+    match update(
+        conn,
+        &dispatch_domain::TenantId::default_tenant(),
+        id,
+        &before,
+        &after,
+    )
+    .await
+    .unwrap()
+    {
         UpdateOutcome::Updated { held, released, .. } => (held, released),
         other => panic!("not updated: {other:?}"),
     }
@@ -211,10 +224,14 @@ async fn a_delivery_ingested_while_a_pause_runs_is_never_claimable_while_paused(
         "evt_late's delivery is born held"
     );
     assert!(claim(&mut conn, "w1", 10, LEASE).await.unwrap().is_empty());
-    let row = subscriptions::find_active(&mut conn, "s_a")
-        .await
-        .unwrap()
-        .unwrap();
+    let row = subscriptions::find_active(
+        &mut conn,
+        &dispatch_domain::TenantId::default_tenant(),
+        "s_a",
+    )
+    .await
+    .unwrap()
+    .unwrap();
     let paused = SubscriptionChange::of(&row);
 
     // A change based on a stale read is refused, not merged over.
@@ -225,18 +242,39 @@ async fn a_delivery_ingested_while_a_pause_runs_is_never_claimable_while_paused(
     };
     let mut changed = paused.clone();
     changed.settings.description = Some("changed meanwhile".to_owned());
-    let UpdateOutcome::Updated { .. } = update(&mut conn, "s_a", &paused, &changed).await.unwrap()
-    else {
+    let UpdateOutcome::Updated { .. } = update(
+        &mut conn,
+        &dispatch_domain::TenantId::default_tenant(),
+        "s_a",
+        &paused,
+        &changed,
+    )
+    .await
+    .unwrap() else {
         panic!("the first change applies");
     };
     assert_eq!(
-        update(&mut conn, "s_a", &paused, &stale).await.unwrap(),
+        update(
+            &mut conn,
+            &dispatch_domain::TenantId::default_tenant(),
+            "s_a",
+            &paused,
+            &stale
+        )
+        .await
+        .unwrap(),
         UpdateOutcome::Stale
     );
     assert_eq!(
-        update(&mut conn, "s_missing", &paused, &stale)
-            .await
-            .unwrap(),
+        update(
+            &mut conn,
+            &dispatch_domain::TenantId::default_tenant(),
+            "s_missing",
+            &paused,
+            &stale
+        )
+        .await
+        .unwrap(),
         UpdateOutcome::NotFound
     );
 }

@@ -35,6 +35,10 @@ pub const QUEUE_ROWS: &str = "dispatch_queue_rows";
 pub const QUEUE_AUTOVACUUM: &str = "dispatch_queue_autovacuum_enabled";
 pub const QUEUE_VACUUMS: &str = "dispatch_queue_vacuums_total";
 pub const SUBSCRIPTIONS_AUTO_DISABLED: &str = "dispatch_subscriptions_auto_disabled_total";
+/// Per tenant: events `received`, deliveries `delivered` and `failed`, events `rate_limited`.
+/// Labelled by tenant and outcome only (never by subscription), so its series are at most
+/// four per tenant.
+pub const TENANT_EVENTS: &str = "dispatch_tenant_events_total";
 
 // Label keys.
 pub const SUBSCRIPTION_ID: &str = "subscription_id";
@@ -46,6 +50,7 @@ pub const ROUTE: &str = "route";
 pub const METHOD: &str = "method";
 pub const STATUS: &str = "status";
 pub const STATE: &str = "state";
+pub const TENANT: &str = "tenant";
 
 /// Latency buckets that suit webhook calls: a few ms on a LAN up to the 30 s timeout.
 pub const DELIVERY_BUCKETS: &[f64] = &[
@@ -72,6 +77,10 @@ fn describe() {
     describe_counter!(
         EVENTS_FAILED,
         "Deliveries that failed permanently (attempts exhausted or a permanent status)."
+    );
+    describe_counter!(
+        TENANT_EVENTS,
+        "Per tenant: events received and rate-limited, deliveries delivered and failed."
     );
     describe_counter!(
         EVENTS_RETRYING,

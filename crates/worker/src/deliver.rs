@@ -159,6 +159,7 @@ async fn attempt_in(
         Decision::GiveUp { code } => (DeliveryStatus::Failed, None, Some(code.as_str().to_owned())),
     };
     record_metrics(status, status_code, error_code.as_deref(), sent.latency);
+    record_tenant(status, &delivery.subscription_id);
     if let Some(code) = status_code {
         span.record("http.response.status_code", code);
     }
@@ -188,6 +189,19 @@ async fn attempt_in(
         error_code,
         error: sent.error.map(storable),
         response_body: sent.body.map(storable),
+    }
+}
+
+/// The per-tenant counter: a delivery's tenant is its stored subscription id's.
+fn record_tenant(status: DeliveryStatus, subscription_id: &str) {
+    use dispatch_telemetry::metrics as names;
+    if matches!(status, DeliveryStatus::Delivered | DeliveryStatus::Failed) {
+        metrics::counter!(
+            names::TENANT_EVENTS,
+            names::TENANT => dispatch_domain::tenant::tenant_of(subscription_id).to_owned(),
+            names::OUTCOME => status.as_str()
+        )
+        .increment(1);
     }
 }
 

@@ -6,6 +6,7 @@ use dispatch_domain::sealing::{Keyring, SealError};
 use dispatch_domain::signature::{
     SigningKey, dispatch_signature_header, standard_signature_header,
 };
+use dispatch_domain::tenant::external_id;
 use dispatch_store::queries::deliveries::ClaimedDelivery;
 use http::{HeaderValue, Method, Request};
 use hyper::body::Bytes;
@@ -14,7 +15,8 @@ use serde::Serialize;
 pub const USER_AGENT: &str = concat!("Dispatch/", env!("CARGO_PKG_VERSION"));
 
 /// The body: `{"id","type","source","data","timestamp"}`, `timestamp` being when Dispatch received
-/// the event (RFC 3339, UTC).
+/// the event (RFC 3339, UTC). Ids are the producer's own: a tenant's stored prefix never leaves
+/// Dispatch (`webhook-id` and the signatures use the same id).
 #[derive(Serialize)]
 struct Envelope<'a> {
     id: &'a str,
@@ -28,7 +30,7 @@ struct Envelope<'a> {
 /// Serialises the envelope of a claimed delivery (the exact bytes that are signed and sent).
 pub fn envelope(delivery: &ClaimedDelivery) -> Result<Vec<u8>, serde_json::Error> {
     serde_json::to_vec(&Envelope {
-        id: &delivery.event_id,
+        id: external_id(&delivery.event_id),
         event_type: &delivery.event_type,
         source: &delivery.source,
         data: &delivery.data,
@@ -122,10 +124,13 @@ pub fn build(
         .uri(delivery.url.as_str())
         .header(http::header::CONTENT_TYPE, "application/json")
         .header(http::header::USER_AGENT, USER_AGENT)
-        .header("X-Dispatch-Event-ID", header(&delivery.event_id)?)
+        .header(
+            "X-Dispatch-Event-ID",
+            header(external_id(&delivery.event_id))?,
+        )
         .header("X-Dispatch-Event-Type", header(&delivery.event_type)?)
         .header("X-Dispatch-Timestamp", timestamp)
-        .header("webhook-id", header(&delivery.event_id)?)
+        .header("webhook-id", header(external_id(&delivery.event_id))?)
         .header("webhook-timestamp", timestamp);
     if let Some(traceparent) = traceparent(delivery) {
         request = request.header(dispatch_telemetry::TRACEPARENT, header(&traceparent)?);
@@ -143,7 +148,7 @@ pub fn build(
                 "webhook-signature",
                 header(&standard_signature_header(
                     &keys,
-                    &delivery.event_id,
+                    external_id(&delivery.event_id),
                     timestamp,
                     &body,
                 ))?,
@@ -254,6 +259,30 @@ mod tests {
                 .extensions()
                 .get::<crate::client::RequestTimeout>()
                 .is_none()
+        );
+    }
+
+    #[test]
+    fn a_tenants_delivery_is_sent_and_signed_with_the_producers_own_event_id() {
+        let keys = keyring();
+        let now = Utc::now();
+        let mut d = delivery(None);
+        d.legacy_secret = Some("whsec_dGVzdC1zZWNyZXQtMzItYnl0ZXMtbG9uZy4uLi4=".to_owned());
+        let default_tenant = build(&d, &keys, now).unwrap();
+        d.event_id = "acme/evt_1".to_owned();
+        d.subscription_id = "acme/sub_1".to_owned();
+        let tenant = build(&d, &keys, now).unwrap();
+        for name in ["webhook-id", "x-dispatch-event-id"] {
+            assert_eq!(tenant.headers()[name], "evt_1", "{name}");
+        }
+        let sent = envelope(&d).unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&sent).unwrap();
+        assert_eq!(body["id"], "evt_1");
+        assert!(!String::from_utf8_lossy(&sent).contains("acme/"));
+        assert_eq!(
+            tenant.headers()["webhook-signature"],
+            default_tenant.headers()["webhook-signature"],
+            "signed over the same id, body and time as the same event of the default tenant"
         );
     }
 

@@ -33,6 +33,9 @@ pub struct ReplayArgs {
     /// Print how many deliveries would be replayed and change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// The tenant whose deliveries to replay (its own event and subscription ids).
+    #[arg(long, value_name = "TENANT_ID", default_value = "default", value_parser = parse::tenant_id)]
+    pub tenant: dispatch_domain::TenantId,
 }
 
 impl ReplayArgs {

@@ -41,13 +41,13 @@ pub async fn replay(conn: &mut AsyncPgConnection, args: &ReplayArgs) -> anyhow::
     let selector = args.selector().map_err(anyhow::Error::msg)?;
     let what = describe(&selector);
     if args.dry_run {
-        let n = ops::count_replayable(conn, &selector).await?;
+        let n = ops::count_replayable(conn, &args.tenant, &selector).await?;
         return Ok(format!(
             "dry run: would replay {} {what}",
             failed_deliveries(n)
         ));
     }
-    let n = ops::replay(conn, &selector).await?;
+    let n = ops::replay(conn, &args.tenant, &selector).await?;
     if n > 0 {
         // Wake the workers now rather than at their next poll.
         notify::notify(conn).await?;

@@ -20,7 +20,7 @@ pub enum KeysCommand {
         /// What the key is for (1–128 characters).
         #[arg(long, value_parser = parse_name)]
         name: String,
-        /// admin, read or ingest.
+        /// admin, read, tenant:<tenant id>, tenant:<tenant id>:read or ingest:<tenant id>.
         #[arg(long, value_parser = parse_scope)]
         scope: Scope,
         /// When it stops working (RFC 3339, in the future).
@@ -73,7 +73,14 @@ pub async fn run(conn: &mut AsyncPgConnection, command: KeysCommand) -> anyhow::
             scope,
             expires_at,
         } => {
-            let (row, key) = key_routes::issue(conn, CLI_ACTOR, &name, scope, expires_at)
+            if let Some(tenant) = scope.tenant()
+                && dispatch_store::queries::tenants::find(conn, tenant)
+                    .await?
+                    .is_none_or(|t| t.deleted_at.is_some())
+            {
+                anyhow::bail!("--scope {scope}: there is no tenant {tenant}");
+            }
+            let (row, key) = key_routes::issue(conn, CLI_ACTOR, &name, &scope, expires_at)
                 .await
                 .map_err(failed)?;
             created(row, key)
@@ -82,7 +89,7 @@ pub async fn run(conn: &mut AsyncPgConnection, command: KeysCommand) -> anyhow::
             let mut lines = Vec::new();
             let mut after: Option<String> = None;
             loop {
-                let page = api_keys::list(conn, after.as_deref(), 250).await?;
+                let page = api_keys::list(conn, None, after.as_deref(), 250).await?;
                 let Some(last) = page.last() else { break };
                 after = Some(last.id.clone());
                 for row in page {

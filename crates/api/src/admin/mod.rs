@@ -1,5 +1,5 @@
 //! Operator commands shipped in the image: `dispatch-api admin replay | purge | stats | keys |
-//! check-config`. The library behind them, also behind `cargo xtask replay | purge | stats |
+//! tenants | check-config`. The library behind them, also behind `cargo xtask replay | purge | stats |
 //! check-config` and `GET /stats`: one code path for each. They need only the database URL
 //! (and, for `check-config`, the configuration they check): no API keys, no sealing keys.
 
@@ -10,6 +10,7 @@ pub mod keys;
 pub mod parse;
 pub mod stats;
 pub mod stats_text;
+pub mod tenants;
 
 use std::collections::HashMap;
 use std::io::{ErrorKind, Write};
@@ -38,6 +39,9 @@ pub enum Command {
     /// API keys kept in the database: create, list, revoke, rotate (as `/keys` does).
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Tenants: create, list, show, set-limits, delete (as `/tenants` does).
+    #[command(subcommand)]
+    Tenants(tenants::TenantsCommand),
 }
 
 /// Runs `command`; `Ok(false)` when it found a problem it has already reported (an invalid
@@ -81,6 +85,7 @@ pub async fn run_on(database_url: &str, command: Command) -> anyhow::Result<bool
             }
         }
         Command::Keys(command) => keys::run(&mut conn, command).await?,
+        Command::Tenants(command) => tenants::run(&mut conn, command).await?,
         Command::CheckConfig => bail!("check-config needs no database"),
     };
     emit(&mut std::io::stdout().lock(), &format!("{out}\n"))?;

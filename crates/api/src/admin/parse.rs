@@ -10,6 +10,11 @@ use dispatch_domain::{EventId, SubscriptionId};
 /// The longest `--older-than` accepted (100 years): enough for any retention, far from overflow.
 pub const MAX_AGE_DAYS: u64 = 36_500;
 
+/// A tenant id (`[a-z0-9_-]`, 1–40 characters).
+pub fn tenant_id(text: &str) -> Result<dispatch_domain::TenantId, String> {
+    dispatch_domain::TenantId::parse(text).map_err(|e| e.to_string())
+}
+
 pub fn event_id(value: &str) -> Result<String, String> {
     EventId::parse(value)
         .map(|id| id.into_inner())

@@ -36,6 +36,30 @@ pub const KEYS: &[Key] = &[
         help: "largest POST /events/batch body; larger gets 413",
     },
     Key {
+        name: "tenant_ingest_rate_per_sec",
+        env: "DISPATCH_TENANT_INGEST_RATE_PER_SEC",
+        default: "0",
+        help: "events per second each tenant may ingest per API replica (0 = no limit; a tenant's own limit wins)",
+    },
+    Key {
+        name: "tenant_ingest_burst",
+        env: "DISPATCH_TENANT_INGEST_BURST",
+        default: "0",
+        help: "events a tenant may ingest at once above its rate (0 = one second's worth)",
+    },
+    Key {
+        name: "tenant_max_subscriptions",
+        env: "DISPATCH_TENANT_MAX_SUBSCRIPTIONS",
+        default: "0",
+        help: "live subscriptions per tenant (0 = no limit; a tenant's own limit wins)",
+    },
+    Key {
+        name: "tenant_max_payload_bytes",
+        env: "DISPATCH_TENANT_MAX_PAYLOAD_BYTES",
+        default: "0",
+        help: "largest event a tenant may send, in bytes (0 = max_body_bytes; a tenant's own limit wins)",
+    },
+    Key {
         name: "db_max_connections",
         env: "DISPATCH_DB_MAX_CONNECTIONS",
         default: "16",

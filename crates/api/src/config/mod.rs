@@ -52,6 +52,8 @@ pub struct Settings {
     pub destinations: DestinationPolicy,
     /// The operator console (`/console`).
     pub console: dispatch_console::ConsoleSettings,
+    /// Every tenant's limits unless it has its own (`None`: no limit).
+    pub tenant_defaults: dispatch_store::queries::tenants::TenantLimits,
 }
 
 /// The raw values as layered, before validation.
@@ -61,6 +63,10 @@ struct Raw {
     database_url: String,
     max_body_bytes: String,
     max_batch_body_bytes: String,
+    tenant_ingest_rate_per_sec: String,
+    tenant_ingest_burst: String,
+    tenant_max_subscriptions: String,
+    tenant_max_payload_bytes: String,
     db_max_connections: String,
     db_connect_timeout_ms: String,
     http_workers: String,
@@ -130,6 +136,7 @@ impl Settings {
             "bytes",
         );
         let http_workers = c.number("http_workers", &raw.http_workers, 0usize, 1024, "threads");
+        let tenant_defaults = tenant_defaults(&mut c, &raw);
         let body_read_timeout = c.number(
             "body_read_timeout_ms",
             &raw.body_read_timeout_ms,
@@ -261,8 +268,51 @@ impl Settings {
                     session_idle: Duration::from_secs(console_idle?),
                     session_lifetime: Duration::from_secs(console_max?),
                 },
+                tenant_defaults: tenant_defaults?,
             })
         })();
         c.finish(settings)
     }
+}
+
+/// The `tenant_*` keys: each 0 means "no limit" (the payload: `max_body_bytes`).
+fn tenant_defaults(
+    c: &mut Checker,
+    raw: &Raw,
+) -> Option<dispatch_store::queries::tenants::TenantLimits> {
+    let rate = c.number(
+        "tenant_ingest_rate_per_sec",
+        &raw.tenant_ingest_rate_per_sec,
+        0u32,
+        1_000_000,
+        "events per second",
+    );
+    let burst = c.number(
+        "tenant_ingest_burst",
+        &raw.tenant_ingest_burst,
+        0i32,
+        1_000_000,
+        "events",
+    );
+    let subscriptions = c.number(
+        "tenant_max_subscriptions",
+        &raw.tenant_max_subscriptions,
+        0i32,
+        1_000_000,
+        "subscriptions",
+    );
+    let payload = c.number(
+        "tenant_max_payload_bytes",
+        &raw.tenant_max_payload_bytes,
+        0i32,
+        64 << 20,
+        "bytes",
+    );
+    let some = |n: i32| (n > 0).then_some(n);
+    Some(dispatch_store::queries::tenants::TenantLimits {
+        ingest_rate_per_sec: Some(f64::from(rate?)).filter(|r| *r > 0.0),
+        ingest_burst: some(burst?),
+        max_subscriptions: some(subscriptions?),
+        max_payload_bytes: some(payload?),
+    })
 }

@@ -124,6 +124,10 @@ pub enum ErrorCode {
     EventConflict,
     /// 409: the subscription id is taken, possibly by a deleted subscription.
     SubscriptionExists,
+    /// 400: a request header is invalid; `field` names it (`Dispatch-Tenant`: not a tenant id).
+    InvalidHeader,
+    /// 429: the tenant's ingest rate is exceeded; `Retry-After` says when to try again.
+    RateLimited,
     /// 409: `POST /deliveries/{id}/retry`: a worker is attempting the delivery now.
     DeliveryInFlight,
     /// 409: `POST /deliveries/{id}/retry`: the delivery waits for its first attempt already.
@@ -139,6 +143,13 @@ pub enum ErrorCode {
     DeliveryNotBlocking,
     /// 409: `POST /keys/{id}/rotate`: the key is revoked or expired.
     KeyInactive,
+    /// 409: `POST /tenants`: the tenant id is taken, possibly by a deleted tenant.
+    TenantExists,
+    /// 409: `POST /subscriptions`: the tenant has as many live subscriptions as its
+    /// `max_subscriptions` allows.
+    SubscriptionLimitReached,
+    /// 409: `DELETE /tenants/default`: the default tenant cannot be deleted.
+    DefaultTenant,
     /// 408: the request body did not arrive within `body_read_timeout_ms`.
     RequestTimeout,
     /// 503: no database connection; retrying is safe (sent with `Retry-After: 1`).
@@ -204,6 +215,14 @@ mod tests {
             ApiError::MethodNotAllowed,
             ApiError::EventConflict(String::new()),
             ApiError::SubscriptionExists(String::new()),
+            ApiError::InvalidHeader {
+                header: String::new(),
+                message: String::new(),
+            },
+            ApiError::RateLimited {
+                retry_after_secs: 1,
+                message: String::new(),
+            },
         ];
         let last = [
             ApiError::RequestTimeout(std::time::Duration::ZERO),

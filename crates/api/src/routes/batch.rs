@@ -98,7 +98,7 @@ fn invalid(index: usize, error: &ApiError) -> BatchItemResult {
     ),
 )]
 pub async fn create(
-    _auth: crate::auth::Authorized,
+    auth: crate::auth::Authorized,
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
@@ -125,12 +125,18 @@ pub async fn create(
         ));
     }
     tracing::Span::current().record("events", items.len());
+    let limits = state.limits_of(&auth.tenant);
+    state.ingest_limiter.admit(
+        &auth.tenant,
+        &limits,
+        u32::try_from(items.len()).unwrap_or(u32::MAX),
+    )?;
     let traceparent = crate::middleware::traceparent_to_store(&req);
     let mut results: Vec<Option<BatchItemResult>> = Vec::with_capacity(items.len());
     let mut valid = Vec::new();
     let mut positions = Vec::new();
     for (index, item) in items.into_iter().enumerate() {
-        match parse_new_event(item) {
+        match parse_new_event(&auth.tenant, item).and_then(|e| within(e, &limits)) {
             Ok(mut event) => {
                 event.traceparent.clone_from(&traceparent);
                 positions.push(index);
@@ -181,6 +187,7 @@ pub async fn create(
         });
     }
     metrics::counter!(dispatch_telemetry::metrics::EVENTS_RECEIVED).increment(accepted);
+    crate::tenant_limits::count(&auth.tenant, "received", accepted);
     if woke {
         state.waker.wake();
     }
@@ -188,4 +195,17 @@ pub async fn create(
     Ok(HttpResponse::Ok().json(BatchResponse {
         results: results.into_iter().flatten().collect(),
     }))
+}
+
+/// `event`, unless its `data` is larger than the tenant's `max_payload_bytes` (when it has one).
+fn within(
+    event: dispatch_store::models::NewEvent,
+    limits: &crate::tenant_limits::Effective,
+) -> Result<dispatch_store::models::NewEvent, ApiError> {
+    match limits.max_payload_bytes {
+        Some(max) if serde_json::to_vec(&event.data).map_or(0, |b| b.len()) > max => {
+            Err(ApiError::PayloadTooLarge { limit: max })
+        }
+        _ => Ok(event),
+    }
 }

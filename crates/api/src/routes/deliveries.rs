@@ -3,6 +3,7 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
+use dispatch_domain::TenantId;
 use dispatch_domain::{DeliveryStatus, EventId, SubscriptionId};
 use dispatch_store::pool;
 use dispatch_store::queries::listing::{self, AttemptsOf, DeliveryFilter, DeliveryItem};
@@ -72,8 +73,8 @@ impl DeliveryDetailView {
                 at,
             }),
             id: item.id,
-            event_id: item.event_id,
-            subscription_id: item.subscription_id,
+            event_id: crate::views::external(item.event_id),
+            subscription_id: crate::views::external(item.subscription_id),
             status,
             attempts: item.attempts,
             last_error: item.last_error,
@@ -118,7 +119,7 @@ pub fn delivery_filter(query: &Query) -> Result<DeliveryFilter, ApiError> {
     ),
 )]
 pub async fn list(
-    _auth: crate::auth::Authorized,
+    auth: crate::auth::Authorized,
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
@@ -128,7 +129,7 @@ pub async fn list(
     let cursor = query::id_cursor(&query)?;
     let mut conn = pool::connection(&state.pool).await?;
     // One extra row tells whether another page exists.
-    let mut rows = listing::deliveries(&mut conn, &filter, cursor, limit + 1).await?;
+    let mut rows = listing::deliveries(&mut conn, &auth.tenant, &filter, cursor, limit + 1).await?;
     let more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
     let next_cursor = more
@@ -155,13 +156,13 @@ pub async fn list(
     ),
 )]
 pub async fn get(
-    _auth: crate::auth::Authorized,
+    auth: crate::auth::Authorized,
     path: PathId<DeliveryId>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let DeliveryId(id) = *path;
     let mut conn = pool::connection(&state.pool).await?;
-    let item = listing::delivery(&mut conn, id)
+    let item = listing::delivery(&mut conn, &auth.tenant, id)
         .await?
         .ok_or_else(|| path.not_found())?;
     Ok(HttpResponse::Ok().json(DeliveryDetailView::new(item)?))
@@ -171,12 +172,13 @@ pub async fn get(
 /// `/deliveries/{id}/attempts`.
 pub(crate) async fn attempts_page(
     conn: &mut dispatch_store::AsyncPgConnection,
+    tenant: &TenantId,
     of: AttemptsOf<'_>,
     query: &Query,
 ) -> Result<HttpResponse, ApiError> {
     let limit = query.limit(MAX_LIMIT)?;
     let cursor = query::id_cursor(query)?;
-    let mut rows = listing::attempts(conn, of, cursor, limit + 1).await?;
+    let mut rows = listing::attempts(conn, tenant, of, cursor, limit + 1).await?;
     let more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
     let next_cursor = more
@@ -205,7 +207,7 @@ pub(crate) async fn attempts_page(
     ),
 )]
 pub async fn attempts(
-    _auth: crate::auth::Authorized,
+    auth: crate::auth::Authorized,
     path: PathId<DeliveryId>,
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -213,10 +215,13 @@ pub async fn attempts(
     let DeliveryId(id) = *path;
     let query = Query::parse(req.query_string())?;
     let mut conn = pool::connection(&state.pool).await?;
-    if listing::delivery(&mut conn, id).await?.is_none() {
+    if listing::delivery(&mut conn, &auth.tenant, id)
+        .await?
+        .is_none()
+    {
         return Err(path.not_found());
     }
-    attempts_page(&mut conn, AttemptsOf::Delivery(id), &query).await
+    attempts_page(&mut conn, &auth.tenant, AttemptsOf::Delivery(id), &query).await
 }
 
 /// `POST /deliveries/{id}/retry`: `{"resend": true}` to send a delivered one again.
@@ -251,20 +256,21 @@ pub struct RetryRequest {
     ),
 )]
 pub async fn retry(
-    _auth: crate::auth::Authorized,
+    auth: crate::auth::Authorized,
     path: PathId<DeliveryId>,
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let body = crate::body::read_optional_json_body(&req, payload, state.max_body_bytes).await?;
-    retry_with(&state, &path, body).await
+    retry_with(&state, &auth.tenant, &path, body).await
 }
 
 /// `POST /deliveries/{id}/retry` once its body (if any) is read (the console's retry runs this
 /// too).
 pub(crate) async fn retry_with(
     state: &AppState,
+    tenant: &TenantId,
     path: &PathId<DeliveryId>,
     body: Option<serde_json::Value>,
 ) -> Result<HttpResponse, ApiError> {
@@ -286,7 +292,7 @@ pub(crate) async fn retry_with(
     let mut conn = pool::connection(&state.pool).await?;
     use crate::error::Conflict;
     let conflict = |code: Conflict, message: String| ApiError::Conflict { code, message };
-    match requeue::retry(&mut conn, id, resend).await? {
+    match requeue::retry(&mut conn, tenant, id, resend).await? {
         Retried::NotFound => Err(path.not_found()),
         Retried::Refused(refusal) => Err(match refusal {
             RetryRefusal::InFlight => conflict(
@@ -309,7 +315,7 @@ pub(crate) async fn retry_with(
         Retried::Requeued { from } => {
             tracing::info!(delivery.id = id, from = %from, "delivery retried by an operator");
             state.waker.wake();
-            let item = listing::delivery(&mut conn, id)
+            let item = listing::delivery(&mut conn, tenant, id)
                 .await?
                 .ok_or_else(|| path.not_found())?;
             Ok(HttpResponse::Accepted().json(DeliveryDetailView::new(item)?))

@@ -2,6 +2,7 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
+use dispatch_domain::tenant::external_id;
 use dispatch_domain::{DeliveryStatus, Pattern, Source, SubscriptionId};
 use dispatch_store::pool;
 use dispatch_store::queries::listing::{self, EventCursor, EventFilter, EventItem};
@@ -41,7 +42,7 @@ impl EventSummaryView {
             .parse()
             .map_err(|e| ApiError::Internal(anyhow::anyhow!("stored event status: {e}")))?;
         Ok(Self {
-            id: item.id,
+            id: crate::views::external(item.id),
             event_type: item.event_type,
             source: item.source,
             data: item.data,
@@ -97,7 +98,7 @@ pub fn event_filter(query: &Query) -> Result<EventFilter, ApiError> {
     ),
 )]
 pub async fn list(
-    _auth: crate::auth::Authorized,
+    auth: crate::auth::Authorized,
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
@@ -117,14 +118,21 @@ pub async fn list(
     let cursor = query::event_cursor(&query)?;
     let mut conn = pool::connection(&state.pool).await?;
     // One extra row tells whether another page exists.
-    let mut rows =
-        listing::events(&mut conn, &filter, include_data, cursor.as_ref(), limit + 1).await?;
+    let mut rows = listing::events(
+        &mut conn,
+        &auth.tenant,
+        &filter,
+        include_data,
+        cursor.as_ref(),
+        limit + 1,
+    )
+    .await?;
     let more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
     let next_cursor = more
         .then(|| {
             rows.last()
-                .map(|r| EventCursor::after(r.received_at, &r.id).text())
+                .map(|r| EventCursor::after(r.received_at, external_id(&r.id)).text())
         })
         .flatten();
     Ok(HttpResponse::Ok().json(Page {

@@ -1,6 +1,8 @@
 //! `POST /events`, `GET /events/{id}`, `GET /events/{id}/attempts`.
 
 use actix_web::{HttpRequest, HttpResponse, web};
+use dispatch_domain::TenantId;
+use dispatch_domain::tenant::external_id;
 use dispatch_domain::{EventId, EventType, OrderingKey, Source, operational};
 use dispatch_store::models::NewEvent;
 use dispatch_store::queries::events::{self, Ingested};
@@ -19,7 +21,7 @@ use crate::views::{AttemptView, EventView, Page};
 pub const RESERVED_EVENT_ID: &str = "batch";
 
 /// Turns a request body into a valid new event, naming the first field at fault.
-pub fn parse_new_event(body: serde_json::Value) -> Result<NewEvent, ApiError> {
+pub fn parse_new_event(tenant: &TenantId, body: serde_json::Value) -> Result<NewEvent, ApiError> {
     let mut fields = Fields::from_body(body)?;
     let id = fields.required_str("id")?;
     let id = EventId::parse(&id).map_err(|e| ApiError::invalid("id", e.to_string()))?;
@@ -62,6 +64,7 @@ pub fn parse_new_event(body: serde_json::Value) -> Result<NewEvent, ApiError> {
         .transpose()?;
     fields.finish()?;
     Ok(NewEvent {
+        tenant: tenant.clone(),
         id,
         event_type,
         source,
@@ -73,9 +76,10 @@ pub fn parse_new_event(body: serde_json::Value) -> Result<NewEvent, ApiError> {
 
 async fn view(
     conn: &mut AsyncPgConnection,
+    tenant: &TenantId,
     event: dispatch_store::models::EventRow,
 ) -> Result<EventView, ApiError> {
-    let deliveries = events::deliveries_of(conn, &event.id).await?;
+    let deliveries = events::deliveries_of(conn, tenant, external_id(&event.id)).await?;
     Ok(EventView::new(event, deliveries)?)
 }
 
@@ -105,13 +109,16 @@ async fn view(
     ),
 )]
 pub async fn create(
-    _auth: crate::auth::Authorized,
+    auth: crate::auth::Authorized,
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = read_json_body(&req, payload, state.max_body_bytes).await?;
-    let mut new = parse_new_event(body)?;
+    let limits = state.limits_of(&auth.tenant);
+    state.ingest_limiter.admit(&auth.tenant, &limits, 1)?;
+    let max_body = limits.max_payload_bytes.unwrap_or(state.max_body_bytes);
+    let body = read_json_body(&req, payload, max_body).await?;
+    let mut new = parse_new_event(&auth.tenant, body)?;
     let span = tracing::Span::current();
     span.record("event.id", new.id.as_str());
     span.record("event.type", new.event_type.as_str());
@@ -138,12 +145,13 @@ pub async fn create(
                 "event accepted"
             );
             metrics::counter!(dispatch_telemetry::metrics::EVENTS_RECEIVED).increment(1);
+            crate::tenant_limits::count(&auth.tenant, "received", 1);
             Ok(HttpResponse::Accepted().json(EventView::new(event, deliveries)?))
         }
         Ingested::Duplicate(event) => {
             tracing::info!(event.id = %id, "event already received; nothing created");
             let mut conn = pool::connection(&state.pool).await?;
-            Ok(HttpResponse::Ok().json(view(&mut conn, event).await?))
+            Ok(HttpResponse::Ok().json(view(&mut conn, &auth.tenant, event).await?))
         }
         Ingested::Conflict(_) => Err(ApiError::EventConflict(format!(
             "event {id} was already received with different content"
@@ -163,15 +171,15 @@ pub async fn create(
     ),
 )]
 pub async fn get(
-    _auth: crate::auth::Authorized,
+    auth: crate::auth::Authorized,
     id: PathId<EventId>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let mut conn = pool::connection(&state.pool).await?;
-    let event = events::find(&mut conn, id.as_str())
+    let event = events::find(&mut conn, &auth.tenant, id.as_str())
         .await?
         .ok_or_else(|| id.not_found())?;
-    Ok(HttpResponse::Ok().json(view(&mut conn, event).await?))
+    Ok(HttpResponse::Ok().json(view(&mut conn, &auth.tenant, event).await?))
 }
 
 /// List the recorded attempts of every delivery of an event, oldest first, a page at a time.
@@ -191,15 +199,24 @@ pub async fn get(
     ),
 )]
 pub async fn attempts(
-    _auth: crate::auth::Authorized,
+    auth: crate::auth::Authorized,
     id: PathId<EventId>,
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let query = crate::query::Query::parse(req.query_string())?;
     let mut conn = pool::connection(&state.pool).await?;
-    if events::find(&mut conn, id.as_str()).await?.is_none() {
+    if events::find(&mut conn, &auth.tenant, id.as_str())
+        .await?
+        .is_none()
+    {
         return Err(id.not_found());
     }
-    super::deliveries::attempts_page(&mut conn, AttemptsOf::Event(id.as_str()), &query).await
+    super::deliveries::attempts_page(
+        &mut conn,
+        &auth.tenant,
+        AttemptsOf::Event(id.as_str()),
+        &query,
+    )
+    .await
 }

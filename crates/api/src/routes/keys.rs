@@ -31,9 +31,10 @@ pub async fn issue(
     conn: &mut AsyncPgConnection,
     actor: &str,
     name: &str,
-    scope: Scope,
+    scope: &Scope,
     expires_at: Option<DateTime<Utc>>,
 ) -> Result<(ApiKeyRow, String), ApiError> {
+    let scope = scope.to_string();
     let generated = api_key::generate().map_err(|e| ApiError::Internal(e.into()))?;
     let row = api_keys::create(
         conn,
@@ -42,7 +43,7 @@ pub async fn issue(
             id: generated.id.as_str(),
             hash: &generated.hash,
             name,
-            scope: scope.as_str(),
+            scope: &scope,
             expires_at,
         },
     )
@@ -144,8 +145,16 @@ pub async fn create(
 ) -> Result<HttpResponse, ApiError> {
     let body = crate::body::read_json_body(&req, payload, state.max_body_bytes).await?;
     let (name, scope, expires_at) = parse_new_key(body)?;
+    if let Some(tenant) = scope.tenant()
+        && state.keys.tenant(tenant).is_none()
+    {
+        return Err(ApiError::invalid(
+            "scope",
+            format!("there is no tenant {tenant}"),
+        ));
+    }
     let mut conn = pool::connection(&state.pool).await?;
-    let (row, key) = issue(&mut conn, &auth.actor, &name, scope, expires_at).await?;
+    let (row, key) = issue(&mut conn, &auth.actor, &name, &scope, expires_at).await?;
     tracing::info!(key.id = %row.id, scope = %row.scope, actor = %auth.actor, "API key created");
     Ok(HttpResponse::Created()
         .insert_header(("Cache-Control", "no-store"))
@@ -186,7 +195,7 @@ pub async fn list(
         super::subscriptions::check_cursor(c)?;
     }
     let mut conn = pool::connection(&state.pool).await?;
-    let rows = api_keys::list(&mut conn, cursor, limit + 1).await?;
+    let rows = api_keys::list(&mut conn, None, cursor, limit + 1).await?;
     Ok(HttpResponse::Ok().json(Page::of(rows, limit, |r| r.id.clone(), KeyView::from)))
 }
 

@@ -19,6 +19,7 @@ pub(crate) mod subscription_patch;
 pub(crate) mod subscription_settings;
 pub(crate) mod subscription_test;
 pub(crate) mod subscriptions;
+pub(crate) mod tenants;
 
 use actix_web::http::Method;
 use actix_web::http::header::{ALLOW, HeaderValue};
@@ -48,6 +49,20 @@ pub struct AppState {
     pub committer: crate::committer::Committer,
     /// Where subscriptions may point (checked at creation).
     pub destinations: dispatch_domain::destination::DestinationPolicy,
+    /// Every tenant's limits unless it has its own.
+    pub tenant_defaults: dispatch_store::queries::tenants::TenantLimits,
+    /// The per-tenant ingest buckets of this replica.
+    pub ingest_limiter: std::sync::Arc<crate::tenant_limits::IngestLimiter>,
+}
+
+impl AppState {
+    /// `tenant`'s limits as they apply now (its own over the defaults).
+    pub fn limits_of(&self, tenant: &dispatch_domain::TenantId) -> crate::tenant_limits::Effective {
+        crate::tenant_limits::Effective::of(
+            &self.keys.tenant(tenant).unwrap_or_default(),
+            &self.tenant_defaults,
+        )
+    }
 }
 
 /// `405` with the JSON error body and, as RFC 9110 requires, an `Allow` header naming the
@@ -128,6 +143,13 @@ pub const ROUTES: &[Route] = &[
     route("DELETE", "/keys/{id}", |r| r.to(keys::revoke)),
     route("POST", "/keys/{id}/rotate", |r| r.to(keys::rotate_key)),
     route("GET", "/audit", |r| r.to(keys::audit)),
+    route("POST", "/tenants", |r| r.to(tenants::create)),
+    route("GET", "/tenants", |r| r.to(tenants::list)),
+    route("GET", "/tenants/{id}", |r| r.to(tenants::get)),
+    route("PATCH", "/tenants/{id}", |r| r.to(tenants::update)),
+    route("DELETE", "/tenants/{id}", |r| r.to(tenants::delete)),
+    route("POST", "/tenants/{id}/keys", |r| r.to(tenants::create_key)),
+    route("GET", "/tenants/{id}/keys", |r| r.to(tenants::list_keys)),
     route("GET", "/healthz", |r| r.to(health::healthz)),
     route("GET", "/readyz", |r| r.to(health::readyz)),
     route("GET", "/metrics", |r| r.to(health::metrics)),

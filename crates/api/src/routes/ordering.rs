@@ -49,7 +49,7 @@ impl From<BlockedKey> for BlockedKeyView {
         Self {
             ordering_key: k.ordering_key,
             delivery_id: k.delivery_id,
-            event_id: k.event_id,
+            event_id: crate::views::external(k.event_id),
             status: k.status,
             attempts: k.attempts,
             last_error: k.last_error,
@@ -80,7 +80,7 @@ impl From<BlockedKey> for BlockedKeyView {
     ),
 )]
 pub async fn blocked_keys(
-    _auth: crate::auth::Authorized,
+    auth: crate::auth::Authorized,
     id: PathId<SubscriptionId>,
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -92,14 +92,15 @@ pub async fn blocked_keys(
         super::subscriptions::check_cursor(c)?;
     }
     let mut conn = pool::connection(&state.pool).await?;
-    if subscriptions::find_active(&mut conn, id.as_str())
+    if subscriptions::find_active(&mut conn, &auth.tenant, id.as_str())
         .await?
         .is_none()
     {
         return Err(id.not_found());
     }
     // One extra row tells whether another page exists.
-    let rows = ordering::blocked_keys(&mut conn, id.as_str(), cursor, limit + 1).await?;
+    let rows =
+        ordering::blocked_keys(&mut conn, &auth.tenant, id.as_str(), cursor, limit + 1).await?;
     Ok(HttpResponse::Ok().json(Page::of(
         rows,
         limit,
@@ -125,13 +126,13 @@ pub async fn blocked_keys(
     ),
 )]
 pub async fn skip(
-    _auth: crate::auth::Authorized,
+    auth: crate::auth::Authorized,
     path: PathId<DeliveryId>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let DeliveryId(id) = *path;
     let mut conn = pool::connection(&state.pool).await?;
-    match ordering::skip(&mut conn, id).await? {
+    match ordering::skip(&mut conn, &auth.tenant, id).await? {
         Skipped::NotFound => Err(path.not_found()),
         Skipped::Refused(SkipRefusal::NotBlocking) => Err(ApiError::Conflict {
             code: Conflict::DeliveryNotBlocking,
@@ -144,7 +145,7 @@ pub async fn skip(
         Skipped::Skipped { next } => {
             tracing::info!(delivery.id = id, next = ?next, "blocked key skipped by an operator");
             state.waker.wake();
-            let item = listing::delivery(&mut conn, id)
+            let item = listing::delivery(&mut conn, &auth.tenant, id)
                 .await?
                 .ok_or_else(|| path.not_found())?;
             Ok(HttpResponse::Ok().json(DeliveryDetailView::new(item)?))

@@ -48,6 +48,13 @@ impl Identified for dispatch_domain::api_key::ApiKeyId {
     }
 }
 
+impl Identified for dispatch_domain::TenantId {
+    const NOUN: &'static str = "tenant";
+    fn parse(text: &str) -> Option<Self> {
+        Self::parse(text).ok()
+    }
+}
+
 /// A delivery's id: a positive whole number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct DeliveryId(pub i64);

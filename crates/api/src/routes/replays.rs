@@ -3,6 +3,7 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
+use dispatch_domain::TenantId;
 use dispatch_domain::{DeliveryStatus, EventId, ReplayId, SubscriptionId};
 use dispatch_store::pool;
 use dispatch_store::queries::listing::DeliveryFilter;
@@ -276,20 +277,21 @@ fn request_hash(body: &Value) -> String {
     ),
 )]
 pub async fn create(
-    _auth: crate::auth::Authorized,
+    auth: crate::auth::Authorized,
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let key = idempotency_key(&req)?;
     let body = read_json_body(&req, payload, state.max_body_bytes).await?;
-    create_with(&state, key, body).await
+    create_with(&state, &auth.tenant, key, body).await
 }
 
 /// `POST /replays` once its `Idempotency-Key` and body are read (the console's replay runs
 /// this too).
 pub(crate) async fn create_with(
     state: &AppState,
+    tenant: &TenantId,
     key: Option<String>,
     body: serde_json::Value,
 ) -> Result<HttpResponse, ApiError> {
@@ -297,7 +299,7 @@ pub(crate) async fn create_with(
     let (filter, dry_run) = parse_replay(body)?;
     let mut conn = pool::connection(&state.pool).await?;
     if dry_run {
-        let (matched, _) = requeue::count_replayable(&mut conn, &filter).await?;
+        let (matched, _) = requeue::count_replayable(&mut conn, tenant, &filter).await?;
         return Ok(HttpResponse::Ok().json(ReplayCountView {
             dry_run: true,
             matched,
@@ -305,6 +307,7 @@ pub(crate) async fn create_with(
     }
     let new = NewReplay {
         id: ReplayId::generate().into_inner(),
+        tenant: tenant.clone(),
         filter,
         idempotency_key: key,
         request_hash,
@@ -340,12 +343,12 @@ pub(crate) async fn create_with(
     ),
 )]
 pub async fn get(
-    _auth: crate::auth::Authorized,
+    auth: crate::auth::Authorized,
     id: PathId<ReplayId>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let mut conn = pool::connection(&state.pool).await?;
-    let row = replays::find(&mut conn, id.as_str())
+    let row = replays::find(&mut conn, &auth.tenant, id.as_str())
         .await?
         .ok_or_else(|| id.not_found())?;
     Ok(HttpResponse::Ok().json(ReplayView::from(row)))
@@ -366,12 +369,12 @@ pub async fn get(
     ),
 )]
 pub async fn cancel(
-    _auth: crate::auth::Authorized,
+    auth: crate::auth::Authorized,
     id: PathId<ReplayId>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let mut conn = pool::connection(&state.pool).await?;
-    let row = replays::cancel(&mut conn, id.as_str())
+    let row = replays::cancel(&mut conn, &auth.tenant, id.as_str())
         .await?
         .ok_or_else(|| id.not_found())?;
     Ok(HttpResponse::Ok().json(ReplayView::from(row)))

@@ -1,6 +1,7 @@
 //! `POST /subscriptions/{id}/rotate-secret`: a new signing secret, returned once, with an
 //! overlap window during which the old secret keeps signing next to it.
 
+use dispatch_domain::TenantId;
 use std::time::Duration;
 
 use actix_web::http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
@@ -122,7 +123,7 @@ pub struct RotateSecretRequest {
     ),
 )]
 pub async fn rotate(
-    _auth: crate::auth::Authorized,
+    auth: crate::auth::Authorized,
     subscription: PathId<SubscriptionId>,
     req: HttpRequest,
     payload: web::Payload,
@@ -133,13 +134,14 @@ pub async fn rotate(
     } else {
         None
     };
-    rotate_with(&state, &subscription, body).await
+    rotate_with(&state, &auth.tenant, &subscription, body).await
 }
 
 /// `POST /subscriptions/{id}/rotate-secret` once its body (if any) is read (the console's
 /// rotation runs this too).
 pub(crate) async fn rotate_with(
     state: &AppState,
+    tenant: &TenantId,
     subscription: &PathId<SubscriptionId>,
     body: Option<serde_json::Value>,
 ) -> Result<HttpResponse, ApiError> {
@@ -148,6 +150,7 @@ pub(crate) async fn rotate_with(
     let rotated = subscriptions::rotate_secret(
         &mut conn,
         &state.secret_keys,
+        tenant,
         subscription.as_str(),
         &rotation.secret,
         rotation.overlap,

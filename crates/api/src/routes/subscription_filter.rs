@@ -118,7 +118,7 @@ pub struct FilterTestView {
     ),
 )]
 pub async fn test(
-    _auth: crate::auth::Authorized,
+    auth: crate::auth::Authorized,
     id: PathId<SubscriptionId>,
     req: HttpRequest,
     payload: web::Payload,
@@ -137,7 +137,7 @@ pub async fn test(
     fields.finish()?;
     let row = {
         let mut conn = pool::connection(&state.pool).await?;
-        subscriptions::find_active(&mut conn, id.as_str())
+        subscriptions::find_active(&mut conn, &auth.tenant, id.as_str())
             .await?
             .ok_or_else(|| id.not_found())?
     };

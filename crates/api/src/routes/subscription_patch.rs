@@ -4,6 +4,7 @@
 //! request would be.
 
 use actix_web::{HttpRequest, HttpResponse, web};
+use dispatch_domain::TenantId;
 use dispatch_domain::{DestinationUrl, SubscriptionId};
 use dispatch_store::models::SubscriptionRow;
 use dispatch_store::pool;
@@ -76,20 +77,21 @@ fn merged(
     ),
 )]
 pub async fn patch(
-    _auth: crate::auth::Authorized,
+    auth: crate::auth::Authorized,
     path: PathId<SubscriptionId>,
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let body = read_json_body(&req, payload, state.max_body_bytes).await?;
-    patch_with(&state, &path, body).await
+    patch_with(&state, &auth.tenant, &path, body).await
 }
 
 /// `PATCH /subscriptions/{id}` once its body is read (the console's edit, pause and resume run
 /// this too).
 pub(crate) async fn patch_with(
     state: &AppState,
+    tenant: &TenantId,
     path: &PathId<SubscriptionId>,
     body: Value,
 ) -> Result<HttpResponse, ApiError> {
@@ -100,7 +102,7 @@ pub(crate) async fn patch_with(
     for _ in 0..ATTEMPTS {
         let current = {
             let mut conn = pool::connection(&state.pool).await?;
-            subscriptions::find_active(&mut conn, id)
+            subscriptions::find_active(&mut conn, tenant, id)
                 .await?
                 .ok_or_else(|| path.not_found())?
         };
@@ -120,7 +122,7 @@ pub(crate) async fn patch_with(
         }
         let expected = SubscriptionChange::of(&current);
         let mut conn = pool::connection(&state.pool).await?;
-        match subscription_changes::update(&mut conn, id, &expected, &change).await? {
+        match subscription_changes::update(&mut conn, tenant, id, &expected, &change).await? {
             UpdateOutcome::Updated {
                 row,
                 held,

@@ -1,6 +1,7 @@
 //! `POST /subscriptions/{id}/test`: one signed `dispatch.test` event to one subscription, and
 //! the outcome of its first attempt, for checking a receiver after fixing it.
 
+use dispatch_domain::TenantId;
 use std::time::{Duration, Instant};
 
 use actix_web::{HttpResponse, web};
@@ -56,20 +57,22 @@ pub struct TestDeliveryView {
     ),
 )]
 pub async fn send(
-    _auth: crate::auth::Authorized,
+    auth: crate::auth::Authorized,
     id: PathId<SubscriptionId>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    send_with(&state, &id).await
+    send_with(&state, &auth.tenant, &id).await
 }
 
 /// `POST /subscriptions/{id}/test` (the console's test button runs this too).
 pub(crate) async fn send_with(
     state: &AppState,
+    tenant: &TenantId,
     id: &PathId<SubscriptionId>,
 ) -> Result<HttpResponse, ApiError> {
     let event_id = EventId::generate();
     let event = NewEvent {
+        tenant: tenant.clone(),
         id: event_id.clone(),
         event_type: EventType::parse(TEST_EVENT_TYPE).map_err(|e| ApiError::Internal(e.into()))?,
         source: Source::parse("dispatch").map_err(|e| ApiError::Internal(e.into()))?,
@@ -82,7 +85,7 @@ pub(crate) async fn send_with(
         ordering_key: None,
     };
     let mut conn = pool::connection(&state.pool).await?;
-    let delivery = requeue::send_test(&mut conn, id.as_str(), &event)
+    let delivery = requeue::send_test(&mut conn, tenant, id.as_str(), &event)
         .await?
         .ok_or_else(|| id.not_found())?;
     tracing::info!(subscription.id = %**id, delivery.id = delivery, "test event sent");
@@ -102,10 +105,10 @@ pub(crate) async fn send_with(
     loop {
         let mut conn = pool::connection(&state.pool).await?;
         let attempts =
-            listing::attempts(&mut conn, AttemptsOf::Delivery(delivery), None, 1).await?;
+            listing::attempts(&mut conn, tenant, AttemptsOf::Delivery(delivery), None, 1).await?;
         let done = !attempts.is_empty();
         if done || started.elapsed() >= waiting {
-            let item = listing::delivery(&mut conn, delivery)
+            let item = listing::delivery(&mut conn, tenant, delivery)
                 .await?
                 .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("test delivery vanished")))?;
             let view = TestDeliveryView {

@@ -2,11 +2,14 @@
 //! `DELETE /subscriptions/{id}` (`PATCH` is in `subscription_patch`).
 
 use actix_web::{HttpRequest, HttpResponse, web};
+use dispatch_domain::TenantId;
 use dispatch_domain::signature::{generate_secret, validate_secret};
+use dispatch_domain::tenant::external_id;
 use dispatch_domain::{DestinationUrl, Pattern, SubscriptionId};
 use dispatch_store::models::{NewSubscription, RateLimit};
 use dispatch_store::pool;
 use dispatch_store::queries::subscriptions;
+use dispatch_store::queries::subscriptions::Inserted;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -123,7 +126,7 @@ pub(crate) fn check_secret(secret: String) -> Result<String, ApiError> {
 }
 
 /// Turns a request body into a valid new subscription, naming the first field at fault.
-pub fn parse_new_subscription(body: Value) -> Result<NewSubscription, ApiError> {
+pub fn parse_new_subscription(tenant: &TenantId, body: Value) -> Result<NewSubscription, ApiError> {
     let mut fields = Fields::from_body(body)?;
     let id = match fields.optional_str("id")? {
         Some(id) => {
@@ -147,6 +150,7 @@ pub fn parse_new_subscription(body: Value) -> Result<NewSubscription, ApiError> 
     let (settings, enabled) = super::subscription_settings::take_settings(&mut fields)?;
     fields.finish()?;
     Ok(NewSubscription {
+        tenant: tenant.clone(),
         rate_limit,
         id,
         url,
@@ -177,38 +181,50 @@ pub fn parse_new_subscription(body: Value) -> Result<NewSubscription, ApiError> 
     ),
 )]
 pub async fn create(
-    _auth: crate::auth::Authorized,
+    auth: crate::auth::Authorized,
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let body = read_json_body(&req, payload, state.max_body_bytes).await?;
-    create_with(&state, body).await
+    create_with(&state, &auth.tenant, body).await
 }
 
 /// `POST /subscriptions` once its body is read (the console's create runs this too).
 pub(crate) async fn create_with(
     state: &AppState,
+    tenant: &TenantId,
     body: serde_json::Value,
 ) -> Result<HttpResponse, ApiError> {
-    let new = parse_new_subscription(body)?;
+    let new = parse_new_subscription(tenant, body)?;
     if let Some(filter) = &new.settings.filter {
         super::subscription_filter::check(state, filter).await?;
     }
     crate::destination::check(&state.destinations, &new.url).await?;
     let mut conn = pool::connection(&state.pool).await?;
     // The secret is sealed with the active key on its way into the table.
-    let row = subscriptions::insert(&mut conn, &new, &state.secret_keys)
-        .await?
-        .ok_or_else(|| {
-            ApiError::SubscriptionExists(format!(
+    let max = state.limits_of(tenant).max_subscriptions;
+    let row = match subscriptions::insert_within(&mut conn, &new, &state.secret_keys, max).await? {
+        Inserted::Created(row) => *row,
+        Inserted::Taken => {
+            return Err(ApiError::SubscriptionExists(format!(
                 "subscription id {:?} is taken (ids of deleted subscriptions are not reused)",
                 new.id.as_str()
-            ))
-        })?;
+            )));
+        }
+        Inserted::LimitReached(max) => {
+            return Err(ApiError::Conflict {
+                code: crate::error::Conflict::SubscriptionLimitReached,
+                message: format!(
+                    "tenant {tenant} has {max} live subscriptions, as many as its \
+                     max_subscriptions allows; delete one or raise the limit"
+                ),
+            });
+        }
+    };
     tracing::info!(subscription.id = %row.id, "subscription created");
     Ok(HttpResponse::Created()
-        .insert_header(("Location", format!("/subscriptions/{}", row.id)))
+        .insert_header(("Location", format!("/subscriptions/{}", new.id)))
         .insert_header(("Cache-Control", "no-store"))
         .json(SubscriptionView::created(row, new.secret)))
 }
@@ -239,7 +255,7 @@ pub struct ListParams {
     ),
 )]
 pub async fn list(
-    _auth: crate::auth::Authorized,
+    auth: crate::auth::Authorized,
     params: web::Query<ListParams>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
@@ -260,10 +276,12 @@ pub async fn list(
     }
     let mut conn = pool::connection(&state.pool).await?;
     // One extra row tells whether another page exists.
-    let mut rows = subscriptions::list_active(&mut conn, cursor, limit + 1).await?;
+    let mut rows = subscriptions::list_active(&mut conn, &auth.tenant, cursor, limit + 1).await?;
     let more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
-    let next_cursor = more.then(|| rows.last().map(|r| r.id.clone())).flatten();
+    let next_cursor = more
+        .then(|| rows.last().map(|r| external_id(&r.id).to_owned()))
+        .flatten();
     Ok(HttpResponse::Ok().json(Page {
         data: rows.into_iter().map(SubscriptionView::public).collect(),
         next_cursor,
@@ -301,12 +319,12 @@ pub(crate) fn check_cursor(cursor: &str) -> Result<(), ApiError> {
     ),
 )]
 pub async fn get(
-    _auth: crate::auth::Authorized,
+    auth: crate::auth::Authorized,
     id: PathId<SubscriptionId>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let mut conn = pool::connection(&state.pool).await?;
-    let row = subscriptions::find_active(&mut conn, id.as_str())
+    let row = subscriptions::find_active(&mut conn, &auth.tenant, id.as_str())
         .await?
         .ok_or_else(|| id.not_found())?;
     Ok(HttpResponse::Ok().json(SubscriptionView::public(row)))
@@ -327,20 +345,21 @@ pub async fn get(
     ),
 )]
 pub async fn delete(
-    _auth: crate::auth::Authorized,
+    auth: crate::auth::Authorized,
     id: PathId<SubscriptionId>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    delete_with(&state, &id).await
+    delete_with(&state, &auth.tenant, &id).await
 }
 
 /// `DELETE /subscriptions/{id}` (the console's delete runs this too).
 pub(crate) async fn delete_with(
     state: &AppState,
+    tenant: &TenantId,
     id: &PathId<SubscriptionId>,
 ) -> Result<HttpResponse, ApiError> {
     let mut conn = pool::connection(&state.pool).await?;
-    let cancelled = subscriptions::delete(&mut conn, id.as_str())
+    let cancelled = subscriptions::delete(&mut conn, tenant, id.as_str())
         .await?
         .ok_or_else(|| id.not_found())?;
     tracing::info!(subscription.id = %**id, cancelled, "subscription deleted");

@@ -76,6 +76,7 @@ async fn every_id_route_answers_an_id_that_could_never_exist_with_a_404_naming_i
             Some("replays") => "replay",
             Some("subscriptions") => "subscription",
             Some("keys") => "API key",
+            Some("tenants") => "tenant",
             other => panic!("no noun known for {other:?} ({})", route.path),
         };
         // Decoded before it is judged: `bad%20id` is the id `bad id`, which no id alphabet allows.
@@ -97,7 +98,7 @@ async fn every_id_route_answers_an_id_that_could_never_exist_with_a_404_naming_i
         );
         checked += 1;
     }
-    assert_eq!(checked, 17, "every {{id}} route of ROUTES is checked");
+    assert_eq!(checked, 22, "every {{id}} route of ROUTES is checked");
 
     // A delivery id is a positive whole number; the message names it as the path gave it.
     for (id, message) in [

@@ -35,12 +35,16 @@ async fn filtered(app: &TestApp, id: &str, filter: &str) -> Value {
 async fn delivered_to(app: &TestApp, event_id: &str) -> Vec<String> {
     let pool = app.db.pool();
     let mut conn = pool::connection(&pool).await.expect("a connection");
-    let mut subs: Vec<String> = events::deliveries_of(&mut conn, event_id)
-        .await
-        .expect("deliveries are readable")
-        .into_iter()
-        .map(|d| d.subscription_id)
-        .collect();
+    let mut subs: Vec<String> = events::deliveries_of(
+        &mut conn,
+        &dispatch_domain::TenantId::default_tenant(),
+        event_id,
+    )
+    .await
+    .expect("deliveries are readable")
+    .into_iter()
+    .map(|d| d.subscription_id)
+    .collect();
     subs.sort();
     subs
 }

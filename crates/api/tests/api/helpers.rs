@@ -182,12 +182,16 @@ impl TestApp {
     ) {
         let pool = self.db.pool();
         let mut conn = pool::connection(&pool).await.expect("a connection");
-        let delivery = events::deliveries_of(&mut conn, event_id)
-            .await
-            .expect("deliveries are readable")
-            .into_iter()
-            .find(|d| d.subscription_id == subscription_id)
-            .unwrap_or_else(|| panic!("no delivery of {event_id} to {subscription_id}"));
+        let delivery = events::deliveries_of(
+            &mut conn,
+            &dispatch_domain::TenantId::default_tenant(),
+            event_id,
+        )
+        .await
+        .expect("deliveries are readable")
+        .into_iter()
+        .find(|d| d.subscription_id == subscription_id)
+        .unwrap_or_else(|| panic!("no delivery of {event_id} to {subscription_id}"));
         attempts::record(
             &mut conn,
             &[NewAttempt {

@@ -347,5 +347,7 @@ async fn the_admin_command_manages_the_same_keys_as_the_api() {
         &[("DATABASE_URL", app.db.url())],
     );
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("one of admin, read, ingest"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("one of admin, read, tenant:<tenant id>")
+    );
 }

@@ -24,4 +24,5 @@ mod patch;
 mod replays;
 mod secrets;
 mod subscriptions;
+mod tenants;
 mod wake;

@@ -80,14 +80,22 @@ async fn during_a_database_outage_writes_are_503_and_the_api_recovers_without_a_
     let direct = app.db.pool();
     let mut conn = pool::connection(&direct).await.expect("direct connection");
     assert!(
-        events::find(&mut conn, "evt_during")
-            .await
-            .expect("readable")
-            .is_some()
-    );
-    let deliveries = events::deliveries_of(&mut conn, "evt_during")
+        events::find(
+            &mut conn,
+            &dispatch_domain::TenantId::default_tenant(),
+            "evt_during"
+        )
         .await
-        .expect("readable");
+        .expect("readable")
+        .is_some()
+    );
+    let deliveries = events::deliveries_of(
+        &mut conn,
+        &dispatch_domain::TenantId::default_tenant(),
+        "evt_during",
+    )
+    .await
+    .expect("readable");
     assert_eq!(deliveries.len(), 1, "{deliveries:?}");
     assert_eq!(deliveries[0].subscription_id, "sub_all");
     let stored = app.event("evt_during").await;

@@ -27,9 +27,12 @@ pub async fn retry(
     session.check_csrf(fields.get("csrf"))?;
     console
         .actions
-        .run(Action::RetryDelivery {
-            id: id.into_inner(),
-        })
+        .run(
+            &session.tenant,
+            Action::RetryDelivery {
+                id: id.into_inner(),
+            },
+        )
         .await
         .map_err(ConsoleError::Refused)?;
     Ok(super::see_other(&back(&fields, "/console/failed")))

@@ -186,7 +186,15 @@ pub async fn list(
         })
         .transpose()?;
     let mut conn = dispatch_store::pool::connection(&console.pool).await?;
-    let mut items = listing::events(&mut conn, &filter, false, cursor.as_ref(), PAGE + 1).await?;
+    let mut items = listing::events(
+        &mut conn,
+        &session.tenant,
+        &filter,
+        false,
+        cursor.as_ref(),
+        PAGE + 1,
+    )
+    .await?;
     drop(conn);
     let more = items.len() as i64 > PAGE;
     items.truncate(PAGE as usize);
@@ -289,12 +297,18 @@ pub async fn show(
     let id = id.into_inner();
     EventId::parse(&id).map_err(|e| ConsoleError::invalid("id", e.to_string()))?;
     let mut conn = dispatch_store::pool::connection(&console.pool).await?;
-    let event = events::find(&mut conn, &id)
+    let event = events::find(&mut conn, &session.tenant, &id)
         .await?
         .ok_or_else(|| ConsoleError::NotFound(format!("There is no event {id}.")))?;
-    let deliveries = events::deliveries_of(&mut conn, &id).await?;
-    let mut attempts =
-        listing::attempts(&mut conn, AttemptsOf::Event(&id), None, ATTEMPTS + 1).await?;
+    let deliveries = events::deliveries_of(&mut conn, &session.tenant, &id).await?;
+    let mut attempts = listing::attempts(
+        &mut conn,
+        &session.tenant,
+        AttemptsOf::Event(&id),
+        None,
+        ATTEMPTS + 1,
+    )
+    .await?;
     drop(conn);
     let more_attempts = attempts.len() as i64 > ATTEMPTS;
     attempts.truncate(ATTEMPTS as usize);

@@ -81,7 +81,8 @@ pub async fn list(
         ..DeliveryFilter::default()
     };
     let mut conn = dispatch_store::pool::connection(&console.pool).await?;
-    let mut items = listing::deliveries(&mut conn, &filter, cursor, PAGE + 1).await?;
+    let mut items =
+        listing::deliveries(&mut conn, &session.tenant, &filter, cursor, PAGE + 1).await?;
     drop(conn);
     let more = items.len() as i64 > PAGE;
     items.truncate(PAGE as usize);
@@ -168,7 +169,7 @@ pub async fn retry_selected(
     for id in ids {
         console
             .actions
-            .run(Action::RetryDelivery { id })
+            .run(&session.tenant, Action::RetryDelivery { id })
             .await
             .map_err(ConsoleError::Refused)?;
     }
@@ -248,7 +249,7 @@ pub async fn wizard(
     } else {
         let answer = console
             .actions
-            .run(Action::CreateReplay(selector.body(true)))
+            .run(&session.tenant, Action::CreateReplay(selector.body(true)))
             .await
             .map_err(ConsoleError::Refused)?;
         Some(answer.get("matched").and_then(Value::as_i64).unwrap_or(0))
@@ -276,7 +277,7 @@ pub async fn start(
     let selector = Selector::of(&fields)?;
     let answer = console
         .actions
-        .run(Action::CreateReplay(selector.body(false)))
+        .run(&session.tenant, Action::CreateReplay(selector.body(false)))
         .await
         .map_err(ConsoleError::Refused)?;
     let id = answer
@@ -313,7 +314,7 @@ pub async fn progress(
 ) -> Result<HttpResponse, ConsoleError> {
     ReplayId::parse(&id).map_err(|e| ConsoleError::invalid("id", e.to_string()))?;
     let mut conn = dispatch_store::pool::connection(&console.pool).await?;
-    let row = replays::find(&mut conn, &id)
+    let row = replays::find(&mut conn, &session.tenant, &id)
         .await?
         .ok_or_else(|| ConsoleError::NotFound(format!("There is no replay {id}.")))?;
     drop(conn);

@@ -59,7 +59,7 @@ pub async fn test(
     let fields = Fields::from_bytes(&body)?;
     session.check_csrf(fields.get("csrf"))?;
     let id = id.into_inner();
-    let answer = run(&console, Action::SendTest { id: id.clone() }).await?;
+    let answer = run(&console, &session, Action::SendTest { id: id.clone() }).await?;
     let attempted = answer.get("attempt").is_some_and(|a| !a.is_null());
     Ok(html(
         StatusCode::OK,
@@ -89,7 +89,7 @@ pub async fn rotate(
     let fields = Fields::from_bytes(&body)?;
     session.check_csrf(fields.get("csrf"))?;
     let id = id.into_inner();
-    let answer = run(&console, Action::RotateSecret { id: id.clone() }).await?;
+    let answer = run(&console, &session, Action::RotateSecret { id: id.clone() }).await?;
     Ok(html(
         StatusCode::OK,
         &SecretPage {
@@ -134,7 +134,7 @@ pub async fn create(
     if let Some(id) = fields.get("id") {
         request["id"] = json!(id);
     }
-    let answer = run(&console, Action::CreateSubscription(request)).await?;
+    let answer = run(&console, &session, Action::CreateSubscription(request)).await?;
     Ok(html(
         StatusCode::CREATED,
         &SecretPage {
@@ -164,7 +164,7 @@ pub async fn confirm_delete(
     id: web::Path<String>,
     console: web::Data<Console>,
 ) -> Result<HttpResponse, ConsoleError> {
-    let row = find(&console, &id).await?;
+    let row = find(&console, &session, &id).await?;
     Ok(html(
         StatusCode::OK,
         &DeletePage {
@@ -194,6 +194,7 @@ pub async fn delete(
     }
     run(
         &console,
+        &session,
         Action::DeleteSubscription {
             id: id.into_inner(),
         },

@@ -67,7 +67,8 @@ pub async fn list(
     console: web::Data<Console>,
 ) -> Result<HttpResponse, ConsoleError> {
     let mut conn = dispatch_store::pool::connection(&console.pool).await?;
-    let mut rows = subscriptions::list_active(&mut conn, None, LIST_LIMIT + 1).await?;
+    let mut rows =
+        subscriptions::list_active(&mut conn, &session.tenant, None, LIST_LIMIT + 1).await?;
     let stats = recent(&mut conn).await?;
     drop(conn);
     let truncated = rows.len() as i64 > LIST_LIMIT;
@@ -124,10 +125,14 @@ struct ShowPage {
     due: i64,
 }
 
-pub(super) async fn find(console: &Console, id: &str) -> Result<SubscriptionRow, ConsoleError> {
+pub(super) async fn find(
+    console: &Console,
+    session: &Session,
+    id: &str,
+) -> Result<SubscriptionRow, ConsoleError> {
     SubscriptionId::parse(id).map_err(|e| ConsoleError::invalid("id", e.to_string()))?;
     let mut conn = dispatch_store::pool::connection(&console.pool).await?;
-    subscriptions::find_active(&mut conn, id)
+    subscriptions::find_active(&mut conn, &session.tenant, id)
         .await?
         .ok_or_else(|| ConsoleError::NotFound(format!("There is no subscription {id}.")))
 }
@@ -137,7 +142,7 @@ pub async fn show(
     id: web::Path<String>,
     console: web::Data<Console>,
 ) -> Result<HttpResponse, ConsoleError> {
-    let row = find(&console, &id).await?;
+    let row = find(&console, &session, &id).await?;
     let stats = {
         let mut conn = dispatch_store::pool::connection(&console.pool).await?;
         recent(&mut conn).await?
@@ -227,10 +232,14 @@ pub(super) fn edit_patch(fields: &Fields) -> Result<Value, ConsoleError> {
     Ok(patch)
 }
 
-pub(super) async fn run(console: &Console, action: Action) -> Result<Value, ConsoleError> {
+pub(super) async fn run(
+    console: &Console,
+    session: &Session,
+    action: Action,
+) -> Result<Value, ConsoleError> {
     console
         .actions
-        .run(action)
+        .run(&session.tenant, action)
         .await
         .map_err(ConsoleError::Refused)
 }
@@ -263,6 +272,7 @@ pub async fn change(
     };
     run(
         &console,
+        &session,
         Action::PatchSubscription {
             id: id.clone(),
             patch,

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use dispatch_domain::{EventId, EventType, OrderingKey, Source};
+use dispatch_domain::{EventId, EventType, OrderingKey, Source, TenantId};
 
 use crate::schema::events;
 
@@ -23,6 +23,8 @@ pub struct EventRow {
 /// An event as accepted by the API, about to be stored.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
+    /// Whose it is: `id` is unique (and idempotent) within this tenant.
+    pub tenant: TenantId,
     pub id: EventId,
     pub event_type: EventType,
     pub source: Source,

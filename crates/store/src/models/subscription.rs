@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use dispatch_domain::{DestinationUrl, OnExhausted, Ordering, Pattern, SubscriptionId};
+use dispatch_domain::{DestinationUrl, OnExhausted, Ordering, Pattern, SubscriptionId, TenantId};
 
 use crate::schema::subscriptions;
 
@@ -56,6 +56,8 @@ type HasSecret = diesel::dsl::Or<
 /// A subscription as accepted by the API, about to be stored.
 #[derive(Clone)]
 pub struct NewSubscription {
+    /// Whose it is: `id` is unique within this tenant.
+    pub tenant: TenantId,
     pub id: SubscriptionId,
     pub url: DestinationUrl,
     pub event_types: Vec<Pattern>,
@@ -113,6 +115,7 @@ impl SubscriptionSettings {
 impl std::fmt::Debug for NewSubscription {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NewSubscription")
+            .field("tenant", &self.tenant)
             .field("id", &self.id)
             .field("url", &self.url)
             .field("event_types", &self.event_types)

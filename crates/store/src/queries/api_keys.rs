@@ -99,7 +99,7 @@ async fn insert(
     .await?)
 }
 
-async fn audit(
+pub(crate) async fn audit(
     conn: &mut AsyncPgConnection,
     actor: &str,
     action: &str,
@@ -148,17 +148,23 @@ pub async fn create(
     .await
 }
 
-/// Keys by id, after `after`, at most `limit` (revoked and expired ones included).
+/// Keys by id, after `after`, at most `limit` (revoked and expired ones included); with
+/// `tenant`, only the keys whose scope names it (`tenant:<id>`, `tenant:<id>:read`,
+/// `ingest:<id>`).
 pub async fn list(
     conn: &mut AsyncPgConnection,
+    tenant: Option<&str>,
     after: Option<&str>,
     limit: i64,
 ) -> Result<Vec<ApiKeyRow>, StoreError> {
     Ok(diesel::sql_query(format!(
-        "SELECT {COLUMNS} FROM api_keys WHERE ($1::text IS NULL OR id > $1) ORDER BY id LIMIT $2"
+        "SELECT {COLUMNS} FROM api_keys
+          WHERE ($1::text IS NULL OR id > $1) AND ($3::text IS NULL OR tenant_id = $3)
+          ORDER BY id LIMIT $2"
     ))
     .bind::<Nullable<Text>, _>(after)
     .bind::<BigInt, _>(limit)
+    .bind::<Nullable<Text>, _>(tenant)
     .load(conn)
     .await?)
 }

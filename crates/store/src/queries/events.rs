@@ -3,6 +3,7 @@
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Jsonb, Nullable, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use dispatch_domain::TenantId;
 
 use crate::StoreError;
 use crate::models::{DeliveryRow, EventRow, NewEvent};
@@ -110,7 +111,9 @@ impl From<DeliveryJson> for DeliveryRow {
 /// The events of a group, with their candidate patterns, as the array parameters `$1`–`$7` of
 /// [`INSERT_GROUP`].
 struct GroupColumns<'a> {
-    ids: Vec<&'a str>,
+    /// Stored ids (`TenantId::stored_id`): unique per tenant.
+    ids: Vec<String>,
+    tenants: Vec<&'a str>,
     types: Vec<&'a str>,
     sources: Vec<&'a str>,
     data: Vec<&'a serde_json::Value>,
@@ -122,7 +125,11 @@ struct GroupColumns<'a> {
 impl<'a> GroupColumns<'a> {
     fn of(batch: &'a [NewEvent]) -> Self {
         Self {
-            ids: batch.iter().map(|e| e.id.as_str()).collect(),
+            ids: batch
+                .iter()
+                .map(|e| e.tenant.stored_id(e.id.as_str()))
+                .collect(),
+            tenants: batch.iter().map(|e| e.tenant.as_str()).collect(),
             types: batch.iter().map(|e| e.event_type.as_str()).collect(),
             sources: batch.iter().map(|e| e.source.as_str()).collect(),
             data: batch.iter().map(|e| &e.data).collect(),
@@ -140,25 +147,26 @@ impl<'a> GroupColumns<'a> {
     }
 }
 
-/// The common part of group and batch ingestion: the input (`$1`–`$7`) numbered from 1, the
+/// The common part of group and batch ingestion: the input (`$1`–`$8`) numbered from 1, the
 /// first item of each id, the events inserted (in id order, so two groups sharing ids wait for
 /// each other instead of deadlocking) and their deliveries. The caller appends its `SELECT`.
 const INSERT_GROUP: &str = concat!(
     "WITH input AS (
          SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[],
-                              $5::text[], $6::text[], $7::text[])
+                              $5::text[], $6::text[], $7::text[], $8::text[])
              WITH ORDINALITY AS i(id, event_type, source, data, traceparent, patterns,
-                                  ordering_key, idx)
+                                  ordering_key, tenant_id, idx)
      ), first AS (
          SELECT DISTINCT ON (id) * FROM input ORDER BY id, idx
      ), ev AS (
-         INSERT INTO events (id, event_type, source, data, traceparent, ordering_key)
-         SELECT id, event_type, source, data, traceparent, ordering_key FROM first ORDER BY id
+         INSERT INTO events (id, event_type, source, data, traceparent, ordering_key, tenant_id)
+         SELECT id, event_type, source, data, traceparent, ordering_key, tenant_id
+           FROM first ORDER BY id
          ON CONFLICT (id) DO NOTHING
          RETURNING id, event_type, source, data, received_at, traceparent, ordering_key
      ), fan AS (
          SELECT ev.id, f.event_type, f.source, f.data, f.patterns, ev.ordering_key,
-                NULL::text AS subject
+                NULL::text AS subject, f.tenant_id
            FROM ev JOIN first f ON f.id = ev.id
      ), dl AS (",
     super::fan_out::fan_out_sql!(),
@@ -244,6 +252,7 @@ pub async fn ingest_group(
     .bind::<Array<Nullable<Text>>, _>(&columns.traceparents)
     .bind::<Array<Text>, _>(&columns.patterns)
     .bind::<Array<Nullable<Text>>, _>(&columns.ordering_keys)
+    .bind::<Array<Text>, _>(&columns.tenants)
     .load(conn)
     .await?;
     let mut outcomes: Vec<Option<Ingested>> = vec![None; batch.len()];
@@ -277,24 +286,30 @@ pub async fn ingest_group(
     in_order(outcomes)
 }
 
+/// `tenant`'s event `id`.
 #[tracing::instrument(name = "db.find_event", skip_all, fields(otel.kind = "client", db.system.name = "postgresql"))]
-pub async fn find(conn: &mut AsyncPgConnection, id: &str) -> Result<Option<EventRow>, StoreError> {
+pub async fn find(
+    conn: &mut AsyncPgConnection,
+    tenant: &TenantId,
+    id: &str,
+) -> Result<Option<EventRow>, StoreError> {
     Ok(events::table
-        .find(id)
+        .find(tenant.stored_id(id))
         .select(EventRow::as_select())
         .first(conn)
         .await
         .optional()?)
 }
 
-/// The event's deliveries in the order they were created.
+/// The deliveries of `tenant`'s event `event_id` in the order they were created.
 #[tracing::instrument(name = "db.deliveries_of", skip_all, fields(otel.kind = "client", db.system.name = "postgresql"))]
 pub async fn deliveries_of(
     conn: &mut AsyncPgConnection,
+    tenant: &TenantId,
     event_id: &str,
 ) -> Result<Vec<DeliveryRow>, StoreError> {
     Ok(deliveries::table
-        .filter(deliveries::event_id.eq(event_id))
+        .filter(deliveries::event_id.eq(tenant.stored_id(event_id)))
         .order(deliveries::id)
         .select(DeliveryRow::as_select())
         .load(conn)
@@ -344,6 +359,7 @@ pub async fn ingest_batch(
     .bind::<Array<Nullable<Text>>, _>(&columns.traceparents)
     .bind::<Array<Text>, _>(&columns.patterns)
     .bind::<Array<Nullable<Text>>, _>(&columns.ordering_keys)
+    .bind::<Array<Text>, _>(&columns.tenants)
     .load(conn)
     .await?;
     let mut outcomes: Vec<Option<BatchOutcome>> = vec![None; batch.len()];

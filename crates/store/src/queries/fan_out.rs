@@ -3,7 +3,8 @@
 //! (`operational::emit`).
 
 /// An `INSERT INTO deliveries … RETURNING *` of one delivery per (event, subscription) pair the
-/// preceding CTE `fan(id, event_type, source, data, patterns, ordering_key, subject)` selects:
+/// preceding CTE `fan(id, event_type, source, data, patterns, ordering_key, subject, tenant_id)`
+/// selects (only the event's tenant's subscriptions are candidates):
 /// `patterns` the candidate patterns of the event's type as one space-separated text,
 /// `ordering_key` the event's (NULL: none), `subject` the subscription an operational event is
 /// about (it never receives that event; NULL for a producer's event). Paused subscriptions get
@@ -21,6 +22,7 @@ macro_rules! fan_out_sql {
            FROM fan, subscriptions s
           WHERE s.deleted_at IS NULL
             AND s.event_types && string_to_array(fan.patterns, ' ')
+            AND s.tenant_id = fan.tenant_id
             AND s.id IS DISTINCT FROM fan.subject
             -- A payload filter (migration 000015), only where there is one: CASE fixes the
             -- order, so an unfiltered subscription costs one NULL test and no event document.

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use diesel::QueryableByName;
 use diesel::sql_types::{Array, BigInt, Bool, Integer, Jsonb, Nullable, Text, Timestamptz};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use dispatch_domain::DeliveryStatus;
+use dispatch_domain::{DeliveryStatus, TenantId};
 
 use crate::StoreError;
 
@@ -113,15 +113,17 @@ pub(crate) fn events_sql(filter: &EventFilter) -> String {
             AND ($8::timestamptz IS NULL OR {key}.received_at < $8)
             AND {subscription}
             AND ($10::text IS NULL OR {EVENT_STATUS_SQL} = $10)
+            AND e.tenant_id = $12
           ORDER BY {key}.received_at DESC, {key}.id DESC
           LIMIT $11"
     )
 }
 
-/// A page of events matching `filter`, newest first (by `received_at`, then id), after
-/// `cursor`; at most `limit`.
+/// A page of `tenant`'s events matching `filter`, newest first (by `received_at`, then id), after
+/// `cursor`; at most `limit`. Ids in `filter` and `cursor` are the tenant's own (external) ids.
 pub async fn events(
     conn: &mut AsyncPgConnection,
+    tenant: &TenantId,
     filter: &EventFilter,
     include_data: bool,
     cursor: Option<&EventCursor>,
@@ -130,15 +132,21 @@ pub async fn events(
     Ok(diesel::sql_query(events_sql(filter))
         .bind::<Bool, _>(include_data)
         .bind::<Nullable<Timestamptz>, _>(cursor.map(|c| c.received_at))
-        .bind::<Nullable<Text>, _>(cursor.map(|c| c.id.as_str()))
+        .bind::<Nullable<Text>, _>(cursor.map(|c| tenant.stored_id(&c.id)))
         .bind::<Nullable<Text>, _>(filter.type_exact.as_deref())
         .bind::<Nullable<Text>, _>(filter.type_prefix.as_deref())
         .bind::<Nullable<Text>, _>(filter.source.as_deref())
         .bind::<Nullable<Timestamptz>, _>(filter.received_after)
         .bind::<Nullable<Timestamptz>, _>(filter.received_before)
-        .bind::<Nullable<Text>, _>(filter.subscription_id.as_deref())
+        .bind::<Nullable<Text>, _>(
+            filter
+                .subscription_id
+                .as_deref()
+                .map(|s| tenant.stored_id(s)),
+        )
         .bind::<Nullable<Text>, _>(filter.status.map(DeliveryStatus::as_str))
         .bind::<BigInt, _>(limit)
+        .bind::<Text, _>(tenant.as_str())
         .load(conn)
         .await?)
 }
@@ -220,8 +228,9 @@ pub(crate) fn delivery_source(statuses: &[DeliveryStatus]) -> (&'static str, &'s
     }
 }
 
-/// The conditions of a [`DeliveryFilter`] on `d`, parameters `$1`–`$5`.
+/// The conditions of a [`DeliveryFilter`] on `d`, parameters `$1`–`$5`, and its tenant, `$6`.
 pub(crate) const DELIVERY_FILTER_SQL: &str = "($1::text[] IS NULL OR d.status = ANY($1))
+            AND dispatch_tenant_of(d.subscription_id) = $6
             AND ($2::text IS NULL OR d.subscription_id = $2)
             AND ($3::text IS NULL OR d.event_id = $3)
             AND ($4::timestamptz IS NULL OR d.updated_at >= $4)
@@ -276,9 +285,10 @@ pub(crate) fn deliveries_sql(filter: &DeliveryFilter) -> String {
             "WITH page AS MATERIALIZED (
                  SELECT c.delivery_id FROM ({rows}) c
                   WHERE c.status = ANY($1) AND ($2::text IS NULL OR c.subscription_id = $2)
-                    AND ($6::bigint IS NULL OR c.delivery_id < $6)
+                    AND dispatch_tenant_of(c.subscription_id) = $6
+                    AND ($7::bigint IS NULL OR c.delivery_id < $7)
                   ORDER BY c.delivery_id DESC
-                  LIMIT $7
+                  LIMIT $8
              )
              SELECT {DELIVERY_COLUMNS}
                FROM page JOIN deliveries d ON d.id = page.delivery_id
@@ -299,9 +309,9 @@ pub(crate) fn deliveries_sql(filter: &DeliveryFilter) -> String {
            FROM {source}
            {LAST_ATTEMPT}
           WHERE {DELIVERY_FILTER_SQL} {subscription}
-            AND ($6::bigint IS NULL OR {key} < $6)
+            AND ($7::bigint IS NULL OR {key} < $7)
           ORDER BY {key} DESC
-          LIMIT $7"
+          LIMIT $8"
     )
 }
 
@@ -309,28 +319,37 @@ pub(crate) fn status_texts(statuses: &[DeliveryStatus]) -> Option<Vec<&'static s
     (!statuses.is_empty()).then(|| statuses.iter().map(|s| s.as_str()).collect())
 }
 
-/// A page of deliveries matching `filter`, newest first (by id), with ids below `cursor`.
+/// A page of `tenant`'s deliveries matching `filter` (its ids the tenant's own), newest first
+/// (by id), with ids below `cursor`.
 pub async fn deliveries(
     conn: &mut AsyncPgConnection,
+    tenant: &TenantId,
     filter: &DeliveryFilter,
     cursor: Option<i64>,
     limit: i64,
 ) -> Result<Vec<DeliveryItem>, StoreError> {
     Ok(diesel::sql_query(deliveries_sql(filter))
         .bind::<Nullable<Array<Text>>, _>(status_texts(&filter.statuses))
-        .bind::<Nullable<Text>, _>(filter.subscription_id.as_deref())
-        .bind::<Nullable<Text>, _>(filter.event_id.as_deref())
+        .bind::<Nullable<Text>, _>(
+            filter
+                .subscription_id
+                .as_deref()
+                .map(|s| tenant.stored_id(s)),
+        )
+        .bind::<Nullable<Text>, _>(filter.event_id.as_deref().map(|e| tenant.stored_id(e)))
         .bind::<Nullable<Timestamptz>, _>(filter.updated_after)
         .bind::<Nullable<Timestamptz>, _>(filter.updated_before)
+        .bind::<Text, _>(tenant.as_str())
         .bind::<Nullable<BigInt>, _>(cursor)
         .bind::<BigInt, _>(limit)
         .load(conn)
         .await?)
 }
 
-/// One delivery with its last attempt's outcome.
+/// `tenant`'s delivery `id` with its last attempt's outcome.
 pub async fn delivery(
     conn: &mut AsyncPgConnection,
+    tenant: &TenantId,
     id: i64,
 ) -> Result<Option<DeliveryItem>, StoreError> {
     let rows: Vec<DeliveryItem> = diesel::sql_query(
@@ -341,9 +360,10 @@ pub async fn delivery(
            FROM deliveries d
            LEFT JOIN LATERAL (SELECT a.status_code, a.error_code, a.created_at FROM attempts a
                                WHERE a.delivery_id = d.id ORDER BY a.id DESC LIMIT 1) a ON true
-          WHERE d.id = $1",
+          WHERE d.id = $1 AND dispatch_tenant_of(d.subscription_id) = $2",
     )
     .bind::<BigInt, _>(id)
+    .bind::<Text, _>(tenant.as_str())
     .load(conn)
     .await?;
     Ok(rows.into_iter().next())
@@ -356,9 +376,10 @@ pub enum AttemptsOf<'a> {
     Delivery(i64),
 }
 
-/// A page of attempts, oldest first (by id), with ids above `cursor`.
+/// A page of `tenant`'s attempts, oldest first (by id), with ids above `cursor`.
 pub async fn attempts(
     conn: &mut AsyncPgConnection,
+    tenant: &TenantId,
     of: AttemptsOf<'_>,
     cursor: Option<i64>,
     limit: i64,
@@ -373,8 +394,11 @@ pub async fn attempts(
         .select(crate::models::AttemptRow::as_select())
         .into_boxed();
     query = match of {
-        AttemptsOf::Event(id) => query.filter(attempts::event_id.eq(id.to_owned())),
-        AttemptsOf::Delivery(id) => query.filter(attempts::delivery_id.eq(id)),
+        AttemptsOf::Event(id) => query.filter(attempts::event_id.eq(tenant.stored_id(id))),
+        AttemptsOf::Delivery(id) => query.filter(attempts::delivery_id.eq(id)).filter(
+            diesel::dsl::sql::<Bool>("dispatch_tenant_of(attempts.subscription_id) = ")
+                .bind::<Text, _>(tenant.as_str().to_owned()),
+        ),
     };
     Ok(query.load(conn).await?)
 }

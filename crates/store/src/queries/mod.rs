@@ -22,4 +22,5 @@ pub mod replays;
 pub mod requeue;
 pub mod subscription_changes;
 pub mod subscriptions;
+pub mod tenants;
 pub mod workers;

@@ -6,11 +6,13 @@ use diesel::QueryableByName;
 use diesel::sql_types::{Array, BigInt, Int4, Jsonb, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use dispatch_domain::operational::{self, Operational};
+use dispatch_domain::tenant::external_id;
 
 use crate::StoreError;
 
-/// One operational event to emit: its kind, the subscription it is about, and its data (the
-/// `subscription_id` and `reason` members are added here).
+/// One operational event to emit: its kind, the subscription it is about (its stored id; the
+/// event goes to that subscription's tenant), and its data (the `subscription_id` and `reason`
+/// members are added here).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Emission {
     pub kind: Operational,
@@ -36,11 +38,15 @@ impl Emission {
         self
     }
 
+    /// The event's data, as its tenant's receivers know the ids in it (never stored ids).
     fn data(&self) -> serde_json::Value {
         let mut data = self.details.clone();
+        if let Some(serde_json::Value::String(event_id)) = data.get_mut("event_id") {
+            *event_id = external_id(event_id).to_owned();
+        }
         data.insert(
             "subscription_id".to_owned(),
-            self.subscription_id.clone().into(),
+            external_id(&self.subscription_id).into(),
         );
         data.insert("reason".to_owned(), self.reason.clone().into());
         serde_json::Value::Object(data)
@@ -98,12 +104,18 @@ pub async fn emit(
         "WITH cand AS (
              -- Only what some subscription (other than its subject) asks for: an operational
              -- event nobody subscribes to is neither stored nor counted against its bound.
-             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::text[],
-                                  $6::int4[], $7::int4[])
-                 WITH ORDINALITY AS c(id, event_type, subscription_id, data, patterns,
-                                      window_max, window_secs, idx)
+             -- In the subject's tenant, its id stored as `TenantId::stored_id` spells it.
+             SELECT c.*, t.tenant_id,
+                    CASE WHEN t.tenant_id = 'default' THEN c.raw_id
+                         ELSE t.tenant_id || '/' || c.raw_id END AS id
+               FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::text[],
+                           $6::int4[], $7::int4[])
+                    WITH ORDINALITY AS c(raw_id, event_type, subscription_id, data, patterns,
+                                         window_max, window_secs, idx)
+              CROSS JOIN LATERAL (SELECT dispatch_tenant_of(c.subscription_id) AS tenant_id) t
               WHERE EXISTS (SELECT 1 FROM subscriptions s
                              WHERE s.deleted_at IS NULL
+                               AND s.tenant_id = t.tenant_id
                                AND s.event_types && string_to_array(c.patterns, ' ')
                                AND s.id <> c.subscription_id)
          ), grouped AS (
@@ -153,10 +165,11 @@ pub async fn emit(
                                             ORDER BY c.idx) AS rn
                FROM cand c
          ), ev AS (
-             INSERT INTO events (id, event_type, source, data)
+             INSERT INTO events (id, event_type, source, data, tenant_id)
              SELECT c.id, c.event_type, $8,
                     c.data || jsonb_build_object('suppressed',
-                                                 CASE WHEN c.rn = 1 THEN w.carried ELSE 0 END)
+                                                 CASE WHEN c.rn = 1 THEN w.carried ELSE 0 END),
+                    c.tenant_id
                FROM chosen c
                JOIN win w ON w.subscription_id = c.subscription_id
                          AND w.event_type = c.event_type
@@ -165,7 +178,7 @@ pub async fn emit(
              RETURNING id, event_type, source, data
          ), fan AS (
              SELECT ev.id, ev.event_type, ev.source, ev.data, c.patterns,
-                    NULL::text AS ordering_key, c.subscription_id AS subject
+                    NULL::text AS ordering_key, c.subscription_id AS subject, c.tenant_id
                FROM ev JOIN cand c ON c.id = ev.id
          ), dl AS (",
         super::fan_out::fan_out_sql!(),

@@ -5,7 +5,7 @@
 
 use chrono::{DateTime, Utc};
 use diesel_async::AsyncPgConnection;
-use dispatch_domain::DeliveryStatus;
+use dispatch_domain::{DeliveryStatus, TenantId};
 
 use crate::StoreError;
 use crate::queries::listing::DeliveryFilter;
@@ -60,13 +60,16 @@ impl ReplaySelector {
     }
 }
 
-/// How many deliveries [`replay`] would re-queue now (the dry run): failed deliveries matching
-/// `selector` whose subscription is not deleted.
+/// How many deliveries [`replay`] would re-queue now (the dry run): `tenant`'s failed
+/// deliveries matching `selector` whose subscription is not deleted.
 pub async fn count_replayable(
     conn: &mut AsyncPgConnection,
+    tenant: &TenantId,
     selector: &ReplaySelector,
 ) -> Result<i64, StoreError> {
-    Ok(requeue::count_replayable(conn, &selector.filter()).await?.0)
+    Ok(requeue::count_replayable(conn, tenant, &selector.filter())
+        .await?
+        .0)
 }
 
 /// Replays the failed deliveries matching `selector` whose subscription is not deleted, as
@@ -76,10 +79,12 @@ pub async fn count_replayable(
 /// the attempt rows are kept. Returns how many were re-queued.
 pub async fn replay(
     conn: &mut AsyncPgConnection,
+    tenant: &TenantId,
     selector: &ReplaySelector,
 ) -> Result<usize, StoreError> {
     let new = replays::NewReplay {
         id: dispatch_domain::ReplayId::generate().into_inner(),
+        tenant: tenant.clone(),
         filter: selector.filter(),
         idempotency_key: None,
         request_hash: String::new(),
@@ -95,7 +100,7 @@ pub async fn replay(
             // Another replica holds it for a batch: look again shortly.
             None => {
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                replays::find(conn, &id)
+                replays::find(conn, tenant, &id)
                     .await?
                     .ok_or_else(|| StoreError::Corrupt {
                         what: "replay",

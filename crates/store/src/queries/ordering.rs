@@ -7,6 +7,8 @@ use diesel::QueryableByName;
 use diesel::sql_types::{BigInt, Int4, Nullable, Text, Timestamptz};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
+use dispatch_domain::TenantId;
+
 use crate::StoreError;
 
 /// A key of a per-key subscription whose head has failed (and is waiting for its next retry, is
@@ -39,6 +41,7 @@ pub struct BlockedKey {
 /// Reads only the subscription's keys with unfinished work (`ordered_keys`), never its history.
 pub async fn blocked_keys(
     conn: &mut AsyncPgConnection,
+    tenant: &TenantId,
     subscription_id: &str,
     after: Option<&str>,
     limit: i64,
@@ -57,7 +60,7 @@ pub async fn blocked_keys(
           ORDER BY k.ordering_key
           LIMIT $3",
     )
-    .bind::<Text, _>(subscription_id)
+    .bind::<Text, _>(tenant.stored_id(subscription_id))
     .bind::<Nullable<Text>, _>(after)
     .bind::<BigInt, _>(limit)
     .load(conn)
@@ -101,13 +104,22 @@ struct Head {
 /// (`on_exhausted: block`): the next delivery of the key becomes the head. The skipped one
 /// stays `failed` and replayable (a replay puts it back in line, next). One transaction, under
 /// the key's row lock, so no outcome or ingestion decides the key's head meanwhile.
-pub async fn skip(conn: &mut AsyncPgConnection, id: i64) -> Result<Skipped, StoreError> {
+/// Only `tenant`'s deliveries: another's is [`Skipped::NotFound`].
+pub async fn skip(
+    conn: &mut AsyncPgConnection,
+    tenant: &TenantId,
+    id: i64,
+) -> Result<Skipped, StoreError> {
+    let tenant = tenant.as_str().to_owned();
     conn.transaction::<_, StoreError, _>(async move |conn| {
-        let line: Vec<Line> =
-            diesel::sql_query("SELECT subscription_id, ordering_key FROM deliveries WHERE id = $1")
-                .bind::<BigInt, _>(id)
-                .load(conn)
-                .await?;
+        let line: Vec<Line> = diesel::sql_query(
+            "SELECT subscription_id, ordering_key FROM deliveries
+              WHERE id = $1 AND dispatch_tenant_of(subscription_id) = $2",
+        )
+        .bind::<BigInt, _>(id)
+        .bind::<Text, _>(&tenant)
+        .load(conn)
+        .await?;
         let Some(line) = line.into_iter().next() else {
             return Ok(Skipped::NotFound);
         };

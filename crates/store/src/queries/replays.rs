@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use diesel::QueryableByName;
 use diesel::sql_types::{Array, BigInt, Integer, Nullable, Text, Timestamptz};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use dispatch_domain::DeliveryStatus;
+use dispatch_domain::{DeliveryStatus, TenantId};
 
 use crate::StoreError;
 use crate::queries::listing::DeliveryFilter;
@@ -22,6 +22,9 @@ pub const BATCH_IDS: i64 = 10_000;
 pub struct ReplayRow {
     #[diesel(sql_type = Text)]
     pub id: String,
+    /// Whose deliveries it replays; its `event_id` and `subscription_id` are that tenant's own.
+    #[diesel(sql_type = Text)]
+    pub tenant_id: String,
     #[diesel(sql_type = Nullable<Text>)]
     pub event_id: Option<String>,
     #[diesel(sql_type = Nullable<Text>)]
@@ -81,7 +84,8 @@ impl ReplayRow {
     }
 }
 
-const COLUMNS: &str = "id, event_id, subscription_id, since, until, statuses, state, matched,
+const COLUMNS: &str =
+    "id, tenant_id, event_id, subscription_id, since, until, statuses, state, matched,
     requeued, batches, cursor_id, last_id, request_hash, created_at, updated_at, finished_at";
 
 /// What [`create`] did.
@@ -99,17 +103,24 @@ pub enum Created {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewReplay {
     pub id: String,
+    pub tenant: TenantId,
+    /// Its ids are the tenant's own.
     pub filter: DeliveryFilter,
     pub idempotency_key: Option<String>,
     /// Tells a repeat of the same request from another one under the same key.
     pub request_hash: String,
 }
 
-async fn by_key(conn: &mut AsyncPgConnection, key: &str) -> Result<Option<ReplayRow>, StoreError> {
+async fn by_key(
+    conn: &mut AsyncPgConnection,
+    tenant: &TenantId,
+    key: &str,
+) -> Result<Option<ReplayRow>, StoreError> {
     let rows: Vec<ReplayRow> = diesel::sql_query(format!(
-        "SELECT {COLUMNS} FROM replays WHERE idempotency_key = $1"
+        "SELECT {COLUMNS} FROM replays WHERE tenant_id = $2 AND idempotency_key = $1"
     ))
     .bind::<Text, _>(key)
+    .bind::<Text, _>(tenant.as_str())
     .load(conn)
     .await?;
     Ok(rows.into_iter().next())
@@ -124,22 +135,23 @@ fn classify(existing: ReplayRow, hash: &str) -> Created {
 }
 
 /// Stores a replay with the number of deliveries it matches now. A repeated idempotency key
-/// answers the replay it created (or [`Created::KeyReused`]).
+/// (within its tenant) answers the replay it created (or [`Created::KeyReused`]).
 pub async fn create(conn: &mut AsyncPgConnection, new: &NewReplay) -> Result<Created, StoreError> {
     if let Some(key) = &new.idempotency_key
-        && let Some(existing) = by_key(conn, key).await?
+        && let Some(existing) = by_key(conn, &new.tenant, key).await?
     {
         return Ok(classify(existing, &new.request_hash));
     }
-    let (matched, last_id) = count_replayable(conn, &new.filter).await?;
+    let (matched, last_id) = count_replayable(conn, &new.tenant, &new.filter).await?;
     let statuses: Vec<&str> = new.filter.statuses.iter().map(|s| s.as_str()).collect();
     let rows: Vec<ReplayRow> = diesel::sql_query(format!(
         "INSERT INTO replays (id, event_id, subscription_id, since, until, statuses, matched,
-                              last_id, idempotency_key, request_hash, state, finished_at)
+                              last_id, idempotency_key, request_hash, state, finished_at,
+                              tenant_id)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,
                  CASE WHEN $7 = 0 THEN 'completed' ELSE 'running' END,
-                 CASE WHEN $7 = 0 THEN now() END)
-         ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+                 CASE WHEN $7 = 0 THEN now() END, $11)
+         ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
          RETURNING {COLUMNS}"
     ))
     .bind::<Text, _>(&new.id)
@@ -152,12 +164,13 @@ pub async fn create(conn: &mut AsyncPgConnection, new: &NewReplay) -> Result<Cre
     .bind::<BigInt, _>(last_id)
     .bind::<Nullable<Text>, _>(new.idempotency_key.as_deref())
     .bind::<Text, _>(&new.request_hash)
+    .bind::<Text, _>(new.tenant.as_str())
     .load(conn)
     .await?;
     match (rows.into_iter().next(), &new.idempotency_key) {
         (Some(row), _) => Ok(Created::New(row)),
         // Another request with the same key won the race.
-        (None, Some(key)) => match by_key(conn, key).await? {
+        (None, Some(key)) => match by_key(conn, &new.tenant, key).await? {
             Some(existing) => Ok(classify(existing, &new.request_hash)),
             None => Err(StoreError::Corrupt {
                 what: "replay",
@@ -171,30 +184,38 @@ pub async fn create(conn: &mut AsyncPgConnection, new: &NewReplay) -> Result<Cre
     }
 }
 
-/// One replay.
-pub async fn find(conn: &mut AsyncPgConnection, id: &str) -> Result<Option<ReplayRow>, StoreError> {
-    let rows: Vec<ReplayRow> =
-        diesel::sql_query(format!("SELECT {COLUMNS} FROM replays WHERE id = $1"))
-            .bind::<Text, _>(id)
-            .load(conn)
-            .await?;
+/// `tenant`'s replay `id`.
+pub async fn find(
+    conn: &mut AsyncPgConnection,
+    tenant: &TenantId,
+    id: &str,
+) -> Result<Option<ReplayRow>, StoreError> {
+    let rows: Vec<ReplayRow> = diesel::sql_query(format!(
+        "SELECT {COLUMNS} FROM replays WHERE id = $1 AND tenant_id = $2"
+    ))
+    .bind::<Text, _>(id)
+    .bind::<Text, _>(tenant.as_str())
+    .load(conn)
+    .await?;
     Ok(rows.into_iter().next())
 }
 
 /// Stops a running replay (what it re-queued stays queued). Returns the replay as it now is,
-/// or `None` if there is none with this id.
+/// or `None` if `tenant` has none with this id.
 pub async fn cancel(
     conn: &mut AsyncPgConnection,
+    tenant: &TenantId,
     id: &str,
 ) -> Result<Option<ReplayRow>, StoreError> {
     diesel::sql_query(
         "UPDATE replays SET state = 'cancelled', finished_at = now(), updated_at = now()
-          WHERE id = $1 AND state = 'running'",
+          WHERE id = $1 AND tenant_id = $2 AND state = 'running'",
     )
     .bind::<Text, _>(id)
+    .bind::<Text, _>(tenant.as_str())
     .execute(conn)
     .await?;
-    find(conn, id).await
+    find(conn, tenant, id).await
 }
 
 /// Works one batch of the oldest running replay (or of replay `only`) that no one else is
@@ -220,11 +241,15 @@ pub async fn work_batch(
             return Ok(None);
         };
         let filter = replay.filter()?;
+        let tenant = TenantId::parse(&replay.tenant_id).map_err(|e| StoreError::Corrupt {
+            what: "replay tenant",
+            reason: e.to_string(),
+        })?;
         let up_to = replay
             .cursor_id
             .saturating_add(BATCH_IDS)
             .min(replay.last_id);
-        let requeued = requeue_range(conn, &filter, replay.cursor_id, up_to).await?;
+        let requeued = requeue_range(conn, &tenant, &filter, replay.cursor_id, up_to).await?;
         let rows: Vec<ReplayRow> = diesel::sql_query(format!(
             "UPDATE replays
                 SET cursor_id = $2, requeued = requeued + $3, batches = batches + 1,

@@ -5,7 +5,7 @@
 use diesel::QueryableByName;
 use diesel::sql_types::{Array, BigInt, Bool, Nullable, Text, Timestamptz};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use dispatch_domain::DeliveryStatus;
+use dispatch_domain::{DeliveryStatus, TenantId};
 
 use crate::StoreError;
 use crate::queries::listing::{DELIVERY_FILTER_SQL, DeliveryFilter, delivery_source};
@@ -46,23 +46,31 @@ struct Locked {
 /// `resend`) with a fresh retry schedule (attempts counted from 1 again; its attempt rows stay),
 /// a `retrying` one keeping its attempt count. In one transaction, locking the queue row (if
 /// any) before the delivery, as a claim does, so the two never deadlock.
+/// Only `tenant`'s deliveries: another's is [`Retried::NotFound`].
 pub async fn retry(
     conn: &mut AsyncPgConnection,
+    tenant: &TenantId,
     id: i64,
     resend: bool,
 ) -> Result<Retried, StoreError> {
+    let tenant = tenant.as_str().to_owned();
     conn.transaction::<_, StoreError, _>(async move |conn| {
-        diesel::sql_query("SELECT 1 FROM delivery_queue WHERE delivery_id = $1 FOR UPDATE")
-            .bind::<BigInt, _>(id)
-            .execute(conn)
-            .await?;
+        diesel::sql_query(
+            "SELECT 1 FROM delivery_queue
+              WHERE delivery_id = $1 AND dispatch_tenant_of(subscription_id) = $2 FOR UPDATE",
+        )
+        .bind::<BigInt, _>(id)
+        .bind::<Text, _>(&tenant)
+        .execute(conn)
+        .await?;
         let locked: Vec<Locked> = diesel::sql_query(
             "SELECT d.status, s.deleted_at IS NOT NULL AS subscription_deleted
                FROM deliveries d JOIN subscriptions s ON s.id = d.subscription_id
-              WHERE d.id = $1
+              WHERE d.id = $1 AND s.tenant_id = $2
                 FOR NO KEY UPDATE OF d FOR KEY SHARE OF s",
         )
         .bind::<BigInt, _>(id)
+        .bind::<Text, _>(&tenant)
         .load(conn)
         .await?;
         let Some(row) = locked.into_iter().next() else {
@@ -123,10 +131,11 @@ struct Counted {
     last_id: i64,
 }
 
-/// How many deliveries a replay of `filter` would re-queue now, and the highest delivery id
-/// (a replay looks at no delivery created after it).
+/// How many of `tenant`'s deliveries a replay of `filter` (its ids the tenant's own) would
+/// re-queue now, and the highest delivery id (a replay looks at no delivery created after it).
 pub async fn count_replayable(
     conn: &mut AsyncPgConnection,
+    tenant: &TenantId,
     filter: &DeliveryFilter,
 ) -> Result<(i64, i64), StoreError> {
     let row: Counted = diesel::sql_query(format!(
@@ -135,26 +144,33 @@ pub async fn count_replayable(
         from = replay_from(filter)
     ))
     .bind::<Nullable<Array<Text>>, _>(Some(statuses(filter)))
-    .bind::<Nullable<Text>, _>(filter.subscription_id.as_deref())
-    .bind::<Nullable<Text>, _>(filter.event_id.as_deref())
+    .bind::<Nullable<Text>, _>(
+        filter
+            .subscription_id
+            .as_deref()
+            .map(|s| tenant.stored_id(s)),
+    )
+    .bind::<Nullable<Text>, _>(filter.event_id.as_deref().map(|e| tenant.stored_id(e)))
     .bind::<Nullable<Timestamptz>, _>(filter.updated_after)
     .bind::<Nullable<Timestamptz>, _>(filter.updated_before)
+    .bind::<Text, _>(tenant.as_str())
     .get_result(conn)
     .await?;
     Ok((row.n, row.last_id))
 }
 
-/// Re-queues the deliveries matching `filter` among ids in (`after`, `up_to`]: each becomes
-/// `pending` with a fresh retry schedule, due now. Returns how many.
+/// Re-queues `tenant`'s deliveries matching `filter` among ids in (`after`, `up_to`]: each
+/// becomes `pending` with a fresh retry schedule, due now. Returns how many.
 pub(crate) async fn requeue_range(
     conn: &mut AsyncPgConnection,
+    tenant: &TenantId,
     filter: &DeliveryFilter,
     after: i64,
     up_to: i64,
 ) -> Result<i64, StoreError> {
     let n = diesel::sql_query(format!(
         "WITH chosen AS MATERIALIZED (
-             SELECT d.id FROM {from} AND d.id > $6 AND d.id <= $7
+             SELECT d.id FROM {from} AND d.id > $7 AND d.id <= $8
               ORDER BY d.id
                 FOR NO KEY UPDATE OF d FOR KEY SHARE OF s
          )
@@ -165,10 +181,16 @@ pub(crate) async fn requeue_range(
         from = replay_from(filter)
     ))
     .bind::<Nullable<Array<Text>>, _>(Some(statuses(filter)))
-    .bind::<Nullable<Text>, _>(filter.subscription_id.as_deref())
-    .bind::<Nullable<Text>, _>(filter.event_id.as_deref())
+    .bind::<Nullable<Text>, _>(
+        filter
+            .subscription_id
+            .as_deref()
+            .map(|s| tenant.stored_id(s)),
+    )
+    .bind::<Nullable<Text>, _>(filter.event_id.as_deref().map(|e| tenant.stored_id(e)))
     .bind::<Nullable<Timestamptz>, _>(filter.updated_after)
     .bind::<Nullable<Timestamptz>, _>(filter.updated_before)
+    .bind::<Text, _>(tenant.as_str())
     .bind::<BigInt, _>(after)
     .bind::<BigInt, _>(up_to)
     .execute(conn)
@@ -185,9 +207,10 @@ struct Created {
 /// Stores `event` with one delivery, to subscription `subscription_id` only (however its
 /// patterns read), due now and never held, even while the subscription is paused: an operator's
 /// test of a receiver (`POST /subscriptions/{id}/test`). Returns the delivery's id, or `None`
-/// when there is no such subscription (or it was deleted). One statement.
+/// when `tenant` has no such subscription (or it was deleted). One statement.
 pub async fn send_test(
     conn: &mut AsyncPgConnection,
+    tenant: &TenantId,
     subscription_id: &str,
     event: &crate::models::NewEvent,
 ) -> Result<Option<i64>, StoreError> {
@@ -196,20 +219,21 @@ pub async fn send_test(
         "WITH s AS (
              SELECT id FROM subscriptions WHERE id = $1 AND deleted_at IS NULL FOR KEY SHARE
          ), e AS (
-             INSERT INTO events (id, event_type, source, data, traceparent)
-             SELECT $2, $3, $4, $5, $6 FROM s
+             INSERT INTO events (id, event_type, source, data, traceparent, tenant_id)
+             SELECT $2, $3, $4, $5, $6, $7 FROM s
              RETURNING id
          )
          INSERT INTO deliveries (event_id, subscription_id, next_attempt_at, held)
          SELECT e.id, s.id, now(), false FROM e, s
          RETURNING id",
     )
-    .bind::<Text, _>(subscription_id)
-    .bind::<Text, _>(event.id.as_str())
+    .bind::<Text, _>(tenant.stored_id(subscription_id))
+    .bind::<Text, _>(tenant.stored_id(event.id.as_str()))
     .bind::<Text, _>(event.event_type.as_str())
     .bind::<Text, _>(event.source.as_str())
     .bind::<Jsonb, _>(&event.data)
     .bind::<Nullable<Text>, _>(event.traceparent.as_deref())
+    .bind::<Text, _>(tenant.as_str())
     .load(conn)
     .await?;
     Ok(rows.into_iter().next().map(|r| r.id))

@@ -96,11 +96,12 @@ pub enum UpdateOutcome {
 /// `enabled`. So no delivery created around a pause escapes it.
 pub async fn update(
     conn: &mut AsyncPgConnection,
+    tenant: &dispatch_domain::TenantId,
     id: &str,
     expected: &SubscriptionChange,
     change: &SubscriptionChange,
 ) -> Result<UpdateOutcome, StoreError> {
-    let (id, expected, change) = (id.to_owned(), expected.clone(), change.clone());
+    let (id, expected, change) = (tenant.stored_id(id), expected.clone(), change.clone());
     conn.transaction::<_, StoreError, _>(async move |conn| {
         let current = subscriptions::table
             .filter(subscriptions::id.eq(&id))

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use dispatch_domain::TenantId;
 use dispatch_domain::sealing::Keyring;
 
 use crate::StoreError;
@@ -45,14 +46,16 @@ pub async fn insert(
     keyring: &Keyring,
 ) -> Result<Option<SubscriptionRow>, StoreError> {
     let patterns: Vec<&str> = new.event_types.iter().map(|p| p.as_str()).collect();
+    let stored_id = new.tenant.stored_id(new.id.as_str());
     let sealed = new
         .secret
         .as_deref()
-        .map(|secret| seal(keyring, new.id.as_str(), secret))
+        .map(|secret| seal(keyring, &stored_id, secret))
         .transpose()?;
     Ok(diesel::insert_into(subscriptions::table)
         .values((
-            subscriptions::id.eq(new.id.as_str()),
+            subscriptions::id.eq(&stored_id),
+            subscriptions::tenant_id.eq(new.tenant.as_str()),
             subscriptions::url.eq(new.url.as_str()),
             subscriptions::event_types.eq(patterns),
             subscriptions::sealed_secret.eq(sealed),
@@ -77,13 +80,51 @@ pub async fn insert(
         .optional()?)
 }
 
-/// A subscription that has not been deleted.
+/// What [`insert_within`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Inserted {
+    Created(Box<SubscriptionRow>),
+    /// The id is taken in its tenant (also by a deleted subscription).
+    Taken,
+    /// The tenant has this many live subscriptions: as many as the limit allows.
+    LimitReached(i64),
+}
+
+/// [`insert`], refused when the subscription's tenant already has `max` live subscriptions
+/// (`None`: no limit). The tenant's row is locked while counting, so concurrent creations
+/// cannot both pass the limit.
+pub async fn insert_within(
+    conn: &mut AsyncPgConnection,
+    new: &NewSubscription,
+    keyring: &Keyring,
+    max: Option<i32>,
+) -> Result<Inserted, StoreError> {
+    let Some(max) = max else {
+        return Ok(insert(conn, new, keyring)
+            .await?
+            .map_or(Inserted::Taken, |row| Inserted::Created(Box::new(row))));
+    };
+    let (new, keyring) = (new.clone(), keyring.clone());
+    conn.transaction::<_, StoreError, _>(async move |conn| {
+        let live = super::tenants::lock_and_count_subscriptions(conn, &new.tenant).await?;
+        if live >= i64::from(max) {
+            return Ok(Inserted::LimitReached(live));
+        }
+        Ok(insert(conn, &new, &keyring)
+            .await?
+            .map_or(Inserted::Taken, |row| Inserted::Created(Box::new(row))))
+    })
+    .await
+}
+
+/// A subscription of `tenant` that has not been deleted.
 pub async fn find_active(
     conn: &mut AsyncPgConnection,
+    tenant: &TenantId,
     id: &str,
 ) -> Result<Option<SubscriptionRow>, StoreError> {
     Ok(subscriptions::table
-        .filter(subscriptions::id.eq(id))
+        .filter(subscriptions::id.eq(tenant.stored_id(id)))
         .filter(subscriptions::deleted_at.is_null())
         .select(SubscriptionRow::as_select())
         .first(conn)
@@ -91,28 +132,36 @@ pub async fn find_active(
         .optional()?)
 }
 
-/// Up to `limit` active subscriptions with ids after `after`, in id order (keyset pagination).
+/// Up to `limit` active subscriptions of `tenant` with ids after `after`, in id order (keyset
+/// pagination).
 pub async fn list_active(
     conn: &mut AsyncPgConnection,
+    tenant: &TenantId,
     after: Option<&str>,
     limit: i64,
 ) -> Result<Vec<SubscriptionRow>, StoreError> {
     let mut query = subscriptions::table
+        .filter(subscriptions::tenant_id.eq(tenant.as_str()))
         .filter(subscriptions::deleted_at.is_null())
         .order(subscriptions::id)
         .limit(limit)
         .select(SubscriptionRow::as_select())
         .into_boxed();
     if let Some(after) = after {
-        query = query.filter(subscriptions::id.gt(after));
+        query = query.filter(subscriptions::id.gt(tenant.stored_id(after)));
     }
     Ok(query.load(conn).await?)
 }
 
 /// Marks the subscription deleted and cancels its unfinished deliveries, in one transaction.
-/// Returns how many deliveries were cancelled, or `None` if no active subscription has this id.
-pub async fn delete(conn: &mut AsyncPgConnection, id: &str) -> Result<Option<usize>, StoreError> {
-    let id = id.to_owned();
+/// Returns how many deliveries were cancelled, or `None` if `tenant` has no active subscription
+/// with this id.
+pub async fn delete(
+    conn: &mut AsyncPgConnection,
+    tenant: &TenantId,
+    id: &str,
+) -> Result<Option<usize>, StoreError> {
+    let id = tenant.stored_id(id);
     conn.transaction::<_, StoreError, _>(async move |conn| {
         // FOR UPDATE conflicts with the key-share lock ingestion takes on the subscriptions it
         // fans out to, so no delivery can slip in between this and the cancellation below.

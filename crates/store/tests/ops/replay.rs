@@ -52,7 +52,13 @@ async fn replay_by_event_requeues_its_failed_deliveries_of_live_subscriptions_on
     let selector = ReplaySelector::Event("e_2".to_owned());
 
     assert_eq!(
-        ops::count_replayable(&mut conn, &selector).await.unwrap(),
+        ops::count_replayable(
+            &mut conn,
+            &dispatch_domain::TenantId::default_tenant(),
+            &selector
+        )
+        .await
+        .unwrap(),
         2
     );
     assert_eq!(
@@ -61,7 +67,16 @@ async fn replay_by_event_requeues_its_failed_deliveries_of_live_subscriptions_on
         "the dry run changes nothing"
     );
     let started = Utc::now();
-    assert_eq!(ops::replay(&mut conn, &selector).await.unwrap(), 2);
+    assert_eq!(
+        ops::replay(
+            &mut conn,
+            &dispatch_domain::TenantId::default_tenant(),
+            &selector
+        )
+        .await
+        .unwrap(),
+        2
+    );
 
     for id in [seed.e2_a_failed, seed.e2_b_failed] {
         let old = before.iter().find(|d| d.id == id).unwrap();
@@ -101,14 +116,33 @@ async fn replay_by_event_requeues_its_failed_deliveries_of_live_subscriptions_on
 
     // Nothing failed is left to replay for this event.
     assert_eq!(
-        ops::count_replayable(&mut conn, &selector).await.unwrap(),
+        ops::count_replayable(
+            &mut conn,
+            &dispatch_domain::TenantId::default_tenant(),
+            &selector
+        )
+        .await
+        .unwrap(),
         0
     );
-    assert_eq!(ops::replay(&mut conn, &selector).await.unwrap(), 0);
     assert_eq!(
-        ops::replay(&mut conn, &ReplaySelector::Event("e_unknown".to_owned()))
-            .await
-            .unwrap(),
+        ops::replay(
+            &mut conn,
+            &dispatch_domain::TenantId::default_tenant(),
+            &selector
+        )
+        .await
+        .unwrap(),
+        0
+    );
+    assert_eq!(
+        ops::replay(
+            &mut conn,
+            &dispatch_domain::TenantId::default_tenant(),
+            &ReplaySelector::Event("e_unknown".to_owned())
+        )
+        .await
+        .unwrap(),
         0
     );
 }
@@ -120,8 +154,26 @@ async fn replay_by_subscription_takes_its_failed_deliveries_across_events() {
     let seed = seed_replay(&mut conn).await;
 
     let s_a = ReplaySelector::Subscription("s_a".to_owned());
-    assert_eq!(ops::count_replayable(&mut conn, &s_a).await.unwrap(), 2);
-    assert_eq!(ops::replay(&mut conn, &s_a).await.unwrap(), 2);
+    assert_eq!(
+        ops::count_replayable(
+            &mut conn,
+            &dispatch_domain::TenantId::default_tenant(),
+            &s_a
+        )
+        .await
+        .unwrap(),
+        2
+    );
+    assert_eq!(
+        ops::replay(
+            &mut conn,
+            &dispatch_domain::TenantId::default_tenant(),
+            &s_a
+        )
+        .await
+        .unwrap(),
+        2
+    );
     for id in [seed.e1_a_failed, seed.e2_a_failed] {
         assert_eq!(state(&mut conn, id).await.status, "pending");
     }
@@ -129,11 +181,26 @@ async fn replay_by_subscription_takes_its_failed_deliveries_across_events() {
 
     let gone = ReplaySelector::Subscription("s_gone".to_owned());
     assert_eq!(
-        ops::count_replayable(&mut conn, &gone).await.unwrap(),
+        ops::count_replayable(
+            &mut conn,
+            &dispatch_domain::TenantId::default_tenant(),
+            &gone
+        )
+        .await
+        .unwrap(),
         0,
         "a deleted subscription's deliveries are never replayed"
     );
-    assert_eq!(ops::replay(&mut conn, &gone).await.unwrap(), 0);
+    assert_eq!(
+        ops::replay(
+            &mut conn,
+            &dispatch_domain::TenantId::default_tenant(),
+            &gone
+        )
+        .await
+        .unwrap(),
+        0
+    );
     assert_eq!(state(&mut conn, seed.e2_gone_failed).await.status, "failed");
 }
 
@@ -162,15 +229,45 @@ async fn replay_by_time_window_uses_when_the_delivery_failed_and_matches_its_dry
         since: hours(36),
         until: Some(e2_a_failed_at),
     };
-    assert_eq!(ops::count_replayable(&mut conn, &exact).await.unwrap(), 1);
     assert_eq!(
-        ops::count_replayable(&mut conn, &before_it).await.unwrap(),
+        ops::count_replayable(
+            &mut conn,
+            &dispatch_domain::TenantId::default_tenant(),
+            &exact
+        )
+        .await
+        .unwrap(),
+        1
+    );
+    assert_eq!(
+        ops::count_replayable(
+            &mut conn,
+            &dispatch_domain::TenantId::default_tenant(),
+            &before_it
+        )
+        .await
+        .unwrap(),
         0
     );
 
-    let dry = ops::count_replayable(&mut conn, &window).await.unwrap();
+    let dry = ops::count_replayable(
+        &mut conn,
+        &dispatch_domain::TenantId::default_tenant(),
+        &window,
+    )
+    .await
+    .unwrap();
     assert_eq!(dry, 1);
-    assert_eq!(ops::replay(&mut conn, &window).await.unwrap() as i64, dry);
+    assert_eq!(
+        ops::replay(
+            &mut conn,
+            &dispatch_domain::TenantId::default_tenant(),
+            &window
+        )
+        .await
+        .unwrap() as i64,
+        dry
+    );
     assert_eq!(state(&mut conn, seed.e2_a_failed).await.status, "pending");
 
     // Open-ended: everything that failed in the last 3 days and is still failed.
@@ -178,12 +275,27 @@ async fn replay_by_time_window_uses_when_the_delivery_failed_and_matches_its_dry
         since: hours(72),
         until: None,
     };
-    let dry = ops::count_replayable(&mut conn, &since).await.unwrap();
+    let dry = ops::count_replayable(
+        &mut conn,
+        &dispatch_domain::TenantId::default_tenant(),
+        &since,
+    )
+    .await
+    .unwrap();
     assert_eq!(
         dry, 2,
         "e_1 → s_a and e_2 → s_b; not the deleted subscription's"
     );
-    assert_eq!(ops::replay(&mut conn, &since).await.unwrap() as i64, dry);
+    assert_eq!(
+        ops::replay(
+            &mut conn,
+            &dispatch_domain::TenantId::default_tenant(),
+            &since
+        )
+        .await
+        .unwrap() as i64,
+        dry
+    );
     for id in [seed.e1_a_failed, seed.e2_b_failed] {
         assert_eq!(state(&mut conn, id).await.status, "pending");
     }
@@ -224,6 +336,7 @@ async fn a_replay_racing_a_subscription_delete_leaves_that_subscription_s_delive
         let mut conn = admin::connect(&url).await.unwrap();
         ops::replay(
             &mut conn,
+            &dispatch_domain::TenantId::default_tenant(),
             &ReplaySelector::FailedBetween {
                 since: days_ago(7),
                 until: None,

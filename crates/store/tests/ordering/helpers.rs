@@ -31,6 +31,7 @@ pub async fn subscribe(conn: &mut AsyncPgConnection, id: &str, ordering: &str, o
 
 pub fn event(id: &str, key: Option<&str>) -> NewEvent {
     NewEvent {
+        tenant: dispatch_domain::TenantId::default_tenant(),
         id: EventId::parse(id).unwrap(),
         event_type: EventType::parse("order.updated").unwrap(),
         source: Source::parse("shop").unwrap(),

@@ -92,11 +92,17 @@ async fn check(conn: &mut AsyncPgConnection, sub: &str, block: bool) -> Result<(
         }
         let waiting = line.iter().any(|r| r.queued);
         let blocking_head = block
-            && ordering::blocked_keys(conn, sub, None, 100)
-                .await
-                .map_err(|e| fail(e.to_string()))?
-                .iter()
-                .any(|k| k.ordering_key == *key && k.status == "failed");
+            && ordering::blocked_keys(
+                conn,
+                &dispatch_domain::TenantId::default_tenant(),
+                sub,
+                None,
+                100,
+            )
+            .await
+            .map_err(|e| fail(e.to_string()))?
+            .iter()
+            .any(|k| k.ordering_key == *key && k.status == "failed");
         if waiting && !blocking_head && live.len() != 1 {
             return Err(fail(format!(
                 "key {key} has waiting work and no blocking head but {} live: {line:?}",
@@ -194,9 +200,14 @@ async fn step(
                 .collect();
             if !done.is_empty() {
                 let id = done[pick % done.len()];
-                requeue::retry(conn, id, false)
-                    .await
-                    .map_err(|e| fail(e.to_string()))?;
+                requeue::retry(
+                    conn,
+                    &dispatch_domain::TenantId::default_tenant(),
+                    id,
+                    false,
+                )
+                .await
+                .map_err(|e| fail(e.to_string()))?;
                 model.replayed.insert(id);
             }
         }
@@ -204,7 +215,7 @@ async fn step(
             let all = rows(conn, sub).await;
             if !all.is_empty() {
                 let id = all[pick % all.len()].id;
-                ordering::skip(conn, id)
+                ordering::skip(conn, &dispatch_domain::TenantId::default_tenant(), id)
                     .await
                     .map_err(|e| fail(e.to_string()))?;
             }
@@ -228,13 +239,23 @@ async fn drain(conn: &mut AsyncPgConnection, sub: &str) -> Result<(), TestCaseEr
     .await
     .map_err(|e| fail(e.to_string()))?;
     for _ in 0..200 {
-        for k in ordering::blocked_keys(conn, sub, None, 100)
-            .await
-            .map_err(|e| fail(e.to_string()))?
+        for k in ordering::blocked_keys(
+            conn,
+            &dispatch_domain::TenantId::default_tenant(),
+            sub,
+            None,
+            100,
+        )
+        .await
+        .map_err(|e| fail(e.to_string()))?
         {
-            ordering::skip(conn, k.delivery_id)
-                .await
-                .map_err(|e| fail(e.to_string()))?;
+            ordering::skip(
+                conn,
+                &dispatch_domain::TenantId::default_tenant(),
+                k.delivery_id,
+            )
+            .await
+            .map_err(|e| fail(e.to_string()))?;
         }
         let claimed: Vec<ClaimedDelivery> = claim(conn, "drain")
             .await

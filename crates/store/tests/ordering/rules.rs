@@ -85,9 +85,15 @@ async fn a_key_goes_one_delivery_at_a_time_in_ingest_order_and_a_head_in_backoff
         ["a3"],
         "b2 never overtakes b1 while b1 waits for its retry"
     );
-    let blocked = ordering::blocked_keys(&mut conn, "s_ordered", None, 10)
-        .await
-        .unwrap();
+    let blocked = ordering::blocked_keys(
+        &mut conn,
+        &dispatch_domain::TenantId::default_tenant(),
+        "s_ordered",
+        None,
+        10,
+    )
+    .await
+    .unwrap();
     assert_eq!(blocked.len(), 1);
     assert_eq!(
         (
@@ -141,9 +147,15 @@ async fn an_exhausted_head_is_skipped_or_blocks_its_key_as_the_subscription_chos
         claim(&mut conn, "w1").await.is_empty(),
         "block: the key waits"
     );
-    let blocked = ordering::blocked_keys(&mut conn, "s_block", None, 10)
-        .await
-        .unwrap();
+    let blocked = ordering::blocked_keys(
+        &mut conn,
+        &dispatch_domain::TenantId::default_tenant(),
+        "s_block",
+        None,
+        10,
+    )
+    .await
+    .unwrap();
     assert_eq!(
         (blocked.len(), blocked[0].delivery_id, blocked[0].waiting),
         (1, k1, 2)
@@ -151,30 +163,48 @@ async fn an_exhausted_head_is_skipped_or_blocks_its_key_as_the_subscription_chos
     assert_eq!(blocked[0].status, "failed");
 
     assert_eq!(
-        ordering::skip(&mut conn, k2).await.unwrap(),
+        ordering::skip(&mut conn, &dispatch_domain::TenantId::default_tenant(), k2)
+            .await
+            .unwrap(),
         Skipped::Refused(SkipRefusal::NotBlocking),
         "only the head can be skipped"
     );
     assert_eq!(
-        ordering::skip(&mut conn, 987_654).await.unwrap(),
+        ordering::skip(
+            &mut conn,
+            &dispatch_domain::TenantId::default_tenant(),
+            987_654
+        )
+        .await
+        .unwrap(),
         Skipped::NotFound
     );
     assert_eq!(
-        ordering::skip(&mut conn, k1).await.unwrap(),
+        ordering::skip(&mut conn, &dispatch_domain::TenantId::default_tenant(), k1)
+            .await
+            .unwrap(),
         Skipped::Skipped { next: Some(k2) }
     );
     assert_eq!(
-        ordering::skip(&mut conn, k1).await.unwrap(),
+        ordering::skip(&mut conn, &dispatch_domain::TenantId::default_tenant(), k1)
+            .await
+            .unwrap(),
         Skipped::Refused(SkipRefusal::NotBlocking),
         "skipped once: no longer the head"
     );
     let next = claim(&mut conn, "w1").await;
     assert_eq!(event_ids(&next), ["s_block_k2"]);
     assert!(
-        ordering::blocked_keys(&mut conn, "s_block", None, 10)
-            .await
-            .unwrap()
-            .is_empty()
+        ordering::blocked_keys(
+            &mut conn,
+            &dispatch_domain::TenantId::default_tenant(),
+            "s_block",
+            None,
+            10
+        )
+        .await
+        .unwrap()
+        .is_empty()
     );
     let k1_row = rows(&mut conn, "s_block").await;
     assert_eq!(k1_row[0].status, "failed", "the skipped one stays failed");
@@ -182,7 +212,14 @@ async fn an_exhausted_head_is_skipped_or_blocks_its_key_as_the_subscription_chos
     // A replay of the skipped one goes back in line: next after the head in flight, ahead of
     // k3, which was accepted after it.
     assert!(matches!(
-        requeue::retry(&mut conn, k1, false).await.unwrap(),
+        requeue::retry(
+            &mut conn,
+            &dispatch_domain::TenantId::default_tenant(),
+            k1,
+            false
+        )
+        .await
+        .unwrap(),
         Retried::Requeued { .. }
     ));
     assert!(
@@ -206,7 +243,14 @@ async fn a_replayed_head_of_a_blocked_key_unblocks_it_and_is_sent_first() {
     subscribe(&mut conn, "s_b", "per_key", "block").await;
     let [k1, _, _] = exhaust_head(&mut conn, "s_b").await;
     assert!(matches!(
-        requeue::retry(&mut conn, k1, false).await.unwrap(),
+        requeue::retry(
+            &mut conn,
+            &dispatch_domain::TenantId::default_tenant(),
+            k1,
+            false
+        )
+        .await
+        .unwrap(),
         Retried::Requeued { .. }
     ));
     let again = claim(&mut conn, "w1").await;
@@ -225,12 +269,23 @@ async fn change(
     id: &str,
     edit: impl FnOnce(&mut SubscriptionChange),
 ) {
-    let row = subscriptions::find_active(conn, id).await.unwrap().unwrap();
+    let row = subscriptions::find_active(conn, &dispatch_domain::TenantId::default_tenant(), id)
+        .await
+        .unwrap()
+        .unwrap();
     let before = SubscriptionChange::of(&row);
     let mut after = before.clone();
     edit(&mut after);
     assert!(matches!(
-        update(conn, id, &before, &after).await.unwrap(),
+        update(
+            conn,
+            &dispatch_domain::TenantId::default_tenant(),
+            id,
+            &before,
+            &after
+        )
+        .await
+        .unwrap(),
         UpdateOutcome::Updated { .. }
     ));
 }
@@ -306,7 +361,9 @@ async fn retention_keeps_a_blocked_head_however_old_so_its_key_can_still_move_on
         .unwrap();
     assert_eq!(report.purged.events, 1, "only the finished unordered event");
     assert_eq!(
-        ordering::skip(&mut conn, k1).await.unwrap(),
+        ordering::skip(&mut conn, &dispatch_domain::TenantId::default_tenant(), k1)
+            .await
+            .unwrap(),
         Skipped::Skipped { next: Some(k2) },
         "the head is still there to skip"
     );

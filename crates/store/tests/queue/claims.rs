@@ -48,6 +48,7 @@ async fn the_queue_holds_exactly_the_unfinished_deliveries_through_every_transit
     // A replay puts the failed one back; deleting a subscription cancels its queued ones.
     let replayed = dispatch_store::queries::ops::replay(
         &mut conn,
+        &dispatch_domain::TenantId::default_tenant(),
         &dispatch_store::queries::ops::ReplaySelector::Subscription(
             claimed[3].subscription_id.clone(),
         ),
@@ -56,9 +57,13 @@ async fn the_queue_holds_exactly_the_unfinished_deliveries_through_every_transit
     .unwrap();
     assert_eq!(replayed, 1);
     assert_eq!(disagreements(&mut conn).await, 0);
-    let cancelled = dispatch_store::queries::subscriptions::delete(&mut conn, "s_b")
-        .await
-        .unwrap();
+    let cancelled = dispatch_store::queries::subscriptions::delete(
+        &mut conn,
+        &dispatch_domain::TenantId::default_tenant(),
+        "s_b",
+    )
+    .await
+    .unwrap();
     assert_eq!(cancelled, Some(4));
     assert_eq!(
         count(

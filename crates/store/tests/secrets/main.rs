@@ -39,6 +39,7 @@ async fn whole_table_text(conn: &mut AsyncPgConnection) -> String {
 
 fn new_sub(id: &str, secret: Option<&str>) -> NewSubscription {
     NewSubscription {
+        tenant: dispatch_domain::TenantId::default_tenant(),
         id: SubscriptionId::parse(id).unwrap(),
         url: DestinationUrl::parse(&format!("https://example.com/hooks/{id}")).unwrap(),
         event_types: vec![Pattern::parse("*").unwrap()],

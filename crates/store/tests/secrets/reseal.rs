@@ -16,6 +16,7 @@ async fn reseal_moves_every_secret_to_the_active_key_and_seals_plaintext_ones() 
     subscriptions::rotate_secret(
         &mut conn,
         &old,
+        &dispatch_domain::TenantId::default_tenant(),
         "sub_rotating",
         "rotating new",
         Duration::from_secs(3600),
@@ -27,6 +28,7 @@ async fn reseal_moves_every_secret_to_the_active_key_and_seals_plaintext_ones() 
     subscriptions::rotate_secret(
         &mut conn,
         &old,
+        &dispatch_domain::TenantId::default_tenant(),
         "sub_expired",
         "expired new",
         Duration::from_secs(3600),
@@ -42,10 +44,14 @@ async fn reseal_moves_every_secret_to_the_active_key_and_seals_plaintext_ones() 
     .await
     .unwrap();
     add(&mut conn, &old, "sub_deleted", Some("deleted one")).await;
-    subscriptions::delete(&mut conn, "sub_deleted")
-        .await
-        .unwrap()
-        .unwrap();
+    subscriptions::delete(
+        &mut conn,
+        &dispatch_domain::TenantId::default_tenant(),
+        "sub_deleted",
+    )
+    .await
+    .unwrap()
+    .unwrap();
     add_legacy(&mut conn, "sub_legacy", "legacy one").await;
     add(&mut conn, &keys, "sub_current", Some("already current")).await;
     let untouched = stored(&mut conn, "sub_current").await;
@@ -173,9 +179,13 @@ async fn reverting_the_migration_is_refused_while_a_subscription_has_only_a_seal
     );
 
     // Once no live subscription depends on a sealed secret, it reverts.
-    subscriptions::delete(&mut conn, "sub_sealed")
-        .await
-        .unwrap()
-        .unwrap();
+    subscriptions::delete(
+        &mut conn,
+        &dispatch_domain::TenantId::default_tenant(),
+        "sub_sealed",
+    )
+    .await
+    .unwrap()
+    .unwrap();
     conn.batch_execute(down).await.unwrap();
 }

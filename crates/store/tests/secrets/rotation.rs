@@ -23,10 +23,14 @@ async fn a_stored_secret_is_sealed_bound_to_its_subscription_and_never_in_plaint
     assert!(!dump.contains("another secret entirely"), "{dump}");
     assert_eq!(keys.open("sub_a", &sealed).unwrap(), plaintext);
     assert_eq!(stored(&mut conn, "sub_none").await.sealed_secret, None);
-    let found = subscriptions::find_active(&mut conn, "sub_a")
-        .await
-        .unwrap()
-        .unwrap();
+    let found = subscriptions::find_active(
+        &mut conn,
+        &dispatch_domain::TenantId::default_tenant(),
+        "sub_a",
+    )
+    .await
+    .unwrap()
+    .unwrap();
     assert!(found.has_secret);
 
     // Only the keyring opens it, and only for the subscription it was sealed for.
@@ -69,6 +73,7 @@ async fn rotating_keeps_the_old_secret_as_previous_until_its_overlap_ends() {
     let rotation = subscriptions::rotate_secret(
         &mut conn,
         &keys,
+        &dispatch_domain::TenantId::default_tenant(),
         "sub_1",
         "second secret",
         Duration::from_secs(3600),
@@ -101,6 +106,7 @@ async fn rotating_keeps_the_old_secret_as_previous_until_its_overlap_ends() {
     subscriptions::rotate_secret(
         &mut conn,
         &keys,
+        &dispatch_domain::TenantId::default_tenant(),
         "sub_1",
         "third secret",
         Duration::from_secs(60),
@@ -112,11 +118,17 @@ async fn rotating_keeps_the_old_secret_as_previous_until_its_overlap_ends() {
     assert_eq!(now.previous_sealed_secret, Some(second));
 
     // A zero overlap: the old secret stops signing at once.
-    let rotation =
-        subscriptions::rotate_secret(&mut conn, &keys, "sub_1", "fourth secret", Duration::ZERO)
-            .await
-            .unwrap()
-            .unwrap();
+    let rotation = subscriptions::rotate_secret(
+        &mut conn,
+        &keys,
+        &dispatch_domain::TenantId::default_tenant(),
+        "sub_1",
+        "fourth secret",
+        Duration::ZERO,
+    )
+    .await
+    .unwrap()
+    .unwrap();
     assert_eq!(rotation.previous_expires_at, None);
     let now = stored(&mut conn, "sub_1").await;
     assert_eq!(now.previous_sealed_secret, None);
@@ -125,12 +137,21 @@ async fn rotating_keeps_the_old_secret_as_previous_until_its_overlap_ends() {
     // Unknown and deleted subscriptions are not rotated.
     for id in ["sub_unknown", "sub_1"] {
         if id == "sub_1" {
-            subscriptions::delete(&mut conn, id).await.unwrap().unwrap();
-        }
-        let rotated =
-            subscriptions::rotate_secret(&mut conn, &keys, id, "x", Duration::from_secs(60))
+            subscriptions::delete(&mut conn, &dispatch_domain::TenantId::default_tenant(), id)
                 .await
+                .unwrap()
                 .unwrap();
+        }
+        let rotated = subscriptions::rotate_secret(
+            &mut conn,
+            &keys,
+            &dispatch_domain::TenantId::default_tenant(),
+            id,
+            "x",
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
         assert_eq!(rotated, None, "{id}");
     }
 }
@@ -142,15 +163,20 @@ async fn rotating_a_legacy_plaintext_secret_seals_it_as_the_previous_one() {
     let mut conn = connection(&pool).await.unwrap();
     let keys = test_keyring();
     add_legacy(&mut conn, "sub_legacy", "legacy plaintext secret").await;
-    let found = subscriptions::find_active(&mut conn, "sub_legacy")
-        .await
-        .unwrap()
-        .unwrap();
+    let found = subscriptions::find_active(
+        &mut conn,
+        &dispatch_domain::TenantId::default_tenant(),
+        "sub_legacy",
+    )
+    .await
+    .unwrap()
+    .unwrap();
     assert!(found.has_secret, "a plaintext secret counts");
 
     subscriptions::rotate_secret(
         &mut conn,
         &keys,
+        &dispatch_domain::TenantId::default_tenant(),
         "sub_legacy",
         "new secret",
         Duration::from_secs(600),
@@ -182,6 +208,7 @@ async fn the_claim_returns_the_previous_secret_only_while_its_overlap_lasts() {
     subscriptions::rotate_secret(
         &mut conn,
         &keys,
+        &dispatch_domain::TenantId::default_tenant(),
         "sub_1",
         "new secret",
         Duration::from_secs(3600),
@@ -191,6 +218,7 @@ async fn the_claim_returns_the_previous_secret_only_while_its_overlap_lasts() {
     .unwrap();
     let lease = Duration::from_secs(60);
     let event = |id: &str| NewEvent {
+        tenant: dispatch_domain::TenantId::default_tenant(),
         id: EventId::parse(id).unwrap(),
         event_type: EventType::parse("order.created").unwrap(),
         source: Source::parse("shop").unwrap(),

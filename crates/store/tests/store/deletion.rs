@@ -49,7 +49,13 @@ async fn deleting_a_subscription_cancels_its_unfinished_deliveries_only() {
     let before_delete = Utc::now();
 
     assert_eq!(
-        subscriptions::delete(&mut conn, "s_doomed").await.unwrap(),
+        subscriptions::delete(
+            &mut conn,
+            &dispatch_domain::TenantId::default_tenant(),
+            "s_doomed"
+        )
+        .await
+        .unwrap(),
         Some(3),
         "pending, processing and retrying deliveries are cancelled"
     );
@@ -98,26 +104,45 @@ async fn deleting_a_subscription_cancels_its_unfinished_deliveries_only() {
     assert_eq!(history[0].subscription_id, "s_doomed");
 
     assert_eq!(
-        subscriptions::find_active(&mut conn, "s_doomed")
-            .await
-            .unwrap(),
+        subscriptions::find_active(
+            &mut conn,
+            &dispatch_domain::TenantId::default_tenant(),
+            "s_doomed"
+        )
+        .await
+        .unwrap(),
         None
     );
     assert!(
-        subscriptions::list_active(&mut conn, None, 10)
-            .await
-            .unwrap()
-            .iter()
-            .all(|s| s.id != "s_doomed")
+        subscriptions::list_active(
+            &mut conn,
+            &dispatch_domain::TenantId::default_tenant(),
+            None,
+            10
+        )
+        .await
+        .unwrap()
+        .iter()
+        .all(|s| s.id != "s_doomed")
     );
     assert_eq!(
-        subscriptions::delete(&mut conn, "s_doomed").await.unwrap(),
+        subscriptions::delete(
+            &mut conn,
+            &dispatch_domain::TenantId::default_tenant(),
+            "s_doomed"
+        )
+        .await
+        .unwrap(),
         None
     );
     assert_eq!(
-        subscriptions::delete(&mut conn, "s_never_existed")
-            .await
-            .unwrap(),
+        subscriptions::delete(
+            &mut conn,
+            &dispatch_domain::TenantId::default_tenant(),
+            "s_never_existed"
+        )
+        .await
+        .unwrap(),
         None
     );
 
@@ -138,10 +163,25 @@ async fn deleting_twice_cancels_nothing_the_second_time() {
     add_sub(&mut conn, "s_1", &["*"]).await;
     ingest_created(&mut conn, &new_event("e_1", "a.b", json!({}))).await;
     assert_eq!(
-        subscriptions::delete(&mut conn, "s_1").await.unwrap(),
+        subscriptions::delete(
+            &mut conn,
+            &dispatch_domain::TenantId::default_tenant(),
+            "s_1"
+        )
+        .await
+        .unwrap(),
         Some(1)
     );
-    assert_eq!(subscriptions::delete(&mut conn, "s_1").await.unwrap(), None);
+    assert_eq!(
+        subscriptions::delete(
+            &mut conn,
+            &dispatch_domain::TenantId::default_tenant(),
+            "s_1"
+        )
+        .await
+        .unwrap(),
+        None
+    );
     assert_eq!(delivery(&mut conn, "e_1", "s_1").await.status, "cancelled");
 }
 
@@ -159,8 +199,15 @@ async fn an_event_ingested_while_its_subscription_is_deleted_leaves_no_pending_d
 
     raw(&mut ingester, "BEGIN").await;
     ingest_created(&mut ingester, &new_event("e_1", "a.b", json!({}))).await;
-    let delete =
-        tokio::spawn(async move { subscriptions::delete(&mut deleter, "s_1").await.unwrap() });
+    let delete = tokio::spawn(async move {
+        subscriptions::delete(
+            &mut deleter,
+            &dispatch_domain::TenantId::default_tenant(),
+            "s_1",
+        )
+        .await
+        .unwrap()
+    });
     tokio::time::sleep(Duration::from_millis(300)).await;
     raw(&mut ingester, "COMMIT").await;
     delete.await.unwrap();
@@ -204,7 +251,13 @@ async fn an_event_ingested_while_a_delete_is_uncommitted_skips_the_deleted_subsc
         IngestOutcome::Created { deliveries, .. } => assert_eq!(deliveries, 1),
         other => panic!("expected Created, got {other:?}"),
     }
-    let rows = events::deliveries_of(&mut deleter, "e_1").await.unwrap();
+    let rows = events::deliveries_of(
+        &mut deleter,
+        &dispatch_domain::TenantId::default_tenant(),
+        "e_1",
+    )
+    .await
+    .unwrap();
     let subs: Vec<&str> = rows.iter().map(|d| d.subscription_id.as_str()).collect();
     assert_eq!(
         subs,

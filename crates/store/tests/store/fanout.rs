@@ -24,7 +24,13 @@ async fn ingest_creates_one_pending_delivery_per_active_matching_subscription_he
     add_sub(&mut conn, "s_deleted", &["*", "order.created"]).await;
     add_sub(&mut conn, "s_disabled", &["*"]).await;
     assert_eq!(
-        subscriptions::delete(&mut conn, "s_deleted").await.unwrap(),
+        subscriptions::delete(
+            &mut conn,
+            &dispatch_domain::TenantId::default_tenant(),
+            "s_deleted"
+        )
+        .await
+        .unwrap(),
         Some(0)
     );
     diesel::update(subscriptions_table::table)
@@ -136,11 +142,26 @@ async fn an_event_that_matches_no_subscription_is_stored_without_deliveries() {
     assert_eq!(n, 0);
     assert!(deliveries_of(&mut conn, "evt_lonely").await.is_empty());
     assert_eq!(
-        events::find(&mut conn, "evt_lonely").await.unwrap(),
+        events::find(
+            &mut conn,
+            &dispatch_domain::TenantId::default_tenant(),
+            "evt_lonely"
+        )
+        .await
+        .unwrap(),
         Some(stored),
         "find returns exactly what ingest returned"
     );
-    assert_eq!(events::find(&mut conn, "evt_unknown").await.unwrap(), None);
+    assert_eq!(
+        events::find(
+            &mut conn,
+            &dispatch_domain::TenantId::default_tenant(),
+            "evt_unknown"
+        )
+        .await
+        .unwrap(),
+        None
+    );
 }
 
 #[tokio::test]

@@ -12,18 +12,27 @@ async fn the_traceparent_is_stored_kept_on_repeats_and_returned_with_claims() {
     add_sub(&mut conn, "s_1", &["*"]).await;
 
     let traced = NewEvent {
+        tenant: dispatch_domain::TenantId::default_tenant(),
         traceparent: Some(TRACEPARENT.to_owned()),
         ordering_key: None,
         ..new_event("evt_t", "order.created", json!({"n": 1}))
     };
     let (created, _) = ingest_created(&mut conn, &traced).await;
     assert_eq!(created.traceparent.as_deref(), Some(TRACEPARENT));
-    let found = events::find(&mut conn, "evt_t").await.unwrap().unwrap();
+    let found = events::find(
+        &mut conn,
+        &dispatch_domain::TenantId::default_tenant(),
+        "evt_t",
+    )
+    .await
+    .unwrap()
+    .unwrap();
     assert_eq!(found, created);
 
     // Not part of the content: a repeat with another traceparent, or none, is a duplicate, and
     // the first receipt's is kept.
     let other = NewEvent {
+        tenant: dispatch_domain::TenantId::default_tenant(),
         traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00".to_owned()),
         ordering_key: None,
         ..new_event("evt_t", "order.created", json!({"n": 1}))
@@ -116,7 +125,13 @@ async fn ingesting_the_same_id_with_different_content_is_a_conflict_that_changes
         }
     }
     assert_eq!(
-        events::find(&mut conn, "evt_1").await.unwrap(),
+        events::find(
+            &mut conn,
+            &dispatch_domain::TenantId::default_tenant(),
+            "evt_1"
+        )
+        .await
+        .unwrap(),
         Some(created)
     );
     assert_eq!(delivery_count(&mut conn).await, 1);

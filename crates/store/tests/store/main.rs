@@ -37,6 +37,7 @@ mod subscription_rows;
 
 fn new_sub(id: &str, patterns: &[&str]) -> NewSubscription {
     NewSubscription {
+        tenant: dispatch_domain::TenantId::default_tenant(),
         id: SubscriptionId::parse(id).unwrap(),
         url: DestinationUrl::parse(&format!("https://example.com/hooks/{id}")).unwrap(),
         event_types: patterns
@@ -52,6 +53,7 @@ fn new_sub(id: &str, patterns: &[&str]) -> NewSubscription {
 
 fn new_event(id: &str, event_type: &str, data: Value) -> NewEvent {
     NewEvent {
+        tenant: dispatch_domain::TenantId::default_tenant(),
         id: EventId::parse(id).unwrap(),
         event_type: EventType::parse(event_type).unwrap(),
         source: Source::parse("billing-service").unwrap(),
@@ -81,7 +83,9 @@ async fn ingest_created(conn: &mut AsyncPgConnection, event: &NewEvent) -> (Even
 }
 
 async fn deliveries_of(conn: &mut AsyncPgConnection, event_id: &str) -> Vec<DeliveryRow> {
-    events::deliveries_of(conn, event_id).await.unwrap()
+    events::deliveries_of(conn, &dispatch_domain::TenantId::default_tenant(), event_id)
+        .await
+        .unwrap()
 }
 
 fn subscription_ids(rows: &[DeliveryRow]) -> BTreeSet<String> {

@@ -79,7 +79,10 @@ struct Circuit {
 }
 
 async fn circuit_of(conn: &mut AsyncPgConnection, id: &str) -> Circuit {
-    let row = subscriptions::find_active(conn, id).await.unwrap().unwrap();
+    let row = subscriptions::find_active(conn, &dispatch_domain::TenantId::default_tenant(), id)
+        .await
+        .unwrap()
+        .unwrap();
     Circuit {
         state: row.circuit_state,
         open_until: row.circuit_open_until,

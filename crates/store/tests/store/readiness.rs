@@ -156,7 +156,13 @@ async fn migrations_apply_revert_and_reapply_on_a_fresh_database() {
     if n == 1 {
         // Reverting the only migration drops the tables again.
         let mut conn = admin::connect(&url).await.unwrap();
-        let err = events::find(&mut conn, "e_1").await.unwrap_err();
+        let err = events::find(
+            &mut conn,
+            &dispatch_domain::TenantId::default_tenant(),
+            "e_1",
+        )
+        .await
+        .unwrap_err();
         assert!(matches!(err, StoreError::Query(_)), "got {err:?}");
     }
 
@@ -164,7 +170,13 @@ async fn migrations_apply_revert_and_reapply_on_a_fresh_database() {
     assert_eq!(applied(&url).await, vec![true; n]);
     assert!(ready(&url).await.unwrap());
     let mut conn = admin::connect(&url).await.unwrap();
-    let found = events::find(&mut conn, "e_1").await.unwrap();
+    let found = events::find(
+        &mut conn,
+        &dispatch_domain::TenantId::default_tenant(),
+        "e_1",
+    )
+    .await
+    .unwrap();
     if n == 1 {
         assert_eq!(found, None, "a re-created, empty schema");
     } else {
@@ -237,9 +249,13 @@ async fn a_session_killed_by_the_server_is_unavailable_not_a_query_error() {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
 
-    let err = subscriptions::find_active(&mut victim, "s_1")
-        .await
-        .unwrap_err();
+    let err = subscriptions::find_active(
+        &mut victim,
+        &dispatch_domain::TenantId::default_tenant(),
+        "s_1",
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, StoreError::Unavailable(_)), "got {err:?}");
 }
 

@@ -23,9 +23,13 @@ async fn inserting_a_subscription_stores_and_returns_it() {
     assert!(row.has_secret);
     assert!(row.enabled);
     assert_eq!(
-        subscriptions::find_active(&mut conn, "sub_1")
-            .await
-            .unwrap(),
+        subscriptions::find_active(
+            &mut conn,
+            &dispatch_domain::TenantId::default_tenant(),
+            "sub_1"
+        )
+        .await
+        .unwrap(),
         Some(row)
     );
 
@@ -56,15 +60,25 @@ async fn a_taken_subscription_id_is_refused_even_after_deletion() {
         None
     );
     assert_eq!(
-        subscriptions::find_active(&mut conn, "sub_1")
-            .await
-            .unwrap(),
+        subscriptions::find_active(
+            &mut conn,
+            &dispatch_domain::TenantId::default_tenant(),
+            "sub_1"
+        )
+        .await
+        .unwrap(),
         Some(original),
         "a refused insert leaves the existing subscription untouched"
     );
 
     assert_eq!(
-        subscriptions::delete(&mut conn, "sub_1").await.unwrap(),
+        subscriptions::delete(
+            &mut conn,
+            &dispatch_domain::TenantId::default_tenant(),
+            "sub_1"
+        )
+        .await
+        .unwrap(),
         Some(0)
     );
     assert_eq!(
@@ -75,9 +89,13 @@ async fn a_taken_subscription_id_is_refused_even_after_deletion() {
         "ids of deleted subscriptions are never reused"
     );
     assert_eq!(
-        subscriptions::find_active(&mut conn, "sub_1")
-            .await
-            .unwrap(),
+        subscriptions::find_active(
+            &mut conn,
+            &dispatch_domain::TenantId::default_tenant(),
+            "sub_1"
+        )
+        .await
+        .unwrap(),
         None
     );
 }
@@ -89,27 +107,43 @@ async fn find_active_hides_deleted_and_unknown_subscriptions() {
     let mut conn = connection(&pool).await.unwrap();
     add_sub(&mut conn, "sub_keep", &["*"]).await;
     add_sub(&mut conn, "sub_gone", &["*"]).await;
-    subscriptions::delete(&mut conn, "sub_gone")
-        .await
-        .unwrap()
-        .unwrap();
+    subscriptions::delete(
+        &mut conn,
+        &dispatch_domain::TenantId::default_tenant(),
+        "sub_gone",
+    )
+    .await
+    .unwrap()
+    .unwrap();
 
     assert!(
-        subscriptions::find_active(&mut conn, "sub_keep")
-            .await
-            .unwrap()
-            .is_some()
+        subscriptions::find_active(
+            &mut conn,
+            &dispatch_domain::TenantId::default_tenant(),
+            "sub_keep"
+        )
+        .await
+        .unwrap()
+        .is_some()
     );
     assert_eq!(
-        subscriptions::find_active(&mut conn, "sub_gone")
-            .await
-            .unwrap(),
+        subscriptions::find_active(
+            &mut conn,
+            &dispatch_domain::TenantId::default_tenant(),
+            "sub_gone"
+        )
+        .await
+        .unwrap(),
         None
     );
     assert_eq!(
-        subscriptions::find_active(&mut conn, "sub_never")
-            .await
-            .unwrap(),
+        subscriptions::find_active(
+            &mut conn,
+            &dispatch_domain::TenantId::default_tenant(),
+            "sub_never"
+        )
+        .await
+        .unwrap(),
         None
     );
 }
@@ -126,15 +160,23 @@ async fn list_active_pages_through_subscriptions_in_id_order_without_gaps_or_rep
         add_sub(&mut conn, id, &["*"]).await;
     }
     for id in ["s0_gone", "s4_gone", "s9_gone"] {
-        subscriptions::delete(&mut conn, id).await.unwrap().unwrap();
+        subscriptions::delete(&mut conn, &dispatch_domain::TenantId::default_tenant(), id)
+            .await
+            .unwrap()
+            .unwrap();
     }
 
     let mut pages = Vec::new();
     let mut after: Option<String> = None;
     loop {
-        let page = subscriptions::list_active(&mut conn, after.as_deref(), 3)
-            .await
-            .unwrap();
+        let page = subscriptions::list_active(
+            &mut conn,
+            &dispatch_domain::TenantId::default_tenant(),
+            after.as_deref(),
+            3,
+        )
+        .await
+        .unwrap();
         if page.is_empty() {
             break;
         }
@@ -147,38 +189,63 @@ async fn list_active_pages_through_subscriptions_in_id_order_without_gaps_or_rep
         [vec!["s1", "s2", "s3"], vec!["s4", "s5", "s6"], vec!["s7"],]
     );
 
-    let all = subscriptions::list_active(&mut conn, None, 100)
-        .await
-        .unwrap();
+    let all = subscriptions::list_active(
+        &mut conn,
+        &dispatch_domain::TenantId::default_tenant(),
+        None,
+        100,
+    )
+    .await
+    .unwrap();
     assert_eq!(all.len(), 7);
     assert_eq!(
-        subscriptions::list_active(&mut conn, Some("s3"), 2)
-            .await
-            .unwrap()
-            .iter()
-            .map(|s| s.id.as_str())
-            .collect::<Vec<_>>(),
+        subscriptions::list_active(
+            &mut conn,
+            &dispatch_domain::TenantId::default_tenant(),
+            Some("s3"),
+            2
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.id.as_str())
+        .collect::<Vec<_>>(),
         ["s4", "s5"],
         "`after` is exclusive"
     );
     assert_eq!(
-        subscriptions::list_active(&mut conn, Some("s35"), 1)
-            .await
-            .unwrap()[0]
+        subscriptions::list_active(
+            &mut conn,
+            &dispatch_domain::TenantId::default_tenant(),
+            Some("s35"),
+            1
+        )
+        .await
+        .unwrap()[0]
             .id,
         "s4",
         "`after` need not be an existing id"
     );
     assert!(
-        subscriptions::list_active(&mut conn, Some("s7"), 3)
-            .await
-            .unwrap()
-            .is_empty()
+        subscriptions::list_active(
+            &mut conn,
+            &dispatch_domain::TenantId::default_tenant(),
+            Some("s7"),
+            3
+        )
+        .await
+        .unwrap()
+        .is_empty()
     );
     assert!(
-        subscriptions::list_active(&mut conn, None, 0)
-            .await
-            .unwrap()
-            .is_empty()
+        subscriptions::list_active(
+            &mut conn,
+            &dispatch_domain::TenantId::default_tenant(),
+            None,
+            0
+        )
+        .await
+        .unwrap()
+        .is_empty()
     );
 }

@@ -13,9 +13,13 @@ async fn deliveries_of_a_deleted_subscription_are_never_sent() {
     h.subscribe("sub_keep", "/keep", None).await;
     h.subscribe("sub_gone", "/gone", None).await;
     h.ingest("evt_1", "order.created", json!({})).await;
-    let cancelled = subscriptions::delete(&mut *h.conn().await, "sub_gone")
-        .await
-        .unwrap();
+    let cancelled = subscriptions::delete(
+        &mut *h.conn().await,
+        &dispatch_domain::TenantId::default_tenant(),
+        "sub_gone",
+    )
+    .await
+    .unwrap();
     assert_eq!(cancelled, Some(1));
 
     let worker = h.worker(&[]);
@@ -41,9 +45,13 @@ async fn a_retry_of_a_deleted_subscription_is_never_sent() {
     assert_eq!(worker.run_once().await.unwrap(), 1);
     assert_eq!(h.delivery("evt_1", "sub_gone").await.status, "retrying");
 
-    subscriptions::delete(&mut *h.conn().await, "sub_gone")
-        .await
-        .unwrap();
+    subscriptions::delete(
+        &mut *h.conn().await,
+        &dispatch_domain::TenantId::default_tenant(),
+        "sub_gone",
+    )
+    .await
+    .unwrap();
     h.make_due().await;
     assert_eq!(worker.run_once().await.unwrap(), 0);
     assert_eq!(h.receiver.requests("/gone").len(), 1);
@@ -64,9 +72,13 @@ async fn an_attempt_in_flight_when_its_subscription_is_deleted_does_not_revive_i
     });
 
     h.receiver.wait_for("/gone", 1, PATIENCE).await;
-    let cancelled = subscriptions::delete(&mut *h.conn().await, "sub_gone")
-        .await
-        .unwrap();
+    let cancelled = subscriptions::delete(
+        &mut *h.conn().await,
+        &dispatch_domain::TenantId::default_tenant(),
+        "sub_gone",
+    )
+    .await
+    .unwrap();
     assert_eq!(cancelled, Some(1), "the processing delivery is cancelled");
     h.receiver.release(1);
     assert_eq!(step.await.unwrap().unwrap(), 1);

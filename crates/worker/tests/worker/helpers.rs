@@ -118,6 +118,7 @@ impl Harness {
         rate_limit: RateLimit,
     ) {
         let new = NewSubscription {
+            tenant: dispatch_domain::TenantId::default_tenant(),
             id: SubscriptionId::parse(id).expect("a valid subscription id"),
             url: DestinationUrl::parse(url).expect("a valid destination URL"),
             event_types: vec![Pattern::parse("*").expect("a valid pattern")],
@@ -146,6 +147,7 @@ impl Harness {
         data: Value,
     ) -> EventRow {
         let new = NewEvent {
+            tenant: dispatch_domain::TenantId::default_tenant(),
             id: EventId::parse(id).expect("a valid event id"),
             event_type: EventType::parse(event_type).expect("a valid event type"),
             source: Source::parse("shop-service").expect("a valid source"),
@@ -171,10 +173,14 @@ impl Harness {
 
     /// An active subscription as stored (with its rate limit and published circuit).
     pub async fn subscription(&self, id: &str) -> SubscriptionRow {
-        subscriptions::find_active(&mut *self.conn().await, id)
-            .await
-            .expect("subscriptions are readable")
-            .unwrap_or_else(|| panic!("no active subscription {id}"))
+        subscriptions::find_active(
+            &mut *self.conn().await,
+            &dispatch_domain::TenantId::default_tenant(),
+            id,
+        )
+        .await
+        .expect("subscriptions are readable")
+        .unwrap_or_else(|| panic!("no active subscription {id}"))
     }
 
     /// Runs a statement behind the code's back; returns the rows it changed.

@@ -24,6 +24,7 @@ const OPS_SECRET: &str = "the operators' own secret";
 /// A subscription with `patterns`, sending to the receiver's `path`, never rate limited.
 async fn subscribe(h: &Harness, id: &str, path: &str, patterns: &[&str], secret: Option<&str>) {
     let new = NewSubscription {
+        tenant: dispatch_domain::TenantId::default_tenant(),
         id: SubscriptionId::parse(id).unwrap(),
         url: DestinationUrl::parse(&h.receiver.url(path)).unwrap(),
         event_types: patterns
@@ -186,18 +187,28 @@ async fn a_destination_failing_for_its_threshold_is_warned_about_then_disabled_a
     // The destination is fixed and the subscription enabled again (as PATCH does it).
     h.receiver.set_default("/flaky", Reply::ok());
     let mut conn = h.conn().await;
-    let row = subscriptions::find_active(&mut conn, "sub_flaky")
-        .await
-        .unwrap()
-        .unwrap();
+    let row = subscriptions::find_active(
+        &mut conn,
+        &dispatch_domain::TenantId::default_tenant(),
+        "sub_flaky",
+    )
+    .await
+    .unwrap()
+    .unwrap();
     let before = SubscriptionChange::of(&row);
     let after = SubscriptionChange {
         enabled: true,
         ..before.clone()
     };
-    let outcome = update(&mut conn, "sub_flaky", &before, &after)
-        .await
-        .unwrap();
+    let outcome = update(
+        &mut conn,
+        &dispatch_domain::TenantId::default_tenant(),
+        "sub_flaky",
+        &before,
+        &after,
+    )
+    .await
+    .unwrap();
     assert!(
         matches!(outcome, UpdateOutcome::Updated { released: 2, .. }),
         "{outcome:?}"

@@ -27,15 +27,25 @@ async fn a_resend_carries_the_original_webhook_id_and_a_retry_starts_the_schedul
     );
 
     // The resend: the same webhook-id as the first delivery, a new attempt row numbered 1.
-    let resent = requeue::retry(&mut *h.conn().await, delivered.id, true)
-        .await
-        .unwrap();
+    let resent = requeue::retry(
+        &mut *h.conn().await,
+        &dispatch_domain::TenantId::default_tenant(),
+        delivered.id,
+        true,
+    )
+    .await
+    .unwrap();
     assert!(matches!(resent, Retried::Requeued { .. }), "{resent:?}");
     // The receiver recovered: the retry of the failed one goes through.
     h.receiver.set_default("/down", Reply::ok());
-    let retried = requeue::retry(&mut *h.conn().await, failed.id, false)
-        .await
-        .unwrap();
+    let retried = requeue::retry(
+        &mut *h.conn().await,
+        &dispatch_domain::TenantId::default_tenant(),
+        failed.id,
+        false,
+    )
+    .await
+    .unwrap();
     assert!(matches!(retried, Retried::Requeued { .. }), "{retried:?}");
     worker.run_once().await.unwrap();
 

@@ -71,6 +71,7 @@ async fn during_the_overlap_both_secrets_sign_new_first_and_afterwards_only_the_
     subscriptions::rotate_secret(
         &mut *h.conn().await,
         &test_keyring(),
+        &dispatch_domain::TenantId::default_tenant(),
         "sub_rot",
         &new,
         Duration::from_secs(3600),

@@ -19,9 +19,15 @@ async fn set_enabled(h: &Harness, id: &str, enabled: bool) {
         enabled,
         ..before.clone()
     };
-    let outcome = update(&mut *h.conn().await, id, &before, &after)
-        .await
-        .unwrap();
+    let outcome = update(
+        &mut *h.conn().await,
+        &dispatch_domain::TenantId::default_tenant(),
+        id,
+        &before,
+        &after,
+    )
+    .await
+    .unwrap();
     assert!(
         matches!(outcome, UpdateOutcome::Updated { .. }),
         "{outcome:?}"

@@ -48,6 +48,7 @@ async fn loopback_destinations_are_refused_unless_allowed() {
     for sub in ["sub_literal", "sub_named"] {
         let replayed = dispatch_store::queries::ops::replay(
             &mut *h.conn().await,
+            &dispatch_domain::TenantId::default_tenant(),
             &dispatch_store::queries::ops::ReplaySelector::Subscription(sub.to_owned()),
         )
         .await

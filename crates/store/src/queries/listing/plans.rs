@@ -41,6 +41,7 @@ pub async fn plans(
         .bind::<Nullable<Text>, _>(events.subscription_id.as_deref())
         .bind::<Nullable<Text>, _>(events.status.map(DeliveryStatus::as_str))
         .bind::<BigInt, _>(50)
+        .bind::<Text, _>(dispatch_domain::TenantId::DEFAULT)
         .load(conn)
         .await?;
     let delivery_plan: Vec<PlanLine> =
@@ -50,6 +51,7 @@ pub async fn plans(
             .bind::<Nullable<Text>, _>(deliveries.event_id.as_deref())
             .bind::<Nullable<Timestamptz>, _>(deliveries.updated_after)
             .bind::<Nullable<Timestamptz>, _>(deliveries.updated_before)
+            .bind::<Text, _>(dispatch_domain::TenantId::DEFAULT)
             .bind::<Nullable<BigInt>, _>(cursor.then_some(i64::MAX))
             .bind::<BigInt, _>(50)
             .load(conn)

@@ -35,12 +35,15 @@ struct Rotated {
 pub async fn rotate_secret(
     conn: &mut AsyncPgConnection,
     keyring: &Keyring,
+    tenant: &dispatch_domain::TenantId,
     id: &str,
     secret: &str,
     overlap: Duration,
 ) -> Result<Option<Rotation>, StoreError> {
-    let sealed = seal(keyring, id, secret)?;
-    let (id, keyring) = (id.to_owned(), keyring.clone());
+    // Sealed for the stored id, as the worker reads it (`TenantId::stored_id`).
+    let id = tenant.stored_id(id);
+    let sealed = seal(keyring, &id, secret)?;
+    let keyring = keyring.clone();
     conn.transaction::<_, StoreError, _>(async move |conn| {
         // NO KEY UPDATE: does not wait for ingestion's key-share locks on the row.
         let current = subscriptions::table
