@@ -1,3 +1,7 @@
+DROP FUNCTION dispatch_first_due(text, bigint);
+CREATE INDEX delivery_queue_first_due ON delivery_queue (due_at, delivery_id)
+    WHERE NOT retry AND NOT leased;
+DROP INDEX delivery_queue_first_due_by_tenant;
 DROP INDEX api_keys_by_tenant;
 ALTER TABLE api_keys DROP COLUMN tenant_id;
 ALTER TABLE api_keys DROP CONSTRAINT api_keys_scope_check;

@@ -61,3 +61,32 @@ ALTER TABLE api_keys ADD COLUMN tenant_id text
     GENERATED ALWAYS AS (CASE WHEN scope LIKE '%:%' THEN split_part(scope, ':', 2) END) STORED
     REFERENCES tenants (id);
 CREATE INDEX api_keys_by_tenant ON api_keys (tenant_id, created_at) WHERE tenant_id IS NOT NULL;
+
+-- Fairness across tenants: a claim takes each tenant's earliest first attempts along this index
+-- (one probe per tenant, never walking another tenant's backlog) and hands them out round-robin
+-- by their rank within their tenant. It replaces the global `(due_at, delivery_id)` index of
+-- first attempts: with one tenant the two are the same walk.
+CREATE INDEX delivery_queue_first_due_by_tenant
+    ON delivery_queue (dispatch_tenant_of(subscription_id), due_at, delivery_id)
+    WHERE NOT retry AND NOT leased;
+DROP INDEX delivery_queue_first_due;
+
+-- A tenant's earliest `n` due first attempts, along that index in order and nothing else: the
+-- planner may not choose a bitmap scan and a sort here, which would read every due row of a
+-- tenant with a backlog of millions to return a few (its estimate of one tenant's share of the
+-- queue can be far off). PL/pgSQL, so each connection plans it once and keeps the plan.
+CREATE FUNCTION dispatch_first_due(tenant text, n bigint)
+    RETURNS TABLE (delivery_id bigint, subscription_id text, due_at timestamptz)
+    LANGUAGE plpgsql STABLE PARALLEL SAFE
+    SET enable_bitmapscan = off SET enable_sort = off SET enable_seqscan = off
+AS $$
+BEGIN
+    RETURN QUERY
+    SELECT q.delivery_id, q.subscription_id, q.due_at
+      FROM delivery_queue q
+     WHERE dispatch_tenant_of(q.subscription_id) = tenant
+       AND NOT q.retry AND NOT q.leased AND q.due_at <= now()
+     ORDER BY dispatch_tenant_of(q.subscription_id), q.due_at, q.delivery_id
+     LIMIT n;
+END
+$$;

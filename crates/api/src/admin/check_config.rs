@@ -20,6 +20,19 @@ pub fn values(s: &Settings) -> Vec<(&'static str, String)> {
         ("db_connect_timeout_ms", millis(s.database.connect_timeout)),
         ("max_body_bytes", s.max_body_bytes.to_string()),
         ("max_batch_body_bytes", s.max_batch_body_bytes.to_string()),
+        (
+            "tenant_ingest_rate_per_sec",
+            limit(s.tenant_defaults.ingest_rate_per_sec),
+        ),
+        ("tenant_ingest_burst", limit(s.tenant_defaults.ingest_burst)),
+        (
+            "tenant_max_subscriptions",
+            limit(s.tenant_defaults.max_subscriptions),
+        ),
+        (
+            "tenant_max_payload_bytes",
+            limit(s.tenant_defaults.max_payload_bytes),
+        ),
         ("http_workers", s.http_workers.to_string()),
         ("body_read_timeout_ms", millis(s.body_read_timeout)),
         (
@@ -69,6 +82,11 @@ pub fn report(loaded: Result<Settings, ConfigError>) -> (bool, String) {
 /// Loads the API's configuration from `file` and `env` and reports on it.
 pub fn check(file: Option<&Path>, env: &HashMap<String, String>) -> (bool, String) {
     report(Settings::load_from(file, env))
+}
+
+/// A tenant limit as configured: its value, or 0 (none).
+fn limit(value: Option<impl ToString>) -> String {
+    value.map_or_else(|| "0".to_owned(), |v| v.to_string())
 }
 
 #[cfg(test)]

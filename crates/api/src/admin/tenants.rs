@@ -8,7 +8,7 @@ use dispatch_store::AsyncPgConnection;
 use dispatch_store::queries::tenants::{self, Deleted, TenantLimits};
 
 use super::keys::CLI_ACTOR;
-use crate::routes::tenants::TenantView;
+use crate::routes::tenant_views::TenantView;
 
 #[derive(Debug, Subcommand)]
 pub enum TenantsCommand {

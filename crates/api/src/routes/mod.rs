@@ -19,6 +19,7 @@ pub(crate) mod subscription_patch;
 pub(crate) mod subscription_settings;
 pub(crate) mod subscription_test;
 pub(crate) mod subscriptions;
+pub(crate) mod tenant_views;
 pub(crate) mod tenants;
 
 use actix_web::http::Method;

@@ -7,107 +7,19 @@ use dispatch_domain::TenantId;
 use dispatch_domain::api_key::Scope;
 use dispatch_store::pool;
 use dispatch_store::queries::api_keys;
-use dispatch_store::queries::tenants::{self, Deleted, TenantLimits, TenantRow};
-use serde::Serialize;
+use dispatch_store::queries::tenants::{self, Deleted, TenantLimits};
 use serde_json::Value;
-use utoipa::ToSchema;
 
 use super::AppState;
 use super::key_views::{CreatedKeyView, KeyView};
 use super::path_id::PathId;
+use super::tenant_views::TenantView;
 use crate::body::Fields;
 use crate::error::{ApiError, Conflict, ErrorBody};
 use crate::query::Query;
 use crate::views::Page;
 
 const MAX_LIMIT: i64 = 250;
-
-/// A tenant.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct TenantView {
-    #[schema(example = "acme")]
-    pub id: String,
-    #[schema(example = "Acme Corp")]
-    pub name: String,
-    pub created_at: chrono::DateTime<chrono::Utc>,
-    /// Its own limits; a null member: the configured default (`DISPATCH_TENANT_*`).
-    pub limits: LimitsView,
-}
-
-/// A tenant's own limits (null: the configured default applies).
-#[derive(Debug, Serialize, ToSchema)]
-pub struct LimitsView {
-    #[schema(required = true)]
-    pub ingest_rate_per_sec: Option<f64>,
-    #[schema(required = true)]
-    pub ingest_burst: Option<i32>,
-    #[schema(required = true)]
-    pub max_subscriptions: Option<i32>,
-    #[schema(required = true)]
-    pub max_payload_bytes: Option<i32>,
-}
-
-impl From<TenantRow> for TenantView {
-    fn from(row: TenantRow) -> Self {
-        let limits = row.limits();
-        Self {
-            id: row.id,
-            name: row.name,
-            created_at: row.created_at,
-            limits: LimitsView {
-                ingest_rate_per_sec: limits.ingest_rate_per_sec,
-                ingest_burst: limits.ingest_burst,
-                max_subscriptions: limits.max_subscriptions,
-                max_payload_bytes: limits.max_payload_bytes,
-            },
-        }
-    }
-}
-
-/// `POST /tenants`.
-#[derive(serde::Deserialize, ToSchema)]
-#[allow(dead_code)] // documentation only: the handler reads the body field by field
-pub struct NewTenantRequest {
-    /// 1–40 characters from `[a-z0-9_-]`, starting with a letter or digit; never reused.
-    #[schema(example = "acme")]
-    pub id: String,
-    /// 1–128 characters.
-    #[schema(example = "Acme Corp")]
-    pub name: String,
-    /// Its own limits; absent or null members: the configured defaults.
-    pub limits: Option<LimitsRequest>,
-}
-
-/// Limits: each a positive number, or null for the configured default.
-#[derive(serde::Deserialize, ToSchema)]
-#[allow(dead_code)] // documentation only
-pub struct LimitsRequest {
-    pub ingest_rate_per_sec: Option<f64>,
-    pub ingest_burst: Option<i32>,
-    pub max_subscriptions: Option<i32>,
-    pub max_payload_bytes: Option<i32>,
-}
-
-/// `PATCH /tenants/{id}`: the limits replace the tenant's own.
-#[derive(serde::Deserialize, ToSchema)]
-#[allow(dead_code)] // documentation only
-pub struct TenantPatchRequest {
-    pub limits: LimitsRequest,
-}
-
-/// `POST /tenants/{id}/keys`.
-#[derive(serde::Deserialize, ToSchema)]
-#[allow(dead_code)] // documentation only
-pub struct NewTenantKeyRequest {
-    #[schema(example = "billing producer")]
-    pub name: String,
-    /// `tenant` (everything in the tenant), `read` (its `GET`s) or `ingest` (only
-    /// `POST /events` and `/events/batch`).
-    #[schema(example = "ingest")]
-    pub scope: String,
-    /// RFC 3339, in the future; absent: never expires.
-    pub expires_at: Option<String>,
-}
 
 fn limits_of(value: Option<Value>) -> Result<TenantLimits, ApiError> {
     let Some(value) = value.filter(|v| !v.is_null()) else {
@@ -163,7 +75,7 @@ fn limits_of(value: Option<Value>) -> Result<TenantLimits, ApiError> {
     path = "/tenants",
     operation_id = "create_tenant",
     tag = "tenants",
-    request_body(content = NewTenantRequest, content_type = "application/json"),
+    request_body(content = super::tenant_views::NewTenantRequest, content_type = "application/json"),
     responses(
         (status = 201, description = "Created.", body = TenantView),
         (status = 400, description = "`malformed_json` or `duplicate_key`.", body = ErrorBody),
@@ -262,7 +174,7 @@ pub async fn get(
     operation_id = "update_tenant",
     tag = "tenants",
     params(("id" = String, Path, description = "The tenant's id.")),
-    request_body(content = TenantPatchRequest, content_type = "application/json"),
+    request_body(content = super::tenant_views::TenantPatchRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "The tenant with its new limits.", body = TenantView),
         (status = 400, description = "`malformed_json` or `duplicate_key`.", body = ErrorBody),
@@ -360,7 +272,7 @@ fn tenant_scope(tenant: &TenantId, text: &str) -> Result<Scope, ApiError> {
     operation_id = "create_tenant_key",
     tag = "tenants",
     params(("id" = String, Path, description = "The tenant's id.")),
-    request_body(content = NewTenantKeyRequest, content_type = "application/json"),
+    request_body(content = super::tenant_views::NewTenantKeyRequest, content_type = "application/json"),
     responses(
         (status = 201, description = "Created: the key, shown this once.", body = CreatedKeyView),
         (status = 400, description = "`malformed_json` or `duplicate_key`.", body = ErrorBody),

@@ -147,13 +147,12 @@ pub const CLAIM_SQL: &str = "WITH cand AS MATERIALIZED (
            ORDER BY q.due_at, q.delivery_id
            LIMIT $4)
          UNION ALL
-         (SELECT q.delivery_id, q.subscription_id, q.due_at, 2 AS kind
-            FROM delivery_queue q
-           WHERE NOT q.retry AND NOT q.leased AND q.due_at <= now()
-           ORDER BY q.due_at, q.delivery_id
-           LIMIT $4)
+         -- First tries: each tenant's earliest, along its own part of the index, so a tenant
+         -- with a huge backlog never hides another's new events from the window.
+         (SELECT f.delivery_id, f.subscription_id, f.due_at, 2 AS kind
+            FROM tenants t CROSS JOIN LATERAL dispatch_first_due(t.id, $4) f)
      ), ranked AS (
-         SELECT c.delivery_id, c.due_at, c.kind,
+         SELECT c.delivery_id, c.due_at, c.kind, dispatch_tenant_of(c.subscription_id) AS tenant,
                 row_number() OVER (PARTITION BY c.subscription_id
                                    ORDER BY c.kind, c.due_at, c.delivery_id) AS nth,
                 coalesce(a.room, $8) AS room,
@@ -164,19 +163,23 @@ pub const CLAIM_SQL: &str = "WITH cand AS MATERIALIZED (
                   ON a.subscription_id = c.subscription_id
      ), fits AS (
          SELECT delivery_id, due_at, kind, proven,
-                row_number() OVER (PARTITION BY kind ORDER BY due_at, delivery_id) AS kth
+                row_number() OVER (PARTITION BY kind ORDER BY due_at, delivery_id) AS kth,
+                -- Its turn within its tenant: the batch is dealt round-robin across tenants
+                -- (with one tenant, this is the due order itself).
+                row_number() OVER (PARTITION BY tenant ORDER BY kind = 0 DESC, due_at,
+                                                                delivery_id) AS tth
            FROM ranked
           WHERE nth <= room
      ), allowed AS (
-         SELECT delivery_id, due_at, kind, proven,
-                row_number() OVER (PARTITION BY proven ORDER BY kind = 0 DESC, due_at,
+         SELECT delivery_id, due_at, kind, proven, tth,
+                row_number() OVER (PARTITION BY proven ORDER BY kind = 0 DESC, tth, due_at,
                                                                 delivery_id) AS pth
            FROM fits
           WHERE NOT (kind = 1 AND kth > greatest($2 / 2, 1))
      ), chosen AS (
          SELECT delivery_id FROM allowed
           WHERE proven OR pth <= $9
-          ORDER BY kind = 0 DESC, due_at, delivery_id
+          ORDER BY kind = 0 DESC, tth, due_at, delivery_id
           LIMIT $2
      ), locked AS MATERIALIZED (
          SELECT q.delivery_id FROM delivery_queue q
@@ -218,8 +221,9 @@ pub const CLAIM_SQL: &str = "WITH cand AS MATERIALIZED (
 ///
 /// The candidates are the earliest due rows of the queue, read without locks along the
 /// `(due_at, delivery_id)` index of their kind, a window of twice the batch of each kind
-/// (expired leases, retries and first tries); among them the claim takes expired leases first
-/// (a dead worker's deliveries are the oldest work there is), then in due order what the
+/// (expired leases, retries and, per tenant, first tries); among them the claim takes expired
+/// leases first (a dead worker's deliveries are the oldest work there is), then — dealt
+/// round-robin across tenants, each tenant's in due order (ADR 014) — what the
 /// allowances let through, with retries at most half of the batch (at least one) so a storm of
 /// retries cannot starve new events, and
 /// deliveries of destinations that are not proven at most `unproven_budget`, so slots stay for

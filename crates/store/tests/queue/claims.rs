@@ -271,3 +271,47 @@ async fn retries_take_at_most_half_of_a_claim_when_first_attempts_wait() {
     let claimed = claim(&mut conn, "w", 1, LEASE).await.unwrap();
     assert_eq!(claimed.len(), 1, "at least one");
 }
+
+#[tokio::test]
+async fn a_tenants_backlog_does_not_hide_another_tenants_first_attempts() {
+    let db = TestDb::new().await;
+    let pool = db.pool();
+    let mut conn = connection(&pool).await.unwrap();
+    raw(
+        &mut conn,
+        "INSERT INTO tenants (id, name) VALUES ('big', 'b'), ('small', 's')",
+    )
+    .await;
+    subscribe(&mut conn, &["big/s", "small/s"]).await;
+    raw(
+        &mut conn,
+        "UPDATE subscriptions SET tenant_id = split_part(id, '/', 1)",
+    )
+    .await;
+    // The big tenant's backlog fell due long before the small tenant's events.
+    pending(&mut conn, "big/e", "big/s", 200).await;
+    raw(
+        &mut conn,
+        "UPDATE deliveries SET next_attempt_at = now() - interval '1 hour'
+          WHERE subscription_id = 'big/s'",
+    )
+    .await;
+    pending(&mut conn, "small/e", "small/s", 3).await;
+
+    let claimed = claim(&mut conn, "w", 6, LEASE).await.unwrap();
+    let small = claimed
+        .iter()
+        .filter(|c| c.subscription_id == "small/s")
+        .count();
+    assert_eq!(
+        small, 3,
+        "dealt round-robin: every small event in a batch of six"
+    );
+    assert_eq!(claimed.len(), 6);
+    assert_eq!(disagreements(&mut conn).await, 0);
+
+    // With the small tenant served, the big one gets whole batches again, oldest first.
+    let next = claim(&mut conn, "w", 6, LEASE).await.unwrap();
+    assert!(next.iter().all(|c| c.subscription_id == "big/s"));
+    assert_eq!(next.len(), 6);
+}

@@ -26,4 +26,5 @@ mod settings;
 mod shutdown;
 mod signing;
 mod ssrf;
+mod tenants;
 mod wakeups;

@@ -25,12 +25,16 @@ pub async fn next_due_at(
              -- Each kind along its own index; held deliveries ('infinity') never fall due.
              (SELECT q.due_at FROM delivery_queue q
                WHERE q.leased AND q.due_at < 'infinity' ORDER BY q.due_at LIMIT 1),
-             (SELECT q.due_at FROM delivery_queue q
-               WHERE NOT q.retry AND NOT q.leased AND q.due_at < 'infinity'
-                 AND NOT EXISTS (SELECT 1 FROM subscriptions s
-                                  WHERE s.id = q.subscription_id
-                                    AND s.circuit_open_until > now())
-               ORDER BY q.due_at LIMIT 1),
+             -- First tries: each tenant's earliest, along the per-tenant index.
+             (SELECT min(f.due_at) FROM tenants t
+               CROSS JOIN LATERAL
+                     (SELECT q.due_at FROM delivery_queue q
+                       WHERE dispatch_tenant_of(q.subscription_id) = t.id
+                         AND NOT q.retry AND NOT q.leased AND q.due_at < 'infinity'
+                         AND NOT EXISTS (SELECT 1 FROM subscriptions s
+                                          WHERE s.id = q.subscription_id
+                                            AND s.circuit_open_until > now())
+                       ORDER BY dispatch_tenant_of(q.subscription_id), q.due_at LIMIT 1) f),
              (SELECT q.due_at FROM delivery_queue q
                WHERE q.retry AND NOT q.leased AND q.due_at < 'infinity'
                  AND NOT EXISTS (SELECT 1 FROM subscriptions s
