@@ -150,9 +150,10 @@ pub async fn given(url: &str) -> Result<Postgres> {
 
 /// A new cluster for one benchmark run: `initdb` into `bench-<pid>` (a fresh data directory,
 /// so every setting is PostgreSQL's default: autovacuum on, fsync on, synchronous_commit on),
-/// started with no setting of ours but its address, and deleted when stopped. Clusters left by
-/// runs whose process is gone are stopped and deleted first.
-pub async fn start_fresh_for_bench(workspace: &Path) -> Result<Postgres> {
+/// started with no setting of ours but its address (and `settings`, only for a diagnostic run),
+/// and deleted when stopped. Clusters left by runs whose process is gone are stopped and deleted
+/// first.
+pub async fn start_fresh_for_bench(workspace: &Path, settings: &[&str]) -> Result<Postgres> {
     crate::setup::ensure_postgres_server()?;
     let base = cluster_base(workspace);
     remove_dead_bench_clusters(&base);
@@ -170,7 +171,7 @@ pub async fn start_fresh_for_bench(workspace: &Path) -> Result<Postgres> {
     if log.exists() {
         std::fs::remove_file(&log).with_context(|| format!("removing {}", log.display()))?;
     }
-    let port = cluster.start(&log, &[]).map_err(|e| anyhow!(e))?;
+    let port = cluster.start(&log, settings).map_err(|e| anyhow!(e))?;
     eprintln!(
         "xtask: PostgreSQL started on 127.0.0.1:{port} ({}; log {})",
         data_dir.display(),

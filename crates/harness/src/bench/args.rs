@@ -165,6 +165,12 @@ pub struct Args {
     /// Use debug builds (a quick smoke run; the figures mean little).
     #[arg(long)]
     pub debug: bool,
+    /// A diagnostic, not a measurement of the defaults: start the private cluster with
+    /// `pg_stat_statements` loaded and print, after each run, what each statement cost per
+    /// delivery (calls, time, buffers, WAL) and the server's WAL bytes per delivery. With
+    /// --database-url the server must preload it already.
+    #[arg(long)]
+    pub pg_statements: bool,
     /// A setting of dispatch-api that differs from the shipped default, e.g.
     /// `--api-env DISPATCH_DB_MAX_CONNECTIONS=64` (repeatable; `DISPATCH_*` keys and RUST_LOG).
     /// Without it the shipped defaults are measured; the report lists every such setting.

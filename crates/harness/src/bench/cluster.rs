@@ -21,7 +21,18 @@ pub async fn server(args: &Args) -> Result<(Postgres, &'static str)> {
             std::env::var("DATABASE_URL").context("--use-database-url: DATABASE_URL is not set")?;
         return Ok((pg::given(&url).await?, "the server of DATABASE_URL"));
     }
-    let cluster = pg::start_fresh_for_bench(&crate::workspace_root()).await?;
+    if args.pg_statements {
+        let cluster = pg::start_fresh_for_bench(
+            &crate::workspace_root(),
+            &super::measure::statements::SETTINGS,
+        )
+        .await?;
+        return Ok((
+            cluster,
+            "a private cluster (initdb, PostgreSQL's defaults but pg_stat_statements loaded)",
+        ));
+    }
+    let cluster = pg::start_fresh_for_bench(&crate::workspace_root(), &[]).await?;
     Ok((cluster, "a private cluster (initdb, PostgreSQL's defaults)"))
 }
 

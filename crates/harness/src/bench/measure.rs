@@ -20,6 +20,8 @@ use super::tenants::Observed;
 use crate::processes::{self, Launch, Service};
 use crate::receiver::{self, Receiver};
 
+pub(super) mod statements;
+
 /// How long a just-started API and workers get to become ready.
 pub(super) const READY_WITHIN: Duration = Duration::from_secs(60);
 /// After the last expected delivery: how long to keep listening for late duplicates.
@@ -34,6 +36,8 @@ pub(super) struct Phase {
     pub(super) accepted_at: Vec<Instant>,
     pub(super) rss: Option<RssSampler>,
     pub(super) tenants: Option<Observed>,
+    /// `--pg-statements`: the server's WAL position when the phase started.
+    pub(super) wal_before: Option<i64>,
 }
 
 impl Bench {
@@ -92,6 +96,7 @@ impl Bench {
             services.push(launch.worker_as_shipped(i)?);
         }
         processes::wait_ready(&self.client, services, READY_WITHIN).await?;
+        let wal_before = self.statements_start(url).await;
         let before = Snapshot::take(services, url).await;
         let plan = LoadPlan {
             url: format!("{}{}", services[0].base_url, pace.path()),
@@ -147,6 +152,7 @@ impl Bench {
             accepted_at: std::mem::take(&mut sent.accepted_at),
             rss,
             tenants: None,
+            wal_before,
         })
     }
 
@@ -186,6 +192,7 @@ impl Bench {
             seeding.elapsed().as_secs_f64()
         );
         drop(conn);
+        let wal_before = self.statements_start(url).await;
         let before = Snapshot::take(&[], url).await;
         let started = Instant::now();
         for i in 1..=spec.workers {
@@ -205,7 +212,16 @@ impl Bench {
             accepted_at: Vec::new(),
             rss: None,
             tenants: None,
+            wal_before,
         })
+    }
+
+    /// `--pg-statements`: forgets the statements counted so far; the server's WAL position.
+    pub(super) async fn statements_start(&self, url: &str) -> Option<i64> {
+        match self.args.pg_statements {
+            true => statements::start(url).await,
+            false => None,
+        }
     }
 
     /// Run `name` of `spec` on the database at `url`, whose subscriptions point at `receiver`.
@@ -271,6 +287,9 @@ impl Bench {
         row.log_lines = services.iter().map(Service::log_lines).sum();
         for service in services {
             service.stop().await;
+        }
+        if let Some(wal_before) = phase.wal_before {
+            statements::report(url, wal_before, phase.expected, &mut row).await;
         }
         self.count_in_database(url, &phase, &mut row).await?;
         let received = receiver.received();

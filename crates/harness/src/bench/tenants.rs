@@ -164,6 +164,7 @@ impl Bench {
             api_key: key.to_owned(),
             ordering_keys: None,
         };
+        let wal_before = self.statements_start(url).await;
         let before = Snapshot::take(services, url).await;
         let started = Instant::now();
         eprintln!("bench:   tenant big loads {backlog} events in batches of {batch_size}");
@@ -211,6 +212,7 @@ impl Bench {
             all_arrived: drained,
             accepted_at: Vec::new(),
             rss: None,
+            wal_before,
             tenants: Some(Observed {
                 big_accepted,
                 big_load: big.elapsed,

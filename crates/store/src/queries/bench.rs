@@ -12,6 +12,7 @@ use crate::StoreError;
 
 pub mod list;
 mod seed;
+pub mod statements;
 
 pub use seed::{
     BacklogSeed, HistorySeed, SubscriptionSeed, seed_backlog, seed_history, seed_subscriptions,
@@ -296,12 +297,15 @@ struct Pid {
     pid: i32,
 }
 
-/// Process ids of the server's backends connected to the current database, this connection's
-/// own excepted (to read their CPU time from `/proc` when the server runs on this machine).
+/// Process ids of the clients' backends connected to the current database, this connection's
+/// own excepted (to read their CPU time from `/proc` when the server runs on this machine). An
+/// autovacuum worker is not a client: counted only when a snapshot happened to catch one
+/// running, it would add its CPU to some runs and not to others.
 pub async fn backend_pids(conn: &mut AsyncPgConnection) -> Result<Vec<i32>, StoreError> {
     let rows: Vec<Pid> = diesel::sql_query(
         "SELECT pid FROM pg_stat_activity
-          WHERE datname = current_database() AND pid <> pg_backend_pid()",
+          WHERE datname = current_database() AND pid <> pg_backend_pid()
+            AND backend_type = 'client backend'",
     )
     .load(conn)
     .await?;
