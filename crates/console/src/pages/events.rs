@@ -7,6 +7,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use chrono::{DateTime, Utc};
+use dispatch_domain::tenant::external_id;
 use dispatch_domain::{DeliveryStatus, EventId, Pattern, Source, SubscriptionId};
 use dispatch_store::queries::events;
 use dispatch_store::queries::listing::{self, AttemptsOf, EventCursor, EventFilter};
@@ -202,7 +203,7 @@ pub async fn list(
         .then(|| {
             items
                 .last()
-                .map(|e| EventCursor::after(e.received_at, &e.id).text())
+                .map(|e| EventCursor::after(e.received_at, external_id(&e.id)).text())
         })
         .flatten();
     let now = Utc::now();
@@ -215,7 +216,7 @@ pub async fn list(
         rows: items
             .into_iter()
             .map(|e| Row {
-                id: e.id,
+                id: external_id(&e.id).to_owned(),
                 event_type: e.event_type,
                 source: e.source,
                 status: e.status,
@@ -330,7 +331,7 @@ pub async fn show(
             collapsed: payload.len() > COLLAPSE_BYTES,
             payload_bytes: payload.len(),
             payload,
-            id: event.id,
+            id: external_id(&event.id).to_owned(),
             event_type: event.event_type,
             source: event.source,
             received_at: time(event.received_at),
@@ -340,7 +341,7 @@ pub async fn show(
                 .zip(statuses)
                 .map(|(d, s)| DeliveryLine {
                     id: d.id,
-                    subscription_id: d.subscription_id,
+                    subscription_id: external_id(&d.subscription_id).to_owned(),
                     status: d.status,
                     attempts: d.attempts,
                     next_attempt_at: time(d.next_attempt_at),

@@ -5,6 +5,7 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
+use dispatch_domain::tenant::external_id;
 use dispatch_domain::{DeliveryStatus, EventId, ReplayId, SubscriptionId};
 use dispatch_store::queries::listing::{self, DeliveryFilter};
 use dispatch_store::queries::replays;
@@ -120,8 +121,8 @@ pub async fn list(
                 .into_iter()
                 .map(|d| Row {
                     id: d.id,
-                    event_id: d.event_id,
-                    subscription_id: d.subscription_id,
+                    event_id: external_id(&d.event_id).to_owned(),
+                    subscription_id: external_id(&d.subscription_id).to_owned(),
                     attempts: d.attempts,
                     last_status: d
                         .last_status_code

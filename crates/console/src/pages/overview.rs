@@ -4,6 +4,7 @@
 //! backlog, the recent attempts and each subscription's share: `ops::stats`'s own functions),
 //! unfinished and failed deliveries from their small tables, and the per-minute counts.
 
+use dispatch_domain::tenant::{external_id, tenant_of};
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
@@ -47,6 +48,9 @@ struct OverviewPage {
     circuits: Vec<Circuit>,
     failing: Vec<Failing>,
     failure_rate: String,
+    /// The installation-wide figures (charts, backlog, statuses) are shown to keys of every
+    /// tenant (admin, read) only; a tenant key sees its own subscriptions' lists.
+    whole: bool,
 }
 
 /// `90` → `1 min 30 s`: an age an operator reads at a glance.
@@ -73,11 +77,17 @@ pub async fn page(
     let minutes = queries::activity(&mut conn, 59).await?;
     drop(conn);
     let series = |f: fn(&queries::Minute) -> i64| chart(&minutes.iter().map(f).collect::<Vec<_>>());
+    // Only the session's tenant's subscriptions, named as that tenant knows them.
+    let subscriptions: Vec<_> = subscriptions
+        .into_iter()
+        .filter(|s| tenant_of(&s.id) == session.tenant.as_str())
+        .collect();
+    let whole = session.signer.scope.tenant().is_none();
     let mut failing: Vec<Failing> = subscriptions
         .iter()
         .filter(|s| s.failures > 0)
         .map(|s| Failing {
-            id: s.id.clone(),
+            id: external_id(&s.id).to_owned(),
             attempts: s.attempts,
             failures: s.failures,
             due: s.due,
@@ -89,7 +99,7 @@ pub async fn page(
         .iter()
         .filter(|s| s.circuit_state != "closed")
         .map(|s| Circuit {
-            id: s.id.clone(),
+            id: external_id(&s.id).to_owned(),
             state: s.circuit_state.replace('_', "-"),
             until: s
                 .circuit_open_until
@@ -119,6 +129,7 @@ pub async fn page(
             } else {
                 "no attempts".to_owned()
             },
+            whole,
         },
     ))
 }

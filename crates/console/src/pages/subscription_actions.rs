@@ -5,6 +5,7 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use askama::Template;
+use dispatch_domain::tenant::external_id;
 use serde_json::{Value, json};
 
 use super::subscription_edit::edit_patch;
@@ -191,7 +192,7 @@ pub async fn confirm_delete(
             title: "Delete subscription",
             csrf: session.csrf.clone(),
             nav: "subscriptions",
-            id: row.id,
+            id: external_id(&row.id).to_owned(),
             url: row.url,
         },
     ))

@@ -3,6 +3,7 @@
 //! forms; `subscription_edit.rs` runs the edit, pause and resume, `subscription_actions.rs` the
 //! rest, all through the API's own route code.
 
+use dispatch_domain::tenant::external_id;
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
@@ -100,7 +101,7 @@ pub async fn list(
                 circuit: row.circuit_state.replace('_', "-"),
                 success: s.map_or_else(|| rate(0, 0), |s| rate(s.attempts, s.failures)),
                 due: s.map_or(0, |s| s.due),
-                id: row.id,
+                id: external_id(&row.id).to_owned(),
             }
         })
         .collect();
@@ -218,7 +219,7 @@ pub(super) async fn render(
     Ok(html(
         status,
         &ShowPage {
-            title: format!("Subscription {}", row.id),
+            title: format!("Subscription {}", external_id(&row.id)),
             csrf: session.csrf.clone(),
             nav: "subscriptions",
             state: state_of(&row),
@@ -242,7 +243,7 @@ pub(super) async fn render(
             form,
             problem,
             can: session.can,
-            id: row.id,
+            id: external_id(&row.id).to_owned(),
         },
     ))
 }

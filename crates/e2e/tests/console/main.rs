@@ -11,6 +11,7 @@
 mod common;
 mod harness;
 mod read_only;
+mod tenants;
 
 use std::time::Duration;
 
