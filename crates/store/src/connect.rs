@@ -164,9 +164,8 @@ impl Connector {
     }
 
     /// Sessions opened from now on commit without waiting for the WAL flush
-    /// (`synchronous_commit = off`): what they write may be lost if PostgreSQL itself crashes
-    /// within the last fraction of a second, but never corrupted. Only for writes that are safe
-    /// to lose (see [`crate::pool::Durability::Relaxed`]).
+    /// (`synchronous_commit = off`): a PostgreSQL crash may lose the last fraction of a second,
+    /// never corrupt it. Only for writes safe to lose ([`crate::pool::Durability::Relaxed`]).
     pub fn relaxed(self) -> Self {
         self.with_setting("synchronous_commit=off")
     }
