@@ -20,7 +20,7 @@ pub enum KeysCommand {
         /// What the key is for (1–128 characters).
         #[arg(long, value_parser = parse_name)]
         name: String,
-        /// admin, read, tenant:<tenant id>, tenant:<tenant id>:read or ingest:<tenant id>.
+        /// admin, read, tenant:ID, tenant:ID:read or ingest:ID (ID: a tenant id).
         #[arg(long, value_parser = parse_scope)]
         scope: Scope,
         /// When it stops working (RFC 3339, in the future).
