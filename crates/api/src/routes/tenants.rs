@@ -324,7 +324,10 @@ pub async fn create_key(
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 250, description = "Page size, 1–250 (default 50)."),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page."),
     ),
-    responses((status = 200, description = "A page of the tenant's keys, by id (revoked and expired included).", body = Page<KeyView>)),
+    responses(
+        (status = 200, description = "A page of the tenant's keys, by id (revoked and expired included).", body = Page<KeyView>),
+        (status = 422, description = "`invalid_parameter`: `limit` or `cursor`.", body = ErrorBody),
+    ),
 )]
 pub async fn list_keys(
     _auth: crate::auth::Authorized,
