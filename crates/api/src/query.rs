@@ -75,6 +75,17 @@ impl Query {
         }
     }
 
+    /// A keyset page by text id: `limit` (1 to `max`) and the `cursor` (the previous page's
+    /// last id, checked as `GET /subscriptions` checks it; absent or empty: the first page).
+    pub fn id_page(&self, max: i64) -> Result<(i64, Option<&str>), ApiError> {
+        let limit = self.limit(max)?;
+        let cursor = self.single_or_empty("cursor")?;
+        if let Some(c) = cursor {
+            crate::routes::subscriptions::check_cursor(c)?;
+        }
+        Ok((limit, cursor))
+    }
+
     /// An RFC 3339 time, such as `2026-12-01T08:00:00Z`.
     pub fn time(&self, name: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
         self.single(name)?

@@ -190,11 +190,7 @@ pub async fn list(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let query = Query::parse(req.query_string())?;
-    let limit = query.limit(MAX_LIMIT)?;
-    let cursor = query.single_or_empty("cursor")?;
-    if let Some(c) = cursor {
-        super::subscriptions::check_cursor(c)?;
-    }
+    let (limit, cursor) = query.id_page(MAX_LIMIT)?;
     let mut conn = pool::connection(&state.pool).await?;
     let rows = api_keys::list(&mut conn, None, cursor, limit + 1).await?;
     Ok(HttpResponse::Ok().json(Page::of(rows, limit, |r| r.id.clone(), KeyView::from)))

@@ -86,11 +86,7 @@ pub async fn blocked_keys(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let query = Query::parse(req.query_string())?;
-    let limit = query.limit(MAX_LIMIT)?;
-    let cursor = query.single_or_empty("cursor")?;
-    if let Some(c) = cursor {
-        super::subscriptions::check_cursor(c)?;
-    }
+    let (limit, cursor) = query.id_page(MAX_LIMIT)?;
     let mut conn = pool::connection(&state.pool).await?;
     if subscriptions::find_active(&mut conn, &auth.tenant, id.as_str())
         .await?

@@ -135,11 +135,7 @@ pub async fn list(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let query = Query::parse(req.query_string())?;
-    let limit = query.limit(MAX_LIMIT)?;
-    let cursor = query.single_or_empty("cursor")?;
-    if let Some(c) = cursor {
-        super::subscriptions::check_cursor(c)?;
-    }
+    let (limit, cursor) = query.id_page(MAX_LIMIT)?;
     let mut conn = pool::connection(&state.pool).await?;
     let rows = tenants::list(&mut conn, cursor, limit + 1).await?;
     Ok(HttpResponse::Ok().json(Page::of(rows, limit, |r| r.id.clone(), TenantView::from)))
@@ -336,11 +332,7 @@ pub async fn list_keys(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let query = Query::parse(req.query_string())?;
-    let limit = query.limit(MAX_LIMIT)?;
-    let cursor = query.single_or_empty("cursor")?;
-    if let Some(c) = cursor {
-        super::subscriptions::check_cursor(c)?;
-    }
+    let (limit, cursor) = query.id_page(MAX_LIMIT)?;
     let mut conn = pool::connection(&state.pool).await?;
     if tenants::find(&mut conn, &id).await?.is_none() {
         return Err(id.not_found());
